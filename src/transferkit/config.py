@@ -1,0 +1,214 @@
+"""The configuration of a run: pydantic models, YAML in and out, and messages that name the bad field.
+
+Every field has a default, so ``RunConfig(data={"source": "mnist-5k"})`` is a complete run. Unknown keys
+are errors (a typo must not silently fall back to a default).
+
+Example:
+    >>> cfg = RunConfig.model_validate({"name": "demo", "data": {"source": "mnist-5k"}})
+    >>> cfg.train.epochs, cfg.finetune.strategy
+    (10, 'full')
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from transferkit.errors import ConfigError
+
+Strategy = Literal["full", "linear-probe", "partial", "lp-ft"]
+STRATEGIES: dict[str, str] = {
+    "linear-probe": "freeze the backbone; extract features once (cached) and train only the head",
+    "full": "train every parameter; the backbone may get a smaller LR (backbone_lr_mult, layer_decay)",
+    "partial": "freeze the first `freeze_stages` stages of the backbone, train the rest",
+    "lp-ft": "linear probe first (lp_epochs), then full fine-tuning from that head (Kumar et al., 2022)",
+}
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Strict):
+    """Where the data comes from. ``source`` is labelled; ``target`` labels only score the final model."""
+
+    source: str = Field("mnist-5k", description="dataset name (`transferkit datasets`) or a path")
+    target: str | None = Field(None, description="target domain: scored with its labels, never trained on them")
+    train_split: str = "train"
+    eval_split: str = Field("test", description="split on which the selected model is scored")
+    source_per_class: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="train on only K labelled source items per class (few-shot), chosen by seed"
+    )
+    val_fraction: Annotated[float, Field(ge=0.0, lt=0.9)] = Field(
+        0.1, description="share of the training split held out to select the checkpoint (0: keep the last)"
+    )
+    val_split: str | None = Field(None, description="use this existing split for validation instead")
+    batch_size: Annotated[int, Field(ge=1, le=65536)] = 64
+    eval_batch_size: Annotated[int, Field(ge=1, le=65536)] = 256
+    num_workers: Annotated[int, Field(ge=0, le=64)] = 0
+    root: str | None = Field(None, description="benchmark data root (default: $TRANSFERKIT_DATA)")
+
+
+class ModelConfig(_Strict):
+    backbone: str = Field("lenet", description="backbone spec: lenet, mlp, timm:NAME, torchvision:NAME, file:PATH")
+    weights: str | None = Field(None, description="local weights file for the backbone")
+    pretrained: bool = Field(False, description="use pretrained weights from an installed package (or --online)")
+    backbone_kwargs: dict[str, Any] = Field(default_factory=dict)
+    head_dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+
+    @model_validator(mode="after")
+    def _weights_xor_pretrained(self) -> ModelConfig:
+        if self.weights is not None and self.pretrained:
+            raise ValueError("give either model.weights or model.pretrained, not both")
+        return self
+
+
+class FinetuneConfig(_Strict):
+    strategy: Strategy = "full"
+    freeze_stages: Annotated[int, Field(ge=0)] = Field(0, description="stages frozen by `partial`")
+    backbone_lr_mult: Annotated[float, Field(ge=0.0, le=10.0)] = Field(
+        1.0, description="backbone LR = lr x this (the classic 0.1)"
+    )
+    layer_decay: Annotated[float, Field(gt=0.0, le=1.0)] | None = Field(
+        None, description="layer-wise LR decay: stage i of n gets lr x decay^(n - i)"
+    )
+    lp_epochs: Annotated[int, Field(ge=1)] = Field(10, description="epochs of the linear-probe phase (lp-ft)")
+    lp_lr: Annotated[float, Field(gt=0.0)] | None = Field(None, description="LR of the linear-probe phase")
+
+
+class TrainConfig(_Strict):
+    epochs: Annotated[int, Field(ge=1, le=100000)] = 10
+    lr: Annotated[float, Field(gt=0.0, le=10.0)] = 1e-3
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    momentum: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.9
+    weight_decay: Annotated[float, Field(ge=0.0)] = 1e-4
+    scheduler: Literal["cosine", "constant", "step"] = "cosine"
+    warmup_epochs: Annotated[float, Field(ge=0.0)] = 0.0
+    grad_accum_steps: Annotated[int, Field(ge=1, le=1024)] = 1
+    max_grad_norm: Annotated[float, Field(gt=0.0)] | None = None
+    label_smoothing: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    early_stopping_patience: Annotated[int, Field(ge=1)] | None = None
+    keep_checkpoints: Annotated[int, Field(ge=1)] = Field(1, description="epoch checkpoints kept besides the best")
+    threads: Annotated[int, Field(ge=1)] | None = Field(None, description="torch intra-op threads (CPU)")
+
+
+class RunConfig(_Strict):
+    name: str = "run"
+    output_dir: str = "runs"
+    seeds: list[Annotated[int, Field(ge=0)]] = Field(default_factory=lambda: [0], min_length=1)
+    online: bool = Field(False, description="allow downloads from model hubs")
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        if not _NAME_RE.match(v) or ".." in v:
+            raise ValueError("use letters, digits, '.', '_' and '-' only (no '/', no '..'); it names a folder")
+        return v
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"seeds must be distinct, got {v}")
+        return v
+
+    @property
+    def run_path(self) -> Path:
+        return Path(self.output_dir) / self.name
+
+    # -- YAML -----------------------------------------------------------------------------------
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist")
+        try:
+            raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {p} is not valid YAML: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config file {p} must hold a mapping at the top level, got {type(raw).__name__}")
+        return parse_config(raw, overrides, source=str(p))
+
+
+def parse_config(raw: dict[str, Any], overrides: dict[str, Any] | None = None, source: str = "config") -> RunConfig:
+    """Validate a raw mapping (plus dotted ``overrides``) into a :class:`RunConfig` or raise ConfigError."""
+    data = _deep_copy(raw)
+    for dotted, value in (overrides or {}).items():
+        _set_dotted(data, dotted, value)
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source)) from None
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"train.lr=0.01"`` -> ``("train.lr", 0.01)``; the value is read as YAML (numbers, lists, null)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {text!r} must look like section.field=value, e.g. train.lr=0.01")
+    try:
+        return key.strip(), yaml.safe_load(value)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {text!r}: value is not valid YAML: {exc}") from exc
+
+
+def format_validation_error(exc: ValidationError, source: str = "config") -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"] if not isinstance(p, int) or True)
+        if err["type"] == "extra_forbidden":
+            hint = _suggest(err["loc"])
+            lines.append(f"{source}: unknown field `{loc}`{hint}")
+        else:
+            got = err.get("input")
+            shown = "" if isinstance(got, dict) else f" (got {got!r})"
+            lines.append(f"{source}: field `{loc}`: {err['msg']}{shown}")
+    return "; ".join(lines)
+
+
+def _suggest(loc: tuple[Any, ...]) -> str:
+    model: type[BaseModel] = RunConfig
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        ann = getattr(field, "annotation", None) if field else None
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            model = ann
+        else:
+            return ""
+    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1)
+    return f" (did you mean `{close[0]}`?)" if close else f" (known: {', '.join(model.model_fields)})"
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = data
+    for part in parts[:-1]:
+        nxt = node.setdefault(part, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"override {dotted!r}: `{part}` is not a section")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def _deep_copy(d: Any) -> Any:
+    if isinstance(d, dict):
+        return {k: _deep_copy(v) for k, v in d.items()}
+    if isinstance(d, list):
+        return [_deep_copy(v) for v in d]
+    return d

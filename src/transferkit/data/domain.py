@@ -1,0 +1,267 @@
+"""The one dataset type every stage sees, and paired source/target iteration.
+
+A :class:`DomainDataset` is a labelled or unlabelled sample of one domain. Modality only decides how an
+item is decoded (an image array, an image file, a feature vector); after the backbone's transform every
+item is a tensor, so the engine and all methods stay modality-free.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from PIL import Image
+
+from transferkit.errors import DataError
+
+Kind = Literal["image", "vector"]
+UNLABELLED = -1
+
+
+@dataclass(eq=False)
+class DomainDataset(torch.utils.data.Dataset):
+    """Inputs, labels (or None) and the name of the domain they come from.
+
+    Args:
+        inputs: an array of images ``(N, H, W)`` / ``(N, H, W, C)`` (uint8 or float in [0, 1]), an array
+            of feature vectors ``(N, D)``, or a sequence of image file paths.
+        labels: integer class indices ``(N,)`` or None for an unlabelled domain.
+        domain: a name for reports ("mnist", "amazon/books").
+        classes: class names; index ``i`` of ``classes`` is label ``i``.
+        kind: ``"image"`` or ``"vector"``.
+        transform: turns one decoded item (a PIL image, or a float tensor for vectors) into a tensor;
+            usually the backbone's preprocessing.
+
+    Items are dicts ``{"x": tensor, "y": int, "index": int}`` with ``y = -1`` when unlabelled, so the
+    default collate function batches them and unlabelled data needs no special case.
+
+    Example:
+        >>> import numpy as np
+        >>> ds = DomainDataset(np.zeros((4, 3), np.float32), np.array([0, 1, 0, 1]), "toy", ["a", "b"], "vector")
+        >>> ds[1]["y"], len(ds.per_class(1, seed=0))
+        (1, 2)
+    """
+
+    inputs: Any
+    labels: np.ndarray | None
+    domain: str
+    classes: list[str]
+    kind: Kind = "image"
+    transform: Callable[[Any], torch.Tensor] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = len(self.inputs)
+        if n == 0:
+            raise DataError(f"dataset {self.domain!r} is empty")
+        if self.labels is not None:
+            labels = np.asarray(self.labels)
+            if labels.shape != (n,):
+                raise DataError(
+                    f"dataset {self.domain!r}: {labels.shape[0] if labels.ndim else 0} labels for {n} inputs"
+                )
+            if not np.issubdtype(labels.dtype, np.integer):
+                raise DataError(f"dataset {self.domain!r}: labels must be integers, got {labels.dtype}")
+            if labels.min() < 0 or labels.max() >= len(self.classes):
+                raise DataError(
+                    f"dataset {self.domain!r}: labels must lie in [0, {len(self.classes) - 1}] "
+                    f"({len(self.classes)} classes), found {labels.min()}..{labels.max()}"
+                )
+            self.labels = labels.astype(np.int64)
+        if self.kind == "vector" and isinstance(self.inputs, np.ndarray):
+            if self.inputs.ndim != 2:
+                raise DataError(f"dataset {self.domain!r}: feature vectors must be 2-D (N, D), got {self.inputs.shape}")
+            if not np.isfinite(self.inputs).all():
+                raise DataError(f"dataset {self.domain!r}: feature vectors contain NaN or Inf")
+
+    # -- torch Dataset -------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = self.decode(index)
+        x = self.transform(item) if self.transform is not None else _default_to_tensor(item)
+        y = int(self.labels[index]) if self.labels is not None else UNLABELLED
+        return {"x": x, "y": y, "index": index}
+
+    def decode(self, index: int) -> Any:
+        """The raw item: a PIL image for images, a float tensor for vectors."""
+        raw = self.inputs[index]
+        if self.kind == "vector":
+            return torch.as_tensor(np.asarray(raw, dtype=np.float32))
+        if isinstance(raw, (str, Path)):
+            return _open_image(Path(raw))
+        return _array_to_pil(np.asarray(raw))
+
+    # -- views ---------------------------------------------------------------------------------
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def is_labelled(self) -> bool:
+        return self.labels is not None
+
+    def with_transform(self, transform: Callable[[Any], torch.Tensor] | None) -> DomainDataset:
+        return replace(self, transform=transform)
+
+    def unlabelled(self) -> DomainDataset:
+        """The same inputs without labels (what an adaptation method may see of a target)."""
+        return replace(self, labels=None)
+
+    def subset(self, indices: Sequence[int] | np.ndarray) -> DomainDataset:
+        idx = np.asarray(indices, dtype=np.int64)
+        inputs = self.inputs[idx] if isinstance(self.inputs, np.ndarray) else [self.inputs[i] for i in idx]
+        labels = None if self.labels is None else self.labels[idx]
+        return replace(self, inputs=inputs, labels=labels)
+
+    def split(self, fraction: float, seed: int = 0) -> tuple[DomainDataset, DomainDataset]:
+        """Split into (rest, held-out) with ``fraction`` held out, stratified by label when labelled."""
+        if not 0.0 < fraction < 1.0:
+            raise DataError(f"split fraction must be in (0, 1), got {fraction}")
+        n = len(self)
+        rng = np.random.default_rng(seed)
+        if self.labels is None:
+            perm = rng.permutation(n)
+            k = max(1, round(n * fraction))
+            held, rest = perm[:k], perm[k:]
+        else:
+            held_parts, rest_parts = [], []
+            for c in np.unique(self.labels):
+                members = rng.permutation(np.flatnonzero(self.labels == c))
+                k = round(len(members) * fraction)
+                if len(members) > 1:
+                    k = min(max(k, 1), len(members) - 1)
+                held_parts.append(members[:k])
+                rest_parts.append(members[k:])
+            held, rest = np.concatenate(held_parts), np.concatenate(rest_parts)
+        if len(rest) == 0 or len(held) == 0:
+            raise DataError(f"dataset {self.domain!r} ({n} items) is too small to split off {fraction:.0%}")
+        return self.subset(np.sort(rest)), self.subset(np.sort(held))
+
+    def per_class(self, k: int, seed: int = 0) -> DomainDataset:
+        """``k`` labelled items of every class, chosen reproducibly by ``seed`` (few-shot training sets)."""
+        if self.labels is None:
+            raise DataError(f"dataset {self.domain!r} is unlabelled; cannot pick {k} items per class")
+        if k < 1:
+            raise DataError(f"items per class must be >= 1, got {k}")
+        rng = np.random.default_rng(seed)
+        chosen = []
+        for c in range(self.num_classes):
+            members = np.flatnonzero(self.labels == c)
+            if len(members) < k:
+                raise DataError(
+                    f"dataset {self.domain!r}: class {self.classes[c]!r} has {len(members)} items, fewer than {k}"
+                )
+            chosen.append(rng.choice(members, size=k, replace=False))
+        return self.subset(np.sort(np.concatenate(chosen)))
+
+    def class_counts(self) -> dict[str, int]:
+        if self.labels is None:
+            return {}
+        counts = np.bincount(self.labels, minlength=self.num_classes)
+        return {name: int(c) for name, c in zip(self.classes, counts, strict=True)}
+
+    def fingerprint(self) -> str:
+        """A content hash of the inputs and labels: the key of feature caches."""
+        import hashlib
+
+        h = hashlib.sha256()
+        h.update(self.domain.encode())
+        h.update(self.kind.encode())
+        if isinstance(self.inputs, np.ndarray):
+            h.update(str(self.inputs.shape).encode() + str(self.inputs.dtype).encode())
+            h.update(np.ascontiguousarray(self.inputs).tobytes())
+        else:
+            for p in self.inputs:
+                path = Path(p)
+                st = path.stat()
+                h.update(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
+        if self.labels is not None:
+            h.update(self.labels.tobytes())
+        return h.hexdigest()[:16]
+
+
+def check_label_sets(source: DomainDataset, target: DomainDataset) -> None:
+    """Refuse a target whose class names differ from the source's: a head cannot predict unseen classes."""
+    if source.classes != target.classes:
+        missing = [c for c in target.classes if c not in source.classes]
+        extra = [c for c in source.classes if c not in target.classes]
+        hint = []
+        if missing:
+            hint.append(f"target classes missing from the source: {missing[:10]}")
+        if extra:
+            hint.append(f"source classes missing from the target: {extra[:10]}")
+        if not hint:
+            hint.append("same classes in a different order")
+        raise DataError(
+            f"label sets of source {source.domain!r} and target {target.domain!r} do not match ("
+            + "; ".join(hint)
+            + "); give both domains the same class folders / label names"
+        )
+
+
+def _default_to_tensor(item: Any) -> torch.Tensor:
+    if isinstance(item, torch.Tensor):
+        return item
+    arr = np.asarray(item, dtype=np.float32) / 255.0
+    arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+    return torch.from_numpy(np.ascontiguousarray(arr))
+
+
+def _array_to_pil(arr: np.ndarray) -> Image.Image:
+    if arr.dtype != np.uint8:
+        arr = np.clip(np.rint(arr.astype(np.float32) * 255.0), 0, 255).astype(np.uint8)
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    return Image.fromarray(arr)
+
+
+def _open_image(path: Path) -> Image.Image:
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise DataError(f"cannot read image {path}: {exc}") from exc
+
+
+# -- paired source/target iteration ------------------------------------------------------------
+class PairedLoader:
+    """Iterate source and target loaders together; the shorter side cycles (reshuffled each pass).
+
+    One epoch lasts as long as the longer loader, so every item of both domains is seen at least once.
+    Each step yields ``(source_batch, target_batch)``; with no target loader the target is None.
+    """
+
+    def __init__(self, source: Any, target: Any | None = None) -> None:
+        self.source = source
+        self.target = target
+
+    def __len__(self) -> int:
+        if self.target is None:
+            return len(self.source)
+        return max(len(self.source), len(self.target))
+
+    def __iter__(self) -> Iterator[tuple[Any, Any | None]]:
+        if self.target is None:
+            for batch in self.source:
+                yield batch, None
+            return
+        steps = len(self)
+        src_it, tgt_it = _cycle(self.source), _cycle(self.target)
+        for _ in range(steps):
+            yield next(src_it), next(tgt_it)
+
+
+def _cycle(loader: Any) -> Iterator[Any]:
+    while True:
+        empty = True
+        for batch in loader:
+            empty = False
+            yield batch
+        if empty:
+            raise DataError("a data loader produced no batches (is the dataset smaller than one batch with drop_last?)")

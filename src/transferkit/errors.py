@@ -1,0 +1,28 @@
+"""Exceptions that transferkit raises for problems a user can fix.
+
+Every error names the thing that is wrong (a file, a config field, a dataset) and says how to fix it.
+The CLI turns any :class:`TransferkitError` into a one-line message and exit code 2, so a user never
+sees a traceback for bad input.
+"""
+
+from __future__ import annotations
+
+
+class TransferkitError(Exception):
+    """Base class: a problem with the user's input or environment, not a bug in transferkit."""
+
+
+class ConfigError(TransferkitError, ValueError):
+    """A configuration field is missing, unknown, or has a bad value."""
+
+
+class DataError(TransferkitError, ValueError):
+    """A dataset is missing, empty, corrupt, or does not match what the run expects."""
+
+
+class ModelError(TransferkitError, ValueError):
+    """A backbone name, weights file or checkpoint cannot be used."""
+
+
+class RunDirError(TransferkitError):
+    """A run directory cannot be created, read or resumed."""

@@ -1,0 +1,51 @@
+"""Run a trained model over a dataset (inference mode, batched) and score it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from transferkit.data.domain import DomainDataset
+from transferkit.evaluate.metrics import classification_metrics
+from transferkit.features import pick_device
+from transferkit.models.heads import TransferModel
+from transferkit.train.callbacks import make_progress
+
+
+@torch.inference_mode()
+def predict_logits(
+    model: TransferModel,
+    dataset: DomainDataset,
+    *,
+    batch_size: int = 256,
+    num_workers: int = 0,
+    device: str = "auto",
+    progress: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits ``(N, C)`` and labels ``(N,)`` (-1 when unlabelled), in dataset order."""
+    dev = pick_device(device)
+    ds = dataset.with_transform(model.transform) if model.transform is not None else dataset
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    was_training = model.training
+    model.eval().to(dev)
+    outs, ys = [], []
+    try:
+        with make_progress(progress) as bar:
+            task = bar.add_task(f"predict {dataset.domain}", total=len(ds), stats="")
+            for batch in loader:
+                _, logits = model(batch["x"].to(dev))
+                outs.append(logits.float().cpu())
+                ys.append(batch["y"])
+                bar.update(task, advance=len(batch["y"]))
+    finally:
+        model.train(was_training)
+    return torch.cat(outs), torch.cat(ys)
+
+
+def score(model: TransferModel, dataset: DomainDataset, **kwargs: Any) -> dict[str, Any]:
+    """Classification metrics of ``model`` on a labelled ``dataset``."""
+    logits, labels = predict_logits(model, dataset, **kwargs)
+    metrics = classification_metrics(logits, labels, model.classes)
+    metrics["domain"] = dataset.domain
+    return metrics

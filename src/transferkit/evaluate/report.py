@@ -1,0 +1,108 @@
+"""The run report: ``report.json`` for programs, ``report.md`` and PNG plots for people.
+
+Every report says how the checkpoint was chosen, because a number is only as honest as its selection rule:
+transferkit selects on the source validation split (or keeps the last epoch), never on target labels.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from transferkit.evaluate.metrics import format_mean_std, mean_std
+from transferkit.evaluate.plots import plot_confusion_matrix, plot_learning_curves
+from transferkit.runs import RunDir, atomic_write_json, atomic_write_text, read_jsonl
+
+SCALARS = ("accuracy", "macro_f1", "ece")
+
+
+def aggregate(per_seed: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """``{role: {metric: {"mean", "std", "values"}}}`` over the seeds' evaluations."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    roles = [r for r in per_seed[0]["evaluations"]] if per_seed else []
+    for role in roles:
+        out[role] = {}
+        for metric in SCALARS:
+            values = [rep["evaluations"][role][metric] for rep in per_seed if role in rep["evaluations"]]
+            m, s = mean_std(values)
+            out[role][metric] = {"mean": m, "std": s, "values": values}
+    return out
+
+
+def write_report(run: RunDir, report: dict[str, Any]) -> dict[str, Any]:
+    """Write report.json, report.md and the plots of one seed's run."""
+    plots: dict[str, str] = {}
+    curves = plot_learning_curves(read_jsonl(run.metrics), run.path / "learning_curves.png", report.get("name", ""))
+    if curves is not None:
+        plots["learning curves"] = curves.name
+    classes = report["classes"]
+    for role, metrics in report.get("evaluations", {}).items():
+        png = plot_confusion_matrix(
+            metrics["confusion_matrix"], classes, run.path / f"confusion_{role}.png",
+            f"{role}: {metrics.get('domain', '')} (acc {metrics['accuracy']:.3f})",
+        )
+        plots[f"confusion matrix ({role})"] = png.name
+    report["plots"] = plots
+    atomic_write_json(run.report_json, report)
+    atomic_write_text(run.report_md, render_markdown(report))
+    return report
+
+
+def write_aggregate_report(run: RunDir, per_seed: list[dict[str, Any]], header: dict[str, Any]) -> dict[str, Any]:
+    """Top-level report of a multi-seed run: mean ± std per evaluated domain and metric."""
+    report = {**header, "seeds": [r["seed"] for r in per_seed], "summary": aggregate(per_seed), "per_seed": per_seed}
+    records = []
+    for seed_run in run.seed_dirs():
+        records.extend(read_jsonl(seed_run.metrics))
+    curves = plot_learning_curves(records, run.path / "learning_curves.png", header.get("name", ""))
+    report["plots"] = {"learning curves": curves.name} if curves else {}
+    atomic_write_json(run.report_json, report)
+    atomic_write_text(run.report_md, render_markdown(report))
+    return report
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    lines = [f"# transferkit run `{report.get('name', '')}`", ""]
+    lines += [
+        f"- backbone: `{report.get('backbone')}`, strategy: `{report.get('strategy')}`",
+        f"- source: `{report.get('source')}`" + (f", target: `{report['target']}`" if report.get("target") else ""),
+        f"- checkpoint selection: {report.get('selection', 'n/a')}",
+        f"- seeds: {report.get('seeds', report.get('seed'))}",
+        "",
+    ]
+    if "summary" in report:
+        lines += ["| evaluated on | accuracy (%) | macro-F1 (%) | ECE (%) |", "|---|---|---|---|"]
+        for role, metrics in report["summary"].items():
+            cells = [format_mean_std(metrics[m]["values"]) for m in SCALARS]
+            lines.append(f"| {role} | " + " | ".join(cells) + " |")
+        lines += ["", "Mean ± sample std over seeds.", ""]
+    else:
+        evals = report.get("evaluations", {})
+        lines += ["| evaluated on | domain | n | accuracy (%) | macro-F1 (%) | ECE (%) |", "|---|---|---|---|---|---|"]
+        for role, m in evals.items():
+            lines.append(
+                f"| {role} | {m.get('domain', '')} | {m['n']} | {100 * m['accuracy']:.2f} | "
+                f"{100 * m['macro_f1']:.2f} | {100 * m['ece']:.2f} |"
+            )
+        if evals:
+            lines += ["", "## Per-class accuracy (%)", ""]
+            roles = list(evals)
+            lines.append("| class | " + " | ".join(roles) + " |")
+            lines.append("|---" * (len(roles) + 1) + "|")
+            for c in report["classes"]:
+                cells = []
+                for r in roles:
+                    v = evals[r]["per_class_accuracy"].get(c)
+                    cells.append("–" if v is None else f"{100 * v:.1f}")
+                lines.append(f"| {c} | " + " | ".join(cells) + " |")
+        fit = report.get("fit")
+        if fit:
+            lines += ["", f"Trained {fit['epochs_run']} epochs in {fit['seconds']:.1f} s; "
+                      f"selected epoch {fit['best_epoch'] + 1}"
+                      + (f" (source val acc {fit['best_val_acc']:.4f})" if fit.get("best_val_acc") is not None else "")
+                      + (", stopped early" if fit.get("stopped_early") else "") + "."]
+    if report.get("plots"):
+        lines += ["", "## Plots", ""]
+        for title, file in report["plots"].items():
+            lines.append(f"![{title}]({Path(file).name})")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,247 @@
+"""A whole run from a :class:`~transferkit.config.RunConfig`: data -> model -> fine-tune -> evaluate -> report.
+
+Everything that can be wrong with the inputs (data paths, label sets, backbone names, weights, stage counts)
+is checked before the run directory is created, so bad input never leaves a half-written run behind.
+
+Example:
+    >>> from transferkit.config import parse_config
+    >>> cfg = parse_config({"name": "doc", "output_dir": str(getfixture("tmp_path")),
+    ...                     "data": {"source": "digits-uci", "source_per_class": 5, "val_fraction": 0},
+    ...                     "train": {"epochs": 1}})
+    >>> report = fit(cfg, progress=False)
+    >>> 0.0 <= report["summary"]["source"]["accuracy"]["mean"] <= 1.0
+    True
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from transferkit.config import RunConfig, TrainConfig
+from transferkit.data import DomainDataset, check_label_sets, load_data
+from transferkit.errors import ConfigError, DataError, RunDirError
+from transferkit.evaluate.predict import score
+from transferkit.evaluate.report import write_aggregate_report, write_report
+from transferkit.features import cached_features
+from transferkit.finetune import apply_strategy, param_groups
+from transferkit.models.backbones import create_backbone
+from transferkit.models.heads import IdentityBackbone, TransferModel
+from transferkit.runs import RunDir, atomic_write_text, read_jsonl
+from transferkit.train.engine import Engine
+
+
+@dataclass
+class RunData:
+    """The splits of one run. ``target_eval`` labels score the final model and nothing else."""
+
+    source_train: DomainDataset
+    source_val: DomainDataset | None
+    source_eval: DomainDataset | None
+    target_eval: DomainDataset | None
+
+    @property
+    def classes(self) -> list[str]:
+        return self.source_train.classes
+
+
+def load_run_data(cfg: RunConfig, seed: int) -> RunData:
+    d = cfg.data
+    train = load_data(d.source, d.train_split, d.root)
+    if not train.is_labelled:
+        raise DataError(f"source {d.source!r} has no labels; the source domain must be labelled")
+    val = None
+    if d.val_split is not None:
+        val = load_data(d.source, d.val_split, d.root)
+    if d.source_per_class is not None:
+        train = train.per_class(d.source_per_class, seed=seed)
+    if val is None and d.val_fraction > 0:
+        train, val = train.split(d.val_fraction, seed=seed)
+    source_eval = _optional_split(d.source, d.eval_split, d.root) if d.eval_split != d.train_split else None
+    target_eval = load_data(d.target, d.eval_split, d.root) if d.target else None
+    for other in (val, source_eval, target_eval):
+        if other is not None:
+            check_label_sets(train, other)
+    return RunData(train, val, source_eval, target_eval)
+
+
+def _optional_split(spec: str, split: str, root: str | None) -> DomainDataset | None:
+    try:
+        return load_data(spec, split, root)
+    except DataError as exc:
+        if "split" in str(exc).lower():
+            return None
+        raise
+
+
+def build_model(cfg: RunConfig, data: RunData) -> TransferModel:
+    kwargs = dict(cfg.model.backbone_kwargs)
+    if cfg.model.backbone == "mlp" and "in_features" not in kwargs:
+        if data.source_train.kind != "vector":
+            raise ConfigError("backbone 'mlp' needs feature vectors; use an image backbone for image data")
+        kwargs["in_features"] = int(data.source_train.inputs.shape[1])
+    backbone = create_backbone(
+        cfg.model.backbone, weights=cfg.model.weights, pretrained=cfg.model.pretrained, online=cfg.online, **kwargs
+    )
+    if data.source_train.kind == "image" and backbone.transform is None:
+        raise ConfigError(f"backbone {cfg.model.backbone!r} takes feature vectors, but {data.source_train.domain!r} holds images")
+    return TransferModel(backbone, data.classes, head_dropout=cfg.model.head_dropout)
+
+
+def fit(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Run every seed of ``cfg`` and return the report aggregated over seeds (also written to disk)."""
+    # Validate everything first: nothing is written if the data or the model cannot be used.
+    first = load_run_data(cfg, cfg.seeds[0])
+    probe_model = build_model(cfg, first)
+    apply_strategy(probe_model, cfg.finetune)
+    run = RunDir(cfg.run_path)
+    _check_resume(run, cfg, resume)
+    run.prepare(overwrite=overwrite, resume=resume)
+    atomic_write_text(run.config, cfg.to_yaml())
+
+    per_seed = []
+    for seed in cfg.seeds:
+        seed_run = run if len(cfg.seeds) == 1 else run.seed(seed)
+        data = first if seed == cfg.seeds[0] else load_run_data(cfg, seed)
+        per_seed.append(fit_seed(cfg, seed, seed_run, data, resume=resume, progress=progress))
+    header = _header(cfg, first)
+    if len(cfg.seeds) == 1:
+        return {**header, "seeds": cfg.seeds, "summary": _single_summary(per_seed[0]), "per_seed": per_seed}
+    return write_aggregate_report(run, per_seed, header)
+
+
+def fit_seed(
+    cfg: RunConfig, seed: int, run: RunDir, data: RunData, *, resume: bool = False, progress: bool = True
+) -> dict[str, Any]:
+    """Train and evaluate one seed into ``run``; a finished seed is skipped when resuming."""
+    if resume and run.report_json.exists() and run.model.exists():
+        import json
+
+        return json.loads(run.report_json.read_text())
+    run.path.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    model = build_model(cfg, data)
+    t0 = time.perf_counter()
+    result = _train(cfg, model, data, run, seed, resume=resume, progress=progress)
+    seconds = time.perf_counter() - t0
+    model.save(run.model)
+
+    evals: dict[str, Any] = {}
+    kw = {"batch_size": cfg.data.eval_batch_size, "num_workers": cfg.data.num_workers, "device": cfg.train.device}
+    if data.source_eval is not None:
+        evals["source"] = score(model, data.source_eval, **kw)
+    if data.target_eval is not None:
+        evals["target"] = score(model, data.target_eval, **kw)
+    report = {
+        **_header(cfg, data),
+        "seed": seed,
+        "fit": {**result, "seconds": seconds},
+        "evaluations": evals,
+    }
+    return write_report(run, report)
+
+
+def _train(
+    cfg: RunConfig, model: TransferModel, data: RunData, run: RunDir, seed: int, *, resume: bool, progress: bool
+) -> dict[str, Any]:
+    strategy = cfg.finetune.strategy
+    common = {
+        "run": run,
+        "seed": seed,
+        "batch_size": cfg.data.batch_size,
+        "eval_batch_size": cfg.data.eval_batch_size,
+        "num_workers": cfg.data.num_workers,
+        "progress": progress,
+    }
+    if strategy in ("linear-probe", "lp-ft"):
+        epochs = cfg.train.epochs if strategy == "linear-probe" else cfg.finetune.lp_epochs
+        lr = cfg.train.lr if strategy == "linear-probe" or cfg.finetune.lp_lr is None else cfg.finetune.lp_lr
+        result = _linear_probe(cfg, model, data, cfg.train.model_copy(update={"epochs": epochs, "lr": lr}),
+                               phase="lp", resume=resume, **common)
+        if strategy == "linear-probe":
+            return result
+    apply_strategy(model, cfg.finetune, phase="ft")
+    groups = param_groups(model, cfg.finetune, cfg.train.lr)
+    phase = "ft" if strategy == "lp-ft" else "train"
+    engine = Engine(model, cfg.train, param_groups=groups, phase=phase, **common)
+    res = engine.fit(data.source_train, data.source_val, resume=resume)
+    return _result_dict(res)
+
+
+def _linear_probe(cfg: RunConfig, model: TransferModel, data: RunData, train_cfg: TrainConfig, *, phase: str,
+                  resume: bool, **common: Any) -> dict[str, Any]:
+    """Train the head on features extracted once by the frozen backbone (cached on disk)."""
+    apply_strategy(model, cfg.finetune, phase="lp")
+    kw = {"batch_size": cfg.data.eval_batch_size, "num_workers": cfg.data.num_workers,
+          "device": cfg.train.device, "progress": common["progress"]}
+    train_f = cached_features(model.backbone, data.source_train, **kw)
+    val_f = cached_features(model.backbone, data.source_val, **kw) if data.source_val is not None else None
+    probe = TransferModel(IdentityBackbone(model.backbone.out_features), model.classes, cfg.model.head_dropout)
+    probe.head.load_state_dict(model.head.state_dict())
+    res = Engine(probe, train_cfg, phase=phase, **common).fit(train_f, val_f, resume=resume)
+    model.head.load_state_dict(probe.head.state_dict())
+    return _result_dict(res)
+
+
+def _result_dict(res: Any) -> dict[str, Any]:
+    return {
+        "best_epoch": res.best_epoch,
+        "best_val_acc": res.best_val_acc,
+        "epochs_run": res.epochs_run,
+        "stopped_early": res.stopped_early,
+    }
+
+
+def _header(cfg: RunConfig, data: RunData) -> dict[str, Any]:
+    selection = (
+        "best source-validation accuracy"
+        if data.source_val is not None
+        else "last epoch (no validation split; val_fraction = 0)"
+    )
+    return {
+        "name": cfg.name,
+        "backbone": cfg.model.backbone,
+        "strategy": cfg.finetune.strategy,
+        "source": cfg.data.source,
+        "target": cfg.data.target,
+        "classes": data.classes,
+        "selection": selection + "; target labels are used only to score the selected model",
+    }
+
+
+def _single_summary(report: dict[str, Any]) -> dict[str, Any]:
+    return {
+        role: {m: {"mean": v[m], "std": 0.0, "values": [v[m]]} for m in ("accuracy", "macro_f1", "ece")}
+        for role, v in report["evaluations"].items()
+    }
+
+
+def _check_resume(run: RunDir, cfg: RunConfig, resume: bool) -> None:
+    if not resume or not run.config.exists():
+        return
+    import yaml
+
+    old = yaml.safe_load(run.config.read_text(encoding="utf-8"))
+    new = cfg.model_dump(mode="json")
+    changed = _diff(old, new)
+    if changed:
+        raise RunDirError(
+            f"cannot resume {run.path}: the configuration changed since it started ({', '.join(changed[:5])}); "
+            "resume with the same config, or start a new run with --overwrite / another --name"
+        )
+
+
+def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for k in sorted(set(old) | set(new)):
+            out += _diff(old.get(k), new.get(k), f"{prefix}{k}.")
+        return out
+    return [prefix.rstrip(".")] if old != new else []
+
+
+def history(run: RunDir) -> list[dict[str, Any]]:
+    return read_jsonl(run.metrics)

@@ -1,0 +1,175 @@
+"""Feature extraction with a frozen backbone: fast, streamed to disk, cached and reusable.
+
+Fast because it runs under ``torch.inference_mode`` (no autograd bookkeeping) with large batches and, on
+CPU, channels-last memory; streamed because features go to the ``.npz`` batch by batch (one batch in
+memory whatever the dataset size); cached because the file name is a hash of the backbone's weights, its
+preprocessing and the dataset's content, so a second linear probe or a later ranking reuses the features.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from transferkit.data.domain import DomainDataset
+from transferkit.errors import DataError
+from transferkit.models.backbones import Backbone
+from transferkit.runs import atomic_path
+from transferkit.train.callbacks import make_progress
+
+CACHE_ENV = "TRANSFERKIT_CACHE"
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "transferkit")) / "features"
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+@torch.inference_mode()
+def iter_features(
+    backbone: Backbone,
+    dataset: DomainDataset,
+    *,
+    batch_size: int = 128,
+    num_workers: int = 0,
+    device: str = "auto",
+    progress: bool = True,
+    description: str = "extract",
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield ``(features float32 (B, D), labels int64 (B,))`` batch by batch, in dataset order."""
+    dev = pick_device(device)
+    ds = dataset.with_transform(backbone.transform) if backbone.transform is not None else dataset
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=batch_size, shuffle=False, num_workers=num_workers, persistent_workers=False
+    )
+    was_training = backbone.training
+    backbone.eval().to(dev)
+    channels_last = dataset.kind == "image"
+    if channels_last:
+        backbone.to(memory_format=torch.channels_last)
+    try:
+        with make_progress(progress) as bar:
+            task = bar.add_task(description, total=len(ds), stats=dataset.domain)
+            for batch in loader:
+                x = batch["x"].to(dev, non_blocking=True)
+                if channels_last and x.dim() == 4:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                feats = backbone(x).float().cpu().numpy()
+                bar.update(task, advance=len(x))
+                yield feats, batch["y"].numpy().astype(np.int64)
+    finally:
+        if channels_last:
+            backbone.to(memory_format=torch.contiguous_format)
+        backbone.train(was_training)
+
+
+def extract_to_npz(
+    backbone: Backbone,
+    dataset: DomainDataset,
+    path: str | Path,
+    *,
+    batch_size: int = 128,
+    num_workers: int = 0,
+    device: str = "auto",
+    progress: bool = True,
+) -> Path:
+    """Write ``features (N, D)``, ``labels (N,)`` (-1 when unlabelled), ``classes`` and ``domain`` to ``path``.
+
+    The features array is streamed into the zip entry batch by batch; the file appears atomically when done.
+    """
+    path = Path(path)
+    n = len(dataset)
+    batches = iter_features(
+        backbone, dataset, batch_size=batch_size, num_workers=num_workers, device=device, progress=progress
+    )
+    labels = np.empty(n, dtype=np.int64)
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        first = next(batches)
+        dim = first[0].shape[1]
+        with zf.open("features.npy", "w", force_zip64=True) as f:
+            np.lib.format.write_array_header_2_0(f, {"descr": "<f4", "fortran_order": False, "shape": (n, dim)})
+            offset = 0
+            for feats, ys in _chain_first(first, batches):
+                if not np.isfinite(feats).all():
+                    raise DataError(f"backbone {backbone.spec!r} produced NaN/Inf features on {dataset.domain!r}")
+                f.write(np.ascontiguousarray(feats, dtype="<f4").tobytes())
+                labels[offset : offset + len(ys)] = ys
+                offset += len(ys)
+        _write_member(zf, "labels", labels)
+        _write_member(zf, "classes", np.asarray(dataset.classes, dtype=str))
+        _write_member(zf, "domain", np.asarray(dataset.domain))
+        _write_member(zf, "backbone", np.asarray(backbone.spec))
+    return path
+
+
+def load_features(path: str | Path) -> DomainDataset:
+    """Read an ``.npz`` written by :func:`extract_to_npz` as a vector dataset."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"feature file {p} does not exist")
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            feats, labels = z["features"], z["labels"]
+            classes = [str(c) for c in z["classes"]]
+            domain = str(z["domain"])
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{p} is not a transferkit feature file: {exc}") from exc
+    lab = None if (labels < 0).all() else labels
+    return DomainDataset(feats, lab, domain, classes, "vector")
+
+
+def cached_features(
+    backbone: Backbone,
+    dataset: DomainDataset,
+    *,
+    cache_dir: str | Path | None = None,
+    batch_size: int = 128,
+    num_workers: int = 0,
+    device: str = "auto",
+    progress: bool = True,
+) -> DomainDataset:
+    """Features of ``dataset`` under ``backbone``, extracted once and then read from the cache."""
+    key = cache_key(backbone, dataset)
+    path = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    file = path / f"{key}.npz"
+    if not file.exists():
+        extract_to_npz(
+            backbone, dataset, file, batch_size=batch_size, num_workers=num_workers, device=device, progress=progress
+        )
+    feats = load_features(file)
+    feats.labels = dataset.labels  # the cache stores them too; keep the caller's (None for unlabelled)
+    feats.meta = {**dataset.meta, "features_from": str(file)}
+    return feats
+
+
+def cache_key(backbone: Backbone, dataset: DomainDataset) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps({"spec": backbone.spec, "kwargs": backbone.kwargs}, sort_keys=True, default=str).encode())
+    h.update(repr(backbone.transform).encode())
+    for k, v in sorted(backbone.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    h.update(dataset.fingerprint().encode())
+    return h.hexdigest()[:24]
+
+
+def _chain_first(first: tuple[np.ndarray, np.ndarray], rest: Iterator[tuple[np.ndarray, np.ndarray]]):
+    yield first
+    yield from rest
+
+
+def _write_member(zf: zipfile.ZipFile, name: str, arr: np.ndarray) -> None:
+    with zf.open(f"{name}.npy", "w", force_zip64=True) as f:
+        np.lib.format.write_array(f, np.asarray(arr), allow_pickle=False)

@@ -1,0 +1,433 @@
+"""Backbones: a registry of specs that build a feature extractor with its own preprocessing.
+
+A spec names where the architecture comes from:
+
+- ``lenet``, ``mlp``: small built-ins for digits (28x28 grey) and feature vectors.
+- ``timm:NAME``: any timm model (``timm:tf_efficientnet_lite0``).
+- ``torchvision:NAME``: any torchvision classification model (``torchvision:mobilenet_v2``).
+- ``file:PATH``: a backbone or model that transferkit saved (safetensors carrying its architecture).
+
+Weights come from a local file (``weights=PATH``), from an installed pip package (``pretrained=True``,
+see :mod:`transferkit.models.pretrained`), or from the hub only when ``online=True``. The classifier of
+the original model is removed generically, so every backbone maps inputs to ``(N, out_features)`` and the
+task head is a separate module (the tutorial's ``model.fc = nn.Linear(num_ftrs, n)``, for any model).
+
+Example:
+    >>> bb = create_backbone("lenet")
+    >>> bb.out_features, len(bb.stages())
+    (500, 3)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from transferkit.errors import ModelError
+
+Transform = Callable[[Any], torch.Tensor]
+META_SPEC = "transferkit.backbone"
+META_KWARGS = "transferkit.backbone_kwargs"
+
+
+class Backbone(nn.Module):
+    """A feature extractor: ``forward(x) -> (N, out_features)``, with the preprocessing it expects.
+
+    ``stages`` orders the parameters from input to output (stem, blocks, ...). Partial freezing and
+    layer-wise learning-rate decay work on these groups, so they work for every architecture.
+    """
+
+    def __init__(
+        self,
+        body: nn.Module,
+        out_features: int,
+        spec: str,
+        transform: Transform | None,
+        stage_names: list[list[str]],
+        kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.body = body
+        self.out_features = int(out_features)
+        self.spec = spec
+        self.kwargs = dict(kwargs or {})
+        self.transform = transform
+        names = {n for n, _ in body.named_parameters()}
+        covered = [n for group in stage_names for n in group if n in names]
+        leftover = [n for n, _ in body.named_parameters() if n not in set(covered)]
+        groups = [[n for n in group if n in names] for group in stage_names]
+        if leftover:  # parameters no stage claimed belong to the last stage (closest to the head)
+            groups.append(leftover)
+        self._stage_names = [g for g in groups if g]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.body(x)
+        return out.flatten(1) if out.dim() > 2 else out
+
+    def stages(self) -> list[list[nn.Parameter]]:
+        params = dict(self.body.named_parameters())
+        return [[params[n] for n in group] for group in self._stage_names]
+
+    def freeze_stages(self, k: int) -> None:
+        """Freeze the first ``k`` stages (``k = len(stages())`` freezes everything)."""
+        n = len(self._stage_names)
+        if not 0 <= k <= n:
+            raise ModelError(f"backbone {self.spec!r} has {n} stages; cannot freeze {k}")
+        for i, group in enumerate(self.stages()):
+            for p in group:
+                p.requires_grad_(i >= k)
+
+    def train(self, mode: bool = True) -> Backbone:
+        # A frozen BatchNorm must keep its running statistics: put it in eval mode whatever the caller asks.
+        super().train(mode)
+        if mode:
+            for m in self.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    ps = list(m.parameters(recurse=False))
+                    if ps and not any(p.requires_grad for p in ps):
+                        m.eval()
+        return self
+
+
+# -- registry -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Entry:
+    build: Callable[..., Backbone]
+    description: str
+
+
+_BUILTINS: dict[str, _Entry] = {}
+_PREFIXES = {
+    "timm": "any timm model, e.g. timm:tf_efficientnet_lite0 (pip-packaged ImageNet weights offline)",
+    "torchvision": "any torchvision classifier, e.g. torchvision:mobilenet_v2",
+    "file": "a backbone or model saved by transferkit (safetensors with its architecture)",
+}
+
+
+def register_backbone(name: str, description: str) -> Callable[[Callable[..., Backbone]], Callable[..., Backbone]]:
+    """Decorator: make ``name`` a backbone spec. The builder takes keyword options only."""
+
+    def wrap(fn: Callable[..., Backbone]) -> Callable[..., Backbone]:
+        if name in _BUILTINS:
+            raise ValueError(f"backbone {name!r} registered twice")
+        _BUILTINS[name] = _Entry(fn, description)
+        return fn
+
+    return wrap
+
+
+def list_backbones() -> dict[str, str]:
+    """Built-in names and spec prefixes, with a one-line description each."""
+    out = {name: e.description for name, e in sorted(_BUILTINS.items())}
+    out.update({f"{p}:NAME": d for p, d in _PREFIXES.items()})
+    return out
+
+
+def create_backbone(
+    spec: str,
+    *,
+    weights: str | Path | None = None,
+    pretrained: bool = False,
+    online: bool = False,
+    **kwargs: Any,
+) -> Backbone:
+    """Build the backbone ``spec`` names, with weights from a file, a package, or (``online``) the hub.
+
+    Raises:
+        ModelError: unknown name; weights that do not fit the architecture (the message lists the
+            mismatched keys); ``pretrained=True`` with no offline source and ``online=False``.
+    """
+    if weights is not None and pretrained:
+        raise ModelError("give either weights=PATH or pretrained=True, not both")
+    prefix, _, name = spec.partition(":")
+    if not name:
+        if spec not in _BUILTINS:
+            known = ", ".join(list_backbones())
+            raise ModelError(f"unknown backbone {spec!r}; known: {known}")
+        if pretrained:
+            raise ModelError(f"built-in backbone {spec!r} has no pretrained weights; pass weights=PATH")
+        bb = _BUILTINS[spec].build(**kwargs)
+        if weights is not None:
+            _load_into(bb.body, None, _read(weights), str(weights))
+        return bb
+    if prefix == "timm":
+        return _timm_backbone(name, weights=weights, pretrained=pretrained, online=online, **kwargs)
+    if prefix == "torchvision":
+        return _torchvision_backbone(name, weights=weights, pretrained=pretrained, online=online, **kwargs)
+    if prefix == "file":
+        if pretrained or weights is not None:
+            raise ModelError("file:PATH already carries its weights; drop weights=/pretrained=")
+        return load_backbone_file(name)
+    raise ModelError(f"unknown backbone prefix {prefix!r} in {spec!r}; use one of {', '.join(_PREFIXES)}")
+
+
+# -- built-ins ----------------------------------------------------------------------------------
+class EnsureMode:
+    """Convert a PIL image to the colour mode the backbone expects (grey digits into an RGB model)."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+
+    def __call__(self, img: Any) -> Any:
+        return img.convert(self.mode) if hasattr(img, "convert") and img.mode != self.mode else img
+
+    def __repr__(self) -> str:
+        return f"EnsureMode({self.mode!r})"
+
+
+@register_backbone("lenet", "LeNet-style CNN for 28x28 grey digits (500-d features), trained from scratch")
+def _lenet(in_chans: int = 1, dropout: float = 0.5) -> Backbone:
+    from torchvision import transforms as T
+
+    body = nn.Sequential()
+    body.add_module(
+        "conv1", nn.Sequential(nn.Conv2d(in_chans, 20, kernel_size=5), nn.MaxPool2d(2), nn.ReLU())
+    )
+    body.add_module(
+        "conv2",
+        nn.Sequential(nn.Conv2d(20, 50, kernel_size=5), nn.Dropout2d(dropout), nn.MaxPool2d(2), nn.ReLU()),
+    )
+    body.add_module("fc", nn.Sequential(nn.Flatten(), nn.Linear(50 * 4 * 4, 500), nn.ReLU(), nn.Dropout(dropout)))
+    mode = "L" if in_chans == 1 else "RGB"
+    mean, std = (0.5,) * in_chans, (0.5,) * in_chans
+    transform = T.Compose([EnsureMode(mode), T.Resize((28, 28)), T.ToTensor(), T.Normalize(mean, std)])
+    stages = [[n for n, _ in body.named_parameters() if n.startswith(s)] for s in ("conv1", "conv2", "fc")]
+    return Backbone(body, 500, "lenet", transform, stages, {"in_chans": in_chans, "dropout": dropout})
+
+
+@register_backbone("mlp", "MLP for feature vectors (needs in_features); hidden=256, depth=2, dropout=0.1")
+def _mlp(in_features: int | None = None, hidden: int = 256, depth: int = 2, dropout: float = 0.1) -> Backbone:
+    if in_features is None or in_features < 1:
+        raise ModelError("backbone 'mlp' needs in_features (the width of the feature vectors)")
+    layers: list[nn.Module] = []
+    width = in_features
+    for i in range(depth):
+        layers.append(nn.Sequential(nn.Linear(width, hidden), nn.ReLU(), nn.Dropout(dropout)))
+        width = hidden
+        del i
+    body = nn.Sequential(*layers)
+    stages = [[n for n, _ in layer.named_parameters(prefix=str(i))] for i, layer in enumerate(body)]
+    kwargs = {"in_features": in_features, "hidden": hidden, "depth": depth, "dropout": dropout}
+    return Backbone(body, hidden, "mlp", None, stages, kwargs)
+
+
+# -- timm and torchvision -----------------------------------------------------------------------
+def _timm_backbone(name: str, *, weights: Any, pretrained: bool, online: bool, **kwargs: Any) -> Backbone:
+    import timm
+    from timm.data import create_transform, resolve_model_data_config
+    from timm.models import group_parameters
+
+    from transferkit.models import pretrained as pkg
+
+    spec = f"timm:{name}"
+    if not timm.is_model(name):
+        raise ModelError(f"timm has no model {name!r} (see timm.list_models()); spec {spec!r}")
+    state = _resolve_weights(spec, weights, pretrained)
+    use_hub = pretrained and state is None
+    if use_hub and not online:
+        raise ModelError(_no_offline_weights(spec))
+    model = timm.create_model(name, pretrained=use_hub, **kwargs)
+    if state is not None:
+        _load_into(model, lambda: model.reset_classifier(0), state, str(weights or f"package weights for {spec}"))
+    model.reset_classifier(0)
+    data_cfg = dict(resolve_model_data_config(model))
+    if pretrained and spec in pkg.PACKAGE_WEIGHTS_PREPROCESS:
+        data_cfg.update(pkg.PACKAGE_WEIGHTS_PREPROCESS[spec])
+    tf = create_transform(**data_cfg, is_training=False)
+    transform = _with_mode(tf, "RGB" if data_cfg["input_size"][0] == 3 else "L")
+    groups = group_parameters(model, model.group_matcher(coarse=True))
+    stage_names = [groups[k] for k in sorted(groups)]
+    return Backbone(model, model.num_features, spec, transform, stage_names, kwargs)
+
+
+def _torchvision_backbone(name: str, *, weights: Any, pretrained: bool, online: bool, **kwargs: Any) -> Backbone:
+    import torchvision
+    from timm.data import create_transform
+
+    from transferkit.models import pretrained as pkg
+
+    spec = f"torchvision:{name}"
+    try:
+        builder = torchvision.models.get_model_builder(name)
+    except ValueError as exc:
+        raise ModelError(f"torchvision has no model {name!r} (see torchvision.models.list_models())") from exc
+    state = _resolve_weights(spec, weights, pretrained)
+    use_hub = pretrained and state is None
+    if use_hub and not online:
+        raise ModelError(_no_offline_weights(spec))
+    model = builder(weights="DEFAULT" if use_hub else None, **kwargs)
+    out_features = _strip_last_linear(model, dry_run=True)
+    if state is not None:
+        _load_into(model, lambda: _strip_last_linear(model), state, str(weights or f"package weights for {spec}"))
+    if any(isinstance(m, nn.Linear) for m in model.modules()):
+        out_features = _strip_last_linear(model)
+    data_cfg = {
+        "input_size": (3, 224, 224),
+        "interpolation": "bilinear",
+        "mean": (0.485, 0.456, 0.406),
+        "std": (0.229, 0.224, 0.225),
+        "crop_pct": 0.875,
+    }
+    if pretrained and spec in pkg.PACKAGE_WEIGHTS_PREPROCESS:
+        data_cfg.update(pkg.PACKAGE_WEIGHTS_PREPROCESS[spec])
+    transform = _with_mode(create_transform(**data_cfg, is_training=False), "RGB")
+    top = [n for n, _ in model.named_children()]
+    stage_names = _torchvision_stages(model, top)
+    return Backbone(model, out_features, spec, transform, stage_names, kwargs)
+
+
+def _torchvision_stages(model: nn.Module, top: list[str]) -> list[list[str]]:
+    # Most torchvision CNNs keep their blocks in `features` (a Sequential); ResNets list them at top level.
+    stages: list[list[str]] = []
+    for child in top:
+        mod = getattr(model, child)
+        if child == "features" and isinstance(mod, nn.Sequential):
+            for sub, m in mod.named_children():
+                stages.append([f"features.{sub}.{n}" for n, _ in m.named_parameters()])
+        else:
+            stages.append([f"{child}.{n}" for n, _ in mod.named_parameters()])
+    return [s for s in stages if s]
+
+
+def _strip_last_linear(model: nn.Module, dry_run: bool = False) -> int:
+    """Replace the model's final nn.Linear (its ImageNet classifier) by Identity; return its input width."""
+    last_name, last = None, None
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Linear):
+            last_name, last = name, m
+    if last is None or last_name is None:
+        raise ModelError(f"cannot find a final nn.Linear classifier in {type(model).__name__} to replace")
+    if not dry_run:
+        parent = model
+        *path, leaf = last_name.split(".")
+        for p in path:
+            parent = getattr(parent, p)
+        setattr(parent, leaf, nn.Identity())
+    return int(last.in_features)
+
+
+def _with_mode(tf: Any, mode: str) -> Transform:
+    from torchvision import transforms as T
+
+    return T.Compose([EnsureMode(mode), tf])
+
+
+def _no_offline_weights(spec: str) -> str:
+    from transferkit.models import pretrained as pkg
+
+    have = ", ".join(pkg.list_package_weights()) or "none installed"
+    return (
+        f"no offline pretrained weights for {spec!r}: pass weights=PATH (safetensors or a state dict), "
+        f"install a package that carries them (offline weights available for: {have}), "
+        "or allow downloads with --online"
+    )
+
+
+def _resolve_weights(spec: str, weights: Any, pretrained: bool) -> dict[str, torch.Tensor] | None:
+    from transferkit.models import pretrained as pkg
+
+    if weights is not None:
+        return _read(weights)
+    if pretrained:
+        return pkg.package_state_dict(spec)
+    return None
+
+
+def _read(path: str | Path) -> dict[str, torch.Tensor]:
+    from transferkit.models.pretrained import load_state_dict_file
+
+    return load_state_dict_file(path)
+
+
+def _strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    for prefix in ("backbone.body.", "body."):
+        if state and all(k.startswith(prefix) for k in state):
+            return {k[len(prefix) :]: v for k, v in state.items()}
+    if any(k.startswith("backbone.body.") for k in state):  # a whole transferkit model: keep the backbone part
+        return {k[len("backbone.body.") :]: v for k, v in state.items() if k.startswith("backbone.body.")}
+    return state
+
+
+def _load_into(
+    model: nn.Module, strip_head: Callable[[], Any] | None, state: dict[str, torch.Tensor], source: str
+) -> None:
+    """Load strictly into the full model, else (after removing its head) into the headless body."""
+    state = _strip_prefixes(state)
+    first = _try_load(model, state)
+    if first is None:
+        return
+    if strip_head is not None:
+        strip_head()
+        if _try_load(model, state) is None:
+            return
+    missing, unexpected, shapes = first
+    parts = []
+    if missing:
+        parts.append(f"missing keys {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+    if unexpected:
+        parts.append(f"unexpected keys {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
+    if shapes:
+        parts.append(f"shape mismatches {shapes[:3]}")
+    raise ModelError(
+        f"weights {source} do not fit this architecture ({'; '.join(parts)}); "
+        "was the file saved from a different model?"
+    )
+
+
+def _try_load(model: nn.Module, state: dict[str, torch.Tensor]) -> tuple[list[str], list[str], list[str]] | None:
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k}: {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+              if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    if missing or unexpected or shapes:
+        return missing, unexpected, shapes
+    model.load_state_dict(state, strict=True)
+    return None
+
+
+# -- saving and loading transferkit files -------------------------------------------------------
+def backbone_metadata(backbone: Backbone) -> dict[str, str]:
+    """Safetensors metadata that lets ``file:PATH`` rebuild the architecture without pickle."""
+    return {META_SPEC: backbone.spec, META_KWARGS: json.dumps(backbone.kwargs, sort_keys=True)}
+
+
+def save_backbone(backbone: Backbone, path: str | Path) -> Path:
+    from transferkit.runs import atomic_save_safetensors
+
+    state = {f"body.{k}": v for k, v in backbone.body.state_dict().items()}
+    return atomic_save_safetensors(state, Path(path), backbone_metadata(backbone))
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    from safetensors import safe_open
+
+    p = Path(path)
+    if not p.is_file():
+        raise ModelError(f"backbone file {p} does not exist")
+    try:
+        with safe_open(str(p), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except Exception as exc:  # safetensors raises its own error types for corrupt headers
+        raise ModelError(f"{p} is not a readable safetensors file: {exc}") from exc
+
+
+def load_backbone_file(path: str | Path) -> Backbone:
+    """Rebuild a backbone from a transferkit safetensors file (a saved backbone or a whole model)."""
+    meta = read_metadata(path)
+    if META_SPEC not in meta:
+        raise ModelError(
+            f"{path} does not say which architecture it holds (no {META_SPEC!r} metadata); "
+            "use backbone=ARCH with weights=PATH instead of file:PATH"
+        )
+    spec = meta[META_SPEC]
+    kwargs = json.loads(meta.get(META_KWARGS, "{}"))
+    bb = create_backbone(spec, **kwargs)
+    _load_into(bb.body, None, _read(path), str(path))
+    return bb

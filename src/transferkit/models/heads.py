@@ -1,0 +1,90 @@
+"""The task head and the model the engine trains: backbone -> (bottleneck) -> head.
+
+Adaptation methods see the features and the logits of every batch, so :class:`TransferModel` returns both.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from transferkit.errors import ModelError
+from transferkit.models.backbones import Backbone, backbone_metadata, create_backbone, read_metadata
+
+META_CLASSES = "transferkit.classes"
+META_HEAD = "transferkit.head"
+
+
+class ClassifierHead(nn.Module):
+    """A linear classifier for a new label set (optionally after dropout)."""
+
+    def __init__(self, in_features: int, num_classes: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        if num_classes < 2:
+            raise ModelError(f"a classifier needs at least 2 classes, got {num_classes}")
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.fc = nn.Linear(in_features, num_classes)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.dropout(features))
+
+
+class IdentityBackbone(Backbone):
+    """Stands in for a frozen backbone whose features were extracted once (linear probing on a cache)."""
+
+    def __init__(self, out_features: int, spec: str = "identity") -> None:
+        super().__init__(nn.Identity(), out_features, spec, None, [], {"out_features": out_features})
+
+
+class TransferModel(nn.Module):
+    """``forward(x) -> (features, logits)``: the features feed adaptation losses, the logits the task loss."""
+
+    def __init__(self, backbone: Backbone, classes: list[str], head_dropout: float = 0.0) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.classes = list(classes)
+        self.head = ClassifierHead(backbone.out_features, len(classes), head_dropout)
+        self.head_dropout = head_dropout
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.backbone(x)
+        return features, self.head(features)
+
+    @property
+    def transform(self) -> Any:
+        return self.backbone.transform
+
+    def metadata(self) -> dict[str, str]:
+        meta = backbone_metadata(self.backbone)
+        meta[META_CLASSES] = json.dumps(self.classes)
+        meta[META_HEAD] = json.dumps({"dropout": self.head_dropout})
+        return meta
+
+    def save(self, path: str | Path) -> Path:
+        """Write weights and architecture to one safetensors file (no pickle); reload with :meth:`load`."""
+        from transferkit.runs import atomic_save_safetensors
+
+        return atomic_save_safetensors(self.state_dict(), Path(path), self.metadata())
+
+    @classmethod
+    def load(cls, path: str | Path) -> TransferModel:
+        from transferkit.models.pretrained import load_state_dict_file
+
+        meta = read_metadata(path)
+        if META_CLASSES not in meta:
+            raise ModelError(f"{path} is not a transferkit model file (no class list in its metadata)")
+        from transferkit.models.backbones import META_KWARGS, META_SPEC
+
+        backbone = create_backbone(meta[META_SPEC], **json.loads(meta.get(META_KWARGS, "{}")))
+        head = json.loads(meta.get(META_HEAD, "{}"))
+        model = cls(backbone, json.loads(meta[META_CLASSES]), head_dropout=float(head.get("dropout", 0.0)))
+        state = load_state_dict_file(path)
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise ModelError(f"{path}: weights do not match the architecture it names: {exc}") from exc
+        return model

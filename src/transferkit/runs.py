@@ -1,0 +1,195 @@
+"""The run directory: one folder per run, written so that a crash never leaves a half-written file.
+
+Layout of ``runs/<name>/`` (one seed)::
+
+    config.yaml        the resolved configuration (every default filled in)
+    metrics.jsonl      one JSON record per epoch and phase
+    checkpoints/       <phase>/last and <phase>/best: model.safetensors + state.pt (weights_only) + meta.json
+    model.safetensors  the selected model (architecture in its metadata), for evaluate / predict / file:
+    report.json        metrics of the selected model; report.md; *.png plots
+
+With several seeds each seed gets the same layout under ``seed-<s>/`` and the top level holds the
+config and the report aggregated over seeds (mean ± std).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from transferkit.errors import RunDirError
+
+RUN_MARKER = "config.yaml"
+
+
+# -- atomic writes ------------------------------------------------------------------------------
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; move it into place only if the block succeeds."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise RunDirError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+    except OSError as exc:
+        tmp_path.unlink(missing_ok=True)
+        raise RunDirError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def atomic_write_json(path: Path, obj: Any) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def atomic_save_safetensors(state: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> Path:
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+    return Path(path)
+
+
+def atomic_torch_save(obj: Any, path: Path) -> Path:
+    """torch.save for plain containers of tensors and numbers: read back with ``weights_only=True``."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+    return Path(path)
+
+
+def append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    """Append one record and flush it to disk: a killed run keeps every finished epoch's metrics."""
+    line = json.dumps(record, default=_json_default) + "\n"
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        raise RunDirError(f"cannot append to {path}: {exc.strerror or exc}") from exc
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Records of a metrics file; a torn last line (killed mid-write) is ignored."""
+    records = []
+    if not Path(path).exists():
+        return records
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def _json_default(o: Any) -> Any:
+    if hasattr(o, "item"):
+        return o.item()
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+# -- the run directory --------------------------------------------------------------------------
+class RunDir:
+    """Paths of one run (or one seed of a run) and the rules for creating it."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    # paths
+    @property
+    def config(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def model(self) -> Path:
+        return self.path / "model.safetensors"
+
+    @property
+    def report_json(self) -> Path:
+        return self.path / "report.json"
+
+    @property
+    def report_md(self) -> Path:
+        return self.path / "report.md"
+
+    def seed(self, seed: int) -> RunDir:
+        return RunDir(self.path / f"seed-{seed}")
+
+    def seed_dirs(self) -> list[RunDir]:
+        return [RunDir(p) for p in sorted(self.path.glob("seed-*")) if p.is_dir()]
+
+    def exists(self) -> bool:
+        return self.path.exists() and any(self.path.iterdir())
+
+    def prepare(self, *, overwrite: bool = False, resume: bool = False) -> None:
+        """Create the folder; refuse to touch an existing run unless ``overwrite`` (or ``resume``)."""
+        if self.exists():
+            if resume:
+                return
+            if not overwrite:
+                raise RunDirError(
+                    f"run directory {self.path} already exists; pass --overwrite to replace it, "
+                    "--resume to continue it, or choose another --name"
+                )
+            if not (self.path / RUN_MARKER).exists() and not self.seed_dirs():
+                raise RunDirError(f"{self.path} exists but is not a transferkit run; refusing to delete it")
+            shutil.rmtree(self.path)
+        elif resume:
+            raise RunDirError(f"cannot resume: run directory {self.path} does not exist")
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RunDirError(f"cannot create run directory {self.path}: {exc.strerror or exc}") from exc
+
+    def find_model(self, seed: int | None = None) -> Path:
+        """The selected model of this run (of ``seed``, or the first seed of a multi-seed run)."""
+        if self.model.exists() and seed is None:
+            return self.model
+        seeds = self.seed_dirs()
+        if seed is not None:
+            cand = self.seed(seed).model
+            if cand.exists():
+                return cand
+            raise RunDirError(f"run {self.path} has no finished model for seed {seed}")
+        for s in seeds:
+            if s.model.exists():
+                return s.model
+        if not self.path.exists():
+            raise RunDirError(f"run directory {self.path} does not exist")
+        raise RunDirError(f"run {self.path} has no finished model.safetensors (did training finish? try --resume)")

@@ -1,0 +1,1 @@
+"""The one training engine, its schedules and callbacks."""

@@ -1,0 +1,526 @@
+"""The one training loop. Fine-tuning and every adaptation method run through :class:`Engine`.
+
+The loss is a weighted sum of named terms, ``L = Σ_i λ_i(p) · L_i``: the source cross-entropy is one term,
+an adaptation method adds its own (with optional modules such as a domain discriminator), and λ may follow
+a schedule of the training progress ``p ∈ [0, 1]``. Each step sees a source batch and, when a target
+dataset is given, a target batch (the shorter side cycles); the model runs once on their concatenation
+so that BatchNorm statistics cover both domains.
+
+Built on HF Accelerate: the same code runs on a CPU, one GPU (mixed precision where supported) or under
+``accelerate launch``. Every epoch is checkpointed (safetensors for weights, ``weights_only`` state for
+the rest); ``resume=True`` continues from the last complete epoch. The checkpoint that is kept as "best" is
+chosen on the *source* validation split; target labels are never seen here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from transferkit.config import TrainConfig
+from transferkit.data.domain import UNLABELLED, DomainDataset, PairedLoader
+from transferkit.errors import RunDirError
+from transferkit.runs import RunDir, append_jsonl, atomic_save_safetensors, atomic_torch_save, atomic_write_json
+from transferkit.train.callbacks import EarlyStopping, make_progress
+from transferkit.train.schedules import lr_multiplier
+
+
+@dataclass
+class StepOutputs:
+    """What one step computed: the inputs of every loss term."""
+
+    source_features: torch.Tensor
+    source_logits: torch.Tensor
+    source_labels: torch.Tensor
+    target_features: torch.Tensor | None
+    target_logits: torch.Tensor | None
+    progress: float
+
+
+@dataclass
+class LossTerm:
+    """A named loss ``fn(outputs)`` with a weight that is a number or a function of progress.
+
+    ``module`` (e.g. a domain discriminator) is trained with the model and saved in its checkpoints.
+    """
+
+    name: str
+    fn: Callable[[StepOutputs], torch.Tensor]
+    weight: float | Callable[[float], float] = 1.0
+    module: nn.Module | None = None
+
+    def weight_at(self, progress: float) -> float:
+        return float(self.weight(progress)) if callable(self.weight) else float(self.weight)
+
+
+def source_cross_entropy(label_smoothing: float = 0.0) -> LossTerm:
+    """The supervised term: cross-entropy on the labelled source batch."""
+
+    def fn(out: StepOutputs) -> torch.Tensor:
+        return F.cross_entropy(out.source_logits, out.source_labels, label_smoothing=label_smoothing)
+
+    return LossTerm("source_ce", fn)
+
+
+@dataclass
+class FitResult:
+    best_epoch: int
+    best_val_acc: float | None
+    epochs_run: int
+    stopped_early: bool
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+class EpochSampler(torch.utils.data.Sampler[int]):
+    """A shuffle that depends only on (seed, epoch, pass): resuming at an epoch replays the same order."""
+
+    def __init__(self, n: int, seed: int, shuffle: bool = True) -> None:
+        self.n, self.seed, self.shuffle = n, seed, shuffle
+        self.epoch, self.passes = 0, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch, self.passes = epoch, 0
+
+    def __iter__(self) -> Iterator[int]:
+        if not self.shuffle:
+            yield from range(self.n)
+            return
+        rng = np.random.default_rng([self.seed, self.epoch, self.passes])
+        self.passes += 1
+        yield from rng.permutation(self.n).tolist()
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def make_loader(ds: DomainDataset, batch_size: int, *, shuffle: bool, seed: int, num_workers: int) -> Any:
+    sampler = EpochSampler(len(ds), seed, shuffle)
+    # A last batch of one item breaks BatchNorm in training mode: drop it (only ever that one item).
+    drop_last = shuffle and len(ds) > batch_size and len(ds) % batch_size == 1
+    return torch.utils.data.DataLoader(
+        ds,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        drop_last=drop_last,
+        persistent_workers=num_workers > 0,
+    )
+
+
+_ACCELERATORS: dict[tuple[bool, str], Any] = {}
+
+
+def get_accelerator(device: str = "auto", mixed_precision: str = "auto", grad_accum_steps: int = 1) -> Any:
+    """One Accelerator per (device, precision) per process: Accelerate's state is a process-wide singleton."""
+    from accelerate import Accelerator
+
+    cuda = torch.cuda.is_available() and device != "cpu"
+    if mixed_precision == "auto":
+        mixed_precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "no"
+    key = (not cuda, mixed_precision)
+    if key not in _ACCELERATORS:
+        _ACCELERATORS[key] = Accelerator(cpu=not cuda, mixed_precision=mixed_precision)
+    acc = _ACCELERATORS[key]
+    acc.gradient_accumulation_steps = grad_accum_steps
+    return acc
+
+
+class Engine:
+    """Train a model with a sum of loss terms; checkpoint, validate, early-stop and log every epoch.
+
+    Args:
+        model: returns ``(features, logits)`` (a :class:`~transferkit.models.heads.TransferModel`).
+        config: optimiser, schedule, precision and stopping settings.
+        param_groups: optimiser groups (a fine-tuning strategy decides them); default: all trainable.
+        loss_terms: default: the source cross-entropy alone.
+        run: where checkpoints and ``metrics.jsonl`` go; None trains without writing anything.
+        phase: a name for this stage (``train``, ``lp``, ``ft``); checkpoints live in ``checkpoints/<phase>``.
+
+    Example:
+        >>> import numpy as np
+        >>> from transferkit.config import TrainConfig
+        >>> from transferkit.data.domain import DomainDataset
+        >>> from transferkit.models.backbones import create_backbone
+        >>> from transferkit.models.heads import TransferModel
+        >>> x = np.random.default_rng(0).normal(size=(32, 4)).astype("float32")
+        >>> ds = DomainDataset(x, (x[:, 0] > 0).astype(int), "toy", ["neg", "pos"], "vector")
+        >>> model = TransferModel(create_backbone("mlp", in_features=4), ds.classes)
+        >>> result = Engine(model, TrainConfig(epochs=2), progress=False).fit(ds)
+        >>> result.epochs_run
+        2
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        config: TrainConfig,
+        *,
+        param_groups: list[dict[str, Any]] | None = None,
+        loss_terms: list[LossTerm] | None = None,
+        run: RunDir | None = None,
+        phase: str = "train",
+        seed: int = 0,
+        batch_size: int = 64,
+        eval_batch_size: int = 256,
+        num_workers: int = 0,
+        progress: bool = True,
+    ) -> None:
+        self.model = model
+        self.cfg = config
+        self.loss_terms = loss_terms if loss_terms is not None else [source_cross_entropy(config.label_smoothing)]
+        names = [t.name for t in self.loss_terms]
+        if len(set(names)) != len(names):
+            raise ValueError(f"loss term names must be unique, got {names}")
+        self.extra = nn.ModuleDict({t.name: t.module for t in self.loss_terms if t.module is not None})
+        self.param_groups = param_groups
+        self.run = run
+        self.phase = phase
+        self.seed = seed
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.num_workers = num_workers
+        self.progress = progress
+        self.accelerator = get_accelerator(config.device, config.mixed_precision, config.grad_accum_steps)
+        self._best_in_memory: dict[str, torch.Tensor] | None = None
+
+    # -- public ---------------------------------------------------------------------------------
+    def fit(
+        self,
+        train: DomainDataset,
+        val: DomainDataset | None = None,
+        target: DomainDataset | None = None,
+        *,
+        resume: bool = False,
+    ) -> FitResult:
+        if not train.is_labelled:
+            raise ValueError(f"the training set {train.domain!r} must be labelled")
+        acc = self.accelerator
+        if self.run is not None:
+            self.run.path.mkdir(parents=True, exist_ok=True)
+        if self.cfg.threads:
+            torch.set_num_threads(self.cfg.threads)
+        _seed_everything(self.seed)
+
+        groups = self.param_groups or [{"params": [p for p in self.model.parameters() if p.requires_grad]}]
+        groups = [dict(g) for g in groups]
+        for g in groups:
+            g.setdefault("lr", self.cfg.lr)
+        if len(self.extra):
+            groups.append({"params": list(self.extra.parameters()), "lr": self.cfg.lr, "name": "loss_modules"})
+        groups = [g for g in groups if len(g["params"])]
+        if not groups:
+            raise ValueError("nothing to train: every parameter is frozen")
+        for g in groups:
+            g["initial_lr"] = g["lr"]
+        optimizer = self._optimizer(groups)
+
+        # Datasets without a transform of their own get the backbone's preprocessing, as at prediction time.
+        train, val, target = (_with_model_transform(d, self.model) for d in (train, val, target))
+        train_loader = make_loader(
+            train, self.batch_size, shuffle=True, seed=self.seed, num_workers=self.num_workers
+        )
+        target_loader = (
+            make_loader(target, self.batch_size, shuffle=True, seed=self.seed + 7919, num_workers=self.num_workers)
+            if target is not None
+            else None
+        )
+        val_loader = (
+            make_loader(val, self.eval_batch_size, shuffle=False, seed=0, num_workers=self.num_workers)
+            if val is not None
+            else None
+        )
+        steps_per_epoch = max(len(train_loader), len(target_loader) if target_loader is not None else 0)
+        opt_steps_per_epoch = math.ceil(steps_per_epoch / self.cfg.grad_accum_steps)
+        total_steps = opt_steps_per_epoch * self.cfg.epochs
+        factor = lr_multiplier(self.cfg.scheduler, total_steps, round(self.cfg.warmup_epochs * opt_steps_per_epoch))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+        model, extra, optimizer = acc.prepare(self.model, self.extra, optimizer)
+        prepared = acc.prepare(*(x for x in (train_loader, target_loader, val_loader) if x is not None))
+        prepared = list(prepared) if isinstance(prepared, (list, tuple)) else [prepared]
+        train_loader = prepared.pop(0)
+        target_loader = prepared.pop(0) if target_loader is not None else None
+        val_loader = prepared.pop(0) if val_loader is not None else None
+
+        stopper = EarlyStopping(self.cfg.early_stopping_patience)
+        history: list[dict[str, Any]] = []
+        start_epoch, global_step = 0, 0
+        if resume and self.run is not None:
+            state = self._load_last(model, extra, optimizer, scheduler)
+            if state is not None:
+                start_epoch, global_step = int(state["epoch"]) + 1, int(state["global_step"])
+                stopper.load_state_dict(state["stopper"])
+                history = json.loads(state["history_json"])
+                if stopper.should_stop:
+                    start_epoch = self.cfg.epochs
+
+        paired = PairedLoader(train_loader, target_loader)
+        epoch = start_epoch - 1
+        with make_progress(self.progress and acc.is_local_main_process) as bar:
+            for epoch in range(start_epoch, self.cfg.epochs):
+                t0 = time.perf_counter()
+                for loader in (train_loader, target_loader):
+                    if loader is not None:
+                        _set_epoch(loader, epoch)
+                model.train()
+                extra.train()
+                task = bar.add_task(f"{self.phase} epoch {epoch + 1}/{self.cfg.epochs}", total=len(paired), stats="")
+                sums: dict[str, float] = {}
+                correct = seen = 0
+                for src, tgt in paired:
+                    with acc.accumulate(model):
+                        progress = min(1.0, global_step / max(1, total_steps * self.cfg.grad_accum_steps))
+                        out = self._forward(model, src, tgt, progress)
+                        total, parts = self._loss(out, progress)
+                        acc.backward(total)
+                        if self.cfg.max_grad_norm is not None and acc.sync_gradients:
+                            acc.clip_grad_norm_(
+                                [p for g in optimizer.param_groups for p in g["params"]], self.cfg.max_grad_norm
+                            )
+                        optimizer.step()
+                        if acc.sync_gradients:
+                            scheduler.step()
+                        optimizer.zero_grad(set_to_none=True)
+                    global_step += 1
+                    n = int(out.source_labels.numel())
+                    for k, v in parts.items():
+                        sums[k] = sums.get(k, 0.0) + v * n
+                    correct += int((out.source_logits.argmax(1) == out.source_labels).sum())
+                    seen += n
+                    bar.update(
+                        task, advance=1, stats=f"loss {sums['loss'] / seen:.4f}  acc {correct / max(seen, 1):.3f}"
+                    )
+                record: dict[str, Any] = {
+                    "phase": self.phase,
+                    "seed": self.seed,
+                    "epoch": epoch,
+                    "step": global_step,
+                    "lr": optimizer.param_groups[0]["lr"],
+                    "train_acc": correct / max(seen, 1),
+                }
+                record.update({("train_loss" if k == "loss" else f"loss/{k}"): v / max(seen, 1) for k, v in sums.items()})
+                if val_loader is not None:
+                    val_loss, val_acc = self._validate(model, val_loader)
+                    record.update(val_loss=val_loss, val_acc=val_acc)
+                    improved = stopper.update(val_acc, epoch)
+                else:
+                    improved = stopper.update(float(epoch), epoch)  # no validation split: keep the last epoch
+                record["best"] = improved
+                record["epoch_time_s"] = round(time.perf_counter() - t0, 4)
+                history.append(record)
+                bar.update(
+                    task,
+                    stats=f"loss {record['train_loss']:.4f}  acc {record['train_acc']:.3f}"
+                    + (f"  val_acc {record['val_acc']:.3f}" if "val_acc" in record else ""),
+                )
+                if self.run is not None and acc.is_main_process:
+                    append_jsonl(self.run.metrics, record)
+                    self._save(model, extra, optimizer, scheduler, epoch, global_step, stopper, history, improved)
+                elif self.run is None and improved:
+                    self._best_in_memory = {k: v.detach().clone() for k, v in self._weights(model, extra).items()}
+                if stopper.should_stop:
+                    break
+
+        self._restore_best(model, extra, stopper)
+        return FitResult(
+            best_epoch=stopper.best_epoch,
+            best_val_acc=stopper.best if val_loader is not None and stopper.best_epoch >= 0 else None,
+            epochs_run=len(history),
+            stopped_early=stopper.should_stop and epoch + 1 < self.cfg.epochs,
+            history=history,
+        )
+
+    # -- one step -------------------------------------------------------------------------------
+    def _forward(self, model: nn.Module, src: dict[str, Any], tgt: dict[str, Any] | None, progress: float) -> StepOutputs:
+        xs, ys = src["x"], src["y"]
+        if tgt is None:
+            f, logits = model(xs)
+            return StepOutputs(f, logits, ys, None, None, progress)
+        n = xs.shape[0]
+        f, logits = model(torch.cat([xs, tgt["x"]], 0))
+        return StepOutputs(f[:n], logits[:n], ys, f[n:], logits[n:], progress)
+
+    def _loss(self, out: StepOutputs, progress: float) -> tuple[torch.Tensor, dict[str, float]]:
+        if (out.source_labels == UNLABELLED).any():
+            raise ValueError("the source batch holds unlabelled items")
+        total = torch.zeros((), device=out.source_logits.device)
+        parts: dict[str, float] = {}
+        for term in self.loss_terms:
+            w = term.weight_at(progress)
+            value = term.fn(out)
+            if not torch.isfinite(value):
+                raise FloatingPointError(
+                    f"loss term {term.name!r} became {value.item()} at progress {progress:.3f}; "
+                    "lower the learning rate or the term's weight"
+                )
+            total = total + w * value
+            parts[term.name] = float(value.detach())
+        parts["loss"] = float(total.detach())
+        return total, parts
+
+    @torch.inference_mode()
+    def _validate(self, model: nn.Module, loader: Any) -> tuple[float, float]:
+        model.eval()
+        loss_sum, correct, n = 0.0, 0, 0
+        for batch in loader:
+            _, logits = model(batch["x"])
+            logits, y = self.accelerator.gather_for_metrics((logits, batch["y"]))
+            loss_sum += float(F.cross_entropy(logits.float(), y, reduction="sum"))
+            correct += int((logits.argmax(1) == y).sum())
+            n += int(y.numel())
+        return loss_sum / max(n, 1), correct / max(n, 1)
+
+    def _optimizer(self, groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
+        if self.cfg.optimizer == "sgd":
+            return torch.optim.SGD(groups, lr=self.cfg.lr, momentum=self.cfg.momentum, weight_decay=self.cfg.weight_decay,
+                                   nesterov=self.cfg.momentum > 0)
+        return torch.optim.AdamW(groups, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    @property
+    def _ckpt_dir(self) -> Path:
+        assert self.run is not None
+        return self.run.checkpoints / self.phase
+
+    def _weights(self, model: nn.Module, extra: nn.Module) -> dict[str, torch.Tensor]:
+        acc = self.accelerator
+        state = {f"model.{k}": v for k, v in acc.unwrap_model(model).state_dict().items()}
+        state.update({f"extra.{k}": v for k, v in acc.unwrap_model(extra).state_dict().items()})
+        return state
+
+    def _save(self, model: nn.Module, extra: nn.Module, optimizer: Any, scheduler: Any, epoch: int,
+              global_step: int, stopper: EarlyStopping, history: list[dict[str, Any]], improved: bool) -> None:
+        root = self._ckpt_dir
+        final = root / f"epoch-{epoch:04d}"
+        tmp = root / f".epoch-{epoch:04d}.partial"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True, exist_ok=True)
+        atomic_save_safetensors(self._weights(model, extra), tmp / "model.safetensors", {"epoch": str(epoch)})
+        state = {
+            "epoch": epoch,
+            "global_step": global_step,
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": _rng_state(),
+            "stopper": stopper.state_dict(),
+            "history_json": json.dumps(history),
+        }
+        atomic_torch_save(state, tmp / "state.pt")
+        atomic_write_json(tmp / "meta.json", {"epoch": epoch, "phase": self.phase, "complete": True})
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+        if improved:
+            best_tmp = root / ".best.partial"
+            shutil.rmtree(best_tmp, ignore_errors=True)
+            shutil.copytree(final, best_tmp)
+            old = root / ".best.old"
+            shutil.rmtree(old, ignore_errors=True)
+            if (root / "best").exists():
+                (root / "best").rename(old)
+            best_tmp.rename(root / "best")
+            shutil.rmtree(old, ignore_errors=True)
+        kept = sorted(p for p in root.glob("epoch-*") if p.is_dir())
+        for p in kept[: -self.cfg.keep_checkpoints]:
+            shutil.rmtree(p, ignore_errors=True)
+
+    def _load_last(self, model: nn.Module, extra: nn.Module, optimizer: Any, scheduler: Any) -> dict[str, Any] | None:
+        root = self._ckpt_dir
+        done = sorted(p for p in root.glob("epoch-*") if (p / "meta.json").exists())
+        if not done:
+            return None
+        last = done[-1]
+        try:
+            state = torch.load(last / "state.pt", map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise RunDirError(f"checkpoint {last / 'state.pt'} cannot be read safely: {exc}") from exc
+        self._load_weights(model, extra, last / "model.safetensors")
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        _set_rng_state(state["rng"])
+        return state
+
+    def _load_weights(self, model: nn.Module, extra: nn.Module, path: Path) -> None:
+        from safetensors.torch import load_file
+
+        self._apply_weights(model, extra, load_file(str(path)), str(path))
+
+    def _apply_weights(self, model: nn.Module, extra: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+        acc = self.accelerator
+        m = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
+        e = {k[len("extra."):]: v for k, v in state.items() if k.startswith("extra.")}
+        try:
+            acc.unwrap_model(model).load_state_dict(m, strict=True)
+            acc.unwrap_model(extra).load_state_dict(e, strict=True)
+        except RuntimeError as exc:
+            raise RunDirError(
+                f"checkpoint {source} does not fit this model ({str(exc).splitlines()[0]}); "
+                "did the configuration change since the run started?"
+            ) from exc
+
+    def _restore_best(self, model: nn.Module, extra: nn.Module, stopper: EarlyStopping) -> None:
+        if self.run is None:
+            if self._best_in_memory is not None:
+                self._apply_weights(model, extra, self._best_in_memory, "the best epoch")
+            return
+        best = self._ckpt_dir / "best" / "model.safetensors"
+        if best.exists():
+            self._load_weights(model, extra, best)
+
+
+def _with_model_transform(ds: DomainDataset | None, model: nn.Module) -> DomainDataset | None:
+    transform = getattr(model, "transform", None)
+    if ds is None or ds.transform is not None or transform is None:
+        return ds
+    return ds.with_transform(transform)
+
+
+def _set_epoch(loader: Any, epoch: int) -> None:
+    sampler = getattr(loader, "sampler", None)
+    if not isinstance(sampler, EpochSampler):
+        sampler = getattr(getattr(loader, "batch_sampler", None), "sampler", None)
+    if isinstance(sampler, EpochSampler):
+        sampler.set_epoch(epoch)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict[str, Any]:
+    _, keys, pos, has_gauss, gauss = np.random.get_state()
+    py = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy_keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+        "numpy_pos": int(pos),
+        "numpy_has_gauss": int(has_gauss),
+        "numpy_gauss": float(gauss),
+        "python_version": int(py[0]),
+        "python_state": torch.tensor(py[1], dtype=torch.int64),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    keys = state["numpy_keys"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, state["numpy_pos"], state["numpy_has_gauss"], state["numpy_gauss"]))
+    random.setstate((state["python_version"], tuple(int(v) for v in state["python_state"].tolist()), None))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,0 +1,149 @@
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from transferkit.data.domain import UNLABELLED, DomainDataset, PairedLoader, check_label_sets
+from transferkit.errors import DataError
+
+
+def _vectors(n: int = 40, classes: int = 2, labelled: bool = True) -> DomainDataset:
+    x = np.arange(n * 3, dtype=np.float32).reshape(n, 3)
+    y = np.arange(n) % classes if labelled else None
+    return DomainDataset(x, y, "toy", [f"c{i}" for i in range(classes)], "vector")
+
+
+# -- DomainDataset -----------------------------------------------------------------------------
+def test_split_sizes_and_stratification() -> None:
+    ds = _vectors(40, classes=4)
+    rest, held = ds.split(0.2, seed=1)
+    assert len(rest) == 32 and len(held) == 8
+    assert held.class_counts() == {"c0": 2, "c1": 2, "c2": 2, "c3": 2}
+    assert rest.class_counts() == {"c0": 8, "c1": 8, "c2": 8, "c3": 8}
+    assert set(rest.inputs[:, 0]).isdisjoint(held.inputs[:, 0])
+    _, again = ds.split(0.2, seed=1)
+    _, other = ds.split(0.2, seed=2)
+    assert np.array_equal(held.inputs, again.inputs)
+    assert not np.array_equal(held.inputs, other.inputs)
+
+
+def test_split_keeps_every_class_on_both_sides() -> None:
+    ds = DomainDataset(np.zeros((12, 2), np.float32), np.array([0] * 10 + [1] * 2), "imb", ["a", "b"], "vector")
+    rest, held = ds.split(0.1, seed=0)
+    assert set(rest.labels) == {0, 1} and set(held.labels) == {0, 1}
+    assert len(rest) + len(held) == 12
+
+
+def test_split_unlabelled_and_errors() -> None:
+    rest, held = _vectors(10, labelled=False).split(0.3, seed=0)
+    assert len(rest) == 7 and len(held) == 3 and held.labels is None
+    with pytest.raises(DataError, match=r"split fraction must be in \(0, 1\)"):
+        _vectors().split(1.0)
+    with pytest.raises(DataError, match="too small"):
+        DomainDataset(np.zeros((1, 2), np.float32), None, "one", [], "vector").split(0.5)
+
+
+def test_per_class_is_reproducible_by_seed() -> None:
+    ds = _vectors(60, classes=3)
+    a, b, c = ds.per_class(4, seed=7), ds.per_class(4, seed=7), ds.per_class(4, seed=8)
+    assert a.class_counts() == {"c0": 4, "c1": 4, "c2": 4}
+    assert np.array_equal(a.inputs, b.inputs) and np.array_equal(a.labels, b.labels)
+    assert not np.array_equal(a.inputs, c.inputs)
+
+
+def test_per_class_errors() -> None:
+    with pytest.raises(DataError, match="fewer than 30"):
+        _vectors(40, classes=2).per_class(30)
+    with pytest.raises(DataError, match="unlabelled"):
+        _vectors(labelled=False).per_class(1)
+    with pytest.raises(DataError, match=">= 1"):
+        _vectors().per_class(0)
+
+
+@pytest.mark.parametrize(
+    ("labels", "pattern"),
+    [
+        (np.array([0, 1, 2, 0]), r"labels must lie in \[0, 1\] \(2 classes\), found 0..2"),
+        (np.array([0, -1, 1, 0]), r"found -1..1"),
+        (np.array([0, 1, 1]), "3 labels for 4 inputs"),
+        (np.array([0.0, 1.0, 1.0, 0.0]), "labels must be integers"),
+    ],
+)
+def test_bad_labels(labels: np.ndarray, pattern: str) -> None:
+    with pytest.raises(DataError, match=pattern):
+        DomainDataset(np.zeros((4, 2), np.float32), labels, "toy", ["a", "b"], "vector")
+
+
+def test_other_construction_errors() -> None:
+    with pytest.raises(DataError, match="is empty"):
+        DomainDataset(np.zeros((0, 2), np.float32), None, "none", [], "vector")
+    with pytest.raises(DataError, match="must be 2-D"):
+        DomainDataset(np.zeros((3, 2, 2), np.float32), None, "cube", [], "vector")
+    with pytest.raises(DataError, match="NaN or Inf"):
+        DomainDataset(np.array([[np.nan, 1.0]], np.float32), None, "nan", [], "vector")
+
+
+def test_unlabelled_items_have_y_minus_one() -> None:
+    ds = _vectors(6)
+    hidden = ds.unlabelled()
+    assert hidden.labels is None and not hidden.is_labelled and hidden.class_counts() == {}
+    item = hidden[3]
+    assert item["y"] == UNLABELLED == -1 and item["index"] == 3
+    assert torch.equal(item["x"], torch.tensor([9.0, 10.0, 11.0]))
+    batch = next(iter(DataLoader(hidden, batch_size=4)))
+    assert batch["y"].tolist() == [-1, -1, -1, -1]
+
+
+def test_image_items_and_transform() -> None:
+    images = np.arange(2 * 4 * 5, dtype=np.uint8).reshape(2, 4, 5)
+    ds = DomainDataset(images, np.array([0, 1]), "img", ["a", "b"], "image")
+    x = ds[1]["x"]
+    assert x.shape == (1, 4, 5) and x.dtype == torch.float32 and float(x.max()) <= 1.0
+    rgb = ds.with_transform(lambda im: torch.tensor(im.convert("RGB").size))
+    assert rgb[0]["x"].tolist() == [5, 4]
+
+
+def test_fingerprint_tracks_content() -> None:
+    a, b = _vectors(10), _vectors(10)
+    assert a.fingerprint() == b.fingerprint()
+    assert a.fingerprint() != a.subset([0, 1, 2]).fingerprint()
+    assert a.fingerprint() != a.unlabelled().fingerprint()
+
+
+def test_check_label_sets() -> None:
+    check_label_sets(_vectors(), _vectors())
+    other = DomainDataset(np.zeros((2, 3), np.float32), np.array([0, 1]), "t", ["c0", "zz"], "vector")
+    with pytest.raises(DataError, match=r"target classes missing from the source: \['zz'\]"):
+        check_label_sets(_vectors(), other)
+
+
+# -- PairedLoader ------------------------------------------------------------------------------
+def test_paired_loader_cycles_the_shorter_side() -> None:
+    source = DataLoader(_vectors(10), batch_size=2)  # 5 batches
+    target = DataLoader(_vectors(4, labelled=False), batch_size=2)  # 2 batches
+    paired = PairedLoader(source, target)
+    assert len(paired) == 5
+    steps = list(paired)
+    assert len(steps) == 5
+    assert [s["index"].tolist() for s, _ in steps] == [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]]
+    assert [t["index"].tolist() for _, t in steps] == [[0, 1], [2, 3], [0, 1], [2, 3], [0, 1]]
+    assert all(t["y"].tolist() == [-1, -1] for _, t in steps)
+
+
+def test_paired_loader_longer_target() -> None:
+    paired = PairedLoader(DataLoader(_vectors(2), batch_size=2), DataLoader(_vectors(6), batch_size=2))
+    assert len(paired) == 3
+    assert [s["index"].tolist() for s, _ in paired] == [[0, 1]] * 3
+
+
+def test_paired_loader_without_target() -> None:
+    paired = PairedLoader(DataLoader(_vectors(6), batch_size=4))
+    assert len(paired) == 2
+    steps = list(paired)
+    assert len(steps) == 2 and all(t is None for _, t in steps)
+
+
+def test_paired_loader_empty_side_is_an_error() -> None:
+    empty = DataLoader(_vectors(3), batch_size=4, drop_last=True)
+    with pytest.raises(DataError, match="produced no batches"):
+        list(PairedLoader(DataLoader(_vectors(8), batch_size=4), empty))
