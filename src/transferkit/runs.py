@@ -85,8 +85,12 @@ def append_jsonl(path: Path, record: dict[str, Any]) -> None:
     """Append one record and flush it to disk: a killed run keeps every finished epoch's metrics."""
     line = json.dumps(record, default=_json_default) + "\n"
     try:
-        with open(path, "a", encoding="utf-8") as f:
-            f.write(line)
+        with open(path, "a+b") as f:
+            if f.tell() > 0:  # a torn last line (killed mid-write) must not swallow this record
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":
+                    line = "\n" + line
+            f.write(line.encode("utf-8"))
             f.flush()
             os.fsync(f.fileno())
     except OSError as exc:
@@ -107,13 +111,18 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def _json_default(o: Any) -> Any:
+    if hasattr(o, "tolist"):  # numpy / torch scalars and arrays (.item() fails on more than one element)
+        return o.tolist()
     if hasattr(o, "item"):
         return o.item()
-    if hasattr(o, "tolist"):
-        return o.tolist()
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def _seed_number(name: str) -> float:
+    suffix = name[len("seed-") :]
+    return int(suffix) if suffix.isdigit() else float("inf")
 
 
 # -- the run directory --------------------------------------------------------------------------
@@ -152,7 +161,9 @@ class RunDir:
         return RunDir(self.path / f"seed-{seed}")
 
     def seed_dirs(self) -> list[RunDir]:
-        return [RunDir(p) for p in sorted(self.path.glob("seed-*")) if p.is_dir()]
+        dirs = [p for p in self.path.glob("seed-*") if p.is_dir()]
+        # numeric order (seed-2 before seed-10), so "the first seed" is the lowest one
+        return [RunDir(p) for p in sorted(dirs, key=lambda p: (_seed_number(p.name), p.name))]
 
     def exists(self) -> bool:
         return self.path.exists() and any(self.path.iterdir())

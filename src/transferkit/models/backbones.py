@@ -263,10 +263,16 @@ def _torchvision_backbone(name: str, *, weights: Any, pretrained: bool, online: 
         raise ModelError(_no_offline_weights(spec))
     model = builder(weights="DEFAULT" if use_hub else None, **kwargs)
     out_features = _strip_last_linear(model, dry_run=True)
+    # Headless weights make _load_into strip the classifier itself; strip it exactly once (a model with
+    # several nn.Linear, e.g. mobilenet_v3 or convnext, would otherwise lose a second, inner layer).
+    stripped: list[int] = []
     if state is not None:
-        _load_into(model, lambda: _strip_last_linear(model), state, str(weights or f"package weights for {spec}"))
-    if any(isinstance(m, nn.Linear) for m in model.modules()):
-        out_features = _strip_last_linear(model)
+        _load_into(
+            model, lambda: stripped.append(_strip_last_linear(model)), state,
+            str(weights or f"package weights for {spec}"),
+        )
+    if not stripped:
+        _strip_last_linear(model)
     data_cfg = {
         "input_size": (3, 224, 224),
         "interpolation": "bilinear",

@@ -84,13 +84,19 @@ class FitResult:
 
 
 class EpochSampler(torch.utils.data.Sampler[int]):
-    """A shuffle that depends only on (seed, epoch, pass): resuming at an epoch replays the same order."""
+    """A shuffle that depends only on (seed, epoch, pass): resuming at an epoch replays the same order.
+
+    The engine sets the epoch with :meth:`start_epoch`, on purpose not named ``set_epoch``: Accelerate's
+    DataLoaderShard calls ``sampler.set_epoch(<its own count of finished iterations>)`` at every ``__iter__``,
+    which would replay epoch 0's order after a resume and never reshuffle a loader that is cycled or left
+    before its end (the source loader when a target is given).
+    """
 
     def __init__(self, n: int, seed: int, shuffle: bool = True) -> None:
         self.n, self.seed, self.shuffle = n, seed, shuffle
         self.epoch, self.passes = 0, 0
 
-    def set_epoch(self, epoch: int) -> None:
+    def start_epoch(self, epoch: int) -> None:
         self.epoch, self.passes = epoch, 0
 
     def __iter__(self) -> Iterator[int]:
@@ -491,7 +497,7 @@ def _set_epoch(loader: Any, epoch: int) -> None:
     if not isinstance(sampler, EpochSampler):
         sampler = getattr(getattr(loader, "batch_sampler", None), "sampler", None)
     if isinstance(sampler, EpochSampler):
-        sampler.set_epoch(epoch)
+        sampler.start_epoch(epoch)
 
 
 def _seed_everything(seed: int) -> None:

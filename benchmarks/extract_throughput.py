@@ -1,0 +1,305 @@
+"""Images/s of transferkit's feature extraction against the classic PyTorch transfer-learning tutorial loop.
+
+Both sides extract ``timm:tf_efficientnet_lite0`` features (224 px, the offline pip-packaged ImageNet
+weights, classifier removed) from the same folder of real JPEG photos and write them to a file:
+
+- baseline: written like the PyTorch transfer-learning tutorial -- ``torchvision.datasets.ImageFolder`` with
+  the backbone's own preprocessing, ``DataLoader(batch_size=4)``, ``model.eval()``, a plain
+  ``for inputs, labels in loader: outputs = model(inputs)`` with autograd on, features collected with
+  ``.detach().numpy()`` and saved with ``np.savez``;
+- ours: ``transferkit.features.extract_to_npz`` (what ``transferkit extract`` runs) on
+  ``transferkit.data.images.load_image_folder``.
+
+The same model object (same weights), the same images in the same order, the same preprocessing, the same
+number of DataLoader workers and the same intra-op thread count serve both. Repeats alternate the two (the
+order flips every repeat) so that drift on a shared machine hits both alike; the ratio is reported per repeat
+(min/median/max) and as the ratio of the medians. Dataset construction (directory scan; transferkit's
+one-time decode check of every file) happens once, before timing, for both.
+
+The photos come from scikit-image's bundled sample data (``skimage.data``); random crops, resizes (longer
+side 300-640 px) and flips give ``--images`` distinct JPEGs, split over two class folders.
+
+Run:  .venv/bin/python benchmarks/extract_throughput.py [--images 256] [--repeats 3] [--threads T]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import platform
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import numpy as np
+
+SPEC = "timm:tf_efficientnet_lite0"
+# Colour photos, then grey ones (saved as RGB JPEGs). All ship inside the scikit-image wheel (no download).
+PHOTOS = (
+    "astronaut",
+    "coffee",
+    "chelsea",
+    "rocket",
+    "motorcycle_left",
+    "motorcycle_right",
+    "hubble_deep_field",
+    "retina",
+    "immunohistochemistry",
+    "camera",
+    "moon",
+    "coins",
+    "grass",
+    "gravel",
+    "brick",
+)
+CLASSES = ("class_a", "class_b")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--images", type=int, default=256, help="number of JPEGs to extract (default 256)")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs of each side, alternating (default 3)")
+    p.add_argument(
+        "--threads", type=int, default=None, help="torch intra-op threads for both sides (default: all CPU cores)"
+    )
+    p.add_argument("--batch-size", type=int, default=64, help="transferkit's batch size (the baseline uses 4)")
+    p.add_argument("--baseline-batch-size", type=int, default=4, help="the tutorial loop's batch size (default 4)")
+    p.add_argument("--num-workers", type=int, default=0, help="DataLoader workers, both sides (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the crops that make the images (default 0)")
+    p.add_argument("--workdir", type=Path, default=None, help="where to build the image tree (default: a temp dir)")
+    args = p.parse_args(argv)
+    for name in ("images", "repeats", "batch_size", "baseline_batch_size"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1")
+    if args.threads is not None and args.threads < 1:
+        p.error("--threads must be >= 1")
+    if args.num_workers < 0:
+        p.error("--num-workers must be >= 0")
+    return args
+
+
+# -- data ---------------------------------------------------------------------------------------
+def load_photos() -> list[tuple[str, np.ndarray]]:
+    import skimage.data
+
+    photos = []
+    for name in PHOTOS:
+        if name.startswith("motorcycle_"):  # the two views of skimage.data.stereo_motorcycle()
+            left, right, _ = skimage.data.stereo_motorcycle()
+            img = np.asarray(left if name.endswith("left") else right)
+        else:
+            img = np.asarray(getattr(skimage.data, name)())
+        if img.ndim == 2:
+            img = np.stack([img] * 3, axis=-1)
+        photos.append((name, np.ascontiguousarray(img[..., :3], dtype=np.uint8)))
+    return photos
+
+
+def build_image_tree(root: Path, n: int, seed: int) -> list[tuple[int, int]]:
+    """Write ``n`` distinct JPEGs under ``root/train/<class>/``; return their (width, height)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    photos = load_photos()
+    sizes = []
+    for c in CLASSES:
+        (root / "train" / c).mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        name, arr = photos[i % len(photos)]
+        im = Image.fromarray(arr)
+        w, h = im.size
+        # A random crop of 55-100% of each side, then a resize so the longer side is 300-640 px.
+        cw, ch = int(w * rng.uniform(0.55, 1.0)), int(h * rng.uniform(0.55, 1.0))
+        x0, y0 = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+        im = im.crop((x0, y0, x0 + cw, y0 + ch))
+        scale = int(rng.integers(300, 641)) / max(cw, ch)
+        im = im.resize((max(1, round(cw * scale)), max(1, round(ch * scale))), Image.Resampling.BICUBIC)
+        if rng.random() < 0.5:
+            im = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        cls = CLASSES[i % len(CLASSES)]
+        im.save(root / "train" / cls / f"{i:05d}_{name}.jpg", quality=90)
+        sizes.append(im.size)
+    return sizes
+
+
+# -- the two sides ------------------------------------------------------------------------------
+def run_baseline(
+    model, root: Path, transform, out: Path, batch_size: int, num_workers: int
+) -> tuple[float, np.ndarray]:
+    """The tutorial's loop: eval mode, batch 4, autograd left on. Returns (seconds, features)."""
+    import torch
+    from torchvision import datasets
+
+    t0 = time.perf_counter()
+    image_dataset = datasets.ImageFolder(str(root / "train"), transform)
+    loader = torch.utils.data.DataLoader(image_dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    model.eval()
+    feats, labels = [], []
+    for inputs, targets in loader:
+        outputs = model(inputs)
+        feats.append(outputs.detach().numpy())
+        labels.append(targets.numpy())
+    features = np.concatenate(feats)
+    np.savez(out, features=features, labels=np.concatenate(labels))
+    return time.perf_counter() - t0, features
+
+
+def run_ours(backbone, dataset, out: Path, batch_size: int, num_workers: int) -> tuple[float, Path]:
+    from transferkit.features import extract_to_npz
+
+    t0 = time.perf_counter()
+    extract_to_npz(backbone, dataset, out, batch_size=batch_size, num_workers=num_workers, device="cpu", progress=False)
+    return time.perf_counter() - t0, out
+
+
+# -- reporting ----------------------------------------------------------------------------------
+def pkg_version(name: str) -> str:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    import PIL
+    import torch
+    import torchvision
+
+    from transferkit.data.images import load_image_folder
+    from transferkit.models.backbones import create_backbone
+
+    cores = os.cpu_count() or 1
+    threads = args.threads if args.threads is not None else cores
+    torch.set_num_threads(threads)
+
+    print(f"command: {shlex.join([sys.executable, *sys.argv])}")
+    print(
+        f"machine: {platform.platform()}; CPU: {cpu_name()}; os.cpu_count()={cores}; "
+        f"load average at start {os.getloadavg()[0]:.2f}"
+    )
+    print(
+        f"versions: python {platform.python_version()}, torch {torch.__version__}, "
+        f"torchvision {torchvision.__version__}, timm {pkg_version('timm')}, transferkit {pkg_version('transferkit')}, "
+        f"pillow {PIL.__version__}, "
+        f"numpy {np.__version__}, scikit-image {pkg_version('scikit-image')}"
+    )
+    print(
+        f"config: backbone {SPEC} (pretrained, offline package weights), 224 px; images={args.images}; "
+        f"repeats={args.repeats}; torch threads={threads} (both sides); num_workers={args.num_workers} (both sides); "
+        f"batch size: baseline {args.baseline_batch_size}, transferkit {args.batch_size}; seed={args.seed}"
+    )
+
+    with tempfile.TemporaryDirectory(prefix="tk-extract-bench-", dir=args.workdir) as tmp:
+        root = Path(tmp) / "photos"
+        sizes = build_image_tree(root, args.images, args.seed)
+        ws, hs = [s[0] for s in sizes], [s[1] for s in sizes]
+        print(
+            f"data: {len(sizes)} JPEGs (quality 90) from {len(PHOTOS)} scikit-image photos, {len(CLASSES)} classes; "
+            f"width {min(ws)}-{max(ws)} px, height {min(hs)}-{max(hs)} px"
+        )
+
+        backbone = create_backbone(SPEC, pretrained=True)
+        model = backbone.body  # the timm model with its classifier removed: the same object/weights for both
+        spare = copy.deepcopy(model)  # used only if extraction leaves the model unusable with autograd (below)
+        t0 = time.perf_counter()
+        dataset = load_image_folder(root, "train")
+        print(f"transferkit load_image_folder (scan + one-time decode check, not timed below): "
+              f"{time.perf_counter() - t0:.2f} s")
+        print(f"preprocessing (both): {backbone.transform}".replace("\n", " "))
+
+        from torchvision import datasets
+
+        tv_paths = [p for p, _ in datasets.ImageFolder(str(root / "train")).samples]
+        if tv_paths != list(dataset.inputs):
+            raise SystemExit("ImageFolder and load_image_folder list the images in different orders")
+
+        out_base, out_ours = Path(tmp) / "baseline.npz", Path(tmp) / "ours.npz"
+        kw = {"num_workers": args.num_workers}
+        # Warm-up (not timed): one small batch through each path.
+        warm = dataset.subset(np.arange(min(args.images, args.batch_size)))
+        run_ours(backbone, warm, Path(tmp) / "warm.npz", args.batch_size, **kw)
+        n_inf = sum(p.is_inference() for p in model.parameters())
+        if n_inf:
+            # transferkit's iter_features converts the model to channels_last (and back) inside
+            # torch.inference_mode, which turns those parameters into inference tensors: autograd (the tutorial
+            # loop) then refuses the model. Give the baseline a copy made before any extraction (same weights).
+            print(f"WARNING: after extract_to_npz, {n_inf} of {len(list(model.parameters()))} backbone parameters "
+                  "are inference tensors (autograd can no longer use the model); the baseline uses a copy of the "
+                  "model taken before extraction, with identical weights")
+            model = spare
+            ref = backbone.body.state_dict()
+            if any(not torch.equal(v, ref[k]) for k, v in model.state_dict().items()):
+                raise SystemExit("the copy's weights differ from the backbone's")
+        del spare
+        with torch.no_grad():
+            model.eval()(torch.zeros(args.baseline_batch_size, 3, 224, 224))
+
+        t_base: list[float] = []
+        t_ours: list[float] = []
+        base_feats = None
+        for r in range(args.repeats):
+            order = ("baseline", "ours") if r % 2 == 0 else ("ours", "baseline")
+            for side in order:
+                if side == "baseline":
+                    dt, base_feats = run_baseline(
+                        model, root, backbone.transform, out_base, args.baseline_batch_size, **kw
+                    )
+                    t_base.append(dt)
+                else:
+                    dt, _ = run_ours(backbone, dataset, out_ours, args.batch_size, **kw)
+                    t_ours.append(dt)
+                print(f"  repeat {r + 1}/{args.repeats} {side:>8}: {dt:7.2f} s  {args.images / dt:7.1f} images/s",
+                      flush=True)
+
+        with np.load(out_ours) as z:
+            ours_feats, ours_labels = z["features"], z["labels"]
+        with np.load(out_base) as z:
+            base_labels = z["labels"]
+        assert base_feats is not None
+        same = ours_feats.shape == base_feats.shape and np.allclose(ours_feats, base_feats, atol=1e-4, rtol=0)
+        comparable = ours_feats.shape == base_feats.shape
+        max_diff = float(np.abs(ours_feats - base_feats).max()) if comparable else float("nan")
+        same_labels = np.array_equal(ours_labels, base_labels)
+
+    ips_base = [args.images / t for t in t_base]
+    ips_ours = [args.images / t for t in t_ours]
+    ratios = [o / b for o, b in zip(ips_ours, ips_base, strict=True)]
+    med_b, med_o = statistics.median(ips_base), statistics.median(ips_ours)
+
+    print()
+    print(f"features equal: {same} (np.allclose atol=1e-4; max |diff| {max_diff:.2e}; shape {ours_feats.shape}); "
+          f"labels equal: {same_labels}")
+    print()
+    print(f"images/s over {args.repeats} repeats ({args.images} images, {threads} thread(s), "
+          f"{args.num_workers} workers)")
+    print("| side | batch | min | median | max |")
+    print("|---|---:|---:|---:|---:|")
+    print(f"| baseline (tutorial loop, autograd on) | {args.baseline_batch_size} | "
+          f"{min(ips_base):.1f} | {med_b:.1f} | {max(ips_base):.1f} |")
+    print(f"| transferkit extract_to_npz | {args.batch_size} | "
+          f"{min(ips_ours):.1f} | {med_o:.1f} | {max(ips_ours):.1f} |")
+    print(f"| ratio ours/baseline, per repeat | | {min(ratios):.2f}x | {statistics.median(ratios):.2f}x | "
+          f"{max(ratios):.2f}x |")
+    print()
+    print(f"ratio of medians: {med_o / med_b:.2f}x (goal >= 1.5x: {'met' if med_o / med_b >= 1.5 else 'NOT met'})")
+    return 0 if same and same_labels else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

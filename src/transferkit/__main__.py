@@ -1,0 +1,5 @@
+"""``python -m transferkit`` (also what ``accelerate launch -m transferkit`` runs)."""
+
+from transferkit.cli import main
+
+main()

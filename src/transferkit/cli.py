@@ -1,0 +1,357 @@
+"""The ``transferkit`` command line: parses arguments and calls the public API, nothing more.
+
+Every command exits with code 2 and a one-line reason on bad input (a :class:`TransferkitError`).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from transferkit.errors import TransferkitError
+from transferkit.train.callbacks import console
+
+app = typer.Typer(
+    name="transferkit",
+    help="Transfer learning from the command line: fine-tune pre-trained backbones, extract features, "
+    "evaluate and report. Offline unless you pass --online.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+SeedsOpt = Annotated[str | None, typer.Option("--seeds", help="comma-separated seeds, e.g. 0,1,2 (mean ± std)")]
+
+
+def _fail(message: str) -> None:
+    console.print(f"[red]error:[/] {message}", soft_wrap=True, highlight=False)
+    raise typer.Exit(2)
+
+
+def _offline(online: bool) -> None:
+    """Keep the Hugging Face libraries off the network unless the user asked for it."""
+    if online:
+        for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+            os.environ.pop(k, None)
+    else:
+        for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+            os.environ[k] = "1"
+
+
+def _parse_seeds(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        _fail(f"--seeds must be comma-separated integers like 0,1,2, got {text!r}")
+    if not seeds:
+        _fail("--seeds is empty")
+    return seeds
+
+
+@app.command()
+def fit(
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML run config (flags override it)")] = None,
+    name: Annotated[str | None, typer.Option(help="run name: the folder under --output-dir")] = None,
+    source: Annotated[str | None, typer.Option(help="labelled source/training data: a dataset name or a path")] = None,
+    target: Annotated[str | None, typer.Option(help="target domain, scored with its labels only at the end")] = None,
+    backbone: Annotated[str | None, typer.Option(help="lenet, mlp, timm:NAME, torchvision:NAME, file:PATH")] = None,
+    weights: Annotated[str | None, typer.Option(help="local weights file for the backbone")] = None,
+    pretrained: Annotated[bool | None, typer.Option("--pretrained", help="pretrained weights from an installed package")] = None,
+    strategy: Annotated[str | None, typer.Option(help="full, linear-probe, partial, lp-ft")] = None,
+    epochs: Annotated[int | None, typer.Option(help="training epochs")] = None,
+    lr: Annotated[float | None, typer.Option(help="learning rate")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="batch size")] = None,
+    seeds: SeedsOpt = None,
+    output_dir: Annotated[str | None, typer.Option(help="parent folder of run directories (default runs)")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override any field: section.field=value")] = None,
+    overwrite: Annotated[bool, typer.Option(help="replace an existing run directory")] = False,
+    resume: Annotated[bool, typer.Option(help="continue a killed run from its last checkpoint")] = False,
+    online: Annotated[bool, typer.Option(help="allow downloads from model hubs")] = False,
+    progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+) -> None:
+    """Fine-tune a backbone on labelled source data and score it on the source and target test splits.
+
+    Example:
+
+        transferkit fit --source mnist-5k --target digits-uci --backbone lenet --epochs 5 --name mnist-lenet
+
+        transferkit fit -c examples/mnist_to_digits.yaml --set train.lr=0.01 --seeds 0,1,2
+    """
+    from transferkit.config import RunConfig, parse_config, parse_override
+
+    _offline(online)
+    try:
+        overrides: dict[str, Any] = {}
+        for key, value in {
+            "name": name, "data.source": source, "data.target": target, "model.backbone": backbone,
+            "model.weights": weights, "model.pretrained": pretrained, "finetune.strategy": strategy,
+            "train.epochs": epochs, "train.lr": lr, "data.batch_size": batch_size, "seeds": _parse_seeds(seeds),
+            "output_dir": output_dir, "online": online or None,
+        }.items():
+            if value is not None:
+                overrides[key] = value
+        for item in set_ or []:
+            k, v = parse_override(item)
+            overrides[k] = v
+        cfg = RunConfig.from_yaml(config, overrides) if config else parse_config({}, overrides, source="flags")
+        from transferkit.experiment import fit as run_fit
+
+        report = run_fit(cfg, overwrite=overwrite, resume=resume, progress=progress)
+    except TransferkitError as exc:
+        _fail(str(exc))
+    _print_summary(report)
+    console.print(f"run directory: {cfg.run_path}")
+
+
+def _print_summary(report: dict[str, Any]) -> None:
+    from transferkit.evaluate.metrics import format_mean_std
+
+    table = Table(title=f"{report['name']}: {report['backbone']} ({report['strategy']}), seeds {report['seeds']}")
+    for col in ("evaluated on", "accuracy (%)", "macro-F1 (%)", "ECE (%)"):
+        table.add_column(col, justify="left" if col == "evaluated on" else "right")
+    for role, m in report["summary"].items():
+        table.add_row(role, *(format_mean_std(m[k]["values"]) for k in ("accuracy", "macro_f1", "ece")))
+    console.print(table)
+    console.print(f"checkpoint selection: {report['selection']}")
+
+
+@app.command()
+def evaluate(
+    run: Annotated[Path, typer.Argument(help="run directory written by `transferkit fit`")],
+    data: Annotated[str, typer.Option(help="labelled data to score on: a dataset name or a path")],
+    split: Annotated[str, typer.Option(help="split of --data")] = "test",
+    seed: Annotated[int | None, typer.Option(help="which seed's model, for multi-seed runs")] = None,
+    batch_size: Annotated[int, typer.Option(help="batch size")] = 256,
+) -> None:
+    """Score a trained run on labelled data: accuracy, macro-F1, ECE, per-class accuracy.
+
+    The result is also written to RUN/evaluations/<data>-<split>.json.
+
+    Example:
+
+        transferkit evaluate runs/mnist-lenet --data digits-uci --split test
+    """
+    _offline(False)
+    try:
+        from transferkit.data import load_data
+        from transferkit.evaluate.predict import score
+        from transferkit.models.heads import TransferModel
+        from transferkit.runs import RunDir, atomic_write_json
+
+        rd = RunDir(run)
+        model = TransferModel.load(rd.find_model(seed))
+        ds = load_data(data, split)
+        if not ds.is_labelled:
+            _fail(f"{data!r} ({split}) has no labels; use `transferkit predict` for unlabelled data")
+        _check_classes(model.classes, ds)
+        metrics = score(model, ds, batch_size=batch_size, progress=True)
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in f"{Path(data).name}-{split}")
+        out = atomic_write_json(rd.path / "evaluations" / f"{safe}.json", metrics)
+    except TransferkitError as exc:
+        _fail(str(exc))
+    table = Table(title=f"{run} on {data} ({split}), n={metrics['n']}")
+    for col in ("accuracy (%)", "macro-F1 (%)", "ECE (%)"):
+        table.add_column(col, justify="right")
+    table.add_row(*(f"{100 * metrics[k]:.2f}" for k in ("accuracy", "macro_f1", "ece")))
+    console.print(table)
+    per = ", ".join(f"{c}: {'–' if v is None else f'{100 * v:.1f}'}" for c, v in metrics["per_class_accuracy"].items())
+    console.print(f"per-class accuracy (%): {per}")
+    console.print(f"written: {out}")
+
+
+def _check_classes(classes: list[str], ds: Any) -> None:
+    from transferkit.errors import DataError
+
+    if list(ds.classes) != list(classes):
+        raise DataError(
+            f"the model predicts classes {classes[:10]}, but {ds.domain!r} has classes {ds.classes[:10]}; "
+            "evaluate on data with the same label set"
+        )
+
+
+@app.command()
+def predict(
+    run: Annotated[Path, typer.Argument(help="run directory written by `transferkit fit`")],
+    data: Annotated[str, typer.Option(help="data to predict: a dataset name, a folder of images, .npz/.npy/.csv")],
+    out: Annotated[Path, typer.Option(help="CSV file to write")] = Path("predictions.csv"),
+    split: Annotated[str, typer.Option(help="split of --data")] = "test",
+    seed: Annotated[int | None, typer.Option(help="which seed's model, for multi-seed runs")] = None,
+    batch_size: Annotated[int, typer.Option(help="batch size")] = 256,
+) -> None:
+    """Predict classes for new data and write a CSV (index, input, label, prediction, confidence).
+
+    Example:
+
+        transferkit predict runs/mnist-lenet --data digits-uci --split test --out preds.csv
+    """
+    try:
+        from transferkit.data import load_data
+        from transferkit.evaluate.predict import predict_logits
+        from transferkit.models.heads import TransferModel
+        from transferkit.runs import RunDir, atomic_path
+
+        model = TransferModel.load(RunDir(run).find_model(seed))
+        ds = load_data(data, split)
+        logits, labels = predict_logits(model, ds, batch_size=batch_size, progress=True)
+        probs = logits.softmax(1)
+        conf, pred = probs.max(1)
+        with atomic_path(out) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(["index", "input", "label", "prediction", "confidence"])
+            for i in range(len(ds)):
+                src = ds.inputs[i] if not hasattr(ds.inputs, "shape") else ""
+                lab = model.classes[int(labels[i])] if int(labels[i]) >= 0 and ds.classes == model.classes else ""
+                w.writerow([i, src, lab, model.classes[int(pred[i])], f"{float(conf[i]):.6f}"])
+    except TransferkitError as exc:
+        _fail(str(exc))
+    console.print(f"wrote {len(ds)} predictions to {out}")
+
+
+@app.command()
+def extract(
+    data: Annotated[str, typer.Option(help="data to embed: a dataset name or a path")],
+    out: Annotated[Path, typer.Option(help=".npz file to write (features, labels, classes, domain)")],
+    backbone: Annotated[str, typer.Option(help="backbone spec")] = "lenet",
+    weights: Annotated[str | None, typer.Option(help="local weights file")] = None,
+    pretrained: Annotated[bool, typer.Option("--pretrained", help="pretrained weights from an installed package")] = False,
+    split: Annotated[str, typer.Option(help="split of --data")] = "train",
+    batch_size: Annotated[int, typer.Option(help="batch size")] = 128,
+    num_workers: Annotated[int, typer.Option(help="data-loading worker processes")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+    overwrite: Annotated[bool, typer.Option(help="replace an existing output file")] = False,
+    online: Annotated[bool, typer.Option(help="allow downloads from model hubs")] = False,
+) -> None:
+    """Embed a dataset with a frozen backbone; features are streamed to an .npz batch by batch.
+
+    Example:
+
+        transferkit extract --data digits-uci --backbone timm:tf_efficientnet_lite0 --pretrained --out uci.npz
+    """
+    _offline(online)
+    try:
+        from transferkit.data import load_data
+        from transferkit.features import extract_to_npz
+        from transferkit.models.backbones import create_backbone
+
+        if out.exists() and not overwrite:
+            _fail(f"{out} already exists; pass --overwrite to replace it")
+        if out.suffix != ".npz":
+            _fail(f"--out must end in .npz, got {out}")
+        ds = load_data(data, split)
+        kwargs = {"in_features": int(ds.inputs.shape[1])} if backbone == "mlp" else {}
+        bb = create_backbone(backbone, weights=weights, pretrained=pretrained, online=online, **kwargs)
+        if ds.kind == "image" and bb.transform is None:
+            _fail(f"backbone {backbone!r} takes feature vectors, but {data!r} holds images")
+        extract_to_npz(bb, ds, out, batch_size=batch_size, num_workers=num_workers, device=device)
+    except TransferkitError as exc:
+        _fail(str(exc))
+    console.print(f"wrote features of {len(ds)} items ({bb.out_features}-d, {bb.spec}) to {out}")
+
+
+@app.command()
+def report(
+    run: Annotated[Path, typer.Argument(help="run directory written by `transferkit fit`")],
+) -> None:
+    """Rebuild a run's report.md and plots from its report.json and metrics, and print the summary.
+
+    Example:
+
+        transferkit report runs/mnist-lenet
+    """
+    try:
+        from transferkit.evaluate.report import write_aggregate_report, write_report
+        from transferkit.runs import RunDir
+
+        rd = RunDir(run)
+        if not rd.report_json.exists():
+            _fail(f"{rd.report_json} does not exist: has `transferkit fit` finished for this run?")
+        data = json.loads(rd.report_json.read_text(encoding="utf-8"))
+        if "per_seed" in data:
+            data = write_aggregate_report(rd, data["per_seed"],
+                                          {k: v for k, v in data.items() if k not in ("per_seed", "summary", "seeds", "plots")})
+        elif "evaluations" in data:
+            data = write_report(rd, data)
+    except TransferkitError as exc:
+        _fail(str(exc))
+    console.print(rd.report_md.read_text(encoding="utf-8"), markup=False, highlight=False)
+    console.print(f"report: {rd.report_md}")
+
+
+@app.command()
+def demo(
+    output_dir: Annotated[Path, typer.Option(help="parent folder of the demo's run directory")] = Path("runs"),
+    name: Annotated[str | None, typer.Option(help="run name (default demo-<timestamp>)")] = None,
+    seeds: SeedsOpt = "0,1,2",
+    shots: Annotated[int, typer.Option(help="labelled target images per class")] = 10,
+    pretrain_epochs: Annotated[int, typer.Option(help="epochs of pre-training on mnist-5k")] = 15,
+    finetune_epochs: Annotated[int, typer.Option(help="epochs of each few-shot fine-tuning")] = 60,
+    overwrite: Annotated[bool, typer.Option(help="replace an existing run directory")] = False,
+    progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+) -> None:
+    """Pre-train on MNIST, transfer to UCI digits with 10 labels/class, compare with scratch (no download).
+
+    Example:
+
+        transferkit demo --seeds 0,1,2
+    """
+    _offline(False)
+    try:
+        from transferkit.demo import run_demo
+
+        run_demo(output_dir, name, seeds=tuple(_parse_seeds(seeds) or (0,)), shots=shots,
+                 pretrain_epochs=pretrain_epochs, finetune_epochs=finetune_epochs, overwrite=overwrite,
+                 progress=progress)
+    except TransferkitError as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def datasets() -> None:
+    """List the built-in and benchmark dataset names.
+
+    Example:
+
+        transferkit datasets
+    """
+    from transferkit.data import list_datasets
+
+    for k, v in list_datasets().items():
+        console.print(f"[bold]{k}[/]: {v}", highlight=False)
+
+
+@app.command()
+def backbones() -> None:
+    """List backbone specs and the pretrained weights available offline.
+
+    Example:
+
+        transferkit backbones
+    """
+    from transferkit.models.backbones import list_backbones
+    from transferkit.models.pretrained import list_package_weights
+
+    for k, v in list_backbones().items():
+        console.print(f"[bold]{k}[/]: {v}", highlight=False)
+    for arch, pkg in list_package_weights().items():
+        console.print(f"offline ImageNet weights: [bold]{arch}[/] (from pip package {pkg}); use --pretrained")
+
+
+def main() -> None:
+    try:
+        app()
+    except TransferkitError as exc:  # raised outside a command's own handler
+        console.print(f"[red]error:[/] {exc}")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,299 @@
+"""The training engine: it learns, logs each loss term, feeds target batches and schedules to extra terms,
+trains their modules, stops early, restores the best epoch, and resumes bit-identically on CPU."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from transferkit.config import TrainConfig
+from transferkit.data.domain import DomainDataset
+from transferkit.models.backbones import create_backbone
+from transferkit.models.heads import TransferModel
+from transferkit.runs import RunDir, read_jsonl
+from transferkit.train.engine import Engine, LossTerm, StepOutputs, source_cross_entropy
+
+CLASSES = ["neg", "pos"]
+
+
+def _toy(n: int, seed: int, d: int = 4) -> DomainDataset:
+    """Linearly separable with a margin: the class is the sign of the first coordinate."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    x[:, 0] = np.where(rng.random(n) < 0.5, -1.0, 1.0) * (0.5 + rng.random(n))
+    return DomainDataset(x, (x[:, 0] > 0).astype(np.int64), f"toy{seed}", CLASSES, "vector")
+
+
+def _model(seed: int = 0, d: int = 4, dropout: float = 0.1) -> TransferModel:
+    torch.manual_seed(seed)
+    return TransferModel(create_backbone("mlp", in_features=d, hidden=8, depth=1, dropout=dropout), CLASSES)
+
+
+def _cfg(**kw: Any) -> TrainConfig:
+    base: dict[str, Any] = {"epochs": 2, "lr": 0.01, "device": "cpu", "scheduler": "constant"}
+    return TrainConfig(**{**base, **kw})
+
+
+def _engine(model: nn.Module, cfg: TrainConfig, **kw: Any) -> Engine:
+    kw.setdefault("batch_size", 8)
+    return Engine(model, cfg, progress=False, **kw)
+
+
+def _unlearnable_val() -> DomainDataset:
+    """Every input twice, once per label: accuracy is exactly 0.5 whatever the model does."""
+    x = np.random.default_rng(9).normal(size=(6, 4)).astype(np.float32)
+    return DomainDataset(np.concatenate([x, x]), np.array([0] * 6 + [1] * 6), "flat", CLASSES, "vector")
+
+
+def _model_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _checkpoint_model(path: Path) -> dict[str, torch.Tensor]:
+    return {k[len("model."):]: v for k, v in load_file(str(path)).items() if k.startswith("model.")}
+
+
+def _equal_states(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# -- learning and logging ----------------------------------------------------------------------
+def test_engine_learns_a_separable_problem(tmp_path: Path) -> None:
+    train, val = _toy(160, seed=0), _toy(60, seed=1)
+    model = _model()
+    result = _engine(model, _cfg(epochs=8, lr=0.02), run=RunDir(tmp_path), batch_size=16).fit(train, val)
+    assert result.epochs_run == 8 and not result.stopped_early
+    assert result.best_val_acc is not None and result.best_val_acc > 0.9
+    model.eval()
+    with torch.no_grad():
+        _, logits = model(torch.from_numpy(val.inputs))
+    acc = (logits.argmax(1).numpy() == val.labels).mean()
+    assert acc > 0.9
+    assert acc == pytest.approx(result.best_val_acc)  # the model left in memory is the selected one
+
+
+def test_metrics_jsonl_has_one_record_per_epoch_with_each_term(tmp_path: Path) -> None:
+    const = LossTerm("const", lambda out: out.source_logits.new_tensor(1.0), weight=0.25)
+    run = RunDir(tmp_path)
+    engine = _engine(_model(), _cfg(epochs=3), run=run, loss_terms=[source_cross_entropy(), const])
+    result = engine.fit(_toy(32, seed=0), _toy(16, seed=1))
+    records = read_jsonl(run.metrics)
+    assert [r["epoch"] for r in records] == [0, 1, 2]
+    assert records == result.history[: len(records)] and len(result.history) == 3
+    for r in records:
+        assert r["phase"] == "train" and r["seed"] == 0 and r["step"] == 4 * (r["epoch"] + 1)
+        assert {"train_loss", "train_acc", "loss/source_ce", "loss/const", "val_loss", "val_acc", "lr"} <= set(r)
+        assert r["loss/const"] == pytest.approx(1.0)
+        assert r["train_loss"] == pytest.approx(r["loss/source_ce"] + 0.25 * 1.0, abs=1e-5)  # the weighted sum
+        assert r["lr"] == pytest.approx(0.01)
+        assert 0.0 <= r["train_acc"] <= 1.0 and 0.0 <= r["val_acc"] <= 1.0
+
+
+def test_target_batches_and_weight_schedule_reach_an_extra_term() -> None:
+    sizes: list[tuple[int, int, int]] = []
+    progresses: list[float] = []
+
+    def fn(out: StepOutputs) -> torch.Tensor:
+        assert out.target_features is not None and out.target_logits is not None
+        sizes.append((out.source_features.shape[0], out.target_features.shape[0], out.target_logits.shape[0]))
+        assert out.target_features.shape[1] == out.source_features.shape[1] == 8
+        return out.target_features.new_tensor(1.0)
+
+    def weight(p: float) -> float:
+        progresses.append(p)
+        return p
+
+    term = LossTerm("align", fn, weight=weight)
+    target = _toy(20, seed=5).unlabelled()
+    engine = _engine(_model(), _cfg(epochs=2), loss_terms=[source_cross_entropy(), term])
+    result = engine.fit(_toy(32, seed=0), target=target)
+    # 32 source items / 8 = 4 steps; 20 target items give batches 8, 8, 4 and cycle
+    assert sizes == [(8, 8, 8), (8, 8, 8), (8, 4, 4), (8, 8, 8)] * 2
+    assert progresses == pytest.approx([i / 8 for i in range(8)])  # progress runs over all 8 steps
+    for epoch, r in enumerate(result.history):
+        # the term is 1 and its weight is the progress: train_loss - source_ce = mean progress of the epoch
+        mean_p = np.mean([i / 8 for i in range(4 * epoch, 4 * epoch + 4)])
+        assert r["train_loss"] - r["loss/source_ce"] == pytest.approx(mean_p, abs=1e-5)
+        assert r["loss/align"] == pytest.approx(1.0)
+
+
+def test_loss_term_module_is_trained_and_checkpointed(tmp_path: Path) -> None:
+    torch.manual_seed(3)
+    disc = nn.Linear(8, 1)
+    before = {k: v.clone() for k, v in disc.state_dict().items()}
+    term = LossTerm("disc", lambda out: (disc(out.source_features) - 1.0).pow(2).mean(), weight=1.0, module=disc)
+    run = RunDir(tmp_path)
+    _engine(_model(), _cfg(epochs=2), run=run, loss_terms=[source_cross_entropy(), term]).fit(_toy(32, seed=0))
+    assert not torch.equal(disc.weight, before["weight"]) and not torch.equal(disc.bias, before["bias"])
+    for ckpt in ("best", "epoch-0001"):
+        saved = load_file(str(run.checkpoints / "train" / ckpt / "model.safetensors"))
+        assert torch.equal(saved["extra.disc.weight"], disc.weight.detach())
+        assert torch.equal(saved["extra.disc.bias"], disc.bias.detach())
+
+
+# -- early stopping and the best checkpoint ----------------------------------------------------
+def test_early_stopping_and_best_checkpoint_restored(tmp_path: Path) -> None:
+    run = RunDir(tmp_path)
+    model = _model()
+    cfg = _cfg(epochs=10, early_stopping_patience=1, lr=0.05)
+    result = _engine(model, cfg, run=run).fit(_toy(32, seed=0), _unlearnable_val())
+    assert result.epochs_run == 2 and result.stopped_early
+    assert result.best_epoch == 0 and result.best_val_acc == 0.5
+    assert [r["best"] for r in read_jsonl(run.metrics)] == [True, False]
+
+    ckpts = run.checkpoints / "train"
+    assert sorted(p.name for p in ckpts.iterdir()) == ["best", "epoch-0001"]  # keep_checkpoints=1
+    assert json.loads((ckpts / "best" / "meta.json").read_text()) == {"epoch": 0, "phase": "train", "complete": True}
+    best = _checkpoint_model(ckpts / "best" / "model.safetensors")
+    last = _checkpoint_model(ckpts / "epoch-0001" / "model.safetensors")
+    assert not _equal_states(best, last)  # epoch 1 did change the weights ...
+    assert _equal_states(_model_state(model), best)  # ... and the end restored epoch 0
+
+
+def test_best_epoch_is_restored_without_a_run_dir(tmp_path: Path) -> None:
+    cfg = _cfg(epochs=10, early_stopping_patience=1, lr=0.05)
+    in_memory = _model()
+    result = _engine(in_memory, cfg).fit(_toy(32, seed=0), _unlearnable_val())
+    assert result.epochs_run == 2 and result.best_epoch == 0
+    on_disk = RunDir(tmp_path)
+    _engine(_model(), cfg, run=on_disk).fit(_toy(32, seed=0), _unlearnable_val())
+    best = _checkpoint_model(on_disk.checkpoints / "train" / "best" / "model.safetensors")
+    assert _equal_states(_model_state(in_memory), best)
+
+
+def test_keep_checkpoints(tmp_path: Path) -> None:
+    run = RunDir(tmp_path)
+    _engine(_model(), _cfg(epochs=4, keep_checkpoints=2), run=run, phase="ft").fit(_toy(16, seed=0))
+    assert sorted(p.name for p in (run.checkpoints / "ft").iterdir()) == ["best", "epoch-0002", "epoch-0003"]
+
+
+# -- checkpoints and resume --------------------------------------------------------------------
+def test_state_pt_loads_with_weights_only(tmp_path: Path) -> None:
+    run = RunDir(tmp_path)
+    _engine(_model(), _cfg(epochs=2), run=run).fit(_toy(32, seed=0), _toy(16, seed=1))
+    state = torch.load(run.checkpoints / "train" / "epoch-0001" / "state.pt", weights_only=True)
+    assert state["epoch"] == 1 and state["global_step"] == 8
+    assert {"optimizer", "scheduler", "rng", "stopper", "history_json"} <= set(state)
+    assert [r["epoch"] for r in json.loads(state["history_json"])] == [0, 1]
+
+
+def test_resume_is_bit_identical(tmp_path: Path) -> None:
+    train, val, target = _toy(40, seed=0), _toy(16, seed=1), _toy(24, seed=2).unlabelled()
+
+    def terms() -> tuple[list[LossTerm], nn.Module]:
+        torch.manual_seed(7)
+        disc = nn.Linear(8, 1)
+        # a constant weight: progress (like the LR schedule) depends on the total epochs, which differ below
+        term = LossTerm("disc", lambda out: disc(out.target_features).pow(2).mean(), weight=0.5, module=disc)
+        return [source_cross_entropy(), term], disc
+
+    straight = _model()  # dropout on: the RNG state must be restored too
+    straight_terms, straight_disc = terms()
+    _engine(straight, _cfg(epochs=4), run=RunDir(tmp_path / "a"), loss_terms=straight_terms, seed=3).fit(
+        train, val, target
+    )
+
+    run = RunDir(tmp_path / "b")
+    first_terms, _ = terms()
+    _engine(_model(), _cfg(epochs=2), run=run, loss_terms=first_terms, seed=3).fit(train, val, target)
+    resumed = _model(seed=99)  # a different init: the checkpoint must overwrite it
+    resumed_terms, resumed_disc = terms()
+    result = _engine(resumed, _cfg(epochs=4), run=run, loss_terms=resumed_terms, seed=3).fit(
+        train, val, target, resume=True
+    )
+
+    assert _equal_states(_model_state(resumed), _model_state(straight))
+    assert torch.equal(resumed_disc.weight, straight_disc.weight)
+    assert [r["epoch"] for r in read_jsonl(run.metrics)] == [0, 1, 2, 3]
+    assert [r["epoch"] for r in result.history] == [0, 1, 2, 3]
+    straight_log = read_jsonl(RunDir(tmp_path / "a").metrics)
+    for a, b in zip(straight_log[2:], read_jsonl(run.metrics)[2:], strict=True):
+        assert a["train_loss"] == b["train_loss"] and a["val_acc"] == b["val_acc"] and a["step"] == b["step"]
+
+
+@pytest.mark.parametrize("with_target", [False, True])
+def test_source_is_reshuffled_every_epoch(with_target: bool) -> None:
+    # 8 classes x 5 items: the label sequence of an epoch identifies its shuffle
+    x = np.random.default_rng(0).normal(size=(40, 4)).astype(np.float32)
+    train = DomainDataset(x, np.arange(40) % 8, "eight", [str(i) for i in range(8)], "vector")
+    target = _toy(24, seed=2).unlabelled() if with_target else None
+    seen: list[list[int]] = []
+
+    def fn(out: StepOutputs) -> torch.Tensor:
+        seen.append(out.source_labels.tolist())
+        return out.source_logits.new_tensor(0.0)
+
+    model = TransferModel(create_backbone("mlp", in_features=4, hidden=8, depth=1), train.classes)
+    _engine(model, _cfg(epochs=3), loss_terms=[source_cross_entropy(), LossTerm("rec", fn)]).fit(train, target=target)
+    epochs = [sum(seen[i : i + 5], []) for i in range(0, 15, 5)]  # 5 batches of 8 per epoch
+    for order in epochs:
+        assert sorted(order) == sorted((np.arange(40) % 8).tolist())  # every item once per epoch
+    assert epochs[0] != epochs[1] and epochs[1] != epochs[2] and epochs[0] != epochs[2]
+
+
+def test_resume_of_a_finished_run_trains_no_more(tmp_path: Path) -> None:
+    run = RunDir(tmp_path)
+    model = _model()
+    _engine(model, _cfg(epochs=2), run=run).fit(_toy(32, seed=0))
+    done = _model_state(model)
+    again = _model(seed=5)
+    result = _engine(again, _cfg(epochs=2), run=run).fit(_toy(32, seed=0), resume=True)
+    assert result.epochs_run == 2 and len(read_jsonl(run.metrics)) == 2
+    assert _equal_states(_model_state(again), done)
+
+
+# -- options and errors ------------------------------------------------------------------------
+def test_gradient_accumulation_steps_the_optimizer_less_often(tmp_path: Path) -> None:
+    run = RunDir(tmp_path)
+    progresses: list[float] = []
+
+    def weight(p: float) -> float:
+        progresses.append(p)
+        return 0.0
+
+    probe = LossTerm("probe", lambda out: out.source_logits.new_tensor(0.0), weight=weight)
+    model = _model()
+    before = _model_state(model)
+    cfg = _cfg(epochs=2, grad_accum_steps=2)
+    result = _engine(model, cfg, run=run, loss_terms=[source_cross_entropy(), probe]).fit(_toy(40, seed=0))
+    assert result.epochs_run == 2 and not _equal_states(_model_state(model), before)
+    state = torch.load(run.checkpoints / "train" / "epoch-0001" / "state.pt", weights_only=True)
+    # 5 micro-batches per epoch, accumulated in pairs: steps after 2, 4 and the last one -> 3 per epoch
+    adam_steps = {float(s["step"]) for s in state["optimizer"]["state"].values()}
+    assert adam_steps == {6.0}
+    assert state["scheduler"]["last_epoch"] == 6
+    assert state["global_step"] == 10  # micro-batches
+    assert progresses == pytest.approx([i / 12 for i in range(10)])
+
+
+def test_sgd_clipping_and_schedules_run() -> None:
+    cfg = _cfg(epochs=2, optimizer="sgd", max_grad_norm=0.5, scheduler="cosine", warmup_epochs=0.5)
+    result = _engine(_model(), cfg).fit(_toy(32, seed=0))
+    assert result.epochs_run == 2
+    # warm-up over 2 of 8 steps, then cosine: the logged LR after epoch 0 (4 steps) is below the peak
+    assert 0.0 < result.history[0]["lr"] < 0.01 and result.history[1]["lr"] < result.history[0]["lr"]
+
+
+def test_nan_loss_names_the_term() -> None:
+    bad = LossTerm("exploding", lambda out: out.source_logits.sum() * float("nan"))
+    with pytest.raises(FloatingPointError, match="loss term 'exploding' became nan"):
+        _engine(_model(), _cfg(), loss_terms=[source_cross_entropy(), bad]).fit(_toy(16, seed=0))
+
+
+def test_engine_errors() -> None:
+    with pytest.raises(ValueError, match="must be unique"):
+        _engine(_model(), _cfg(), loss_terms=[source_cross_entropy(), source_cross_entropy()])
+    with pytest.raises(ValueError, match="must be labelled"):
+        _engine(_model(), _cfg()).fit(_toy(16, seed=0).unlabelled())
+    frozen = _model()
+    for p in frozen.parameters():
+        p.requires_grad_(False)
+    with pytest.raises(ValueError, match="nothing to train"):
+        _engine(frozen, _cfg()).fit(_toy(16, seed=0))
