@@ -1,7 +1,40 @@
 import os
+import socket
 from pathlib import Path
 
 import pytest
+
+# The suite runs offline: the hub libraries are told so, and any attempt to open an internet socket fails
+# the test that made it (proof that nothing reaches the network without --online).
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+class NetworkBlockedError(RuntimeError):
+    pass
+
+
+_real_connect = socket.socket.connect
+
+
+def _guarded_connect(self: socket.socket, address: object) -> None:
+    if self.family in (socket.AF_INET, socket.AF_INET6):
+        raise NetworkBlockedError(f"test tried to open a network connection to {address!r}")
+    _real_connect(self, address)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_network() -> None:
+    socket.socket.connect = _guarded_connect  # type: ignore[method-assign]
+    yield
+    socket.socket.connect = _real_connect  # type: ignore[method-assign]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _feature_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Feature caches go to a temporary folder, never the user's ~/.cache."""
+    os.environ["TRANSFERKIT_CACHE"] = str(tmp_path_factory.mktemp("transferkit-cache"))
 
 
 @pytest.fixture

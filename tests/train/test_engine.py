@@ -218,6 +218,46 @@ def test_resume_is_bit_identical(tmp_path: Path) -> None:
         assert a["train_loss"] == b["train_loss"] and a["val_acc"] == b["val_acc"] and a["step"] == b["step"]
 
 
+def test_resume_after_a_crash_while_checkpointing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # killed after epoch 1's metrics were logged but before its checkpoint was complete
+    train, val = _toy(32, seed=0), _toy(16, seed=1)
+    straight = _model()
+    _engine(straight, _cfg(epochs=3), run=RunDir(tmp_path / "a")).fit(train, val)
+
+    run = RunDir(tmp_path / "b")
+    real_save = Engine._save
+
+    def crashing_save(self: Engine, *args: Any, **kwargs: Any) -> None:
+        if args[4] == 1:  # the epoch argument
+            raise KeyboardInterrupt
+        real_save(self, *args, **kwargs)
+
+    monkeypatch.setattr(Engine, "_save", crashing_save)
+    with pytest.raises(KeyboardInterrupt):
+        _engine(_model(), _cfg(epochs=3), run=run).fit(train, val)
+    assert [r["epoch"] for r in read_jsonl(run.metrics)] == [0, 1]
+    monkeypatch.setattr(Engine, "_save", real_save)
+
+    resumed = _model(seed=42)
+    result = _engine(resumed, _cfg(epochs=3), run=run).fit(train, val, resume=True)
+    assert [r["epoch"] for r in read_jsonl(run.metrics)] == [0, 1, 2]  # epoch 1 is logged once, as redone
+    assert [r["epoch"] for r in result.history] == [0, 1, 2]
+    assert _equal_states(_model_state(resumed), _model_state(straight))
+
+
+def test_resume_of_an_early_stopped_run(tmp_path: Path) -> None:
+    run = RunDir(tmp_path)
+    cfg = _cfg(epochs=10, early_stopping_patience=1, lr=0.05)
+    first = _engine(_model(), cfg, run=run).fit(_toy(32, seed=0), _unlearnable_val())
+    assert first.stopped_early and first.epochs_run == 2
+    again = _model(seed=5)
+    result = _engine(again, cfg, run=run).fit(_toy(32, seed=0), _unlearnable_val(), resume=True)
+    assert result.stopped_early and result.epochs_run == 2 and result.best_epoch == 0
+    assert len(read_jsonl(run.metrics)) == 2  # nothing trained after the stop
+    best = _checkpoint_model(run.checkpoints / "train" / "best" / "model.safetensors")
+    assert _equal_states(_model_state(again), best)
+
+
 @pytest.mark.parametrize("with_target", [False, True])
 def test_source_is_reshuffled_every_epoch(with_target: bool) -> None:
     # 8 classes x 5 items: the label sequence of an epoch identifies its shuffle
@@ -270,7 +310,22 @@ def test_gradient_accumulation_steps_the_optimizer_less_often(tmp_path: Path) ->
     assert adam_steps == {6.0}
     assert state["scheduler"]["last_epoch"] == 6
     assert state["global_step"] == 10  # micro-batches
-    assert progresses == pytest.approx([i / 12 for i in range(10)])
+    assert progresses == pytest.approx([i / 10 for i in range(10)])  # over the 10 micro-batches, towards 1
+
+
+@pytest.mark.parametrize(("n_source", "n_target"), [(40, 24), (24, 40), (16, 40)])
+def test_gradient_accumulation_with_a_target_counts_steps_per_epoch(
+    n_source: int, n_target: int, tmp_path: Path
+) -> None:
+    # whichever side cycles, an epoch has ceil(steps / accum) optimizer steps and ends with one
+    run = RunDir(tmp_path)
+    cfg = _cfg(epochs=2, grad_accum_steps=2)
+    _engine(_model(), cfg, run=run).fit(_toy(n_source, seed=0), target=_toy(n_target, seed=2).unlabelled())
+    steps_per_epoch = max(n_source, n_target) // 8
+    expected = 2 * -(-steps_per_epoch // 2)
+    state = torch.load(run.checkpoints / "train" / "epoch-0001" / "state.pt", weights_only=True)
+    assert {float(s["step"]) for s in state["optimizer"]["state"].values()} == {float(expected)}
+    assert state["scheduler"]["last_epoch"] == expected
 
 
 def test_sgd_clipping_and_schedules_run() -> None:

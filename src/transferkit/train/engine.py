@@ -14,6 +14,7 @@ chosen on the *source* validation split; target labels are never seen here.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -32,7 +33,15 @@ from torch import nn
 from transferkit.config import TrainConfig
 from transferkit.data.domain import UNLABELLED, DomainDataset, PairedLoader
 from transferkit.errors import RunDirError
-from transferkit.runs import RunDir, append_jsonl, atomic_save_safetensors, atomic_torch_save, atomic_write_json
+from transferkit.runs import (
+    RunDir,
+    append_jsonl,
+    atomic_save_safetensors,
+    atomic_torch_save,
+    atomic_write_json,
+    atomic_write_text,
+    read_jsonl,
+)
 from transferkit.train.callbacks import EarlyStopping, make_progress
 from transferkit.train.schedules import lr_multiplier
 
@@ -271,6 +280,7 @@ class Engine:
                 history = json.loads(state["history_json"])
                 if stopper.should_stop:
                     start_epoch = self.cfg.epochs
+            self._forget_records_from(start_epoch)
 
         paired = PairedLoader(train_loader, target_loader)
         epoch = start_epoch - 1
@@ -285,19 +295,25 @@ class Engine:
                 task = bar.add_task(f"{self.phase} epoch {epoch + 1}/{self.cfg.epochs}", total=len(paired), stats="")
                 sums: dict[str, float] = {}
                 correct = seen = 0
-                for src, tgt in paired:
-                    with acc.accumulate(model):
-                        progress = min(1.0, global_step / max(1, total_steps * self.cfg.grad_accum_steps))
+                for i, (src, tgt) in enumerate(paired):
+                    # Step every grad_accum_steps micro-batches and at the end of the epoch. Decided here, not by
+                    # acc.accumulate: its end-of-data check follows whichever loader started last, which is
+                    # wrong while one side of a source/target pair cycles.
+                    sync = (i + 1) % self.cfg.grad_accum_steps == 0 or i + 1 == len(paired)
+                    with contextlib.nullcontext() if sync else acc.no_sync(model):
+                        # over micro-batches: ceil(steps / accum) * accum overcounts them when accum does not
+                        # divide the epoch, and progress would stop short of 1
+                        progress = min(1.0, global_step / max(1, steps_per_epoch * self.cfg.epochs))
                         out = self._forward(model, src, tgt, progress)
                         total, parts = self._loss(out, progress)
-                        acc.backward(total)
-                        if self.cfg.max_grad_norm is not None and acc.sync_gradients:
+                        acc.backward(total)  # divided by grad_accum_steps
+                    if sync:
+                        if self.cfg.max_grad_norm is not None:
                             acc.clip_grad_norm_(
                                 [p for g in optimizer.param_groups for p in g["params"]], self.cfg.max_grad_norm
                             )
                         optimizer.step()
-                        if acc.sync_gradients:
-                            scheduler.step()
+                        scheduler.step()
                         optimizer.zero_grad(set_to_none=True)
                     global_step += 1
                     n = int(out.source_labels.numel())
@@ -344,7 +360,7 @@ class Engine:
             best_epoch=stopper.best_epoch,
             best_val_acc=stopper.best if val_loader is not None and stopper.best_epoch >= 0 else None,
             epochs_run=len(history),
-            stopped_early=stopper.should_stop and epoch + 1 < self.cfg.epochs,
+            stopped_early=stopper.should_stop and len(history) < self.cfg.epochs,
             history=history,
         )
 
@@ -440,6 +456,17 @@ class Engine:
         kept = sorted(p for p in root.glob("epoch-*") if p.is_dir())
         for p in kept[: -self.cfg.keep_checkpoints]:
             shutil.rmtree(p, ignore_errors=True)
+
+    def _forget_records_from(self, start_epoch: int) -> None:
+        """Drop this phase's metrics of epochs that will be redone (logged, but killed before the checkpoint)."""
+        assert self.run is not None
+        records = read_jsonl(self.run.metrics)
+        keep = [
+            r for r in records
+            if not (r.get("phase") == self.phase and r.get("seed") == self.seed and r.get("epoch", -1) >= start_epoch)
+        ]
+        if len(keep) != len(records) and self.accelerator.is_main_process:
+            atomic_write_text(self.run.metrics, "".join(json.dumps(r) + "\n" for r in keep))
 
     def _load_last(self, model: nn.Module, extra: nn.Module, optimizer: Any, scheduler: Any) -> dict[str, Any] | None:
         root = self._ckpt_dir

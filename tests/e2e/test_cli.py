@@ -1,0 +1,227 @@
+"""End-to-end tests of every CLI command on tiny data (in-process through typer's runner)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from transferkit.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, [str(a) for a in args])
+    return result.exit_code, result.output
+
+
+@pytest.fixture
+def tiny_npz(tmp_path: Path) -> Path:
+    """A two-class vector task with train/test splits in one .npz file."""
+    rng = np.random.default_rng(0)
+
+    def make(n: int) -> tuple[np.ndarray, np.ndarray]:
+        y = rng.integers(0, 2, n)
+        x = rng.normal(size=(n, 6)).astype(np.float32) + 2.0 * y[:, None]
+        return x, y
+
+    xtr, ytr = make(120)
+    xte, yte = make(60)
+    path = tmp_path / "toy.npz"
+    np.savez(path, x_train=xtr, y_train=ytr, x_test=xte, y_test=yte, classes=np.array(["neg", "pos"]))
+    return path
+
+
+@pytest.fixture
+def trained_run(tmp_path: Path, tiny_npz: Path) -> Path:
+    code, out = invoke(
+        "fit", "--source", tiny_npz, "--target", tiny_npz, "--backbone", "mlp", "--epochs", "3",
+        "--lr", "0.01", "--name", "toy", "--output-dir", tmp_path / "runs", "--no-progress",
+    )
+    assert code == 0, out
+    return tmp_path / "runs" / "toy"
+
+
+def test_fit_writes_a_complete_run_directory(trained_run: Path) -> None:
+    for name in ("config.yaml", "metrics.jsonl", "model.safetensors", "report.json", "report.md",
+                 "learning_curves.png", "confusion_target.png"):
+        assert (trained_run / name).is_file(), name
+    assert (trained_run / "checkpoints" / "train" / "best" / "model.safetensors").is_file()
+    report = json.loads((trained_run / "report.json").read_text())
+    assert report["evaluations"]["target"]["accuracy"] > 0.8  # separable toy task
+    assert len((trained_run / "metrics.jsonl").read_text().splitlines()) == 3
+
+
+def test_fit_refuses_to_overwrite_and_exits_2(trained_run: Path, tiny_npz: Path) -> None:
+    before = (trained_run / "model.safetensors").read_bytes()
+    code, out = invoke("fit", "--source", tiny_npz, "--backbone", "mlp", "--epochs", "1", "--name", "toy",
+                       "--output-dir", trained_run.parent, "--no-progress")
+    assert code == 2
+    assert "already exists" in out and "--overwrite" in out
+    assert (trained_run / "model.safetensors").read_bytes() == before
+
+
+def test_fit_overwrite_and_multi_seed(tmp_path: Path, tiny_npz: Path) -> None:
+    code, out = invoke("fit", "--source", tiny_npz, "--backbone", "mlp", "--epochs", "2", "--seeds", "0,1",
+                       "--name", "seeds", "--output-dir", tmp_path, "--no-progress")
+    assert code == 0, out
+    report = json.loads((tmp_path / "seeds" / "report.json").read_text())
+    assert report["seeds"] == [0, 1]
+    acc = report["summary"]["source"]["accuracy"]
+    assert len(acc["values"]) == 2 and acc["std"] == pytest.approx(np.std(acc["values"], ddof=1))
+    assert (tmp_path / "seeds" / "seed-1" / "model.safetensors").is_file()
+    assert "±" in (tmp_path / "seeds" / "report.md").read_text()
+
+
+def test_fit_from_yaml_with_overrides(tmp_path: Path, tiny_npz: Path) -> None:
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(
+        f"name: yaml-run\noutput_dir: {tmp_path / 'runs'}\n"
+        f"data:\n  source: {tiny_npz}\n  val_fraction: 0.2\n"
+        "model:\n  backbone: mlp\n  backbone_kwargs: {hidden: 16}\n"
+        "finetune:\n  strategy: linear-probe\ntrain:\n  epochs: 2\n  lr: 0.05\n"
+    )
+    code, out = invoke("fit", "-c", cfg, "--set", "train.epochs=3", "--no-progress")
+    assert code == 0, out
+    saved = (tmp_path / "runs" / "yaml-run" / "config.yaml").read_text()
+    assert "epochs: 3" in saved and "linear-probe" in saved and "hidden: 16" in saved
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--source", "no-such-dataset"], "no-such-dataset"),
+        (["--set", "train.lrr=0.1"], "train.lrr"),
+        (["--epochs", "0"], "train.epochs"),
+        (["--set", "data.batch_size=abc"], "data.batch_size"),
+        (["--backbone", "timm:definitely_not_a_model"], "definitely_not_a_model"),
+        (["--backbone", "what"], "unknown backbone"),
+        (["--name", "../escape"], "name"),
+        (["--strategy", "partial", "--set", "finetune.freeze_stages=9"], "freeze_stages"),
+        (["--seeds", "a,b"], "--seeds"),
+    ],
+)
+def test_fit_bad_input_exits_2_with_reason_and_writes_nothing(tmp_path: Path, args: list[str], needle: str) -> None:
+    out_dir = tmp_path / "runs"
+    code, out = invoke("fit", "--source", "digits-uci", "--epochs", "1", "--name", "bad", "--output-dir", out_dir,
+                       "--no-progress", *args)
+    assert code == 2, out
+    assert needle in out
+    assert "Traceback" not in out
+    assert not (out_dir / "bad").exists()
+
+
+def test_fit_missing_config_file(tmp_path: Path) -> None:
+    code, out = invoke("fit", "-c", tmp_path / "nope.yaml")
+    assert code == 2 and "nope.yaml" in out
+
+
+def test_target_with_other_label_set_is_refused(tmp_path: Path, tiny_npz: Path) -> None:
+    other = tmp_path / "other.npz"
+    np.savez(other, x=np.zeros((10, 6), np.float32), y=np.arange(10) % 3, classes=np.array(["a", "b", "c"]))
+    code, out = invoke("fit", "--source", tiny_npz, "--target", other, "--backbone", "mlp", "--name", "x",
+                       "--output-dir", tmp_path / "runs", "--set", "data.eval_split=train", "--no-progress")
+    assert code == 2 and "label sets" in out
+    assert not (tmp_path / "runs" / "x").exists()
+
+
+def test_resume_a_finished_run_keeps_its_results(trained_run: Path, tiny_npz: Path) -> None:
+    before = json.loads((trained_run / "report.json").read_text())
+    code, out = invoke("fit", "--source", tiny_npz, "--target", tiny_npz, "--backbone", "mlp", "--epochs", "3",
+                       "--lr", "0.01", "--name", "toy", "--output-dir", trained_run.parent, "--resume", "--no-progress")
+    assert code == 0, out
+    after = json.loads((trained_run / "report.json").read_text())
+    assert after["evaluations"]["target"]["accuracy"] == before["evaluations"]["target"]["accuracy"]
+
+
+def test_resume_with_changed_config_is_refused(trained_run: Path, tiny_npz: Path) -> None:
+    code, out = invoke("fit", "--source", tiny_npz, "--target", tiny_npz, "--backbone", "mlp", "--epochs", "5",
+                       "--lr", "0.01", "--name", "toy", "--output-dir", trained_run.parent, "--resume", "--no-progress")
+    assert code == 2 and "train.epochs" in out
+
+
+def test_evaluate(trained_run: Path, tiny_npz: Path) -> None:
+    code, out = invoke("evaluate", trained_run, "--data", tiny_npz, "--split", "test")
+    assert code == 0, out
+    saved = json.loads((trained_run / "evaluations" / "toy.npz-test.json").read_text())
+    assert saved["n"] == 60 and 0.8 < saved["accuracy"] <= 1.0
+    assert f"{100 * saved['accuracy']:.2f}" in out
+
+
+def test_evaluate_errors(tmp_path: Path, trained_run: Path) -> None:
+    code, out = invoke("evaluate", tmp_path / "missing-run", "--data", "digits-uci")
+    assert code == 2 and "missing-run" in out
+    code, out = invoke("evaluate", trained_run, "--data", "digits-uci", "--split", "test")
+    assert code == 2 and "classes" in out  # a 2-class model cannot be scored on 10 digit classes
+
+
+def test_predict(trained_run: Path, tiny_npz: Path, tmp_path: Path) -> None:
+    out_csv = tmp_path / "preds.csv"
+    code, out = invoke("predict", trained_run, "--data", tiny_npz, "--split", "test", "--out", out_csv)
+    assert code == 0, out
+    rows = out_csv.read_text().splitlines()
+    assert rows[0] == "index,input,label,prediction,confidence" and len(rows) == 61
+    assert {r.split(",")[3] for r in rows[1:]} <= {"neg", "pos"}
+
+
+def test_extract_streams_features(tmp_path: Path) -> None:
+    out = tmp_path / "feats.npz"
+    code, text = invoke("extract", "--data", "digits-uci", "--split", "test", "--backbone", "lenet", "--out", out,
+                        "--batch-size", "100")
+    assert code == 0, text
+    with np.load(out) as z:
+        assert z["features"].shape == (898, 500) and z["labels"].shape == (898,)
+    code, text = invoke("extract", "--data", "digits-uci", "--out", out)
+    assert code == 2 and "--overwrite" in text
+    code, text = invoke("extract", "--data", "digits-uci", "--out", tmp_path / "x.txt")
+    assert code == 2 and ".npz" in text
+
+
+def test_report_rebuilds_markdown_and_plots(trained_run: Path) -> None:
+    (trained_run / "report.md").unlink()
+    (trained_run / "learning_curves.png").unlink()
+    code, out = invoke("report", trained_run)
+    assert code == 0, out
+    assert (trained_run / "report.md").is_file() and (trained_run / "learning_curves.png").is_file()
+    code, out = invoke("report", trained_run.parent / "nothing")
+    assert code == 2
+
+
+def test_demo_quick(tmp_path: Path) -> None:
+    code, out = invoke("demo", "--output-dir", tmp_path, "--name", "demo", "--seeds", "0", "--pretrain-epochs", "1",
+                       "--finetune-epochs", "2", "--no-progress")
+    assert code == 0, out
+    summary = json.loads((tmp_path / "demo" / "report.json").read_text())
+    assert set(summary["rows"]) == {"source only (no target labels)", "scratch (10/class)", "linear-probe",
+                                    "partial", "full", "lp-ft"}
+    assert (tmp_path / "demo" / "comparison.png").is_file()
+    assert "scratch" in out and "lp-ft" in out
+
+
+def test_list_commands() -> None:
+    code, out = invoke("datasets")
+    assert code == 0 and "mnist-5k" in out and "digits-uci" in out
+    code, out = invoke("backbones")
+    assert code == 0 and "timm:NAME" in out
+
+
+@pytest.mark.parametrize("command", ["fit", "evaluate", "predict", "extract", "report", "demo"])
+def test_every_help_shows_an_example(command: str) -> None:
+    code, out = invoke(command, "--help")
+    assert code == 0 and "Example" in out and f"transferkit {command}" in out
+
+
+def test_module_entry_point_runs() -> None:
+    proc = subprocess.run([sys.executable, "-m", "transferkit", "--help"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "fit" in proc.stdout
+
+
+def test_unknown_command_is_a_usage_error() -> None:
+    code, _ = invoke("frobnicate")
+    assert code == 2
