@@ -252,20 +252,25 @@ def main(argv: list[str] | None = None) -> int:
 
         t_base: list[float] = []
         t_ours: list[float] = []
+        cpu_base: list[float] = []
+        cpu_ours: list[float] = []
         base_feats = None
         for r in range(args.repeats):
             order = ("baseline", "ours") if r % 2 == 0 else ("ours", "baseline")
             for side in order:
+                c0 = time.process_time()
                 if side == "baseline":
                     dt, base_feats = run_baseline(
                         model, root, backbone.transform, out_base, args.baseline_batch_size, **kw
                     )
                     t_base.append(dt)
+                    cpu_base.append(time.process_time() - c0)
                 else:
                     dt, _ = run_ours(backbone, dataset, out_ours, args.batch_size, **kw)
                     t_ours.append(dt)
-                print(f"  repeat {r + 1}/{args.repeats} {side:>8}: {dt:7.2f} s  {args.images / dt:7.1f} images/s",
-                      flush=True)
+                    cpu_ours.append(time.process_time() - c0)
+                print(f"  repeat {r + 1}/{args.repeats} {side:>8}: {dt:7.2f} s  {args.images / dt:7.1f} images/s  "
+                      f"(CPU {time.process_time() - c0:6.2f} s)", flush=True)
 
         with np.load(out_ours) as z:
             ours_feats, ours_labels = z["features"], z["labels"]
@@ -281,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     ips_ours = [args.images / t for t in t_ours]
     ratios = [o / b for o, b in zip(ips_ours, ips_base, strict=True)]
     med_b, med_o = statistics.median(ips_base), statistics.median(ips_ours)
+    cpu_b, cpu_o = statistics.median(cpu_base), statistics.median(cpu_ours)
 
     print()
     print(f"features equal: {same} (np.allclose atol=1e-4; max |diff| {max_diff:.2e}; shape {ours_feats.shape}); "
@@ -288,14 +294,16 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(f"images/s over {args.repeats} repeats ({args.images} images, {threads} thread(s), "
           f"{args.num_workers} workers)")
-    print("| side | batch | min | median | max |")
-    print("|---|---:|---:|---:|---:|")
+    cpu_note = "" if args.num_workers == 0 else " (main process only: workers not counted)"
+    print(f"| side | batch | min | median | max | median images per CPU-second{cpu_note} |")
+    print("|---|---:|---:|---:|---:|---:|")
     print(f"| baseline (tutorial loop, autograd on) | {args.baseline_batch_size} | "
-          f"{min(ips_base):.1f} | {med_b:.1f} | {max(ips_base):.1f} |")
+          f"{min(ips_base):.1f} | {med_b:.1f} | {max(ips_base):.1f} | {args.images / cpu_b:.1f} |")
     print(f"| transferkit extract_to_npz | {args.batch_size} | "
-          f"{min(ips_ours):.1f} | {med_o:.1f} | {max(ips_ours):.1f} |")
+          f"{min(ips_ours):.1f} | {med_o:.1f} | {max(ips_ours):.1f} | {args.images / cpu_o:.1f} |")
     print(f"| ratio ours/baseline, per repeat | | {min(ratios):.2f}x | {statistics.median(ratios):.2f}x | "
-          f"{max(ratios):.2f}x |")
+          f"{max(ratios):.2f}x | {cpu_b / cpu_o:.2f}x |")
+    print(f"load average at end: {os.getloadavg()[0]:.2f} (on {os.cpu_count()} CPUs)")
     print()
     print(f"ratio of medians: {med_o / med_b:.2f}x (goal >= 1.5x: {'met' if med_o / med_b >= 1.5 else 'NOT met'})")
     return 0 if same and same_labels else 1

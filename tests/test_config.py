@@ -194,14 +194,17 @@ def test_parse_override(text: str, expected: tuple) -> None:
 
 
 def test_exponent_without_a_dot_still_becomes_a_float() -> None:
-    # PyYAML (YAML 1.1) reads "1e-4" as a string; the typed field must still get the number
-    assert parse_override("train.lr=1e-4") == ("train.lr", "1e-4")
+    # PyYAML (YAML 1.1) reads "1e-4" as a string; overrides turn it into the number a user means,
+    # so untyped fields (backbone_kwargs) get a float too
+    assert parse_override("train.lr=1e-4") == ("train.lr", 1e-4)
+    assert parse_override("model.backbone_kwargs.drop_rate=1e-2") == ("model.backbone_kwargs.drop_rate", 0.01)
+    assert parse_override("data.source=e5") == ("data.source", "e5")
     assert parse_config({}, dict([parse_override("train.lr=1e-4")])).train.lr == pytest.approx(1e-4)
 
 
 @pytest.mark.parametrize("text", ["train.lr", "=3", "  =3"])
 def test_parse_override_refuses_malformed(text: str) -> None:
-    with pytest.raises(ConfigError, match="must look like section.field=value"):
+    with pytest.raises(ConfigError, match=r"must look like section\.field=value"):
         parse_override(text)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -109,7 +110,7 @@ def spy_extract(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[Path]:
     calls: list[Path] = []
     real = features.extract_to_npz
 
-    def spy(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def spy(*args: Any, **kwargs: Any) -> Path:
         calls.append(Path(args[2]))
         return real(*args, **kwargs)
 

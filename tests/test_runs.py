@@ -167,7 +167,7 @@ def test_prepare_refuses_to_delete_a_folder_that_is_not_a_run(tmp_path: Path) ->
 
 
 def test_resume(tmp_path: Path) -> None:
-    with pytest.raises(RunDirError, match="cannot resume: run directory .* does not exist"):
+    with pytest.raises(RunDirError, match=r"cannot resume: run directory .* does not exist"):
         RunDir(tmp_path / "never").prepare(resume=True)
     assert not (tmp_path / "never").exists()
     run = _make_run(tmp_path / "r")
@@ -178,7 +178,7 @@ def test_resume(tmp_path: Path) -> None:
 
 def test_find_model_single_and_multi_seed(tmp_path: Path) -> None:
     single = _make_run(tmp_path / "single")
-    with pytest.raises(RunDirError, match="no finished model.safetensors"):
+    with pytest.raises(RunDirError, match=r"no finished model\.safetensors"):
         single.find_model()
     single.model.write_bytes(b"x")
     assert single.find_model() == single.model

@@ -65,7 +65,9 @@ def fit(
     target: Annotated[str | None, typer.Option(help="target domain, scored with its labels only at the end")] = None,
     backbone: Annotated[str | None, typer.Option(help="lenet, mlp, timm:NAME, torchvision:NAME, file:PATH")] = None,
     weights: Annotated[str | None, typer.Option(help="local weights file for the backbone")] = None,
-    pretrained: Annotated[bool | None, typer.Option("--pretrained", help="pretrained weights from an installed package")] = None,
+    pretrained: Annotated[
+        bool | None, typer.Option("--pretrained", help="pretrained weights from an installed package")
+    ] = None,
     strategy: Annotated[str | None, typer.Option(help="full, linear-probe, partial, lp-ft")] = None,
     epochs: Annotated[int | None, typer.Option(help="training epochs")] = None,
     lr: Annotated[float | None, typer.Option(help="learning rate")] = None,
@@ -222,7 +224,9 @@ def extract(
     out: Annotated[Path, typer.Option(help=".npz file to write (features, labels, classes, domain)")],
     backbone: Annotated[str, typer.Option(help="backbone spec")] = "lenet",
     weights: Annotated[str | None, typer.Option(help="local weights file")] = None,
-    pretrained: Annotated[bool, typer.Option("--pretrained", help="pretrained weights from an installed package")] = False,
+    pretrained: Annotated[
+        bool, typer.Option("--pretrained", help="pretrained weights from an installed package")
+    ] = False,
     split: Annotated[str, typer.Option(help="split of --data")] = "train",
     batch_size: Annotated[int, typer.Option(help="batch size")] = 128,
     num_workers: Annotated[int, typer.Option(help="data-loading worker processes")] = 0,
@@ -276,8 +280,8 @@ def report(
             _fail(f"{rd.report_json} does not exist: has `transferkit fit` finished for this run?")
         data = json.loads(rd.report_json.read_text(encoding="utf-8"))
         if "per_seed" in data:
-            data = write_aggregate_report(rd, data["per_seed"],
-                                          {k: v for k, v in data.items() if k not in ("per_seed", "summary", "seeds", "plots")})
+            header = {k: v for k, v in data.items() if k not in ("per_seed", "summary", "seeds", "plots")}
+            data = write_aggregate_report(rd, data["per_seed"], header)
         elif "evaluations" in data:
             data = write_report(rd, data)
     except TransferkitError as exc:

@@ -29,6 +29,7 @@ STRATEGIES: dict[str, str] = {
     "lp-ft": "linear probe first (lp_epochs), then full fine-tuning from that head (Kumar et al., 2022)",
 }
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_FLOAT_RE = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 
 
 class _Strict(BaseModel):
@@ -163,9 +164,12 @@ def parse_override(text: str) -> tuple[str, Any]:
     if not sep or not key.strip():
         raise ConfigError(f"override {text!r} must look like section.field=value, e.g. train.lr=0.01")
     try:
-        return key.strip(), yaml.safe_load(value)
+        parsed = yaml.safe_load(value)
     except yaml.YAMLError as exc:
         raise ConfigError(f"override {text!r}: value is not valid YAML: {exc}") from exc
+    if isinstance(parsed, str) and _FLOAT_RE.match(parsed.strip()):
+        parsed = float(parsed)  # YAML 1.1 reads "1e-4" as a string; a user means the number
+    return key.strip(), parsed
 
 
 def format_validation_error(exc: ValidationError, source: str = "config") -> str:

@@ -87,7 +87,9 @@ def build_model(cfg: RunConfig, data: RunData) -> TransferModel:
         cfg.model.backbone, weights=cfg.model.weights, pretrained=cfg.model.pretrained, online=cfg.online, **kwargs
     )
     if data.source_train.kind == "image" and backbone.transform is None:
-        raise ConfigError(f"backbone {cfg.model.backbone!r} takes feature vectors, but {data.source_train.domain!r} holds images")
+        raise ConfigError(
+            f"backbone {cfg.model.backbone!r} takes feature vectors, but {data.source_train.domain!r} holds images"
+        )
     return TransferModel(backbone, data.classes, head_dropout=cfg.model.head_dropout)
 
 

@@ -225,3 +225,47 @@ def test_module_entry_point_runs() -> None:
 def test_unknown_command_is_a_usage_error() -> None:
     code, _ = invoke("frobnicate")
     assert code == 2
+
+
+def _image_tree(root: Path, per_class: int = 6) -> Path:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for cls, base in (("ants", 40), ("bees", 200)):
+            folder = root / split / cls
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                arr = np.clip(base + rng.normal(0, 20, (48, 64, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(arr).save(folder / f"{i}.jpg")
+    return root
+
+
+def test_fit_pretrained_linear_probe_on_an_image_folder(tmp_path: Path) -> None:
+    tree = _image_tree(tmp_path / "hymenoptera")
+    code, out = invoke(
+        "fit", "--source", tree, "--backbone", "torchvision:mobilenet_v2", "--pretrained", "--strategy",
+        "linear-probe", "--epochs", "3", "--lr", "0.05", "--name", "img", "--output-dir", tmp_path / "runs",
+        "--set", "data.val_split=val", "--set", "data.eval_split=val", "--no-progress",
+    )
+    assert code == 0, out
+    report = json.loads((tmp_path / "runs" / "img" / "report.json").read_text())
+    assert report["classes"] == ["ants", "bees"]
+    assert report["evaluations"]["source"]["accuracy"] == 1.0  # dark vs bright images: trivially separable
+
+
+def test_fit_on_a_tree_with_a_corrupt_image_exits_2_before_training(tmp_path: Path) -> None:
+    tree = _image_tree(tmp_path / "tree")
+    bad = tree / "train" / "bees" / "3.jpg"
+    bad.write_bytes(bad.read_bytes()[:200])  # truncated JPEG
+    code, out = invoke("fit", "--source", tree, "--backbone", "lenet", "--name", "broken",
+                       "--output-dir", tmp_path / "runs", "--no-progress")
+    assert code == 2 and "3.jpg" in out
+    assert not (tmp_path / "runs" / "broken").exists()
+
+
+def test_fit_on_an_empty_class_folder_exits_2(tmp_path: Path) -> None:
+    tree = _image_tree(tmp_path / "tree")
+    (tree / "train" / "wasps").mkdir()
+    code, out = invoke("fit", "--source", tree, "--name", "empty", "--output-dir", tmp_path / "runs", "--no-progress")
+    assert code == 2 and "wasps" in out

@@ -61,7 +61,10 @@ def _report(seed: int = 0, acc: float = 0.9123, f1: float = 0.8877, ece: float =
         "target": "usps",
         "selection": SELECTION,
         "classes": ["zero", "one"],
-        "evaluations": {"source_test": _evaluation(acc, f1, ece), "target": _evaluation(acc - 0.2, f1 - 0.2, ece, "usps")},
+        "evaluations": {
+            "source_test": _evaluation(acc, f1, ece),
+            "target": _evaluation(acc - 0.2, f1 - 0.2, ece, "usps"),
+        },
         "fit": {"epochs_run": 3, "seconds": 12.34, "best_epoch": 1, "best_val_acc": 0.95, "stopped_early": True},
     }
 

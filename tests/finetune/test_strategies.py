@@ -150,7 +150,7 @@ def test_frozen_batchnorm_stays_in_eval_mode_and_keeps_its_statistics(resnet_mod
     apply_strategy(model, FinetuneConfig(strategy="partial", freeze_stages=3))  # conv1, bn1, layer1 frozen
     model.train()
     body = model.backbone.body
-    frozen_bns = _batchnorms(body.layer1) + [body.bn1]
+    frozen_bns = [*_batchnorms(body.layer1), body.bn1]
     live_bns = _batchnorms(body.layer2) + _batchnorms(body.layer4)
     assert frozen_bns and all(not m.training for m in frozen_bns)
     assert live_bns and all(m.training for m in live_bns)

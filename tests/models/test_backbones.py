@@ -87,7 +87,8 @@ def test_unknown_name_lists_the_known_ones() -> None:
 
 
 def test_unknown_prefix_lists_the_known_prefixes() -> None:
-    with pytest.raises(ModelError, match=r"unknown backbone prefix 'keras' in 'keras:vgg'; use one of timm, torchvision, file"):
+    msg = r"unknown backbone prefix 'keras' in 'keras:vgg'; use one of timm, torchvision, file"
+    with pytest.raises(ModelError, match=msg):
         create_backbone("keras:vgg")
 
 
@@ -136,9 +137,9 @@ def test_library_backbone_transforms_make_rgb_224() -> None:
 
 @pytest.mark.usefixtures("no_network")
 def test_pretrained_without_offline_weights_needs_online() -> None:
-    with pytest.raises(ModelError, match="no offline pretrained weights for 'timm:resnet18'.*--online"):
+    with pytest.raises(ModelError, match=r"no offline pretrained weights for 'timm:resnet18'.*--online"):
         create_backbone("timm:resnet18", pretrained=True, online=False)
-    with pytest.raises(ModelError, match="no offline pretrained weights for 'torchvision:resnet18'.*--online"):
+    with pytest.raises(ModelError, match=r"no offline pretrained weights for 'torchvision:resnet18'.*--online"):
         create_backbone("torchvision:resnet18", pretrained=True)
 
 
@@ -147,7 +148,7 @@ def test_pretrained_errors_for_builtins_and_conflicts(tmp_path: Path) -> None:
         create_backbone("lenet", pretrained=True)
     with pytest.raises(ModelError, match="either weights=PATH or pretrained=True"):
         create_backbone("timm:resnet18", weights=tmp_path / "w.pt", pretrained=True)
-    with pytest.raises(ModelError, match="weights file .* does not exist"):
+    with pytest.raises(ModelError, match=r"weights file .* does not exist"):
         create_backbone("lenet", weights=tmp_path / "missing.pt")
 
 
@@ -225,7 +226,7 @@ def test_save_backbone_file_round_trip(spec: str, kwargs: dict, x: torch.Tensor,
 def test_file_spec_errors(tmp_path: Path) -> None:
     plain = tmp_path / "plain.safetensors"
     save_file({"conv1.0.weight": torch.zeros(20, 1, 5, 5)}, str(plain))
-    with pytest.raises(ModelError, match=r"does not say which architecture it holds.*weights=PATH instead of file:PATH"):
+    with pytest.raises(ModelError, match=r"does not say which architecture it holds.*weights=PATH instead of file:"):
         create_backbone(f"file:{plain}")
     with pytest.raises(ModelError, match="does not exist"):
         create_backbone(f"file:{tmp_path / 'nope.safetensors'}")

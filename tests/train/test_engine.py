@@ -272,7 +272,7 @@ def test_source_is_reshuffled_every_epoch(with_target: bool) -> None:
 
     model = TransferModel(create_backbone("mlp", in_features=4, hidden=8, depth=1), train.classes)
     _engine(model, _cfg(epochs=3), loss_terms=[source_cross_entropy(), LossTerm("rec", fn)]).fit(train, target=target)
-    epochs = [sum(seen[i : i + 5], []) for i in range(0, 15, 5)]  # 5 batches of 8 per epoch
+    epochs = [[y for batch in seen[i : i + 5] for y in batch] for i in range(0, 15, 5)]  # 5 batches of 8 per epoch
     for order in epochs:
         assert sorted(order) == sorted((np.arange(40) % 8).tolist())  # every item once per epoch
     assert epochs[0] != epochs[1] and epochs[1] != epochs[2] and epochs[0] != epochs[2]

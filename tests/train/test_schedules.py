@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -12,7 +13,13 @@ from transferkit.train.schedules import constant, dann_ramp, lr_multiplier
 
 @pytest.mark.parametrize(
     ("step", "expected"),
-    [(0, 1.0), (25, 0.5 * (1 + math.cos(math.pi / 4))), (50, 0.5), (75, 0.5 * (1 + math.cos(3 * math.pi / 4))), (100, 0.0)],
+    [
+        (0, 1.0),
+        (25, 0.5 * (1 + math.cos(math.pi / 4))),
+        (50, 0.5),
+        (75, 0.5 * (1 + math.cos(3 * math.pi / 4))),
+        (100, 0.0),
+    ],
 )
 def test_cosine(step: int, expected: float) -> None:
     assert lr_multiplier("cosine", total_steps=100)(step) == pytest.approx(expected)
@@ -83,7 +90,7 @@ def test_dann_ramp() -> None:
     assert r(0.0) == 0.0
     ps = [i / 100 for i in range(101)]
     values = [r(p) for p in ps]
-    assert all(b > a for a, b in zip(values, values[1:], strict=False))  # strictly increasing
+    assert all(b > a for a, b in itertools.pairwise(values))  # strictly increasing
     assert r(0.5) == pytest.approx(2 / (1 + math.exp(-5)) - 1)
     assert r(1.0) == pytest.approx(2 / (1 + math.exp(-10)) - 1)
     assert 0.9999 < r(1.0) < 1.0  # -> max

@@ -42,7 +42,8 @@ def classification_metrics(
     if logits.dim() != 2 or logits.shape[1] != c:
         raise DataError(f"logits must have shape (N, {c}), got {tuple(logits.shape)}")
     if labels.dim() != 1 or labels.shape[0] != logits.shape[0]:
-        raise DataError(f"{tuple(labels.shape)} labels for {logits.shape[0]} rows of logits; expected ({logits.shape[0]},)")
+        n = logits.shape[0]
+        raise DataError(f"{tuple(labels.shape)} labels for {n} rows of logits; expected ({n},)")
     if labels.numel() == 0:
         raise DataError("cannot score an empty evaluation set")
     if labels.min() < 0 or labels.max() >= c:

@@ -9,9 +9,9 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from transferkit.runs import atomic_path  # noqa: E402
+from transferkit.runs import atomic_path
 
 
 def plot_learning_curves(records: Sequence[dict[str, Any]], path: str | Path, title: str = "") -> Path | None:

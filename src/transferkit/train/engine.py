@@ -332,7 +332,9 @@ class Engine:
                     "lr": optimizer.param_groups[0]["lr"],
                     "train_acc": correct / max(seen, 1),
                 }
-                record.update({("train_loss" if k == "loss" else f"loss/{k}"): v / max(seen, 1) for k, v in sums.items()})
+                record.update(
+                    {("train_loss" if k == "loss" else f"loss/{k}"): v / max(seen, 1) for k, v in sums.items()}
+                )
                 if val_loader is not None:
                     val_loss, val_acc = self._validate(model, val_loader)
                     record.update(val_loss=val_loss, val_acc=val_acc)
@@ -365,7 +367,9 @@ class Engine:
         )
 
     # -- one step -------------------------------------------------------------------------------
-    def _forward(self, model: nn.Module, src: dict[str, Any], tgt: dict[str, Any] | None, progress: float) -> StepOutputs:
+    def _forward(
+        self, model: nn.Module, src: dict[str, Any], tgt: dict[str, Any] | None, progress: float
+    ) -> StepOutputs:
         xs, ys = src["x"], src["y"]
         if tgt is None:
             f, logits = model(xs)
@@ -406,8 +410,10 @@ class Engine:
 
     def _optimizer(self, groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
         if self.cfg.optimizer == "sgd":
-            return torch.optim.SGD(groups, lr=self.cfg.lr, momentum=self.cfg.momentum, weight_decay=self.cfg.weight_decay,
-                                   nesterov=self.cfg.momentum > 0)
+            return torch.optim.SGD(
+                groups, lr=self.cfg.lr, momentum=self.cfg.momentum, weight_decay=self.cfg.weight_decay,
+                nesterov=self.cfg.momentum > 0,
+            )
         return torch.optim.AdamW(groups, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
 
     # -- checkpoints ----------------------------------------------------------------------------
