@@ -73,6 +73,10 @@ def _optional_split(spec: str, split: str, root: str | None) -> DomainDataset | 
         return load_data(spec, split, root)
     except DataError as exc:
         if "split" in str(exc).lower():
+            from transferkit.train.callbacks import console
+
+            console.print(f"[yellow]note:[/] source {spec!r} has no {split!r} split; the source is not scored "
+                          "(set data.eval_split to a split it has)", highlight=False)
             return None
         raise
 
