@@ -285,6 +285,10 @@ class Engine:
         paired = PairedLoader(train_loader, target_loader)
         epoch = start_epoch - 1
         with make_progress(self.progress and acc.is_local_main_process) as bar:
+            # One line per fit (epochs, last epoch's numbers) plus a transient bar over the current epoch's steps.
+            run_task = bar.add_task(
+                f"{self.phase} (seed {self.seed})", total=self.cfg.epochs, completed=start_epoch, stats=""
+            )
             for epoch in range(start_epoch, self.cfg.epochs):
                 t0 = time.perf_counter()
                 for loader in (train_loader, target_loader):
@@ -292,7 +296,7 @@ class Engine:
                         _set_epoch(loader, epoch)
                 model.train()
                 extra.train()
-                task = bar.add_task(f"{self.phase} epoch {epoch + 1}/{self.cfg.epochs}", total=len(paired), stats="")
+                task = bar.add_task(f"  epoch {epoch + 1}/{self.cfg.epochs}", total=len(paired), stats="")
                 sums: dict[str, float] = {}
                 correct = seen = 0
                 for i, (src, tgt) in enumerate(paired):
@@ -344,8 +348,10 @@ class Engine:
                 record["best"] = improved
                 record["epoch_time_s"] = round(time.perf_counter() - t0, 4)
                 history.append(record)
+                bar.remove_task(task)
                 bar.update(
-                    task,
+                    run_task,
+                    advance=1,
                     stats=f"loss {record['train_loss']:.4f}  acc {record['train_acc']:.3f}"
                     + (f"  val_acc {record['val_acc']:.3f}" if "val_acc" in record else ""),
                 )
