@@ -7,10 +7,11 @@ weights, classifier removed) from the same folder of real JPEG photos and write 
   the backbone's own preprocessing, ``DataLoader(batch_size=4)``, ``model.eval()``, a plain
   ``for inputs, labels in loader: outputs = model(inputs)`` with autograd on, features collected with
   ``.detach().numpy()`` and saved with ``np.savez``;
-- ours: ``transferkit.features.extract_to_npz`` (what ``transferkit extract`` runs) on
-  ``transferkit.data.images.load_image_folder``.
+- ours: ``transferkit.features.extract_to_npz`` (the extraction path behind ``transferkit extract``) on
+  ``transferkit.data.images.load_image_folder``, ``device="cpu"``, no progress bar.
 
-The same model object (same weights), the same images in the same order, the same preprocessing, the same
+The same model (the same object; a copy with identical weights, announced by a WARNING line, if extraction
+leaves the object unusable for autograd), the same images in the same order, the same preprocessing, the same
 number of DataLoader workers and the same intra-op thread count serve both. Repeats alternate the two (the
 order flips every repeat) so that drift on a shared machine hits both alike; the ratio is reported per repeat
 (min/median/max) and as the ratio of the medians. Dataset construction (directory scan; transferkit's
@@ -33,6 +34,7 @@ import statistics
 import sys
 import tempfile
 import time
+from datetime import datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -189,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(threads)
 
     print(f"command: {shlex.join([sys.executable, *sys.argv])}")
+    print(f"date: {datetime.now().astimezone().isoformat(timespec='seconds')}")
     print(
         f"machine: {platform.platform()}; CPU: {cpu_name()}; os.cpu_count()={cores}; "
         f"load average at start {os.getloadavg()[0]:.2f}"
@@ -221,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         dataset = load_image_folder(root, "train")
         print(f"transferkit load_image_folder (scan + one-time decode check, not timed below): "
               f"{time.perf_counter() - t0:.2f} s")
-        print(f"preprocessing (both): {backbone.transform}".replace("\n", " "))
+        print(f"preprocessing (both): {' '.join(str(backbone.transform).split())}")
 
         from torchvision import datasets
 
@@ -247,8 +250,7 @@ def main(argv: list[str] | None = None) -> int:
             if any(not torch.equal(v, ref[k]) for k, v in model.state_dict().items()):
                 raise SystemExit("the copy's weights differ from the backbone's")
         del spare
-        with torch.no_grad():
-            model.eval()(torch.zeros(args.baseline_batch_size, 3, 224, 224))
+        model.eval()(torch.zeros(args.baseline_batch_size, 3, 224, 224))  # autograd on, as in the timed loop
 
         t_base: list[float] = []
         t_ours: list[float] = []
