@@ -20,17 +20,23 @@ one-time decode check of every file) happens once, before timing, for both.
 The photos come from scikit-image's bundled sample data (``skimage.data``); random crops, resizes (longer
 side 300-640 px) and flips give ``--images`` distinct JPEGs, split over two class folders.
 
-Run:  .venv/bin/python benchmarks/extract_throughput.py [--images 256] [--repeats 3] [--threads T]
+By default both sides run in this one process, on the same model object. ``--isolate`` instead times every run
+in a fresh Python process (still alternating, same files, same weights), so that nothing one side leaves behind
+in the process -- allocator settings, inference tensors, oneDNN caches -- changes the other side's timings.
+
+Run:  .venv/bin/python benchmarks/extract_throughput.py [--images 256] [--repeats 3] [--threads T] [--isolate]
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import json
 import os
 import platform
 import shlex
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -74,6 +80,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--num-workers", type=int, default=0, help="DataLoader workers, both sides (default 0)")
     p.add_argument("--seed", type=int, default=0, help="seed of the crops that make the images (default 0)")
     p.add_argument("--workdir", type=Path, default=None, help="where to build the image tree (default: a temp dir)")
+    p.add_argument(
+        "--isolate", action="store_true", help="time every run in a fresh Python process (default: all in this one)"
+    )
+    p.add_argument("--child", choices=("baseline", "ours"), help=argparse.SUPPRESS)  # one --isolate run
+    p.add_argument("--root", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     for name in ("images", "repeats", "batch_size", "baseline_batch_size"):
         if getattr(args, name) < 1:
@@ -130,10 +142,8 @@ def build_image_tree(root: Path, n: int, seed: int) -> list[tuple[int, int]]:
 
 
 # -- the two sides ------------------------------------------------------------------------------
-def run_baseline(
-    model, root: Path, transform, out: Path, batch_size: int, num_workers: int
-) -> tuple[float, np.ndarray]:
-    """The tutorial's loop: eval mode, batch 4, autograd left on. Returns (seconds, features)."""
+def run_baseline(model, root: Path, transform, out: Path, batch_size: int, num_workers: int) -> float:
+    """The tutorial's loop: eval mode, batch 4, autograd left on; features saved with np.savez. Returns seconds."""
     import torch
     from torchvision import datasets
 
@@ -146,17 +156,77 @@ def run_baseline(
         outputs = model(inputs)
         feats.append(outputs.detach().numpy())
         labels.append(targets.numpy())
-    features = np.concatenate(feats)
-    np.savez(out, features=features, labels=np.concatenate(labels))
-    return time.perf_counter() - t0, features
+    np.savez(out, features=np.concatenate(feats), labels=np.concatenate(labels))
+    return time.perf_counter() - t0
 
 
-def run_ours(backbone, dataset, out: Path, batch_size: int, num_workers: int) -> tuple[float, Path]:
+def run_ours(backbone, dataset, out: Path, batch_size: int, num_workers: int) -> float:
     from transferkit.features import extract_to_npz
 
     t0 = time.perf_counter()
     extract_to_npz(backbone, dataset, out, batch_size=batch_size, num_workers=num_workers, device="cpu", progress=False)
-    return time.perf_counter() - t0, out
+    return time.perf_counter() - t0
+
+
+def warm_up_ours(backbone, dataset, out: Path, batch_size: int, num_workers: int) -> None:
+    """One untimed batch, so one-time costs (oneDNN kernel selection, first allocations) are not timed."""
+    run_ours(backbone, dataset.subset(np.arange(min(len(dataset), batch_size))), out, batch_size, num_workers)
+
+
+def warm_up_baseline(model, batch_size: int) -> None:
+    import torch
+
+    model.eval()(torch.zeros(batch_size, 3, 224, 224))  # autograd on, as in the timed loop
+
+
+def child_main(args: argparse.Namespace, threads: int) -> int:
+    """One --isolate run: load everything, warm up, time one side, print {"seconds", "cpu"} as JSON."""
+    import torch
+
+    from transferkit.data.images import load_image_folder
+    from transferkit.models.backbones import create_backbone
+
+    torch.set_num_threads(threads)
+    backbone = create_backbone(SPEC, pretrained=True)
+    if args.child == "ours":
+        dataset = load_image_folder(args.root, "train")
+        warm_up_ours(backbone, dataset, args.out.with_name("warm.npz"), args.batch_size, args.num_workers)
+        c0 = time.process_time()
+        dt = run_ours(backbone, dataset, args.out, args.batch_size, args.num_workers)
+    else:
+        warm_up_baseline(backbone.body, args.baseline_batch_size)
+        c0 = time.process_time()
+        dt = run_baseline(
+            backbone.body, args.root, backbone.transform, args.out, args.baseline_batch_size, args.num_workers
+        )
+    print(json.dumps({"seconds": dt, "cpu": time.process_time() - c0}))
+    return 0
+
+
+def run_child(args: argparse.Namespace, threads: int, side: str, root: Path, out: Path) -> tuple[float, float]:
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--child",
+        side,
+        "--root",
+        str(root),
+        "--out",
+        str(out),
+        "--threads",
+        str(threads),
+        "--batch-size",
+        str(args.batch_size),
+        "--baseline-batch-size",
+        str(args.baseline_batch_size),
+        "--num-workers",
+        str(args.num_workers),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"{side} run failed:\n{proc.stdout}{proc.stderr}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    return float(result["seconds"]), float(result["cpu"])
 
 
 # -- reporting ----------------------------------------------------------------------------------
@@ -188,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
 
     cores = os.cpu_count() or 1
     threads = args.threads if args.threads is not None else cores
+    if args.child:
+        return child_main(args, threads)
     torch.set_num_threads(threads)
 
     print(f"command: {shlex.join([sys.executable, *sys.argv])}")
@@ -199,13 +271,13 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"versions: python {platform.python_version()}, torch {torch.__version__}, "
         f"torchvision {torchvision.__version__}, timm {pkg_version('timm')}, transferkit {pkg_version('transferkit')}, "
-        f"pillow {PIL.__version__}, "
-        f"numpy {np.__version__}, scikit-image {pkg_version('scikit-image')}"
+        f"pillow {PIL.__version__}, numpy {np.__version__}, scikit-image {pkg_version('scikit-image')}"
     )
     print(
         f"config: backbone {SPEC} (pretrained, offline package weights), 224 px; images={args.images}; "
         f"repeats={args.repeats}; torch threads={threads} (both sides); num_workers={args.num_workers} (both sides); "
-        f"batch size: baseline {args.baseline_batch_size}, transferkit {args.batch_size}; seed={args.seed}"
+        f"batch size: baseline {args.baseline_batch_size}, transferkit {args.batch_size}; seed={args.seed}; "
+        f"{'each run in a fresh process (--isolate)' if args.isolate else 'both sides in this process'}"
     )
 
     with tempfile.TemporaryDirectory(prefix="tk-extract-bench-", dir=args.workdir) as tmp:
@@ -219,11 +291,12 @@ def main(argv: list[str] | None = None) -> int:
 
         backbone = create_backbone(SPEC, pretrained=True)
         model = backbone.body  # the timm model with its classifier removed: the same object/weights for both
-        spare = copy.deepcopy(model)  # used only if extraction leaves the model unusable with autograd (below)
         t0 = time.perf_counter()
         dataset = load_image_folder(root, "train")
-        print(f"transferkit load_image_folder (scan + one-time decode check, not timed below): "
-              f"{time.perf_counter() - t0:.2f} s")
+        print(
+            "transferkit load_image_folder (scan + one-time decode check, not timed below): "
+            f"{time.perf_counter() - t0:.2f} s"
+        )
         print(f"preprocessing (both): {' '.join(str(backbone.transform).split())}")
 
         from torchvision import datasets
@@ -234,78 +307,90 @@ def main(argv: list[str] | None = None) -> int:
 
         out_base, out_ours = Path(tmp) / "baseline.npz", Path(tmp) / "ours.npz"
         kw = {"num_workers": args.num_workers}
-        # Warm-up (not timed): one small batch through each path.
-        warm = dataset.subset(np.arange(min(args.images, args.batch_size)))
-        run_ours(backbone, warm, Path(tmp) / "warm.npz", args.batch_size, **kw)
-        n_inf = sum(p.is_inference() for p in model.parameters())
-        if n_inf:
-            # transferkit's iter_features converts the model to channels_last (and back) inside
-            # torch.inference_mode, which turns those parameters into inference tensors: autograd (the tutorial
-            # loop) then refuses the model. Give the baseline a copy made before any extraction (same weights).
-            print(f"WARNING: after extract_to_npz, {n_inf} of {len(list(model.parameters()))} backbone parameters "
-                  "are inference tensors (autograd can no longer use the model); the baseline uses a copy of the "
-                  "model taken before extraction, with identical weights")
-            model = spare
-            ref = backbone.body.state_dict()
-            if any(not torch.equal(v, ref[k]) for k, v in model.state_dict().items()):
-                raise SystemExit("the copy's weights differ from the backbone's")
-        del spare
-        model.eval()(torch.zeros(args.baseline_batch_size, 3, 224, 224))  # autograd on, as in the timed loop
+        if not args.isolate:
+            spare = copy.deepcopy(model)  # used only if extraction leaves the model unusable with autograd
+            warm_up_ours(backbone, dataset, Path(tmp) / "warm.npz", args.batch_size, **kw)
+            n_inf = sum(p.is_inference() for p in model.parameters())
+            if n_inf:
+                # transferkit's iter_features converts the model to channels_last (and back) inside
+                # torch.inference_mode, which turns those parameters into inference tensors: autograd (the
+                # tutorial loop) then refuses the model. The baseline gets a copy made before any extraction.
+                print(
+                    f"WARNING: after extract_to_npz, {n_inf} of {len(list(model.parameters()))} backbone parameters "
+                    "are inference tensors (autograd can no longer use the model); the baseline uses a copy of the "
+                    "model taken before extraction, with identical weights"
+                )
+                model = spare
+                ref = backbone.body.state_dict()
+                if any(not torch.equal(v, ref[k]) for k, v in model.state_dict().items()):
+                    raise SystemExit("the copy's weights differ from the backbone's")
+            del spare
+            warm_up_baseline(model, args.baseline_batch_size)
 
-        t_base: list[float] = []
-        t_ours: list[float] = []
-        cpu_base: list[float] = []
-        cpu_ours: list[float] = []
-        base_feats = None
+        def time_side(side: str) -> tuple[float, float]:
+            out = out_base if side == "baseline" else out_ours
+            if args.isolate:
+                return run_child(args, threads, side, root, out)
+            c0 = time.process_time()
+            if side == "baseline":
+                dt = run_baseline(model, root, backbone.transform, out, args.baseline_batch_size, **kw)
+            else:
+                dt = run_ours(backbone, dataset, out, args.batch_size, **kw)
+            return dt, time.process_time() - c0
+
+        wall: dict[str, list[float]] = {"baseline": [], "ours": []}
+        cpu: dict[str, list[float]] = {"baseline": [], "ours": []}
         for r in range(args.repeats):
-            order = ("baseline", "ours") if r % 2 == 0 else ("ours", "baseline")
-            for side in order:
-                c0 = time.process_time()
-                if side == "baseline":
-                    dt, base_feats = run_baseline(
-                        model, root, backbone.transform, out_base, args.baseline_batch_size, **kw
-                    )
-                    t_base.append(dt)
-                    cpu_base.append(time.process_time() - c0)
-                else:
-                    dt, _ = run_ours(backbone, dataset, out_ours, args.batch_size, **kw)
-                    t_ours.append(dt)
-                    cpu_ours.append(time.process_time() - c0)
-                print(f"  repeat {r + 1}/{args.repeats} {side:>8}: {dt:7.2f} s  {args.images / dt:7.1f} images/s  "
-                      f"(CPU {time.process_time() - c0:6.2f} s)", flush=True)
+            for side in ("baseline", "ours") if r % 2 == 0 else ("ours", "baseline"):
+                dt, dc = time_side(side)
+                wall[side].append(dt)
+                cpu[side].append(dc)
+                print(
+                    f"  repeat {r + 1}/{args.repeats} {side:>8}: {dt:7.2f} s  {args.images / dt:7.1f} images/s  "
+                    f"(CPU {dc:6.2f} s)",
+                    flush=True,
+                )
 
         with np.load(out_ours) as z:
             ours_feats, ours_labels = z["features"], z["labels"]
         with np.load(out_base) as z:
-            base_labels = z["labels"]
-        assert base_feats is not None
-        same = ours_feats.shape == base_feats.shape and np.allclose(ours_feats, base_feats, atol=1e-4, rtol=0)
+            base_feats, base_labels = z["features"], z["labels"]
         comparable = ours_feats.shape == base_feats.shape
+        same = comparable and np.allclose(ours_feats, base_feats, atol=1e-4, rtol=0)
         max_diff = float(np.abs(ours_feats - base_feats).max()) if comparable else float("nan")
         same_labels = np.array_equal(ours_labels, base_labels)
 
-    ips_base = [args.images / t for t in t_base]
-    ips_ours = [args.images / t for t in t_ours]
+    ips_base = [args.images / t for t in wall["baseline"]]
+    ips_ours = [args.images / t for t in wall["ours"]]
     ratios = [o / b for o, b in zip(ips_ours, ips_base, strict=True)]
     med_b, med_o = statistics.median(ips_base), statistics.median(ips_ours)
-    cpu_b, cpu_o = statistics.median(cpu_base), statistics.median(cpu_ours)
+    cpu_b, cpu_o = statistics.median(cpu["baseline"]), statistics.median(cpu["ours"])
 
     print()
-    print(f"features equal: {same} (np.allclose atol=1e-4; max |diff| {max_diff:.2e}; shape {ours_feats.shape}); "
-          f"labels equal: {same_labels}")
+    print(
+        f"features equal: {same} (np.allclose atol=1e-4; max |diff| {max_diff:.2e}; shape {ours_feats.shape}); "
+        f"labels equal: {same_labels}"
+    )
     print()
-    print(f"images/s over {args.repeats} repeats ({args.images} images, {threads} thread(s), "
-          f"{args.num_workers} workers)")
+    print(
+        f"images/s over {args.repeats} repeats ({args.images} images, {threads} thread(s), {args.num_workers} workers)"
+    )
     cpu_note = "" if args.num_workers == 0 else " (main process only: workers not counted)"
     print(f"| side | batch | min | median | max | median images per CPU-second{cpu_note} |")
     print("|---|---:|---:|---:|---:|---:|")
-    print(f"| baseline (tutorial loop, autograd on) | {args.baseline_batch_size} | "
-          f"{min(ips_base):.1f} | {med_b:.1f} | {max(ips_base):.1f} | {args.images / cpu_b:.1f} |")
-    print(f"| transferkit extract_to_npz | {args.batch_size} | "
-          f"{min(ips_ours):.1f} | {med_o:.1f} | {max(ips_ours):.1f} | {args.images / cpu_o:.1f} |")
-    print(f"| ratio ours/baseline, per repeat | | {min(ratios):.2f}x | {statistics.median(ratios):.2f}x | "
-          f"{max(ratios):.2f}x | {cpu_b / cpu_o:.2f}x |")
-    print(f"load average at end: {os.getloadavg()[0]:.2f} (on {os.cpu_count()} CPUs)")
+    print(
+        f"| baseline (tutorial loop, autograd on) | {args.baseline_batch_size} | "
+        f"{min(ips_base):.1f} | {med_b:.1f} | {max(ips_base):.1f} | {args.images / cpu_b:.1f} |"
+    )
+    print(
+        f"| transferkit extract_to_npz | {args.batch_size} | "
+        f"{min(ips_ours):.1f} | {med_o:.1f} | {max(ips_ours):.1f} | {args.images / cpu_o:.1f} |"
+    )
+    print(
+        f"| ratio ours/baseline, per repeat | | {min(ratios):.2f}x | {statistics.median(ratios):.2f}x | "
+        f"{max(ratios):.2f}x | {cpu_b / cpu_o:.2f}x |"
+    )
+    print(f"load average at end: {os.getloadavg()[0]:.2f} (on {cores} CPUs)")
     print()
     print(f"ratio of medians: {med_o / med_b:.2f}x (goal >= 1.5x: {'met' if med_o / med_b >= 1.5 else 'NOT met'})")
     return 0 if same and same_labels else 1

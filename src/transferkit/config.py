@@ -62,6 +62,9 @@ class ModelConfig(_Strict):
     pretrained: bool = Field(False, description="use pretrained weights from an installed package (or --online)")
     backbone_kwargs: dict[str, Any] = Field(default_factory=dict)
     head_dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    bottleneck_dim: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="Linear-BN-ReLU bottleneck between backbone and head (where domains are aligned)"
+    )
 
     @model_validator(mode="after")
     def _weights_xor_pretrained(self) -> ModelConfig:
@@ -81,6 +84,17 @@ class FinetuneConfig(_Strict):
     )
     lp_epochs: Annotated[int, Field(ge=1)] = Field(10, description="epochs of the linear-probe phase (lp-ft)")
     lp_lr: Annotated[float, Field(gt=0.0)] | None = Field(None, description="LR of the linear-probe phase")
+
+
+class AdaptConfig(_Strict):
+    """Domain adaptation: L = L_source + λ(p) · L_transfer, with unlabelled target batches."""
+
+    method: str = Field("none", description="none or a method name (`transferkit methods`)")
+    weight: Annotated[float, Field(ge=0.0)] | None = Field(None, description="λ; default: the method's own")
+    schedule: Literal["constant", "ramp"] = Field(
+        "constant", description="λ(p): constant, or ramp = λ·(2/(1+exp(-10p)) - 1)"
+    )
+    options: dict[str, Any] = Field(default_factory=dict, description="method options (see `transferkit methods`)")
 
 
 class TrainConfig(_Strict):
@@ -109,6 +123,7 @@ class RunConfig(_Strict):
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
+    adapt: AdaptConfig = Field(default_factory=AdaptConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
 
     @field_validator("name")

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from transferkit.adapt.methods import build_method
 from transferkit.config import RunConfig, TrainConfig
 from transferkit.data import DomainDataset, check_label_sets, load_data
 from transferkit.errors import ConfigError, DataError, RunDirError
@@ -31,7 +32,7 @@ from transferkit.finetune import apply_strategy, param_groups
 from transferkit.models.backbones import create_backbone
 from transferkit.models.heads import IdentityBackbone, TransferModel
 from transferkit.runs import RunDir, atomic_write_text, read_jsonl
-from transferkit.train.engine import Engine
+from transferkit.train.engine import Engine, LossTerm, source_cross_entropy
 
 
 @dataclass
@@ -42,6 +43,7 @@ class RunData:
     source_val: DomainDataset | None
     source_eval: DomainDataset | None
     target_eval: DomainDataset | None
+    target_train: DomainDataset | None = None  # unlabelled: what an adaptation method may see of the target
 
     @property
     def classes(self) -> list[str]:
@@ -62,10 +64,15 @@ def load_run_data(cfg: RunConfig, seed: int) -> RunData:
         train, val = train.split(d.val_fraction, seed=seed)
     source_eval = _optional_split(d.source, d.eval_split, d.root) if d.eval_split != d.train_split else None
     target_eval = load_data(d.target, d.eval_split, d.root) if d.target else None
+    target_train = None
+    if cfg.adapt.method != "none":
+        if not d.target:
+            raise ConfigError(f"adapt.method {cfg.adapt.method!r} needs a target domain: set data.target")
+        target_train = load_data(d.target, d.train_split, d.root).unlabelled()  # labels dropped here, for good
     for other in (val, source_eval, target_eval):
         if other is not None:
             check_label_sets(train, other)
-    return RunData(train, val, source_eval, target_eval)
+    return RunData(train, val, source_eval, target_eval, target_train)
 
 
 def _optional_split(spec: str, split: str, root: str | None) -> DomainDataset | None:
@@ -94,7 +101,18 @@ def build_model(cfg: RunConfig, data: RunData) -> TransferModel:
         raise ConfigError(
             f"backbone {cfg.model.backbone!r} takes feature vectors, but {data.source_train.domain!r} holds images"
         )
-    return TransferModel(backbone, data.classes, head_dropout=cfg.model.head_dropout)
+    return TransferModel(
+        backbone, data.classes, head_dropout=cfg.model.head_dropout, bottleneck_dim=cfg.model.bottleneck_dim
+    )
+
+
+def loss_terms(cfg: RunConfig, model: TransferModel) -> list[LossTerm]:
+    """The source cross-entropy plus the adaptation method's terms: L = L_src + λ(p) · L_transfer."""
+    a = cfg.adapt
+    transfer = build_method(
+        a.method, model.feature_dim, len(model.classes), weight=a.weight, schedule=a.schedule, options=a.options
+    )
+    return [source_cross_entropy(cfg.train.label_smoothing), *transfer]
 
 
 def fit(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False, progress: bool = True) -> dict[str, Any]:
@@ -103,6 +121,7 @@ def fit(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False, progre
     first = load_run_data(cfg, cfg.seeds[0])
     probe_model = build_model(cfg, first)
     apply_strategy(probe_model, cfg.finetune)
+    loss_terms(cfg, probe_model)  # unknown method or option -> ConfigError now, not after the run dir exists
     run = RunDir(cfg.run_path)
     _check_resume(run, cfg, resume)
     run.prepare(overwrite=overwrite, resume=resume)
@@ -172,8 +191,8 @@ def _train(
     apply_strategy(model, cfg.finetune, phase="ft")
     groups = param_groups(model, cfg.finetune, cfg.train.lr)
     phase = "ft" if strategy == "lp-ft" else "train"
-    engine = Engine(model, cfg.train, param_groups=groups, phase=phase, **common)
-    res = engine.fit(data.source_train, data.source_val, resume=resume)
+    engine = Engine(model, cfg.train, param_groups=groups, loss_terms=loss_terms(cfg, model), phase=phase, **common)
+    res = engine.fit(data.source_train, data.source_val, data.target_train, resume=resume)
     return _result_dict(res)
 
 
@@ -185,10 +204,15 @@ def _linear_probe(cfg: RunConfig, model: TransferModel, data: RunData, train_cfg
           "device": cfg.train.device, "progress": common["progress"]}
     train_f = cached_features(model.backbone, data.source_train, **kw)
     val_f = cached_features(model.backbone, data.source_val, **kw) if data.source_val is not None else None
-    probe = TransferModel(IdentityBackbone(model.backbone.out_features), model.classes, cfg.model.head_dropout)
-    probe.head.load_state_dict(model.head.state_dict())
-    res = Engine(probe, train_cfg, phase=phase, **common).fit(train_f, val_f, resume=resume)
-    model.head.load_state_dict(probe.head.state_dict())
+    target_f = cached_features(model.backbone, data.target_train, **kw) if data.target_train is not None else None
+    probe = TransferModel(IdentityBackbone(model.backbone.out_features), model.classes, cfg.model.head_dropout,
+                          cfg.model.bottleneck_dim)
+    on_top = {k: v for k, v in model.state_dict().items() if not k.startswith("backbone.")}
+    probe.load_state_dict(on_top, strict=False)
+    engine = Engine(probe, train_cfg, loss_terms=loss_terms(cfg, probe), phase=phase, **common)
+    res = engine.fit(train_f, val_f, target_f, resume=resume)
+    trained = {k: v for k, v in probe.state_dict().items() if not k.startswith("backbone.")}
+    model.load_state_dict(trained, strict=False)
     return _result_dict(res)
 
 
@@ -213,6 +237,7 @@ def _header(cfg: RunConfig, data: RunData) -> dict[str, Any]:
         "strategy": cfg.finetune.strategy,
         "source": cfg.data.source,
         "target": cfg.data.target,
+        "method": cfg.adapt.method,
         "classes": data.classes,
         "selection": selection + "; target labels are used only to score the selected model",
     }

@@ -33,6 +33,35 @@ class ClassifierHead(nn.Module):
         return self.fc(self.dropout(features))
 
 
+class Bottleneck(nn.Module):
+    """Linear -> BatchNorm -> ReLU: a low-dimensional feature space where domains are aligned (DAN, DANN, ...)."""
+
+    def __init__(self, in_features: int, out_features: int) -> None:
+        super().__init__()
+        if out_features < 1:
+            raise ModelError(f"bottleneck width must be >= 1, got {out_features}")
+        self.net = nn.Sequential(nn.Linear(in_features, out_features), nn.BatchNorm1d(out_features), nn.ReLU())
+        self.out_features = out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class DomainDiscriminator(nn.Module):
+    """Tells source (logit > 0) from target features: two hidden layers with BatchNorm, one logit out."""
+
+    def __init__(self, in_features: int, hidden: int = 1024) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(in_features, hidden), nn.BatchNorm1d(hidden), nn.ReLU(),
+            nn.Linear(hidden, hidden), nn.BatchNorm1d(hidden), nn.ReLU(),
+            nn.Linear(hidden, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).squeeze(1)
+
+
 class IdentityBackbone(Backbone):
     """Stands in for a frozen backbone whose features were extracted once (linear probing on a cache)."""
 
@@ -43,15 +72,20 @@ class IdentityBackbone(Backbone):
 class TransferModel(nn.Module):
     """``forward(x) -> (features, logits)``: the features feed adaptation losses, the logits the task loss."""
 
-    def __init__(self, backbone: Backbone, classes: list[str], head_dropout: float = 0.0) -> None:
+    def __init__(
+        self, backbone: Backbone, classes: list[str], head_dropout: float = 0.0, bottleneck_dim: int | None = None
+    ) -> None:
         super().__init__()
         self.backbone = backbone
         self.classes = list(classes)
-        self.head = ClassifierHead(backbone.out_features, len(classes), head_dropout)
+        self.bottleneck = Bottleneck(backbone.out_features, bottleneck_dim) if bottleneck_dim else nn.Identity()
+        self.feature_dim = bottleneck_dim or backbone.out_features
+        self.head = ClassifierHead(self.feature_dim, len(classes), head_dropout)
         self.head_dropout = head_dropout
+        self.bottleneck_dim = bottleneck_dim
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        features = self.backbone(x)
+        features = self.bottleneck(self.backbone(x))
         return features, self.head(features)
 
     @property
@@ -61,7 +95,7 @@ class TransferModel(nn.Module):
     def metadata(self) -> dict[str, str]:
         meta = backbone_metadata(self.backbone)
         meta[META_CLASSES] = json.dumps(self.classes)
-        meta[META_HEAD] = json.dumps({"dropout": self.head_dropout})
+        meta[META_HEAD] = json.dumps({"dropout": self.head_dropout, "bottleneck_dim": self.bottleneck_dim})
         return meta
 
     def save(self, path: str | Path) -> Path:
@@ -81,7 +115,10 @@ class TransferModel(nn.Module):
 
         backbone = create_backbone(meta[META_SPEC], **json.loads(meta.get(META_KWARGS, "{}")))
         head = json.loads(meta.get(META_HEAD, "{}"))
-        model = cls(backbone, json.loads(meta[META_CLASSES]), head_dropout=float(head.get("dropout", 0.0)))
+        model = cls(
+            backbone, json.loads(meta[META_CLASSES]), head_dropout=float(head.get("dropout", 0.0)),
+            bottleneck_dim=head.get("bottleneck_dim"),
+        )
         state = load_state_dict_file(path)
         try:
             model.load_state_dict(state, strict=True)

@@ -29,12 +29,12 @@ from transferkit.adapt.losses.entropy import entropy
 
 class _GradReverse(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: torch.Tensor, coeff: float) -> torch.Tensor:  # noqa: ANN001
+    def forward(ctx, x: torch.Tensor, coeff: float) -> torch.Tensor:
         ctx.coeff = coeff
         return x.view_as(x)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # noqa: ANN001
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         return -ctx.coeff * grad, None
 
 

@@ -1,0 +1,255 @@
+"""The registry of domain-adaptation methods: name -> the loss terms (and modules) it adds to the engine.
+
+A method never trains anything itself. It returns :class:`~transferkit.train.engine.LossTerm` objects that
+read the step's source/target features and logits; the engine adds ``λ(p) · L_transfer`` to the source
+cross-entropy, trains the terms' modules (discriminators, adversarial heads) with the model, and saves them
+in its checkpoints.
+
+Example:
+    >>> terms = build_method("coral", feature_dim=8, num_classes=3)
+    >>> [t.name for t in terms]
+    ['coral']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from transferkit.adapt.losses import (
+    RandomizedMultilinearMap,
+    afn_loss,
+    bnm_loss,
+    coral_loss,
+    domain_bce,
+    entropy_loss,
+    entropy_weights,
+    grad_reverse,
+    jmmd2_unbiased,
+    mcc_loss,
+    mdd_loss,
+    mmd2_linear,
+    mmd2_unbiased,
+    multilinear_map,
+)
+from transferkit.errors import ConfigError
+from transferkit.models.heads import DomainDiscriminator
+from transferkit.train.engine import LossTerm, StepOutputs
+from transferkit.train.schedules import constant, dann_ramp
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    summary: str
+    reference: str
+    build: Callable[[int, int, dict[str, Any]], tuple[Callable[[StepOutputs], torch.Tensor], nn.Module | None]]
+    default_weight: float = 1.0
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+_METHODS: dict[str, MethodSpec] = {}
+
+
+def _register(spec: MethodSpec) -> None:
+    _METHODS[spec.name] = spec
+
+
+def list_methods() -> dict[str, MethodSpec]:
+    return dict(_METHODS)
+
+
+def build_method(
+    name: str,
+    feature_dim: int,
+    num_classes: int,
+    *,
+    weight: float | None = None,
+    schedule: str = "constant",
+    options: dict[str, Any] | None = None,
+) -> list[LossTerm]:
+    """The loss terms of method ``name`` (none for ``"none"``), weighted by ``λ`` (``weight``) under ``schedule``.
+
+    ``schedule`` is ``constant`` (λ throughout) or ``ramp`` (``λ · (2/(1+exp(-10p)) - 1)``).
+    """
+    if name == "none":
+        return []
+    if name not in _METHODS:
+        raise ConfigError(f"adapt.method: unknown method {name!r}; known: none, {', '.join(sorted(_METHODS))}")
+    spec = _METHODS[name]
+    opts = dict(spec.options)
+    unknown = set(options or {}) - set(opts)
+    if unknown:
+        raise ConfigError(
+            f"adapt.options: method {name!r} has no option(s) {sorted(unknown)}; it takes {sorted(opts) or 'none'}"
+        )
+    opts.update(options or {})
+    lam = spec.default_weight if weight is None else weight
+    if lam < 0:
+        raise ConfigError(f"adapt.weight must be >= 0, got {lam}")
+    if schedule == "constant":
+        w: float | Callable[[float], float] = constant(lam)
+    elif schedule == "ramp":
+        w = dann_ramp(lam)
+    else:
+        raise ConfigError(f"adapt.schedule must be 'constant' or 'ramp', got {schedule!r}")
+    fn, module = spec.build(feature_dim, num_classes, opts)
+    return [LossTerm(name, fn, w, module)]
+
+
+def _target(out: StepOutputs) -> tuple[torch.Tensor, torch.Tensor]:
+    if out.target_features is None or out.target_logits is None:
+        raise ConfigError("this adaptation method needs unlabelled target batches (set data.target)")
+    return out.target_features, out.target_logits
+
+
+# -- statistic matching ---------------------------------------------------------------------------
+def _dan(d: int, c: int, o: dict[str, Any]) -> tuple[Callable[[StepOutputs], torch.Tensor], None]:
+    estimator = mmd2_linear if o["linear"] else mmd2_unbiased
+
+    def fn(out: StepOutputs) -> torch.Tensor:
+        ft, _ = _target(out)
+        return estimator(out.source_features, ft, o["kernels"], o["kernel_mult"])
+
+    return fn, None
+
+
+def _jan(d: int, c: int, o: dict[str, Any]) -> tuple[Callable[[StepOutputs], torch.Tensor], None]:
+    def fn(out: StepOutputs) -> torch.Tensor:
+        ft, lt = _target(out)
+        return jmmd2_unbiased(
+            [out.source_features, out.source_logits.softmax(1)], [ft, lt.softmax(1)], o["kernels"], o["kernel_mult"]
+        )
+
+    return fn, None
+
+
+def _coral(d: int, c: int, o: dict[str, Any]) -> tuple[Callable[[StepOutputs], torch.Tensor], None]:
+    def fn(out: StepOutputs) -> torch.Tensor:
+        ft, _ = _target(out)
+        return coral_loss(out.source_features, ft)
+
+    return fn, None
+
+
+# -- adversarial ----------------------------------------------------------------------------------
+def _grl_coeff(o: dict[str, Any], progress: float) -> float:
+    return dann_ramp(o["grl_max"])(progress) if o["grl_ramp"] else float(o["grl_max"])
+
+
+def _dann(d: int, c: int, o: dict[str, Any]) -> tuple[Callable[[StepOutputs], torch.Tensor], nn.Module]:
+    disc = DomainDiscriminator(d, o["hidden"])
+
+    def fn(out: StepOutputs) -> torch.Tensor:
+        ft, _ = _target(out)
+        coeff = _grl_coeff(o, out.progress)
+        f = grad_reverse(torch.cat([out.source_features, ft]), coeff)
+        logits = disc(f)
+        n = out.source_features.shape[0]
+        return domain_bce(logits[:n], logits[n:])
+
+    return fn, disc
+
+
+def _cdan_builder(use_entropy: bool) -> Callable[..., tuple[Callable[[StepOutputs], torch.Tensor], nn.Module]]:
+    def build(d: int, c: int, o: dict[str, Any]) -> tuple[Callable[[StepOutputs], torch.Tensor], nn.Module]:
+        randomized = d * c > o["max_product_dim"]
+        mapper = RandomizedMultilinearMap(d, c, o["random_dim"]) if randomized else None
+        in_dim = o["random_dim"] if randomized else d * c
+        modules = nn.ModuleDict({"discriminator": DomainDiscriminator(in_dim, o["hidden"])})
+        if mapper is not None:
+            modules["map"] = mapper
+
+        def fn(out: StepOutputs) -> torch.Tensor:
+            ft, lt = _target(out)
+            f = torch.cat([out.source_features, ft])
+            logits = torch.cat([out.source_logits, lt])
+            g = logits.softmax(1).detach()
+            h = mapper(f, g) if mapper is not None else multilinear_map(f, g)
+            dlog = modules["discriminator"](grad_reverse(h, _grl_coeff(o, out.progress)))
+            n = out.source_features.shape[0]
+            if use_entropy:
+                return domain_bce(dlog[:n], dlog[n:], entropy_weights(logits[:n]), entropy_weights(logits[n:]))
+            return domain_bce(dlog[:n], dlog[n:])
+
+        return fn, modules
+
+    return build
+
+
+def _mdd(d: int, c: int, o: dict[str, Any]) -> tuple[Callable[[StepOutputs], torch.Tensor], nn.Module]:
+    adv_head = nn.Sequential(nn.Linear(d, o["hidden"]), nn.ReLU(), nn.Dropout(0.5), nn.Linear(o["hidden"], c))
+
+    def fn(out: StepOutputs) -> torch.Tensor:
+        ft, lt = _target(out)
+        coeff = _grl_coeff(o, out.progress)
+        adv = adv_head(grad_reverse(torch.cat([out.source_features, ft]), coeff))
+        n = out.source_features.shape[0]
+        return mdd_loss(out.source_logits, adv[:n], lt, adv[n:], o["margin"])
+
+    return fn, adv_head
+
+
+# -- prediction-based -----------------------------------------------------------------------------
+def _on_target_logits(loss: Callable[..., torch.Tensor], *keys: str):
+    def build(d: int, c: int, o: dict[str, Any]) -> tuple[Callable[[StepOutputs], torch.Tensor], None]:
+        def fn(out: StepOutputs) -> torch.Tensor:
+            _, lt = _target(out)
+            return loss(lt, *(o[k] for k in keys))
+
+        return fn, None
+
+    return build
+
+
+def _afn(d: int, c: int, o: dict[str, Any]) -> tuple[Callable[[StepOutputs], torch.Tensor], None]:
+    def fn(out: StepOutputs) -> torch.Tensor:
+        ft, _ = _target(out)
+        return afn_loss(out.source_features, o["delta"]) + afn_loss(ft, o["delta"])
+
+    return fn, None
+
+
+def _self_training(d: int, c: int, o: dict[str, Any]) -> tuple[Callable[[StepOutputs], torch.Tensor], None]:
+    def fn(out: StepOutputs) -> torch.Tensor:
+        _, lt = _target(out)
+        probs = lt.detach().softmax(1)
+        conf, pseudo = probs.max(1)
+        mask = (conf >= o["threshold"]).float()
+        ce = torch.nn.functional.cross_entropy(lt, pseudo, reduction="none")
+        return (ce * mask).mean()
+
+    return fn, None
+
+
+_ADV = {"hidden": 1024, "grl_max": 1.0, "grl_ramp": True}
+_KERNEL = {"kernels": 5, "kernel_mult": 2.0}
+for _spec in (
+    MethodSpec("dan", "multi-kernel MMD between source and target features", "Long et al., ICML 2015", _dan,
+               options={**_KERNEL, "linear": False}),
+    MethodSpec("jan", "joint MMD over features and softmax outputs", "Long et al., ICML 2017", _jan, options=_KERNEL),
+    MethodSpec("coral", "match second-order feature statistics (Deep CORAL)", "Sun & Saenko, ECCV-W 2016", _coral),
+    MethodSpec("dann", "domain discriminator behind a gradient reversal layer", "Ganin et al., JMLR 2016", _dann,
+               options=dict(_ADV)),
+    MethodSpec("cdan", "discriminator conditioned on features ⊗ predictions", "Long et al., NeurIPS 2018",
+               _cdan_builder(False), options={**_ADV, "max_product_dim": 4096, "random_dim": 1024}),
+    MethodSpec("cdan+e", "CDAN with entropy weighting of certain samples", "Long et al., NeurIPS 2018",
+               _cdan_builder(True), options={**_ADV, "max_product_dim": 4096, "random_dim": 1024}),
+    MethodSpec("mdd", "margin disparity discrepancy with an adversarial head", "Zhang et al., ICML 2019", _mdd,
+               options={"hidden": 1024, "grl_max": 0.1, "grl_ramp": True, "margin": 4.0}),
+    MethodSpec("mcc", "minimum class confusion on target predictions", "Jin et al., ECCV 2020",
+               _on_target_logits(mcc_loss, "temperature"), options={"temperature": 2.5}),
+    MethodSpec("bnm", "batch nuclear-norm maximisation on target predictions", "Cui et al., CVPR 2020",
+               _on_target_logits(bnm_loss)),
+    MethodSpec("entropy", "target entropy minimisation", "Grandvalet & Bengio, NeurIPS 2005",
+               _on_target_logits(entropy_loss), default_weight=0.1),
+    MethodSpec("afn", "stepwise adaptive feature norm", "Xu et al., ICCV 2019", _afn, default_weight=0.05,
+               options={"delta": 1.0}),
+    MethodSpec("self-training", "confidence-thresholded pseudo-labels on the target", "Lee, ICML-W 2013; "
+               "Sohn et al. (FixMatch), NeurIPS 2020", _self_training, options={"threshold": 0.9}),
+):
+    _register(_spec)
