@@ -69,6 +69,8 @@ def fit(
         bool | None, typer.Option("--pretrained", help="pretrained weights from an installed package")
     ] = None,
     strategy: Annotated[str | None, typer.Option(help="full, linear-probe, partial, lp-ft")] = None,
+    method: Annotated[str | None, typer.Option(help="domain adaptation: none, dann, mcc, ... (`methods`)")] = None,
+    lam: Annotated[float | None, typer.Option("--lambda", help="weight λ of the transfer loss")] = None,
     epochs: Annotated[int | None, typer.Option(help="training epochs")] = None,
     lr: Annotated[float | None, typer.Option(help="learning rate")] = None,
     batch_size: Annotated[int | None, typer.Option(help="batch size")] = None,
@@ -87,6 +89,8 @@ def fit(
         transferkit fit --source mnist-5k --target digits-uci --backbone lenet --epochs 5 --name mnist-lenet
 
         transferkit fit -c examples/mnist_to_digits.yaml --set train.lr=0.01 --seeds 0,1,2
+
+        transferkit fit --method dann --source mnist --target usps --epochs 20 --set adapt.schedule=ramp
     """
     from transferkit.config import RunConfig, parse_config, parse_override
 
@@ -96,6 +100,7 @@ def fit(
         for key, value in {
             "name": name, "data.source": source, "data.target": target, "model.backbone": backbone,
             "model.weights": weights, "model.pretrained": pretrained, "finetune.strategy": strategy,
+            "adapt.method": method, "adapt.weight": lam,
             "train.epochs": epochs, "train.lr": lr, "data.batch_size": batch_size, "seeds": _parse_seeds(seeds),
             "output_dir": output_dir, "online": online or None,
         }.items():
@@ -330,6 +335,25 @@ def datasets() -> None:
 
     for k, v in list_datasets().items():
         console.print(f"[bold]{k}[/]: {v}", highlight=False)
+
+
+@app.command()
+def methods() -> None:
+    """List the domain-adaptation methods with one line each, their options and the paper.
+
+    Example:
+
+        transferkit methods
+    """
+    from transferkit.adapt.methods import list_methods
+
+    table = Table(title="domain adaptation: L = L_source + λ(p) · L_transfer  (--method NAME, --lambda λ)")
+    for col in ("method", "what it does", "default λ", "options (adapt.options)", "reference"):
+        table.add_column(col)
+    for name, spec in list_methods().items():
+        opts = ", ".join(f"{k}={v}" for k, v in spec.options.items())
+        table.add_row(name, spec.summary, f"{spec.default_weight:g}", opts, spec.reference)
+    console.print(table)
 
 
 @app.command()

@@ -211,7 +211,7 @@ def test_list_commands() -> None:
     assert code == 0 and "timm:NAME" in out
 
 
-@pytest.mark.parametrize("command", ["fit", "evaluate", "predict", "extract", "report", "demo"])
+@pytest.mark.parametrize("command", ["fit", "evaluate", "predict", "extract", "report", "demo", "methods"])
 def test_every_help_shows_an_example(command: str) -> None:
     code, out = invoke(command, "--help")
     assert code == 0 and "Example" in out and f"transferkit {command}" in out
@@ -269,3 +269,42 @@ def test_fit_on_an_empty_class_folder_exits_2(tmp_path: Path) -> None:
     (tree / "train" / "wasps").mkdir()
     code, out = invoke("fit", "--source", tree, "--name", "empty", "--output-dir", tmp_path / "runs", "--no-progress")
     assert code == 2 and "wasps" in out
+
+
+def test_methods_lists_every_method() -> None:
+    code, out = invoke("methods")
+    assert code == 0
+    for name in ("dann", "cdan+e", "mcc", "self-training"):
+        assert name in out
+
+
+def test_fit_with_an_adaptation_method(tmp_path: Path, tiny_npz: Path) -> None:
+    code, out = invoke("fit", "--source", tiny_npz, "--target", tiny_npz, "--backbone", "mlp", "--epochs", "2",
+                       "--method", "dann", "--lambda", "0.5", "--set", "adapt.schedule=ramp", "--set",
+                       "model.bottleneck_dim=8", "--name", "da", "--output-dir", tmp_path, "--no-progress")
+    assert code == 0, out
+    first = json.loads((tmp_path / "da" / "metrics.jsonl").read_text().splitlines()[0])
+    assert "loss/dann" in first and "loss/source_ce" in first
+    report = json.loads((tmp_path / "da" / "report.json").read_text())
+    assert report["method"] == "dann"
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--method", "dannn"], "unknown method"),
+        (["--method", "dann", "--lambda", "-1"], "adapt.weight"),
+        (["--method", "mcc", "--set", "adapt.options={bogus: 1}"], "no option"),
+    ],
+)
+def test_fit_bad_adaptation_settings(tmp_path: Path, tiny_npz: Path, args: list[str], needle: str) -> None:
+    code, out = invoke("fit", "--source", tiny_npz, "--target", tiny_npz, "--backbone", "mlp", "--name", "bad",
+                       "--output-dir", tmp_path, "--no-progress", *args)
+    assert code == 2 and needle in out, out
+    assert not (tmp_path / "bad").exists()
+
+
+def test_method_without_target_is_refused(tmp_path: Path, tiny_npz: Path) -> None:
+    code, out = invoke("fit", "--source", tiny_npz, "--backbone", "mlp", "--method", "dann", "--name", "nt",
+                       "--output-dir", tmp_path, "--no-progress")
+    assert code == 2 and "data.target" in out
