@@ -198,7 +198,8 @@ def test_demo_quick(tmp_path: Path) -> None:
                        "--finetune-epochs", "2", "--no-progress")
     assert code == 0, out
     summary = json.loads((tmp_path / "demo" / "report.json").read_text())
-    assert set(summary["rows"]) == {"source only (no target labels)", "scratch (10/class)", "linear-probe",
+    assert set(summary["rows"]) == {"source only (no target labels)", "adapted: dann (no target labels)",
+                                    "adapted: mcc (no target labels)", "scratch (10/class)", "linear-probe",
                                     "partial", "full", "lp-ft"}
     assert (tmp_path / "demo" / "comparison.png").is_file()
     assert "scratch" in out and "lp-ft" in out
