@@ -157,3 +157,21 @@ def test_cached_features_keeps_the_callers_labels(spy_extract: list[Path], tmp_p
     unl = cached_features(bb, _vectors(labelled=False), cache_dir=tmp_path / "own", device="cpu", progress=False)
     assert unl.labels is None
     assert spy_extract[0].parent == tmp_path / "own"
+
+
+def test_backbone_stays_trainable_after_extraction(tmp_path) -> None:
+    """Extraction runs on a copy: the caller's backbone must still train afterwards (lp-ft does exactly this)."""
+    import numpy as np
+    import torch
+
+    from transferkit.data.domain import DomainDataset
+    from transferkit.features import extract_to_npz
+    from transferkit.models.backbones import create_backbone
+
+    bb = create_backbone("torchvision:mobilenet_v2")
+    imgs = np.random.default_rng(0).integers(0, 255, (4, 40, 40, 3), dtype=np.uint8)
+    ds = DomainDataset(imgs, np.array([0, 1, 0, 1]), "toy", ["a", "b"], "image")
+    extract_to_npz(bb, ds, tmp_path / "f.npz", device="cpu", progress=False)
+    bb.train()
+    bb(torch.randn(2, 3, 64, 64)).sum().backward()
+    assert all(p.grad is not None for p in bb.parameters() if p.requires_grad)

@@ -233,7 +233,7 @@ def extract(
         bool, typer.Option("--pretrained", help="pretrained weights from an installed package")
     ] = False,
     split: Annotated[str, typer.Option(help="split of --data")] = "train",
-    batch_size: Annotated[int, typer.Option(help="batch size")] = 128,
+    batch_size: Annotated[int | None, typer.Option(help="batch size (default: 16 on CPU, 128 on GPU)")] = None,
     num_workers: Annotated[int, typer.Option(help="data-loading worker processes")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
     overwrite: Annotated[bool, typer.Option(help="replace an existing output file")] = False,

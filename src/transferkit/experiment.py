@@ -200,7 +200,7 @@ def _linear_probe(cfg: RunConfig, model: TransferModel, data: RunData, train_cfg
                   resume: bool, **common: Any) -> dict[str, Any]:
     """Train the head on features extracted once by the frozen backbone (cached on disk)."""
     apply_strategy(model, cfg.finetune, phase="lp")
-    kw = {"batch_size": cfg.data.eval_batch_size, "num_workers": cfg.data.num_workers,
+    kw = {"batch_size": None, "num_workers": cfg.data.num_workers,  # None: the extractor's device default
           "device": cfg.train.device, "progress": common["progress"]}
     train_f = cached_features(model.backbone, data.source_train, **kw)
     val_f = cached_features(model.backbone, data.source_val, **kw) if data.source_val is not None else None
