@@ -78,7 +78,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--threads", type=int, default=None, help="torch intra-op threads for both sides (default: all CPU cores)"
     )
     p.add_argument(
-        "--batch-size", type=int, default=16, help="transferkit's batch size (16 = its CPU default; the baseline uses 4)"
+        "--batch-size", type=int, default=16, help="transferkit's batch size (16, its CPU default; the baseline: 4)"
     )
     p.add_argument("--baseline-batch-size", type=int, default=4, help="the tutorial loop's batch size (default 4)")
     p.add_argument("--num-workers", type=int, default=0, help="DataLoader workers, both sides (default 0)")
