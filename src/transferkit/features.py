@@ -4,8 +4,9 @@ Fast because it runs an inference copy of the backbone (BatchNorm folded into th
 memory, ``torch.inference_mode``), with batches sized for the device (16 on CPU, where larger ones spill out
 of cache), and keeps glibc from unmapping and re-faulting big activation buffers between batches
 (``benchmarks/extract_throughput.py`` measures each of these); streamed because features go to the ``.npz``
-batch by batch (one batch in memory whatever the dataset size); cached because the file name is a hash of the backbone's weights, its
-preprocessing and the dataset's content, so a second linear probe or a later ranking reuses the features.
+batch by batch (one batch in memory whatever the dataset size); cached because the file name is a hash of the
+backbone's weights, its preprocessing and the dataset's content, so a second linear probe or a later ranking
+reuses the features.
 """
 
 from __future__ import annotations
