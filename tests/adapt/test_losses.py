@@ -117,10 +117,20 @@ def test_entropy_bnm_mcc_afn_hand_values() -> None:
     assert (feats.grad[0, 0] < 0) and (feats.grad[1, 1] < 0)  # descending the loss grows the norms
 
 
+def test_mdd_adversary_learns_to_agree_on_source_and_disagree_on_target() -> None:
+    # minimising the loss over the adversary's logits must raise p'(ŷ_s) and lower p'(ŷ_t)
+    logits_s, logits_t = torch.tensor([[2.0, 0.0]]), torch.tensor([[0.0, 3.0]])
+    adv_s = torch.zeros(1, 2, requires_grad=True)
+    adv_t = torch.zeros(1, 2, requires_grad=True)
+    mdd_loss(logits_s, adv_s, logits_t, adv_t).backward()
+    assert adv_s.grad[0, 0] < 0  # descent raises the logit of the source prediction (class 0)
+    assert adv_t.grad[0, 1] > 0  # descent lowers the logit of the target prediction (class 1)
+
+
 def test_mdd_hand_computed() -> None:
     logits_s = torch.tensor([[2.0, 0.0]])  # predicted class 0
     adv_s = torch.tensor([[0.0, 0.0]])  # CE against class 0 = log 2
     logits_t = torch.tensor([[0.0, 3.0]])  # predicted class 1
     adv_t = torch.tensor([[0.0, 0.0]])  # p'(1) = 0.5 -> -log(1 - 0.5) = log 2
-    expected = -4 * math.log(2) + math.log(2)
+    expected = 4 * math.log(2) + math.log(2)
     assert float(mdd_loss(logits_s, adv_s, logits_t, adv_t, margin=4.0)) == pytest.approx(expected)

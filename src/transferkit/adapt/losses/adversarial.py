@@ -93,13 +93,15 @@ def mdd_loss(
     logits_s: torch.Tensor, adv_logits_s: torch.Tensor, logits_t: torch.Tensor, adv_logits_t: torch.Tensor,
     margin: float = 4.0,
 ) -> torch.Tensor:
-    """Margin disparity discrepancy, as minimised by the model (the adversary sits behind a GRL).
+    """Margin disparity discrepancy as a loss to *minimise*, with the adversarial head behind a GRL.
 
-    ``-γ · CE(h'(f_s), ŷ_s) + E_t[-log(1 - softmax(h'(f_t))[ŷ_t])]`` with ``ŷ`` the main head's predictions.
+    ``γ · CE(h'(f_s), ŷ_s) - E_t[log(1 - softmax(h'(f_t))[ŷ_t])]`` with ``ŷ`` the main head's predictions: the
+    adversary ``h'`` minimises it (agree with ``h`` on the source, disagree on the target, i.e. it maximises
+    the disparity ``D_γ``), while the reversed gradient makes the features minimise the disparity.
     """
     pred_s = logits_s.detach().argmax(1)
     pred_t = logits_t.detach().argmax(1)
     source_disparity = F.cross_entropy(adv_logits_s, pred_s)
     p_t = adv_logits_t.softmax(1).gather(1, pred_t.unsqueeze(1)).squeeze(1)
-    target_disparity = -torch.log((1.0 - p_t).clamp_min(1e-6)).mean()
-    return -margin * source_disparity + target_disparity
+    target_agreement = -torch.log((1.0 - p_t).clamp_min(1e-6)).mean()
+    return margin * source_disparity + target_agreement
