@@ -55,6 +55,15 @@ class DataConfig(_Strict):
     num_workers: Annotated[int, Field(ge=0, le=64)] = 0
     root: str | None = Field(None, description="benchmark data root (default: $TRANSFERKIT_DATA)")
 
+    @model_validator(mode="after")
+    def _selection_split_is_not_the_scored_split(self) -> DataConfig:
+        if self.val_split is not None and self.val_split == self.eval_split:
+            raise ValueError(
+                f"val_split and eval_split are both {self.eval_split!r}: a split that chose the checkpoint "
+                "cannot score it honestly; drop val_split (a share of the training split is held out instead)"
+            )
+        return self
+
 
 class ModelConfig(_Strict):
     backbone: str = Field("lenet", description="backbone spec: lenet, mlp, timm:NAME, torchvision:NAME, file:PATH")

@@ -26,3 +26,7 @@ class ModelError(TransferkitError, ValueError):
 
 class RunDirError(TransferkitError):
     """A run directory cannot be created, read or resumed."""
+
+
+class TrainingError(TransferkitError, FloatingPointError):
+    """Training diverged (a loss became NaN or infinite); the last complete checkpoint is kept."""

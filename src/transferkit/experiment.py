@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from transferkit.adapt.methods import build_method
+from transferkit.adapt.methods import build_method, list_methods
 from transferkit.config import RunConfig, TrainConfig
 from transferkit.data import DomainDataset, check_label_sets, load_data
 from transferkit.errors import ConfigError, DataError, RunDirError
@@ -64,6 +64,8 @@ def load_run_data(cfg: RunConfig, seed: int) -> RunData:
         train, val = train.split(d.val_fraction, seed=seed)
     source_eval = _optional_split(d.source, d.eval_split, d.root) if d.eval_split != d.train_split else None
     target_eval = load_data(d.target, d.eval_split, d.root) if d.target else None
+    if target_eval is not None and not target_eval.is_labelled:
+        target_eval = None  # an unlabelled target can be adapted to, not scored; the report says so
     target_train = None
     if cfg.adapt.method != "none":
         if not d.target:
@@ -122,6 +124,7 @@ def fit(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False, progre
     probe_model = build_model(cfg, first)
     apply_strategy(probe_model, cfg.finetune)
     loss_terms(cfg, probe_model)  # unknown method or option -> ConfigError now, not after the run dir exists
+    _check_combination(cfg)
     run = RunDir(cfg.run_path)
     _check_resume(run, cfg, resume)
     run.prepare(overwrite=overwrite, resume=resume)
@@ -196,6 +199,23 @@ def _train(
     return _result_dict(res)
 
 
+def _check_combination(cfg: RunConfig) -> None:
+    """Settings that are each valid but cannot work together."""
+    from transferkit.features import pick_device
+
+    pick_device(cfg.train.device)
+    method = list_methods().get(cfg.adapt.method)
+    if method is not None and method.aligns_features and cfg.finetune.strategy == "linear-probe":
+        if cfg.model.bottleneck_dim is None:
+            raise ConfigError(
+                f"adapt.method {cfg.adapt.method!r} aligns features, but finetune.strategy 'linear-probe' freezes "
+                "them: set model.bottleneck_dim (a trainable layer to align) or use another strategy"
+            )
+    needs_pairs = cfg.adapt.method != "none" or cfg.model.bottleneck_dim is not None
+    if needs_pairs and cfg.data.batch_size < 2:
+        raise ConfigError("data.batch_size must be >= 2 with an adaptation method or a bottleneck (batch statistics)")
+
+
 def _linear_probe(cfg: RunConfig, model: TransferModel, data: RunData, train_cfg: TrainConfig, *, phase: str,
                   resume: bool, **common: Any) -> dict[str, Any]:
     """Train the head on features extracted once by the frozen backbone (cached on disk)."""
@@ -204,12 +224,17 @@ def _linear_probe(cfg: RunConfig, model: TransferModel, data: RunData, train_cfg
           "device": cfg.train.device, "progress": common["progress"]}
     train_f = cached_features(model.backbone, data.source_train, **kw)
     val_f = cached_features(model.backbone, data.source_val, **kw) if data.source_val is not None else None
-    target_f = cached_features(model.backbone, data.target_train, **kw) if data.target_train is not None else None
     probe = TransferModel(IdentityBackbone(model.backbone.out_features), model.classes, cfg.model.head_dropout,
                           cfg.model.bottleneck_dim)
     on_top = {k: v for k, v in model.state_dict().items() if not k.startswith("backbone.")}
     probe.load_state_dict(on_top, strict=False)
-    engine = Engine(probe, train_cfg, loss_terms=loss_terms(cfg, probe), phase=phase, **common)
+    terms = loss_terms(cfg, probe)
+    method = list_methods().get(cfg.adapt.method)
+    if method is not None and method.aligns_features and cfg.model.bottleneck_dim is None:
+        terms = terms[:1]  # lp phase of lp-ft: frozen features, nothing to align yet; the ft phase aligns
+    adapting = len(terms) > 1 and data.target_train is not None
+    target_f = cached_features(model.backbone, data.target_train, **kw) if adapting else None
+    engine = Engine(probe, train_cfg, loss_terms=terms, phase=phase, **common)
     res = engine.fit(train_f, val_f, target_f, resume=resume)
     trained = {k: v for k, v in probe.state_dict().items() if not k.startswith("backbone.")}
     model.load_state_dict(trained, strict=False)
@@ -226,6 +251,9 @@ def _result_dict(res: Any) -> dict[str, Any]:
 
 
 def _header(cfg: RunConfig, data: RunData) -> dict[str, Any]:
+    scored = "" if data.target_eval is not None or not cfg.data.target else (
+        "; the target has no labels, so it is not scored"
+    )
     selection = (
         "best source-validation accuracy"
         if data.source_val is not None
@@ -239,7 +267,7 @@ def _header(cfg: RunConfig, data: RunData) -> dict[str, Any]:
         "target": cfg.data.target,
         "method": cfg.adapt.method,
         "classes": data.classes,
-        "selection": selection + "; target labels are used only to score the selected model",
+        "selection": selection + "; target labels are used only to score the selected model" + scored,
     }
 
 

@@ -41,8 +41,13 @@ def default_cache_dir() -> Path:
 
 
 def pick_device(device: str = "auto") -> torch.device:
+    """``auto``: a GPU when there is one. Asking for ``cuda`` on a machine without one is an error, not a fallback."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        from transferkit.errors import ConfigError
+
+        raise ConfigError("train.device is 'cuda' but no CUDA GPU is available here; use 'auto' or 'cpu'")
     return torch.device(device)
 
 

@@ -247,7 +247,7 @@ def test_fit_pretrained_linear_probe_on_an_image_folder(tmp_path: Path) -> None:
     code, out = invoke(
         "fit", "--source", tree, "--backbone", "torchvision:mobilenet_v2", "--pretrained", "--strategy",
         "linear-probe", "--epochs", "3", "--lr", "0.05", "--name", "img", "--output-dir", tmp_path / "runs",
-        "--set", "data.val_split=val", "--set", "data.eval_split=val", "--no-progress",
+        "--set", "data.eval_split=val", "--no-progress",
     )
     assert code == 0, out
     report = json.loads((tmp_path / "runs" / "img" / "report.json").read_text())
@@ -296,6 +296,13 @@ def test_fit_with_an_adaptation_method(tmp_path: Path, tiny_npz: Path) -> None:
         (["--method", "dannn"], "unknown method"),
         (["--method", "dann", "--lambda", "-1"], "adapt.weight"),
         (["--method", "mcc", "--set", "adapt.options={bogus: 1}"], "no option"),
+        (["--method", "dan", "--set", "adapt.options={kernels: 0}"], "adapt.options.kernels"),
+        (["--method", "mcc", "--set", "adapt.options={temperature: 0}"], "adapt.options.temperature"),
+        (["--method", "dann", "--set", "adapt.options={hidden: abc}"], "adapt.options.hidden"),
+        (["--method", "coral", "--strategy", "linear-probe"], "model.bottleneck_dim"),
+        (["--method", "coral", "--batch-size", "1"], "data.batch_size"),
+        (["--set", "model.backbone_kwargs={foo: 1}"], "backbone_kwargs"),
+        (["--set", "data.val_split=test", "--set", "data.eval_split=test"], "val_split"),
     ],
 )
 def test_fit_bad_adaptation_settings(tmp_path: Path, tiny_npz: Path, args: list[str], needle: str) -> None:
@@ -309,3 +316,25 @@ def test_method_without_target_is_refused(tmp_path: Path, tiny_npz: Path) -> Non
     code, out = invoke("fit", "--source", tiny_npz, "--backbone", "mlp", "--method", "dann", "--name", "nt",
                        "--output-dir", tmp_path, "--no-progress")
     assert code == 2 and "data.target" in out
+
+
+def test_adapting_to_an_unlabelled_target(tmp_path: Path, tiny_npz: Path) -> None:
+    with np.load(tiny_npz) as z:
+        unlabelled = tmp_path / "unlabelled.npz"
+        np.savez(unlabelled, x_train=z["x_train"] + 0.5, x_test=z["x_test"] + 0.5)
+    code, out = invoke("fit", "--source", tiny_npz, "--target", unlabelled, "--backbone", "mlp", "--epochs", "2",
+                       "--method", "coral", "--name", "unl", "--output-dir", tmp_path, "--no-progress")
+    assert code == 0, out
+    report = json.loads((tmp_path / "unl" / "report.json").read_text())
+    assert "target" not in report["evaluations"] and "not scored" in report["selection"]
+
+
+def test_cuda_without_a_gpu_is_refused_up_front(tmp_path: Path, tiny_npz: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    code, out = invoke("fit", "--source", tiny_npz, "--backbone", "mlp", "--set", "train.device=cuda", "--name", "c",
+                       "--output-dir", tmp_path, "--no-progress")
+    assert code == 2 and "cuda" in out
+    assert not (tmp_path / "c").exists()

@@ -15,6 +15,7 @@ from torch import nn
 
 from transferkit.config import TrainConfig
 from transferkit.data.domain import DomainDataset
+from transferkit.errors import TrainingError
 from transferkit.models.backbones import create_backbone
 from transferkit.models.heads import TransferModel
 from transferkit.runs import RunDir, read_jsonl
@@ -338,7 +339,7 @@ def test_sgd_clipping_and_schedules_run() -> None:
 
 def test_nan_loss_names_the_term() -> None:
     bad = LossTerm("exploding", lambda out: out.source_logits.sum() * float("nan"))
-    with pytest.raises(FloatingPointError, match="loss term 'exploding' became nan"):
+    with pytest.raises(TrainingError, match="loss term 'exploding' became nan"):
         _engine(_model(), _cfg(), loss_terms=[source_cross_entropy(), bad]).fit(_toy(16, seed=0))
 
 

@@ -50,6 +50,30 @@ class MethodSpec:
     build: Callable[[int, int, dict[str, Any]], tuple[Callable[[StepOutputs], torch.Tensor], nn.Module | None]]
     default_weight: float = 1.0
     options: dict[str, Any] = field(default_factory=dict)
+    aligns_features: bool = False  # its loss moves the features: needs something trainable under them
+
+# What each option must be: a positive integer, a positive number, a number >= 0, a share in [0, 1], a flag.
+_OPTION_KINDS = {
+    "kernels": "count", "hidden": "count", "random_dim": "count", "max_product_dim": "count",
+    "kernel_mult": "positive", "temperature": "positive", "margin": "positive", "delta": "positive",
+    "grl_max": "non-negative", "threshold": "share", "linear": "flag", "grl_ramp": "flag",
+}
+
+
+def _check_option(method: str, key: str, value: Any) -> None:
+    kind = _OPTION_KINDS.get(key, "positive")
+    number = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+    ok = {
+        "count": isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+        "positive": number and value > 0,
+        "non-negative": number and value >= 0,
+        "share": number and 0 <= value <= 1,
+        "flag": isinstance(value, bool),
+    }[kind]
+    if not ok:
+        want = {"count": "an integer >= 1", "positive": "a number > 0", "non-negative": "a number >= 0",
+                "share": "a number in [0, 1]", "flag": "true or false"}[kind]
+        raise ConfigError(f"adapt.options.{key} of method {method!r} must be {want}, got {value!r}")
 
 
 _METHODS: dict[str, MethodSpec] = {}
@@ -88,6 +112,8 @@ def build_method(
             f"adapt.options: method {name!r} has no option(s) {sorted(unknown)}; it takes {sorted(opts) or 'none'}"
         )
     opts.update(options or {})
+    for key, value in (options or {}).items():
+        _check_option(name, key, value)
     lam = spec.default_weight if weight is None else weight
     if lam < 0:
         raise ConfigError(f"adapt.weight must be >= 0, got {lam}")
@@ -230,17 +256,21 @@ _ADV = {"hidden": 1024, "grl_max": 1.0, "grl_ramp": True}
 _KERNEL = {"kernels": 5, "kernel_mult": 2.0}
 for _spec in (
     MethodSpec("dan", "multi-kernel MMD between source and target features", "Long et al., ICML 2015", _dan,
-               options={**_KERNEL, "linear": False}),
-    MethodSpec("jan", "joint MMD over features and softmax outputs", "Long et al., ICML 2017", _jan, options=_KERNEL),
-    MethodSpec("coral", "match second-order feature statistics (Deep CORAL)", "Sun & Saenko, ECCV-W 2016", _coral),
+               options={**_KERNEL, "linear": False}, aligns_features=True),
+    MethodSpec("jan", "joint MMD over features and softmax outputs", "Long et al., ICML 2017", _jan, options=_KERNEL,
+               aligns_features=True),
+    MethodSpec("coral", "match second-order feature statistics (Deep CORAL)", "Sun & Saenko, ECCV-W 2016", _coral,
+               aligns_features=True),
     MethodSpec("dann", "domain discriminator behind a gradient reversal layer", "Ganin et al., JMLR 2016", _dann,
-               options=dict(_ADV)),
+               options=dict(_ADV), aligns_features=True),
     MethodSpec("cdan", "discriminator conditioned on features ⊗ predictions", "Long et al., NeurIPS 2018",
-               _cdan_builder(False), options={**_ADV, "max_product_dim": 4096, "random_dim": 1024}),
+               _cdan_builder(False), options={**_ADV, "max_product_dim": 4096, "random_dim": 1024},
+               aligns_features=True),
     MethodSpec("cdan+e", "CDAN with entropy weighting of certain samples", "Long et al., NeurIPS 2018",
-               _cdan_builder(True), options={**_ADV, "max_product_dim": 4096, "random_dim": 1024}),
+               _cdan_builder(True), options={**_ADV, "max_product_dim": 4096, "random_dim": 1024},
+               aligns_features=True),
     MethodSpec("mdd", "margin disparity discrepancy with an adversarial head", "Zhang et al., ICML 2019", _mdd,
-               options={"hidden": 1024, "grl_max": 0.1, "grl_ramp": True, "margin": 4.0}),
+               options={"hidden": 1024, "grl_max": 0.1, "grl_ramp": True, "margin": 4.0}, aligns_features=True),
     MethodSpec("mcc", "minimum class confusion on target predictions", "Jin et al., ECCV 2020",
                _on_target_logits(mcc_loss, "temperature"), options={"temperature": 2.5}),
     MethodSpec("bnm", "batch nuclear-norm maximisation on target predictions", "Cui et al., CVPR 2020",
@@ -248,7 +278,7 @@ for _spec in (
     MethodSpec("entropy", "target entropy minimisation", "Grandvalet & Bengio, NeurIPS 2005",
                _on_target_logits(entropy_loss), default_weight=0.1),
     MethodSpec("afn", "stepwise adaptive feature norm", "Xu et al., ICCV 2019", _afn, default_weight=0.05,
-               options={"delta": 1.0}),
+               options={"delta": 1.0}, aligns_features=True),
     MethodSpec("self-training", "confidence-thresholded pseudo-labels on the target", "Lee, ICML-W 2013; "
                "Sohn et al. (FixMatch), NeurIPS 2020", _self_training, options={"threshold": 0.9}),
 ):

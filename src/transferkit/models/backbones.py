@@ -152,7 +152,10 @@ def create_backbone(
             raise ModelError(f"unknown backbone {spec!r}; known: {known}")
         if pretrained:
             raise ModelError(f"built-in backbone {spec!r} has no pretrained weights; pass weights=PATH")
-        bb = _BUILTINS[spec].build(**kwargs)
+        try:
+            bb = _BUILTINS[spec].build(**kwargs)
+        except TypeError as exc:
+            raise ModelError(f"backbone {spec!r}: bad option in model.backbone_kwargs ({exc})") from exc
         if weights is not None:
             _load_into(bb.body, None, _read(weights), str(weights))
         return bb
@@ -232,7 +235,10 @@ def _timm_backbone(name: str, *, weights: Any, pretrained: bool, online: bool, *
     use_hub = pretrained and state is None
     if use_hub and not online:
         raise ModelError(_no_offline_weights(spec))
-    model = timm.create_model(name, pretrained=use_hub, **kwargs)
+    try:
+        model = timm.create_model(name, pretrained=use_hub, **kwargs)
+    except TypeError as exc:
+        raise ModelError(f"backbone {spec!r}: bad option in model.backbone_kwargs ({exc})") from exc
     if state is not None:
         _load_into(model, lambda: model.reset_classifier(0), state, str(weights or f"package weights for {spec}"))
     model.reset_classifier(0)
@@ -261,7 +267,10 @@ def _torchvision_backbone(name: str, *, weights: Any, pretrained: bool, online: 
     use_hub = pretrained and state is None
     if use_hub and not online:
         raise ModelError(_no_offline_weights(spec))
-    model = builder(weights="DEFAULT" if use_hub else None, **kwargs)
+    try:
+        model = builder(weights="DEFAULT" if use_hub else None, **kwargs)
+    except TypeError as exc:
+        raise ModelError(f"backbone {spec!r}: bad option in model.backbone_kwargs ({exc})") from exc
     out_features = _strip_last_linear(model, dry_run=True)
     # Headless weights make _load_into strip the classifier itself; strip it exactly once (a model with
     # several nn.Linear, e.g. mobilenet_v3 or convnext, would otherwise lose a second, inner layer).

@@ -32,7 +32,7 @@ from torch import nn
 
 from transferkit.config import TrainConfig
 from transferkit.data.domain import UNLABELLED, DomainDataset, PairedLoader
-from transferkit.errors import RunDirError
+from transferkit.errors import RunDirError, TrainingError
 from transferkit.runs import (
     RunDir,
     append_jsonl,
@@ -364,6 +364,8 @@ class Engine:
                     break
 
         self._restore_best(model, extra, stopper)
+        # Drop Accelerate's autocast wrapper: the caller scores and saves the plain fp32 model.
+        acc.unwrap_model(model, keep_fp32_wrapper=False)
         return FitResult(
             best_epoch=stopper.best_epoch,
             best_val_acc=stopper.best if val_loader is not None and stopper.best_epoch >= 0 else None,
@@ -393,7 +395,7 @@ class Engine:
             w = term.weight_at(progress)
             value = term.fn(out)
             if not torch.isfinite(value):
-                raise FloatingPointError(
+                raise TrainingError(
                     f"loss term {term.name!r} became {value.item()} at progress {progress:.3f}; "
                     "lower the learning rate or the term's weight"
                 )
