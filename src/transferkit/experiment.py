@@ -205,12 +205,12 @@ def _check_combination(cfg: RunConfig) -> None:
 
     pick_device(cfg.train.device)
     method = list_methods().get(cfg.adapt.method)
-    if method is not None and method.aligns_features and cfg.finetune.strategy == "linear-probe":
-        if cfg.model.bottleneck_dim is None:
-            raise ConfigError(
-                f"adapt.method {cfg.adapt.method!r} aligns features, but finetune.strategy 'linear-probe' freezes "
-                "them: set model.bottleneck_dim (a trainable layer to align) or use another strategy"
-            )
+    frozen = cfg.finetune.strategy == "linear-probe" and cfg.model.bottleneck_dim is None
+    if method is not None and method.aligns_features and frozen:
+        raise ConfigError(
+            f"adapt.method {cfg.adapt.method!r} aligns features, but finetune.strategy 'linear-probe' freezes "
+            "them: set model.bottleneck_dim (a trainable layer to align) or use another strategy"
+        )
     needs_pairs = cfg.adapt.method != "none" or cfg.model.bottleneck_dim is not None
     if needs_pairs and cfg.data.batch_size < 2:
         raise ConfigError("data.batch_size must be >= 2 with an adaptation method or a bottleneck (batch statistics)")
