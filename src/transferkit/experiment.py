@@ -31,7 +31,7 @@ from transferkit.features import cached_features
 from transferkit.finetune import apply_strategy, param_groups
 from transferkit.models.backbones import create_backbone
 from transferkit.models.heads import IdentityBackbone, TransferModel
-from transferkit.runs import RunDir, atomic_write_text, read_jsonl
+from transferkit.runs import RunDir, atomic_write_text
 from transferkit.train.engine import Engine, LossTerm, source_cross_entropy
 
 
@@ -300,7 +300,3 @@ def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:
             out += _diff(old.get(k), new.get(k), f"{prefix}{k}.")
         return out
     return [prefix.rstrip(".")] if old != new else []
-
-
-def history(run: RunDir) -> list[dict[str, Any]]:
-    return read_jsonl(run.metrics)

@@ -20,12 +20,10 @@ def plot_learning_curves(records: Sequence[dict[str, Any]], path: str | Path, ti
         return None
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8))
     keys = sorted({(r.get("phase", "train"), r.get("seed", 0)) for r in records})
-    offset: dict[tuple[str, int], int] = {}
     for phase, seed in keys:
         rs = [r for r in records if r.get("phase", "train") == phase and r.get("seed", 0) == seed]
         epochs = [r["epoch"] + 1 for r in rs]
         label = phase if len({k[1] for k in keys}) == 1 else f"{phase} s{seed}"
-        offset[(phase, seed)] = 0
         ax_loss.plot(epochs, [r["train_loss"] for r in rs], marker=".", label=f"{label} train")
         ax_acc.plot(epochs, [r["train_acc"] for r in rs], marker=".", label=f"{label} train")
         if any("val_acc" in r for r in rs):

@@ -210,10 +210,9 @@ def _mlp(in_features: int | None = None, hidden: int = 256, depth: int = 2, drop
         raise ModelError("backbone 'mlp' needs in_features (the width of the feature vectors)")
     layers: list[nn.Module] = []
     width = in_features
-    for i in range(depth):
+    for _ in range(depth):
         layers.append(nn.Sequential(nn.Linear(width, hidden), nn.ReLU(), nn.Dropout(dropout)))
         width = hidden
-        del i
     body = nn.Sequential(*layers)
     stages = [[n for n, _ in layer.named_parameters(prefix=str(i))] for i, layer in enumerate(body)]
     kwargs = {"in_features": in_features, "hidden": hidden, "depth": depth, "dropout": dropout}
