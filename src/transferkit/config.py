@@ -53,6 +53,9 @@ class DataConfig(_Strict):
     batch_size: Annotated[int, Field(ge=1, le=65536)] = 64
     eval_batch_size: Annotated[int, Field(ge=1, le=65536)] = 256
     num_workers: Annotated[int, Field(ge=0, le=64)] = 0
+    cache_mb: Annotated[int, Field(ge=0)] = Field(
+        1024, description="keep each dataset's preprocessed inputs in RAM up to this many MiB (0: redo every epoch)"
+    )
     root: str | None = Field(None, description="benchmark data root (default: $TRANSFERKIT_DATA)")
 
     @model_validator(mode="after")

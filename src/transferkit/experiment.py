@@ -181,6 +181,7 @@ def _train(
         "seed": seed,
         "batch_size": cfg.data.batch_size,
         "eval_batch_size": cfg.data.eval_batch_size,
+        "cache_mb": cfg.data.cache_mb,
         "num_workers": cfg.data.num_workers,
         "progress": progress,
     }

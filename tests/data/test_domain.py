@@ -147,3 +147,38 @@ def test_paired_loader_empty_side_is_an_error() -> None:
     empty = DataLoader(_vectors(3), batch_size=4, drop_last=True)
     with pytest.raises(DataError, match="produced no batches"):
         list(PairedLoader(DataLoader(_vectors(8), batch_size=4), empty))
+
+
+def _images(n: int = 12) -> DomainDataset:
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(n, 8, 8), dtype=np.uint8)
+    return DomainDataset(x, np.arange(n) % 3, "toy", ["a", "b", "c"])
+
+
+def test_precomputed_items_equal_the_transformed_ones() -> None:
+    ds = _images().with_transform(lambda im: torch.from_numpy(np.asarray(im, np.float32))[None] / 7.0)
+    cached = ds.precomputed()
+    assert cached.cache is not None and tuple(cached.cache.shape) == (12, 1, 8, 8)
+    for i in range(len(ds)):
+        assert torch.equal(cached[i]["x"], ds[i]["x"]) and cached[i]["y"] == ds[i]["y"]
+    # views keep inputs, labels and cache aligned
+    rest, held = cached.split(0.25, seed=1)
+    for view in (rest, held, cached.per_class(2, seed=0)):
+        assert view.cache is not None
+        for i in range(len(view)):
+            assert torch.equal(view[i]["x"], view.with_transform(ds.transform)[i]["x"])
+
+
+def test_precomputed_respects_budget_and_transform_changes() -> None:
+    ds = _images()
+    assert ds.precomputed(max_bytes=100).cache is None  # 12 x 64 floats do not fit in 100 bytes
+    assert ds.precomputed(max_bytes=0).cache is None
+    cached = ds.precomputed()
+    assert cached.with_transform(lambda im: torch.zeros(1)).cache is None  # a new transform invalidates it
+    assert cached.precomputed() is cached
+
+
+def test_precomputed_skips_inputs_of_different_shapes() -> None:
+    shapes = iter([(1, 2), (1, 3)] * 10)
+    ds = _images(2).with_transform(lambda im: torch.zeros(next(shapes)))
+    assert ds.precomputed().cache is None

@@ -353,3 +353,28 @@ def test_engine_errors() -> None:
         p.requires_grad_(False)
     with pytest.raises(ValueError, match="nothing to train"):
         _engine(frozen, _cfg()).fit(_toy(16, seed=0))
+
+
+def test_cached_preprocessing_trains_exactly_as_uncached() -> None:
+    """The in-memory cache of the backbone's transform is an optimisation only: same weights either way."""
+    x = np.random.default_rng(3).integers(0, 256, size=(40, 28, 28), dtype=np.uint8)
+    train = DomainDataset(x, np.arange(40) % 2, "img", CLASSES)
+    states = []
+    for cache_mb in (0, 64):
+        torch.manual_seed(0)
+        model = TransferModel(create_backbone("lenet"), CLASSES)
+        _engine(model, _cfg(epochs=1), cache_mb=cache_mb).fit(train, target=train.unlabelled())
+        states.append(_model_state(model))
+    assert _equal_states(*states)
+
+
+def test_a_callers_transform_is_never_cached() -> None:
+    calls = []
+
+    def augment(item: torch.Tensor) -> torch.Tensor:  # may be random: must run every epoch
+        calls.append(1)
+        return item
+
+    train = _toy(16, 0).with_transform(augment)
+    _engine(_model(), _cfg(epochs=2)).fit(train)
+    assert len(calls) == 2 * 16

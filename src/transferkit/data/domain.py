@@ -53,6 +53,7 @@ class DomainDataset(torch.utils.data.Dataset):
     kind: Kind = "image"
     transform: Callable[[Any], torch.Tensor] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    cache: torch.Tensor | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         n = len(self.inputs)
@@ -83,8 +84,11 @@ class DomainDataset(torch.utils.data.Dataset):
         return len(self.inputs)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        item = self.decode(index)
-        x = self.transform(item) if self.transform is not None else _default_to_tensor(item)
+        if self.cache is not None:
+            x = self.cache[index]
+        else:
+            item = self.decode(index)
+            x = self.transform(item) if self.transform is not None else _default_to_tensor(item)
         y = int(self.labels[index]) if self.labels is not None else UNLABELLED
         return {"x": x, "y": y, "index": index}
 
@@ -107,7 +111,35 @@ class DomainDataset(torch.utils.data.Dataset):
         return self.labels is not None
 
     def with_transform(self, transform: Callable[[Any], torch.Tensor] | None) -> DomainDataset:
-        return replace(self, transform=transform)
+        return replace(self, transform=transform, cache=None)
+
+    def precomputed(self, max_bytes: int = 2**30) -> DomainDataset:
+        """The same dataset with every transformed input computed once and kept in memory.
+
+        Training applies the same deterministic preprocessing (decode, resize, normalise) every epoch; on
+        small data sets (digits, feature vectors) that costs more than the model's step, above all on a
+        GPU. Use it only when the transform is deterministic. Returns ``self`` when the inputs would need
+        more than ``max_bytes`` or differ in shape (nothing to stack).
+
+        Example:
+            >>> import numpy as np
+            >>> ds = DomainDataset(np.zeros((3, 2), np.float32), None, "toy", ["a"], "vector").precomputed()
+            >>> tuple(ds.cache.shape), tuple(ds[2]["x"].shape)
+            ((3, 2), (2,))
+        """
+        if self.cache is not None or max_bytes <= 0:
+            return self
+        first = self[0]["x"]
+        if not isinstance(first, torch.Tensor) or first.element_size() * first.numel() * len(self) > max_bytes:
+            return self
+        cache = torch.empty((len(self), *first.shape), dtype=first.dtype)
+        cache[0] = first
+        for i in range(1, len(self)):
+            x = self[i]["x"]
+            if x.shape != first.shape:
+                return self
+            cache[i] = x
+        return replace(self, cache=cache)
 
     def unlabelled(self) -> DomainDataset:
         """The same inputs without labels (what an adaptation method may see of a target)."""
@@ -117,7 +149,8 @@ class DomainDataset(torch.utils.data.Dataset):
         idx = np.asarray(indices, dtype=np.int64)
         inputs = self.inputs[idx] if isinstance(self.inputs, np.ndarray) else [self.inputs[i] for i in idx]
         labels = None if self.labels is None else self.labels[idx]
-        return replace(self, inputs=inputs, labels=labels)
+        cache = None if self.cache is None else self.cache[torch.from_numpy(idx)]
+        return replace(self, inputs=inputs, labels=labels, cache=cache)
 
     def split(self, fraction: float, seed: int = 0) -> tuple[DomainDataset, DomainDataset]:
         """Split into (rest, held-out) with ``fraction`` held out, stratified by label when labelled."""

@@ -190,6 +190,7 @@ class Engine:
         batch_size: int = 64,
         eval_batch_size: int = 256,
         num_workers: int = 0,
+        cache_mb: int = 1024,
         progress: bool = True,
     ) -> None:
         self.model = model
@@ -206,6 +207,7 @@ class Engine:
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
+        self.cache_bytes = cache_mb * 2**20
         self.progress = progress
         self.accelerator = get_accelerator(config.device, config.mixed_precision, config.grad_accum_steps)
         self._best_in_memory: dict[str, torch.Tensor] | None = None
@@ -242,7 +244,7 @@ class Engine:
         optimizer = self._optimizer(groups)
 
         # Datasets without a transform of their own get the backbone's preprocessing, as at prediction time.
-        train, val, target = (_with_model_transform(d, self.model) for d in (train, val, target))
+        train, val, target = (_with_model_transform(d, self.model, self.cache_bytes) for d in (train, val, target))
         train_loader = make_loader(
             train, self.batch_size, shuffle=True, seed=self.seed, num_workers=self.num_workers
         )
@@ -526,11 +528,18 @@ class Engine:
             self._load_weights(model, extra, best)
 
 
-def _with_model_transform(ds: DomainDataset | None, model: nn.Module) -> DomainDataset | None:
+def _with_model_transform(ds: DomainDataset | None, model: nn.Module, cache_bytes: int) -> DomainDataset | None:
+    """The backbone's preprocessing, computed once when it fits in ``cache_bytes``.
+
+    Only the model's own transform is cached: it is deterministic (evaluation preprocessing), whereas a
+    transform the caller set may draw random augmentations that must differ from epoch to epoch.
+    """
     transform = getattr(model, "transform", None)
-    if ds is None or ds.transform is not None or transform is None:
+    if ds is None or ds.transform is not None:
         return ds
-    return ds.with_transform(transform)
+    if transform is not None:
+        ds = ds.with_transform(transform)
+    return ds.precomputed(cache_bytes)
 
 
 def _set_epoch(loader: Any, epoch: int) -> None:
