@@ -76,3 +76,53 @@ def test_dann_discriminator_is_trained_by_the_engine() -> None:
     before = [p.detach().clone() for p in disc.parameters()]
     Engine(model, TrainConfig(epochs=2, lr=1e-2), loss_terms=terms, batch_size=16, progress=False).fit(src, target=tgt)
     assert any(not torch.equal(b, p) for b, p in zip(before, disc.parameters(), strict=True))
+
+
+class _Recorder(torch.nn.Module):
+    """A classifier of 1x4x4 images that records what it was called with."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(16, 3)
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.seen.append(x)
+        f = x.flatten(1)
+        return f, self.fc(f) * 20
+
+
+def _masked_ce(logits: torch.Tensor, weak: torch.Tensor, threshold: float = 0.9) -> torch.Tensor:
+    """Cross-entropy towards the weak view's argmax, counting only its confident items (mean over all)."""
+    conf, pseudo = weak.softmax(1).max(1)
+    ce = torch.nn.functional.cross_entropy(logits, pseudo, reduction="none")
+    return (ce * (conf >= threshold)).sum() / len(weak)
+
+
+def test_self_training_learns_on_a_strong_view_of_image_batches() -> None:
+    torch.manual_seed(0)
+    model = _Recorder()
+    xt = torch.randn(5, 1, 4, 4)
+    ft, lt = model(xt)
+    (term,) = build_method("self-training", feature_dim=16, num_classes=3)
+    out = StepOutputs(ft, lt, torch.zeros(5, dtype=torch.long), ft, lt, 0.5, target_inputs=xt, model=model)
+    value = term.fn(out)
+    assert 0 < int((lt.softmax(1).max(1).values >= 0.9).sum()) < 5  # some pseudo-labels pass, some do not
+    assert len(model.seen) == 2 and model.seen[1].shape == xt.shape and not torch.equal(model.seen[1], xt)
+    # the pseudo-labels come from the weak view: the loss is the cross-entropy of the strong view towards them
+    strong_logits = model.fc(model.seen[1].flatten(1)) * 20
+    assert torch.allclose(value, _masked_ce(strong_logits, lt))
+
+
+def test_self_training_without_strong_views_or_on_vectors_uses_the_step_logits() -> None:
+    torch.manual_seed(0)
+    model = _Recorder()
+    xt = torch.randn(5, 1, 4, 4)
+    ft, lt = model(xt)
+    plain = _masked_ce(lt, lt)
+    (off,) = build_method("self-training", feature_dim=16, num_classes=3, options={"strong_views": False})
+    out = StepOutputs(ft, lt, torch.zeros(5, dtype=torch.long), ft, lt, 0.5, target_inputs=xt, model=model)
+    assert torch.allclose(off.fn(out), plain) and len(model.seen) == 1
+    (on,) = build_method("self-training", feature_dim=16, num_classes=3)
+    vectors = StepOutputs(ft, lt, torch.zeros(5, dtype=torch.long), ft, lt, 0.5, target_inputs=ft, model=model)
+    assert torch.allclose(on.fn(vectors), plain) and len(model.seen) == 1  # no augmentation for vectors

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from transferkit.adapt.augment import strong_augment
 from transferkit.adapt.losses import (
     RandomizedMultilinearMap,
     afn_loss,
@@ -56,7 +57,7 @@ class MethodSpec:
 _OPTION_KINDS = {
     "kernels": "count", "hidden": "count", "random_dim": "count", "max_product_dim": "count",
     "kernel_mult": "positive", "temperature": "positive", "margin": "positive", "delta": "positive",
-    "grl_max": "non-negative", "threshold": "share", "linear": "flag", "grl_ramp": "flag",
+    "grl_max": "non-negative", "threshold": "share", "linear": "flag", "grl_ramp": "flag", "strong_views": "flag",
 }
 
 
@@ -241,11 +242,16 @@ def _afn(d: int, c: int, o: dict[str, Any]) -> tuple[Callable[[StepOutputs], tor
 
 
 def _self_training(d: int, c: int, o: dict[str, Any]) -> tuple[Callable[[StepOutputs], torch.Tensor], None]:
+    """Pseudo-labels from the step's own target predictions (the weak view); with ``strong_views`` and image
+    inputs, FixMatch: the loss is taken on a strongly augmented copy of the target batch instead."""
+
     def fn(out: StepOutputs) -> torch.Tensor:
         _, lt = _target(out)
-        probs = lt.detach().softmax(1)
-        conf, pseudo = probs.max(1)
+        conf, pseudo = lt.detach().softmax(1).max(1)
         mask = (conf >= o["threshold"]).float()
+        x = out.target_inputs
+        if o["strong_views"] and out.model is not None and x is not None and x.ndim == 4:
+            lt = out.model(strong_augment(x))[1]
         ce = torch.nn.functional.cross_entropy(lt, pseudo, reduction="none")
         return (ce * mask).mean()
 
@@ -279,7 +285,8 @@ for _spec in (
                _on_target_logits(entropy_loss), default_weight=0.1),
     MethodSpec("afn", "stepwise adaptive feature norm", "Xu et al., ICCV 2019", _afn, default_weight=0.05,
                options={"delta": 1.0}, aligns_features=True),
-    MethodSpec("self-training", "confidence-thresholded pseudo-labels on the target", "Lee, ICML-W 2013; "
-               "Sohn et al. (FixMatch), NeurIPS 2020", _self_training, options={"threshold": 0.9}),
+    MethodSpec("self-training", "confident target pseudo-labels, learnt on strongly augmented images",
+               "Lee, ICML-W 2013; Sohn et al. (FixMatch), NeurIPS 2020", _self_training,
+               options={"threshold": 0.9, "strong_views": True}),
 ):
     _register(_spec)

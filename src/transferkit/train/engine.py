@@ -56,6 +56,8 @@ class StepOutputs:
     target_features: torch.Tensor | None
     target_logits: torch.Tensor | None
     progress: float
+    target_inputs: torch.Tensor | None = None
+    model: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None  # for terms needing more views
 
 
 @dataclass
@@ -386,7 +388,7 @@ class Engine:
             return StepOutputs(f, logits, ys, None, None, progress)
         n = xs.shape[0]
         f, logits = model(torch.cat([xs, tgt["x"]], 0))
-        return StepOutputs(f[:n], logits[:n], ys, f[n:], logits[n:], progress)
+        return StepOutputs(f[:n], logits[:n], ys, f[n:], logits[n:], progress, tgt["x"], model)
 
     def _loss(self, out: StepOutputs, progress: float) -> tuple[torch.Tensor, dict[str, float]]:
         if (out.source_labels == UNLABELLED).any():
