@@ -175,3 +175,21 @@ def test_backbone_stays_trainable_after_extraction(tmp_path) -> None:
     bb.train()
     bb(torch.randn(2, 3, 64, 64)).sum().backward()
     assert all(p.grad is not None for p in bb.parameters() if p.requires_grad)
+
+
+def test_feature_matrix_raw_vectors_images_and_a_backbone() -> None:
+    from transferkit.errors import ConfigError
+    from transferkit.features import feature_matrix
+    from transferkit.models.backbones import create_backbone
+
+    vec = DomainDataset(np.arange(6, dtype=np.float32).reshape(3, 2), None, "v", ["a"], "vector")
+    assert np.array_equal(feature_matrix(vec), vec.inputs)
+    imgs = DomainDataset(np.full((2, 3, 3), 255, np.uint8), None, "i", ["a"])
+    assert feature_matrix(imgs).shape == (2, 9) and float(feature_matrix(imgs).max()) == 1.0
+    mixed = DomainDataset([np.zeros((3, 3), np.uint8), np.zeros((4, 4), np.uint8)], None, "m", ["a"])
+    with pytest.raises(ConfigError, match="different sizes"):
+        feature_matrix(mixed)
+    lenet = create_backbone("lenet")
+    assert feature_matrix(imgs, lenet, device="cpu", progress=False).shape == (2, lenet.out_features)
+    with pytest.raises(ConfigError, match="takes feature vectors"):
+        feature_matrix(imgs, create_backbone("mlp", in_features=9), device="cpu", progress=False)

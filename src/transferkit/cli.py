@@ -267,6 +267,81 @@ def extract(
 
 
 @app.command()
+def measure(
+    source: Annotated[str, typer.Option(help="source data: a dataset name or a path")],
+    target: Annotated[str, typer.Option(help="target data: a dataset name or a path")],
+    backbone: Annotated[str | None, typer.Option(help="measure on this backbone's features (default: raw inputs)")]
+    = None,
+    weights: Annotated[str | None, typer.Option(help="local weights file for the backbone")] = None,
+    pretrained: Annotated[
+        bool, typer.Option("--pretrained", help="pretrained weights from an installed package")
+    ] = False,
+    split: Annotated[str, typer.Option(help="split of both datasets")] = "train",
+    measures: Annotated[
+        str | None, typer.Option(help="comma-separated: mmd2,proxy_a,coral,wasserstein,sliced_wasserstein")
+    ] = None,
+    max_samples: Annotated[int, typer.Option(help="per domain, for the permutation test, A-distance and OT")] = 1000,
+    permutations: Annotated[int, typer.Option(help="permutations of the MMD test")] = 500,
+    per_class: Annotated[bool, typer.Option("--per-class", help="also MMD² per source class")] = False,
+    seed: Annotated[int, typer.Option(help="seed of the subsamples and permutations")] = 0,
+    json_out: Annotated[Path | None, typer.Option("--json", help="also write the results to this JSON file")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda (feature extraction)")] = "auto",
+    online: Annotated[bool, typer.Option(help="allow downloads from model hubs")] = False,
+) -> None:
+    """Measure the gap between two domains: MMD² with a permutation test, proxy A-distance, CORAL, Wasserstein.
+
+    Example:
+
+        transferkit measure --source mnist-5k --target digits-uci --backbone timm:tf_efficientnet_lite0 --pretrained
+    """
+    _offline(online)
+    try:
+        from transferkit.data import load_data
+        from transferkit.features import feature_matrix
+        from transferkit.measure.discrepancy import measure_gap, per_class_gap
+        from transferkit.models.backbones import create_backbone
+
+        if max_samples < 10 or permutations < 1:
+            _fail("--max-samples must be >= 10 and --permutations >= 1")
+        names = [m.strip() for m in measures.split(",")] if measures else None
+        src, tgt = load_data(source, split), load_data(target, split)
+        bb = None
+        if backbone is not None:
+            kwargs = {"in_features": int(src.inputs.shape[1])} if backbone == "mlp" else {}
+            bb = create_backbone(backbone, weights=weights, pretrained=pretrained, online=online, **kwargs)
+        xs, xt = feature_matrix(src, bb, device=device), feature_matrix(tgt, bb, device=device)
+        if bb is None and xs.shape[1] != xt.shape[1]:
+            _fail(f"the raw inputs differ in size ({xs.shape[1]} vs {xt.shape[1]} values): give --backbone to "
+                  "measure on features of one width")
+        gaps = measure_gap(xs, xt, measures=names, max_samples=max_samples, num_permutations=permutations, seed=seed)
+        classes = per_class_gap(xs, src.labels, xt, tgt.labels, classes=src.classes, seed=seed) \
+            if per_class and src.labels is not None else None
+    except (TransferkitError, ValueError) as exc:
+        _fail(str(exc))
+    on = f"{bb.spec} features ({xs.shape[1]}-d)" if bb is not None else f"raw inputs ({xs.shape[1]}-d)"
+    table = Table(title=f"gap {source} → {target} ({split} split), on {on}")
+    for col in ("measure", "value", "p-value", "samples (source / target)"):
+        table.add_column(col)
+    for g in gaps:
+        p = "" if g.p_value is None else f"{g.p_value:.3g}"
+        table.add_row(g.name, f"{g.value:.4g}", p, f"{g.samples[0]} / {g.samples[1]}")
+    console.print(table)
+    for g in gaps:
+        console.print(f"  {g.name}: {g.meaning}", highlight=False, soft_wrap=True)
+    if classes is not None:
+        label = "target labels" if tgt.labels is not None else "nearest source class mean (pseudo-labels)"
+        console.print(f"MMD² per class (target classes from {label}): "
+                      + ", ".join(f"{k} {'–' if v is None else f'{v:.3g}'}" for k, v in classes.items()))
+    if json_out is not None:
+        from transferkit.runs import atomic_write_text
+
+        payload = {"source": source, "target": target, "split": split, "features": on,
+                   "gaps": [g.to_dict() for g in gaps], "per_class_mmd2": classes}
+        atomic_write_text(json_out, json.dumps(payload, indent=2))
+        console.print(f"wrote {json_out}")
+
+
+@app.command()
 def report(
     run: Annotated[Path, typer.Argument(help="run directory written by `transferkit fit`")],
 ) -> None:

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from transferkit.data.domain import DomainDataset
-from transferkit.errors import DataError
+from transferkit.errors import ConfigError, DataError
 from transferkit.models.backbones import Backbone
 from transferkit.models.inference import inference_copy
 from transferkit.runs import atomic_path
@@ -214,3 +214,30 @@ def _chain_first(first: tuple[np.ndarray, np.ndarray], rest: Iterator[tuple[np.n
 def _write_member(zf: zipfile.ZipFile, name: str, arr: np.ndarray) -> None:
     with zf.open(f"{name}.npy", "w", force_zip64=True) as f:
         np.lib.format.write_array(f, np.asarray(arr), allow_pickle=False)
+
+
+def feature_matrix(
+    dataset: DomainDataset, backbone: Backbone | None = None, *, device: str = "auto", progress: bool = True
+) -> np.ndarray:
+    """``(N, D)`` float features to measure on: the backbone's (cached), or the raw inputs without one.
+
+    Raw images are flattened pixels in [0, 1], which only compares domains of one image size; a backbone
+    (with its own resizing) is needed otherwise.
+    """
+    if backbone is not None:
+        if dataset.kind == "image" and backbone.transform is None:
+            raise ConfigError(f"backbone {backbone.spec!r} takes feature vectors, but {dataset.domain!r} holds images")
+        return np.asarray(cached_features(backbone, dataset, device=device, progress=progress).inputs, np.float32)
+    if dataset.kind == "vector":
+        return np.asarray(dataset.inputs, np.float32)
+    first = dataset[0]["x"]
+    out = np.empty((len(dataset), first.numel()), np.float32)
+    for i in range(len(dataset)):
+        x = dataset[i]["x"]
+        if x.shape != first.shape:
+            raise ConfigError(
+                f"{dataset.domain!r} holds images of different sizes ({tuple(first.shape)} and {tuple(x.shape)}): "
+                "give a backbone to measure on its features"
+            )
+        out[i] = x.reshape(-1).numpy()
+    return out

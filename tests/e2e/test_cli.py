@@ -212,7 +212,7 @@ def test_list_commands() -> None:
     assert code == 0 and "timm:NAME" in out
 
 
-@pytest.mark.parametrize("command", ["fit", "evaluate", "predict", "extract", "report", "demo", "methods"])
+@pytest.mark.parametrize("command", ["fit", "evaluate", "predict", "extract", "report", "demo", "methods", "measure"])
 def test_every_help_shows_an_example(command: str) -> None:
     code, out = invoke(command, "--help")
     assert code == 0 and "Example" in out and f"transferkit {command}" in out
@@ -338,3 +338,34 @@ def test_cuda_without_a_gpu_is_refused_up_front(tmp_path: Path, tiny_npz: Path) 
                        "--output-dir", tmp_path, "--no-progress")
     assert code == 2 and "cuda" in out
     assert not (tmp_path / "c").exists()
+
+
+def test_measure_prints_the_gap_table_and_writes_json(tmp_path: Path, tiny_npz: Path) -> None:
+    rng = np.random.default_rng(1)
+    shifted = tmp_path / "shifted.npz"
+    np.savez(shifted, x_train=rng.normal(size=(80, 6)).astype(np.float32) + 3.0, y_train=rng.integers(0, 2, 80),
+             classes=np.array(["neg", "pos"]))
+    out = tmp_path / "gap.json"
+    code, text = invoke("measure", "--source", tiny_npz, "--target", shifted, "--permutations", "50",
+                        "--per-class", "--json", out)
+    assert code == 0, text
+    for name in ("mmd2", "proxy_a", "coral", "wasserstein", "sliced_wasserstein", "per class"):
+        assert name in text
+    payload = json.loads(out.read_text())
+    gaps = {g["name"]: g for g in payload["gaps"]}
+    assert gaps["mmd2"]["p_value"] < 0.05 and gaps["proxy_a"]["value"] > 1.5
+    assert set(payload["per_class_mmd2"]) == {"neg", "pos"}
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--target", "digits-uci"], "differ in size"),
+        (["--target", "mnist-5k", "--measures", "kl"], "unknown measure"),
+        (["--target", "nowhere.npz"], "nowhere.npz"),
+        (["--target", "mnist-5k", "--permutations", "0"], "--permutations"),
+    ],
+)
+def test_measure_bad_input_exits_2(args: list[str], needle: str) -> None:
+    code, text = invoke("measure", "--source", "mnist-5k", *args)
+    assert code == 2 and needle in text, text
