@@ -107,6 +107,20 @@ class AdaptConfig(_Strict):
         "constant", description="λ(p): constant, or ramp = λ·(2/(1+exp(-10p)) - 1)"
     )
     options: dict[str, Any] = Field(default_factory=dict, description="method options (see `transferkit methods`)")
+    guard: bool = Field(True, description="also train source-only and fall back to it when adaptation looks worse")
+    guard_max_source_drop: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
+        0.05, description="guard: largest loss of source-validation accuracy adaptation may cost"
+    )
+    guard_validator: str | None = Field(None, description="guard: also require this label-free validator to agree")
+
+    @field_validator("guard_validator")
+    @classmethod
+    def _known_validator(cls, v: str | None) -> str | None:
+        from transferkit.measure.selection import VALIDATORS
+
+        if v is not None and v not in VALIDATORS:
+            raise ValueError(f"unknown validator {v!r}; choose from {sorted(VALIDATORS)}")
+        return v
 
 
 class TrainConfig(_Strict):

@@ -16,7 +16,7 @@ Example:
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -25,7 +25,7 @@ from transferkit.adapt.methods import build_method, list_methods
 from transferkit.config import RunConfig, TrainConfig
 from transferkit.data import DomainDataset, check_label_sets, load_data
 from transferkit.errors import ConfigError, DataError, RunDirError
-from transferkit.evaluate.predict import score
+from transferkit.evaluate.predict import predict_outputs, score
 from transferkit.evaluate.report import write_aggregate_report, write_report
 from transferkit.features import cached_features
 from transferkit.finetune import apply_strategy, param_groups
@@ -154,26 +154,65 @@ def fit_seed(
     model = build_model(cfg, data)
     t0 = time.perf_counter()
     result = _train(cfg, model, data, run, seed, resume=resume, progress=progress)
+    kw = {"batch_size": cfg.data.eval_batch_size, "num_workers": cfg.data.num_workers, "device": cfg.train.device}
+    evals: dict[str, Any] = {}
+    guard = None
+    if cfg.adapt.method != "none" and cfg.adapt.guard:
+        # The guard's twin: the same model, seed and settings without the transfer loss.
+        torch.manual_seed(seed)
+        baseline = build_model(cfg, data)
+        plain = cfg.model_copy(update={"adapt": cfg.adapt.model_copy(update={"method": "none"})})
+        _train(plain, baseline, replace(data, target_train=None), run, seed, prefix="source-only-", resume=resume,
+               progress=progress)
+        decision = _guard(cfg, model, baseline, data, kw)
+        if data.target_eval is not None:  # reported, never used to decide
+            evals["target_adapted"] = score(model, data.target_eval, **kw)
+            evals["target_source_only"] = score(baseline, data.target_eval, **kw)
+        if decision.keep == "source-only":
+            model.load_state_dict(baseline.state_dict())
+        guard = decision.to_dict()
     seconds = time.perf_counter() - t0
     model.save(run.model)
 
-    evals: dict[str, Any] = {}
-    kw = {"batch_size": cfg.data.eval_batch_size, "num_workers": cfg.data.num_workers, "device": cfg.train.device}
     if data.source_eval is not None:
         evals["source"] = score(model, data.source_eval, **kw)
     if data.target_eval is not None:
         evals["target"] = score(model, data.target_eval, **kw)
+    evals = {k: evals[k] for k in ("source", "target", "target_adapted", "target_source_only") if k in evals}
     report = {
         **_header(cfg, data),
         "seed": seed,
         "fit": {**result, "seconds": seconds},
         "evaluations": evals,
     }
+    if guard is not None:
+        report["guard"] = guard
     return write_report(run, report)
 
 
+def _guard(cfg: RunConfig, adapted: TransferModel, baseline: TransferModel, data: RunData, kw: dict[str, Any]) -> Any:
+    """The negative-transfer guard's decision (:mod:`transferkit.measure.guard`), from label-free outputs only."""
+    from transferkit.measure.guard import guard_decision
+    from transferkit.measure.selection import Candidate
+
+    val = data.source_val if data.source_val is not None else data.source_train
+    assert data.target_train is not None  # an adaptation method always has one
+    candidates = []
+    for name, m in (("source-only", baseline), ("adapted", adapted)):
+        fv, lv, yv = predict_outputs(m, val, **kw)
+        ft, lt, _ = predict_outputs(m, data.target_train, **kw)
+        cand = Candidate(name, lt.numpy(), lv.numpy(), yv.numpy(), source_val_features=fv.numpy(),
+                         target_features=ft.numpy())
+        if cfg.adapt.guard_validator in ("iwcv", "dev"):
+            cand.source_train_features = predict_outputs(m, data.source_train, **kw)[0].numpy()
+        candidates.append(cand)
+    return guard_decision(*candidates, max_source_drop=cfg.adapt.guard_max_source_drop,
+                          validator=cfg.adapt.guard_validator)
+
+
 def _train(
-    cfg: RunConfig, model: TransferModel, data: RunData, run: RunDir, seed: int, *, resume: bool, progress: bool
+    cfg: RunConfig, model: TransferModel, data: RunData, run: RunDir, seed: int, *, resume: bool, progress: bool,
+    prefix: str = "",
 ) -> dict[str, Any]:
     strategy = cfg.finetune.strategy
     common = {
@@ -189,12 +228,12 @@ def _train(
         epochs = cfg.train.epochs if strategy == "linear-probe" else cfg.finetune.lp_epochs
         lr = cfg.train.lr if strategy == "linear-probe" or cfg.finetune.lp_lr is None else cfg.finetune.lp_lr
         result = _linear_probe(cfg, model, data, cfg.train.model_copy(update={"epochs": epochs, "lr": lr}),
-                               phase="lp", resume=resume, **common)
+                               phase=prefix + "lp", resume=resume, **common)
         if strategy == "linear-probe":
             return result
     apply_strategy(model, cfg.finetune, phase="ft")
     groups = param_groups(model, cfg.finetune, cfg.train.lr)
-    phase = "ft" if strategy == "lp-ft" else "train"
+    phase = prefix + ("ft" if strategy == "lp-ft" else "train")
     engine = Engine(model, cfg.train, param_groups=groups, loss_terms=loss_terms(cfg, model), phase=phase, **common)
     res = engine.fit(data.source_train, data.source_val, data.target_train, resume=resume)
     return _result_dict(res)

@@ -13,7 +13,6 @@ from transferkit.models.heads import TransferModel
 from transferkit.train.callbacks import make_progress
 
 
-@torch.inference_mode()
 def predict_logits(
     model: TransferModel,
     dataset: DomainDataset,
@@ -24,23 +23,41 @@ def predict_logits(
     progress: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits ``(N, C)`` and labels ``(N,)`` (-1 when unlabelled), in dataset order."""
+    _, logits, labels = predict_outputs(
+        model, dataset, batch_size=batch_size, num_workers=num_workers, device=device, progress=progress
+    )
+    return logits, labels
+
+
+@torch.inference_mode()
+def predict_outputs(
+    model: TransferModel,
+    dataset: DomainDataset,
+    *,
+    batch_size: int = 256,
+    num_workers: int = 0,
+    device: str = "auto",
+    progress: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Features (what the head sees), logits and labels (-1 when unlabelled), in dataset order."""
     dev = pick_device(device)
     ds = dataset.with_transform(model.transform) if model.transform is not None else dataset
     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     was_training = model.training
     model.eval().to(dev)
-    outs, ys = [], []
+    feats, outs, ys = [], [], []
     try:
         with make_progress(progress) as bar:
             task = bar.add_task(f"predict {dataset.domain}", total=len(ds), stats="")
             for batch in loader:
-                _, logits = model(batch["x"].to(dev))
+                f, logits = model(batch["x"].to(dev))
+                feats.append(f.float().cpu())
                 outs.append(logits.float().cpu())
                 ys.append(batch["y"])
                 bar.update(task, advance=len(batch["y"]))
     finally:
         model.train(was_training)
-    return torch.cat(outs), torch.cat(ys)
+    return torch.cat(feats), torch.cat(outs), torch.cat(ys)
 
 
 def score(model: TransferModel, dataset: DomainDataset, **kwargs: Any) -> dict[str, Any]:

@@ -101,8 +101,27 @@ def render_markdown(report: dict[str, Any]) -> str:
                       f"selected epoch {fit['best_epoch'] + 1}"
                       + (f" (source val acc {fit['best_val_acc']:.4f})" if fit.get("best_val_acc") is not None else "")
                       + (", stopped early" if fit.get("stopped_early") else "") + "."]
+    lines += _guard_lines(report)
     if report.get("plots"):
         lines += ["", "## Plots", ""]
         for title, file in report["plots"].items():
             lines.append(f"![{title}]({Path(file).name})")
     return "\n".join(lines) + "\n"
+
+
+def _guard_lines(report: dict[str, Any]) -> list[str]:
+    """The negative-transfer guard's decision(s), with the reasons (see transferkit.measure.guard)."""
+    seeds = [(report.get("seed"), report["guard"])] if "guard" in report else [
+        (r.get("seed"), r["guard"]) for r in report.get("per_seed", []) if "guard" in r
+    ]
+    if not seeds:
+        return []
+    lines = ["", "## Negative-transfer guard", "",
+             "The source-only twin of each seed was trained too; the final model is the one kept below "
+             "(rule: `transferkit.measure.guard`; target labels take no part).", ""]
+    for seed, g in seeds:
+        acc = g["numbers"]["source_val_accuracy"]
+        why = "; ".join(g["reasons"]) if g["reasons"] else "no sign of negative transfer"
+        lines.append(f"- seed {seed}: kept **{g['keep']}** ({why}); source-val accuracy source-only "
+                     f"{100 * acc['source-only']:.1f}%, adapted {100 * acc['adapted']:.1f}%")
+    return lines

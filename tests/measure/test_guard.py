@@ -1,0 +1,83 @@
+"""The negative-transfer guard: its rule on hand-made candidates, and its fallback inside `fit`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from transferkit.config import parse_config
+from transferkit.experiment import fit
+from transferkit.measure.guard import guard_decision
+from transferkit.measure.selection import Candidate
+
+Y = np.arange(40) % 4
+GOOD = np.eye(4)[Y] * 5.0  # right on every item, classes used evenly
+
+
+def _cand(name: str, target: np.ndarray, val: np.ndarray = GOOD) -> Candidate:
+    return Candidate(name, target, val, Y)
+
+
+def test_keeps_the_adapted_model_without_a_sign_of_negative_transfer() -> None:
+    d = guard_decision(_cand("source-only", GOOD), _cand("adapted", GOOD))
+    assert d.keep == "adapted" and d.reasons == []
+    assert d.numbers["source_val_accuracy"] == {"source-only": 1.0, "adapted": 1.0}
+
+
+def test_falls_back_when_the_adapted_target_predictions_collapse() -> None:
+    collapsed = np.tile([9.0, 0, 0, 0], (40, 1))
+    d = guard_decision(_cand("source-only", GOOD), _cand("adapted", collapsed))
+    assert d.keep == "source-only" and "collapsed" in d.reasons[0]
+    # both collapsed: nothing to prefer on this count
+    assert guard_decision(_cand("source-only", collapsed), _cand("adapted", collapsed)).keep == "adapted"
+
+
+def test_falls_back_when_adaptation_costs_source_accuracy() -> None:
+    worse = GOOD.copy()
+    worse[:4] = np.roll(worse[:4], 1, axis=1)  # 4 of 40 wrong: 10 points lost
+    d = guard_decision(_cand("source-only", GOOD), _cand("adapted", GOOD, worse))
+    assert d.keep == "source-only" and "10.0 points" in d.reasons[0]
+    assert guard_decision(_cand("s", GOOD), _cand("a", GOOD, worse), max_source_drop=0.2).keep == "adapted"
+
+
+def test_optional_validator_must_agree() -> None:
+    confident, unsure = GOOD, GOOD / 10
+    d = guard_decision(_cand("source-only", confident), _cand("adapted", unsure), validator="entropy")
+    assert d.keep == "source-only" and "entropy" in d.reasons[0]
+    assert d.numbers["validator"]["name"] == "entropy"
+
+
+def _two_blobs(path: Path, shift: float, seed: int) -> Path:
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, 200)
+    x = (rng.normal(size=(200, 4)) + 3.0 * y[:, None] + shift).astype(np.float32)
+    np.savez(path, x_train=x[:150], y_train=y[:150], x_test=x[150:], y_test=y[150:], classes=np.array(["a", "b"]))
+    return path
+
+
+def _fit(tmp_path: Path, weight: float, guard: bool) -> dict:
+    src = _two_blobs(tmp_path / "s.npz", 0.0, 0)
+    tgt = _two_blobs(tmp_path / "t.npz", 1.0, 1)
+    cfg = parse_config({
+        "name": f"w{weight}-{guard}", "output_dir": str(tmp_path / "runs"),
+        "data": {"source": str(src), "target": str(tgt), "batch_size": 32},
+        "model": {"backbone": "mlp", "backbone_kwargs": {"hidden": 16, "depth": 1}},
+        "adapt": {"method": "entropy", "weight": weight, "guard": guard},
+        "train": {"epochs": 15, "lr": 0.01, "device": "cpu"},
+    })
+    return fit(cfg, progress=False)["per_seed"][0]
+
+
+@pytest.mark.parametrize("guard", [True, False])
+def test_fit_falls_back_to_source_only_when_a_huge_lambda_collapses_the_target(tmp_path: Path, guard: bool) -> None:
+    report = _fit(tmp_path, weight=1000.0, guard=guard)
+    ev = report["evaluations"]
+    if not guard:
+        assert "guard" not in report and set(ev) == {"source", "target"}
+        return
+    assert report["guard"]["keep"] == "source-only", report["guard"]
+    assert ev["target"]["accuracy"] == ev["target_source_only"]["accuracy"] > ev["target_adapted"]["accuracy"]
+    md = (tmp_path / "runs" / "w1000.0-True" / "report.md").read_text()
+    assert "Negative-transfer guard" in md and "kept **source-only**" in md
