@@ -79,9 +79,11 @@ def run_demo(
     console.rule(f"[bold]2. adapt to unlabelled {TARGET} images (no target labels), seeds {list(seeds)}")
     for method in ADAPT_METHODS:
         rep = source_run(f"adapt-{method}", method)
+        kept = [r["guard"]["keep"] for r in rep["per_seed"] if "guard" in r]
         rows[f"adapted: {method} (no target labels)"] = {
             "target": rep["summary"]["target"],
-            "note": f"{SOURCE} labels + unlabelled {TARGET} images",
+            "note": f"{SOURCE} labels + unlabelled {TARGET} images; the negative-transfer guard kept the adapted "
+                    f"model in {kept.count('adapted')} of {len(kept)} seeds",
         }
     console.rule(f"[bold]3. fine-tune on {shots} labelled {TARGET} images per class, seeds {list(seeds)}")
     settings: list[tuple[str, str, dict[str, Any], dict[str, Any]]] = [
