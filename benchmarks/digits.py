@@ -70,7 +70,7 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
         "data": {"source": source, "target": target, "val_fraction": 0.1, "batch_size": a["batch_size"],
                  "eval_batch_size": 1024},
         "model": model,
-        "adapt": {"method": job["method"]},
+        "adapt": {"method": job["method"], "guard": a["guard"]},  # off by default: measure the method itself
         "train": {"epochs": a["epochs"], "lr": per_task(a["lr"], job["task"]), "optimizer": a["optimizer"],
                   "weight_decay": a["weight_decay"], "threads": a["threads"], "device": a["device"],
                   "mixed_precision": a["mixed_precision"]},
@@ -105,6 +105,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1, help="torch threads per run")
     p.add_argument("--jobs", type=int, default=1, help="runs at a time, each in its own process")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--guard", action="store_true", help="keep transferkit's negative-transfer guard on")
     p.add_argument("--mixed-precision", choices=["auto", "no", "fp16", "bf16"], default="no")
     p.add_argument("--output-dir", default="runs/bench-digits")
     p.add_argument("--results-jsonl", default=None, help="append each finished run here (default: under --results)")
