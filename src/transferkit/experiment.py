@@ -164,13 +164,13 @@ def fit_seed(
         plain = cfg.model_copy(update={"adapt": cfg.adapt.model_copy(update={"method": "none"})})
         _train(plain, baseline, replace(data, target_train=None), run, seed, prefix="source-only-", resume=resume,
                progress=progress)
-        decision = _guard(cfg, model, baseline, data, kw)
+        decision, gap = _guard(cfg, model, baseline, data, kw)
         if data.target_eval is not None:  # reported, never used to decide
             evals["target_adapted"] = score(model, data.target_eval, **kw)
             evals["target_source_only"] = score(baseline, data.target_eval, **kw)
         if decision.keep == "source-only":
             model.load_state_dict(baseline.state_dict())
-        guard = decision.to_dict()
+        guard = {**decision.to_dict(), "gap": gap}
     seconds = time.perf_counter() - t0
     model.save(run.model)
 
@@ -190,8 +190,12 @@ def fit_seed(
     return write_report(run, report)
 
 
-def _guard(cfg: RunConfig, adapted: TransferModel, baseline: TransferModel, data: RunData, kw: dict[str, Any]) -> Any:
-    """The negative-transfer guard's decision (:mod:`transferkit.measure.guard`), from label-free outputs only."""
+def _guard(
+    cfg: RunConfig, adapted: TransferModel, baseline: TransferModel, data: RunData, kw: dict[str, Any]
+) -> tuple[Any, dict[str, Any]]:
+    """The negative-transfer guard's decision (:mod:`transferkit.measure.guard`), from label-free outputs only,
+    and the domain gap on each model's features: before (source-only) and after adaptation."""
+    from transferkit.measure.discrepancy import measure_gap
     from transferkit.measure.guard import guard_decision
     from transferkit.measure.selection import Candidate
 
@@ -206,8 +210,15 @@ def _guard(cfg: RunConfig, adapted: TransferModel, baseline: TransferModel, data
         if cfg.adapt.guard_validator in ("iwcv", "dev"):
             cand.source_train_features = predict_outputs(m, data.source_train, **kw)[0].numpy()
         candidates.append(cand)
-    return guard_decision(*candidates, max_source_drop=cfg.adapt.guard_max_source_drop,
-                          validator=cfg.adapt.guard_validator)
+    gap = {
+        c.name: {g.name: {"value": g.value, "p_value": g.p_value, "samples": g.samples}
+                 for g in measure_gap(c.source_val_features, c.target_features, measures=["mmd2", "proxy_a"],
+                                      max_samples=500, num_permutations=200)}
+        for c in candidates
+    }
+    decision = guard_decision(*candidates, max_source_drop=cfg.adapt.guard_max_source_drop,
+                              validator=cfg.adapt.guard_validator)
+    return decision, gap
 
 
 def _train(

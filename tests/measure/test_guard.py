@@ -78,6 +78,8 @@ def test_fit_falls_back_to_source_only_when_a_huge_lambda_collapses_the_target(t
         assert "guard" not in report and set(ev) == {"source", "target"}
         return
     assert report["guard"]["keep"] == "source-only", report["guard"]
+    gap = report["guard"]["gap"]
+    assert set(gap) == {"source-only", "adapted"} and set(gap["adapted"]) == {"mmd2", "proxy_a"}
     assert ev["target"]["accuracy"] == ev["target_source_only"]["accuracy"] > ev["target_adapted"]["accuracy"]
     md = (tmp_path / "runs" / "w1000.0-True" / "report.md").read_text()
-    assert "Negative-transfer guard" in md and "kept **source-only**" in md
+    assert "Negative-transfer guard" in md and "kept **source-only**" in md and "MMD²" in md

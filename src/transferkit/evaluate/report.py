@@ -124,4 +124,13 @@ def _guard_lines(report: dict[str, Any]) -> list[str]:
         why = "; ".join(g["reasons"]) if g["reasons"] else "no sign of negative transfer"
         lines.append(f"- seed {seed}: kept **{g['keep']}** ({why}); source-val accuracy source-only "
                      f"{100 * acc['source-only']:.1f}%, adapted {100 * acc['adapted']:.1f}%")
+        gap = g.get("gap")
+        if gap:
+            before, after = gap["source-only"], gap["adapted"]
+            lines.append(
+                f"  - domain gap on the model's features (source validation vs target): MMD² "
+                f"{before['mmd2']['value']:.4f} (p {before['mmd2']['p_value']:.3f}) before → "
+                f"{after['mmd2']['value']:.4f} (p {after['mmd2']['p_value']:.3f}) after adaptation; proxy A-distance "
+                f"{before['proxy_a']['value']:.2f} → {after['proxy_a']['value']:.2f}"
+            )
     return lines
