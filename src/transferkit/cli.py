@@ -267,6 +267,61 @@ def extract(
 
 
 @app.command()
+def sweep(
+    config: Annotated[Path, typer.Argument(help="YAML run config: the base of every run")],
+    over: Annotated[list[str], typer.Option("--over", help="key=v1,v2,... (method, lambda, lr, epochs, or a.b)")],
+    select: Annotated[str, typer.Option(help="label-free validator: dev, iwcv, snd, entropy, info_max, ...")]
+    = "dev",
+    name: Annotated[str | None, typer.Option(help="sweep name: the folder under the config's output_dir")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override a base field: section.field=value")] = None,
+    overwrite: Annotated[bool, typer.Option(help="replace an existing sweep directory")] = False,
+    online: Annotated[bool, typer.Option(help="allow downloads from model hubs")] = False,
+    progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+) -> None:
+    """Train a grid of runs and choose one without target labels (collapsed candidates are rejected).
+
+    Example:
+
+        transferkit sweep examples/mnist_to_digits.yaml --over method=dann,mcc --over lambda=0.1,1 --select dev
+    """
+    from transferkit.config import RunConfig, parse_override
+
+    _offline(online)
+    try:
+        overrides: dict[str, Any] = {"name": name} if name else {}
+        for item in set_ or []:
+            k, v = parse_override(item)
+            overrides[k] = v
+        base = RunConfig.from_yaml(config, overrides)
+        from transferkit.sweep import run_sweep
+
+        result = run_sweep(base, over, select, overwrite=overwrite, progress=progress)
+    except TransferkitError as exc:
+        _fail(str(exc))
+    table = Table(title=f"sweep {base.name}: chosen by {select} (label-free)")
+    labelled = "with_target_labels" in result
+    for col in ("run", select, "collapse check", *(["target acc. % (labels: reported only)"] if labelled else [])):
+        table.add_column(col, overflow="fold")
+    for r in result["rows"]:
+        mark = " ◀ chosen" if r["name"] == result["chosen"] else ""
+        cells = [r["name"] + mark, f"{r['score']:.4g}", "collapsed" if r["collapsed"] else "ok"]
+        if labelled:
+            cells.append("–" if r["target_accuracy"] is None else f"{100 * r['target_accuracy']:.1f}")
+        table.add_row(*cells)
+    console.print(table)
+    for r in result["rows"]:
+        if r["collapsed"]:
+            console.print(f"  {r['name']}: {r['collapsed']}", highlight=False, soft_wrap=True)
+    if result["chosen"] is None:
+        console.print("[yellow]every candidate collapsed on the target: none chosen[/]")
+    if labelled:
+        w = result["with_target_labels"]
+        gap = "" if w["gap"] is None else f"; the label-free choice is {100 * w['gap']:.1f} points below it"
+        console.print(f"target labels would have chosen {w['would_choose']}{gap} (labels chose nothing)")
+    console.print(f"sweep directory: {base.run_path} (sweep.json)")
+
+
+@app.command()
 def measure(
     source: Annotated[str, typer.Option(help="source data: a dataset name or a path")],
     target: Annotated[str, typer.Option(help="target data: a dataset name or a path")],

@@ -190,6 +190,29 @@ def fit_seed(
     return write_report(run, report)
 
 
+def candidate_outputs(cfg: RunConfig, seed: int, *, need_train_features: bool = False) -> Any:
+    """A finished run's selected model of ``seed`` as a label-free :class:`~transferkit.measure.selection.Candidate`:
+    its outputs on the source validation split and on the unlabelled target train split."""
+    from transferkit.measure.selection import Candidate
+
+    if not cfg.data.target:
+        raise ConfigError("label-free selection needs a target domain: set data.target")
+    run = RunDir(cfg.run_path)
+    model = TransferModel.load(run.find_model(seed if len(cfg.seeds) > 1 else None))
+    data = load_run_data(cfg, seed)
+    kw = {"batch_size": cfg.data.eval_batch_size, "num_workers": cfg.data.num_workers, "device": cfg.train.device}
+    val = data.source_val if data.source_val is not None else data.source_train
+    target = data.target_train if data.target_train is not None else load_data(
+        cfg.data.target, cfg.data.train_split, cfg.data.root).unlabelled()
+    fv, lv, yv = predict_outputs(model, val, **kw)
+    ft, lt, _ = predict_outputs(model, target, **kw)
+    cand = Candidate(f"{cfg.name}/seed-{seed}", lt.numpy(), lv.numpy(), yv.numpy(), source_val_features=fv.numpy(),
+                     target_features=ft.numpy())
+    if need_train_features:
+        cand.source_train_features = predict_outputs(model, data.source_train, **kw)[0].numpy()
+    return cand
+
+
 def _guard(
     cfg: RunConfig, adapted: TransferModel, baseline: TransferModel, data: RunData, kw: dict[str, Any]
 ) -> tuple[Any, dict[str, Any]]:

@@ -212,7 +212,9 @@ def test_list_commands() -> None:
     assert code == 0 and "timm:NAME" in out
 
 
-@pytest.mark.parametrize("command", ["fit", "evaluate", "predict", "extract", "report", "demo", "methods", "measure"])
+@pytest.mark.parametrize(
+    "command", ["fit", "evaluate", "predict", "extract", "report", "demo", "methods", "measure", "sweep"]
+)
 def test_every_help_shows_an_example(command: str) -> None:
     code, out = invoke(command, "--help")
     assert code == 0 and "Example" in out and f"transferkit {command}" in out
@@ -368,4 +370,38 @@ def test_measure_prints_the_gap_table_and_writes_json(tmp_path: Path, tiny_npz: 
 )
 def test_measure_bad_input_exits_2(args: list[str], needle: str) -> None:
     code, text = invoke("measure", "--source", "mnist-5k", *args)
+    assert code == 2 and needle in text, text
+
+
+def test_sweep_chooses_without_target_labels_and_rejects_collapse(tmp_path: Path, tiny_npz: Path) -> None:
+    base = tmp_path / "base.yaml"
+    base.write_text(
+        f"name: sw\noutput_dir: {tmp_path / 'runs'}\n"
+        f"data: {{source: {tiny_npz}, target: {tiny_npz}, batch_size: 32}}\n"
+        "model: {backbone: mlp}\ntrain: {epochs: 3, lr: 0.01, device: cpu}\n"
+    )
+    code, text = invoke("sweep", base, "--over", "method=entropy", "--over", "lambda=0.01,1000", "--select",
+                        "info_max", "--no-progress")
+    assert code == 0, text
+    result = json.loads((tmp_path / "runs" / "sw" / "sweep.json").read_text())
+    rows = {r["name"]: r for r in result["rows"]}
+    assert set(rows) == {"00-methodentropy-weight0.01", "01-methodentropy-weight1000"}
+    assert rows["01-methodentropy-weight1000"]["collapsed"]  # λ = 1000 collapses the target
+    assert result["chosen"] == "00-methodentropy-weight0.01" and "◀ chosen" in text
+    assert result["with_target_labels"]["would_choose"] in rows and "labels chose nothing" in text
+    code, text = invoke("sweep", base, "--over", "method=entropy")  # the sweep directory exists now
+    assert code == 2 and "exists" in text
+
+
+@pytest.mark.parametrize(
+    ("over", "select", "needle"),
+    [(["methoddann"], "dev", "key=v1,v2"), (["nosuch.key=1"], "dev", "not a config field"),
+     (["method=dann"], "oracle", "unknown validator")],
+)
+def test_sweep_bad_input_exits_2(tmp_path: Path, tiny_npz: Path, over: list[str], select: str, needle: str) -> None:
+    base = tmp_path / "base.yaml"
+    base.write_text(f"name: sw\noutput_dir: {tmp_path / 'runs'}\ndata: {{source: {tiny_npz}, target: {tiny_npz}}}\n"
+                    "model: {backbone: mlp}\n")
+    args = [a for o in over for a in ("--over", o)]
+    code, text = invoke("sweep", base, *args, "--select", select, "--no-progress")
     assert code == 2 and needle in text, text
