@@ -193,8 +193,6 @@ def fit_seed(
 def candidate_outputs(cfg: RunConfig, seed: int, *, need_train_features: bool = False) -> Any:
     """A finished run's selected model of ``seed`` as a label-free :class:`~transferkit.measure.selection.Candidate`:
     its outputs on the source validation split and on the unlabelled target train split."""
-    from transferkit.measure.selection import Candidate
-
     if not cfg.data.target:
         raise ConfigError("label-free selection needs a target domain: set data.target")
     run = RunDir(cfg.run_path)
@@ -204,12 +202,20 @@ def candidate_outputs(cfg: RunConfig, seed: int, *, need_train_features: bool = 
     val = data.source_val if data.source_val is not None else data.source_train
     target = data.target_train if data.target_train is not None else load_data(
         cfg.data.target, cfg.data.train_split, cfg.data.root).unlabelled()
+    return _candidate(f"{cfg.name}/seed-{seed}", model, val, target, data.source_train if need_train_features else None,
+                      kw)
+
+
+def _candidate(name: str, model: TransferModel, val: DomainDataset, target: DomainDataset,
+               train: DomainDataset | None, kw: dict[str, Any]) -> Any:
+    from transferkit.measure.selection import Candidate
+
     fv, lv, yv = predict_outputs(model, val, **kw)
     ft, lt, _ = predict_outputs(model, target, **kw)
-    cand = Candidate(f"{cfg.name}/seed-{seed}", lt.numpy(), lv.numpy(), yv.numpy(), source_val_features=fv.numpy(),
+    cand = Candidate(name, lt.numpy(), lv.numpy(), yv.numpy(), source_val_features=fv.numpy(),
                      target_features=ft.numpy())
-    if need_train_features:
-        cand.source_train_features = predict_outputs(model, data.source_train, **kw)[0].numpy()
+    if train is not None:
+        cand.source_train_features = predict_outputs(model, train, **kw)[0].numpy()
     return cand
 
 
@@ -220,19 +226,12 @@ def _guard(
     and the domain gap on each model's features: before (source-only) and after adaptation."""
     from transferkit.measure.discrepancy import measure_gap
     from transferkit.measure.guard import guard_decision
-    from transferkit.measure.selection import Candidate
 
     val = data.source_val if data.source_val is not None else data.source_train
     assert data.target_train is not None  # an adaptation method always has one
-    candidates = []
-    for name, m in (("source-only", baseline), ("adapted", adapted)):
-        fv, lv, yv = predict_outputs(m, val, **kw)
-        ft, lt, _ = predict_outputs(m, data.target_train, **kw)
-        cand = Candidate(name, lt.numpy(), lv.numpy(), yv.numpy(), source_val_features=fv.numpy(),
-                         target_features=ft.numpy())
-        if cfg.adapt.guard_validator in ("iwcv", "dev"):
-            cand.source_train_features = predict_outputs(m, data.source_train, **kw)[0].numpy()
-        candidates.append(cand)
+    train = data.source_train if cfg.adapt.guard_validator in ("iwcv", "dev") else None
+    candidates = [_candidate(name, m, val, data.target_train, train, kw)
+                  for name, m in (("source-only", baseline), ("adapted", adapted))]
     gap = {
         c.name: {g.name: {"value": g.value, "p_value": g.p_value, "samples": g.samples}
                  for g in measure_gap(c.source_val_features, c.target_features, measures=["mmd2", "proxy_a"],
