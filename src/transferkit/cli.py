@@ -322,6 +322,62 @@ def sweep(
 
 
 @app.command()
+def rank(
+    data: Annotated[str, typer.Option(help="labelled target data: a dataset name or a path")],
+    backbones: Annotated[str, typer.Option(help="comma-separated candidates; SPEC+pretrained for package weights")],
+    metrics: Annotated[str, typer.Option(help="comma-separated: logme, hscore, gbc, transrate, leep, nce")]
+    = "logme,hscore,transrate",
+    split: Annotated[str, typer.Option(help="split of --data to score on")] = "train",
+    limit: Annotated[int | None, typer.Option(help="score on a class-balanced subset of this many items")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="also write the ranking to this JSON file")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda (feature extraction)")] = "auto",
+    online: Annotated[bool, typer.Option(help="allow downloads from model hubs")] = False,
+    progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+) -> None:
+    """Rank backbones for a labelled target task by transferability, before fine-tuning any of them.
+
+    Example:
+
+        transferkit rank --data digits-uci --backbones timm:tf_efficientnet_lite0+pretrained,timm:tf_efficientnet_lite0
+    """
+    _offline(online)
+    try:
+        from transferkit.data import load_data
+        from transferkit.measure.ranking import rank_backbones
+
+        ds = load_data(data, split)
+        if limit is not None:
+            if limit < 2 * ds.num_classes:
+                _fail(f"--limit must be at least 2 per class ({2 * ds.num_classes})")
+            ds = ds.per_class(max(2, limit // ds.num_classes), seed=0)
+        names = [m.strip() for m in metrics.split(",") if m.strip()]
+        rows = rank_backbones(ds, [b for b in backbones.split(",") if b.strip()], names, device=device,
+                              online=online, progress=progress)
+    except TransferkitError as exc:
+        _fail(str(exc))
+    table = Table(title=f"transferability to {data} ({split}, {len(ds)} items), ranked by {names[0]}")
+    table.add_column("#")
+    table.add_column("candidate", overflow="fold")
+    table.add_column("dim", justify="right")
+    for m in names:
+        table.add_column(m, justify="right")
+    table.add_column("seconds (extract; scores)", justify="right")
+    for i, r in enumerate(rows, 1):
+        cells = ["–" if r.scores[m] is None else f"{r.scores[m]:.4g}" for m in names]
+        timing = f"{r.extract_seconds:.1f}; " + ", ".join(f"{r.seconds[m]:.2f}" for m in names if m in r.seconds)
+        table.add_row(str(i), r.candidate, str(r.feature_dim), *cells, timing)
+    console.print(table)
+    if any(r.scores[m] is None for r in rows for m in names):
+        console.print("–: LEEP and NCE need a source classifier (a model file from `transferkit fit`)")
+    if json_out is not None:
+        from transferkit.runs import atomic_write_text
+
+        atomic_write_text(json_out, json.dumps({"data": data, "split": split, "n": len(ds),
+                                                "rows": [r.__dict__ for r in rows]}, indent=2))
+        console.print(f"wrote {json_out}")
+
+
+@app.command()
 def measure(
     source: Annotated[str, typer.Option(help="source data: a dataset name or a path")],
     target: Annotated[str, typer.Option(help="target data: a dataset name or a path")],

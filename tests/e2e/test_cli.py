@@ -213,7 +213,7 @@ def test_list_commands() -> None:
 
 
 @pytest.mark.parametrize(
-    "command", ["fit", "evaluate", "predict", "extract", "report", "demo", "methods", "measure", "sweep"]
+    "command", ["fit", "evaluate", "predict", "extract", "report", "demo", "methods", "measure", "sweep", "rank"]
 )
 def test_every_help_shows_an_example(command: str) -> None:
     code, out = invoke(command, "--help")
@@ -404,4 +404,29 @@ def test_sweep_bad_input_exits_2(tmp_path: Path, tiny_npz: Path, over: list[str]
                     "model: {backbone: mlp}\n")
     args = [a for o in over for a in ("--over", o)]
     code, text = invoke("sweep", base, *args, "--select", select, "--no-progress")
+    assert code == 2 and needle in text, text
+
+
+def test_rank_scores_every_candidate_and_writes_json(tmp_path: Path, tiny_npz: Path, trained_run: Path) -> None:
+    out = tmp_path / "rank.json"
+    model = f"file:{trained_run / 'model.safetensors'}"
+    code, text = invoke("rank", "--data", tiny_npz, "--backbones", f"mlp,{model}", "--metrics", "logme,hscore,leep",
+                        "--no-progress", "--json", out)
+    assert code == 0, text
+    rows = {r["candidate"]: r for r in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {"mlp", model}
+    assert rows["mlp"]["scores"]["leep"] is None and rows[model]["scores"]["leep"] <= 0  # LEEP needs a classifier
+    # the trained model's features separate the toy classes better than a random MLP's
+    assert rows[model]["scores"]["logme"] > rows["mlp"]["scores"]["logme"]
+    assert "need a source classifier" in text
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [(["--backbones", "mlp", "--metrics", "accuracy"], "unknown transferability metric"),
+     (["--backbones", "nosuch"], "unknown backbone"),
+     (["--backbones", "mlp", "--limit", "1"], "--limit")],
+)
+def test_rank_bad_input_exits_2(tiny_npz: Path, args: list[str], needle: str) -> None:
+    code, text = invoke("rank", "--data", tiny_npz, *args, "--no-progress")
     assert code == 2 and needle in text, text

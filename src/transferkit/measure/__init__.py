@@ -11,15 +11,37 @@ from transferkit.measure.discrepancy import (
     sliced_wasserstein,
     wasserstein,
 )
+from transferkit.measure.transferability import (
+    METRICS,
+    MetricSpec,
+    gbc,
+    hscore,
+    leep,
+    list_metrics,
+    logme,
+    nce,
+    score,
+    transrate,
+)
 
 __all__ = [
+    "METRICS",
     "Gap",
+    "MetricSpec",
     "coral_distance",
+    "gbc",
+    "hscore",
+    "leep",
+    "list_metrics",
+    "logme",
     "measure_gap",
     "mmd2",
     "mmd_test",
+    "nce",
     "per_class_gap",
     "proxy_a_distance",
+    "score",
     "sliced_wasserstein",
+    "transrate",
     "wasserstein",
 ]
