@@ -378,3 +378,13 @@ def test_a_callers_transform_is_never_cached() -> None:
     train = _toy(16, 0).with_transform(augment)
     _engine(_model(), _cfg(epochs=2)).fit(train)
     assert len(calls) == 2 * 16
+
+
+def test_precision_can_change_between_runs_in_one_process() -> None:
+    """Accelerate refuses a second precision per process; a notebook or a sweep needs both, one after the other."""
+    from transferkit.train.engine import get_accelerator
+
+    for precision in ("bf16", "no", "bf16"):
+        assert get_accelerator("cpu", precision).mixed_precision == precision
+    result = _engine(_model(), _cfg(epochs=1, mixed_precision="no")).fit(_toy(32, 0))
+    assert result.epochs_run == 1

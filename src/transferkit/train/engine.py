@@ -32,7 +32,7 @@ from torch import nn
 
 from transferkit.config import TrainConfig
 from transferkit.data.domain import UNLABELLED, DomainDataset, PairedLoader
-from transferkit.errors import RunDirError, TrainingError
+from transferkit.errors import ConfigError, RunDirError, TrainingError
 from transferkit.runs import (
     RunDir,
     append_jsonl,
@@ -148,6 +148,18 @@ def get_accelerator(device: str = "auto", mixed_precision: str = "auto", grad_ac
         mixed_precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "no"
     key = (not cuda, mixed_precision)
     if key not in _ACCELERATORS:
+        if _ACCELERATORS:
+            # Accelerate keeps one process-wide state and refuses a second precision in the same process (a
+            # notebook, a sweep, a benchmark). Single-process runs hold nothing in that state worth keeping.
+            from accelerate.state import AcceleratorState
+
+            if AcceleratorState().num_processes > 1:
+                raise ConfigError(
+                    f"this distributed process already trains with {next(iter(_ACCELERATORS))}; device and "
+                    "mixed precision cannot change within one `accelerate launch`"
+                )
+            AcceleratorState._reset_state(reset_partial_state=True)
+            _ACCELERATORS.clear()
         _ACCELERATORS[key] = Accelerator(cpu=not cuda, mixed_precision=mixed_precision)
     acc = _ACCELERATORS[key]
     acc.gradient_accumulation_steps = grad_accum_steps
