@@ -278,6 +278,9 @@ class Engine:
         factor = lr_multiplier(self.cfg.scheduler, total_steps, round(self.cfg.warmup_epochs * opt_steps_per_epoch))
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
+        # The accelerator is shared by every fit of this process and keeps what it prepared: drop what an earlier
+        # fit left (one that crashed included), or every model and dataset of a benchmark or sweep stays in RAM.
+        acc.free_memory()
         model, extra, optimizer = acc.prepare(self.model, self.extra, optimizer)
         prepared = acc.prepare(*(x for x in (train_loader, target_loader, val_loader) if x is not None))
         prepared = list(prepared) if isinstance(prepared, (list, tuple)) else [prepared]
@@ -382,6 +385,7 @@ class Engine:
         self._restore_best(model, extra, stopper)
         # Drop Accelerate's autocast wrapper: the caller scores and saves the plain fp32 model.
         acc.unwrap_model(model, keep_fp32_wrapper=False)
+        acc.free_memory()
         return FitResult(
             best_epoch=stopper.best_epoch,
             best_val_acc=stopper.best if val_loader is not None and stopper.best_epoch >= 0 else None,
