@@ -6,6 +6,9 @@ The root is ``root=`` or ``$TRANSFERKIT_DATA`` and is laid out like this::
     <root>/mnist/mnist_near_exact.npz    uint8 x_train (60000, 28, 28), y_train, x_test, y_test
     <root>/usps/zip.train.gz             7,291 lines "label v1 .. v256", v in [-1, 1]
     <root>/usps/zip.test.gz              2,007 lines
+    <root>/amazon_svmlight/<domain>_<split>.svmlight
+                                         Amazon reviews (books, dvd, electronics, kitchen): labels -1/+1,
+                                         5,000 unigram/bigram counts (the DANN paper's features)
 
 Every file is checked against the root's ``SHA256SUMS`` (or, where that lacks it, the checksums copied into
 this module) before it is parsed. Hashes and parsed arrays are cached per process, keyed on the file's path,
@@ -23,22 +26,41 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse
 
 from transferkit.data.builtin import DIGIT_CLASSES
 from transferkit.data.domain import DomainDataset
-from transferkit.data.registry import DATA_ROOT_ENV, register_dataset
+from transferkit.data.registry import DATA_ROOT_ENV, DatasetLoader, register_dataset
 from transferkit.errors import DataError
 
 SHA256SUMS = "SHA256SUMS"
 MNIST_FILE = "mnist/mnist_near_exact.npz"
 USPS_FILES = {"train": "usps/zip.train.gz", "test": "usps/zip.test.gz"}
 SPLITS = ("train", "test")
+AMAZON_DOMAINS = ("books", "dvd", "electronics", "kitchen")
+AMAZON_FEATURES = 5000
+AMAZON_CLASSES = ["negative", "positive"]  # svmlight labels -1 / +1
+AMAZON_TEST_SIZES = {"books": 4465, "dvd": 3586, "electronics": 5681, "kitchen": 5945}
+
+
+def amazon_file(domain: str, split: str) -> str:
+    """The path of one Amazon domain's split, relative to the data root."""
+    return f"amazon_svmlight/{domain}_{split}.svmlight"
+
 
 # Copied from the data root's SHA256SUMS; used where a root has no SHA256SUMS or it lacks the file.
 KNOWN_SHA256 = {
     "mnist/mnist_near_exact.npz": "da231c08013e217002c4f393e0f38583bf5a62a5ead805d541bdacd45803e00f",
     "usps/zip.train.gz": "66ebf231ab51f2cf6ac1a892d0f98ccffee1079d7a5db638c1f11f366046ca16",
     "usps/zip.test.gz": "8dacc3c6e136af6c3488de9e5113a7daf140c8c2f1f0b61c54ee02f03f1a962f",
+    "amazon_svmlight/books_train.svmlight": "317f9a2ec34b81de770b63a84d8c5cc2dc16bd0be6e079d2ff5b5bad5213ea19",
+    "amazon_svmlight/books_test.svmlight": "fe4605c7dcf0e0a9410fd2a32f247caaf9abb352cc6e4c3e0f400853163ad9c4",
+    "amazon_svmlight/dvd_train.svmlight": "95f602aa08bf6b55758f7b0b18df3882fe30acb11987ee60b6b4bb3c44cba733",
+    "amazon_svmlight/dvd_test.svmlight": "4fe1b1a15010f78d8d0c49fe362d35fd4677463a45f1ac02a9f410ae1e638060",
+    "amazon_svmlight/electronics_train.svmlight": "7d0061f03ff3827e4f8036b051b5e5828fddc0cd115aa5b212cd28d624dc14e4",
+    "amazon_svmlight/electronics_test.svmlight": "641783bc941839c3a111d3488a1b7e3bd820a61ec14a129e7429b47703aa961d",
+    "amazon_svmlight/kitchen_train.svmlight": "a70b5ebfe1413e0e16280360905f5c3b64389c435cd20c0165dc9d7f293b31b5",
+    "amazon_svmlight/kitchen_test.svmlight": "e1502b97a824eb12314be4447394fa736fecb781c0724e6529cd6733ac7ff6d8",
 }
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -166,6 +188,34 @@ def _read_usps(path: str, size: int, mtime_ns: int) -> tuple[np.ndarray, np.ndar
     return images, labels
 
 
+@functools.lru_cache(maxsize=8)
+def _read_amazon(path: str, size: int, mtime_ns: int) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_svmlight_file
+
+    try:
+        # zero_based=True: the files index features 0..4999; "auto" would shift a file that lacks feature 0.
+        x, y = load_svmlight_file(path, n_features=AMAZON_FEATURES, dtype=np.float32, zero_based=True)
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise DataError(
+            f"cannot read Amazon reviews from {path} as svmlight with {AMAZON_FEATURES} features: {exc}"
+        ) from exc
+    if x.shape[0] == 0:
+        raise DataError(f"{path} holds no reviews")
+    bad = ~np.isin(y, (-1.0, 1.0))
+    if bad.any():
+        raise DataError(
+            f"{path}: labels must be -1 (negative) or +1 (positive); found {sorted(set(y[bad].tolist()))[:5]}"
+        )
+    if not np.isfinite(x.data).all() or (x.data < 0).any():
+        raise DataError(f"{path}: features must be finite non-negative counts")
+    # Dense float32: 2,000-6,000 reviews x 5,000 features is at most 120 MB, and DomainDataset indexes rows.
+    inputs = scipy.sparse.csr_matrix(x).toarray()
+    labels = (y > 0).astype(np.int64)
+    inputs.flags.writeable = False
+    labels.flags.writeable = False
+    return inputs, labels
+
+
 # -- registered datasets -----------------------------------------------------------------------
 @register_dataset("mnist", "MNIST digits, 70,000 28x28 grey (benchmark root: mnist/); splits train 60k / test 10k")
 def load_mnist(split: str = "train", root: Path | None = None) -> DomainDataset:
@@ -187,3 +237,28 @@ def load_usps(split: str = "train", root: Path | None = None) -> DomainDataset:
     return DomainDataset(
         images.copy(), labels.copy(), "usps", list(DIGIT_CLASSES), "image", meta={"path": str(path), "split": split}
     )
+
+
+def _amazon_loader(domain: str) -> DatasetLoader:
+    name = f"amazon-{domain}"
+    needs = [amazon_file(domain, s) for s in SPLITS]
+
+    def load(split: str = "train", root: Path | None = None) -> DomainDataset:
+        _check_split(name, split)
+        path = verified_file(root, amazon_file(domain, split), name, needs)
+        inputs, labels = _read_amazon(*_file_key(path))
+        return DomainDataset(
+            inputs.copy(), labels.copy(), name, list(AMAZON_CLASSES), "vector", meta={"path": str(path), "split": split}
+        )
+
+    load.__name__ = load.__qualname__ = f"load_amazon_{domain}"
+    load.__doc__ = f"Amazon {domain} reviews as 5,000-d float32 count vectors, classes negative/positive."
+    return load
+
+
+for _domain in AMAZON_DOMAINS:
+    register_dataset(
+        f"amazon-{_domain}",
+        f"Amazon {_domain} reviews, 5,000-d word/bigram counts, negative/positive "
+        f"(benchmark root: amazon_svmlight/); splits train 2,000 / test {AMAZON_TEST_SIZES[_domain]:,}",
+    )(_amazon_loader(_domain))
