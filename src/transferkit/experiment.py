@@ -177,7 +177,9 @@ def fit_seed(
     if data.source_eval is not None:
         evals["source"] = score(model, data.source_eval, **kw)
     if data.target_eval is not None:
-        evals["target"] = score(model, data.target_eval, **kw)
+        kept = f"target_{guard['keep'].replace('-', '_')}" if guard is not None else None
+        # the guarded model is one of the two just scored: reuse its scores rather than predict a third time
+        evals["target"] = dict(evals[kept]) if kept in evals else score(model, data.target_eval, **kw)
     evals = {k: evals[k] for k in ("source", "target", "target_adapted", "target_source_only") if k in evals}
     report = {
         **_header(cfg, data),

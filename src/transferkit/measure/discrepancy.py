@@ -279,7 +279,9 @@ def per_class_gap(
     labels = np.unique(ys)
     if target_labels is None:
         means = np.stack([xs[ys == c].mean(0) for c in labels])
-        yt = labels[np.argmin(((xt[:, None, :] - means[None]) ** 2).sum(-1), axis=1)]
+        # ‖x - m‖² = ‖x‖² - 2x·m + ‖m‖²: an (N, C) matrix, never the (N, C, D) array of differences
+        sq = (xt**2).sum(1, keepdims=True) - 2.0 * xt @ means.T + (means**2).sum(1)
+        yt = labels[np.argmin(sq, axis=1)]
     else:
         yt = np.asarray(target_labels)
         if yt.shape != (len(xt),):
