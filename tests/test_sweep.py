@@ -25,3 +25,38 @@ def test_apply_sets_nested_fields_and_refuses_unknown_ones() -> None:
     for bad in ("adapt.nope", "nope.weight", "name.sub"):
         with pytest.raises(ConfigError, match="not a config field"):
             _apply({"adapt": {"method": "none"}, "name": "x"}, {bad: 1})
+
+
+def test_ranges_parse_as_continuous_integer_or_log_axes() -> None:
+    from transferkit.sweep import Range, parse_axes
+
+    axes = dict(parse_axes(["lambda=0.01:1:log", "epochs=2:6", "method=dann,mcc"]))
+    assert axes["adapt.weight"] == Range(0.01, 1.0, log=True, integer=False)
+    assert axes["train.epochs"] == Range(2, 6, log=False, integer=True)
+    assert axes["adapt.method"] == ["dann", "mcc"]
+
+
+@pytest.mark.parametrize(("item", "needle"), [("lambda=1:0.1", "low < high"), ("lambda=0:1:log", "low > 0"),
+                                              ("lambda=a:b", "numbers"), ("lambda=1:2:3", "low:high")])
+def test_range_errors(item: str, needle: str) -> None:
+    from transferkit.sweep import parse_axes
+
+    with pytest.raises(ConfigError, match=needle):
+        parse_axes([item])
+
+
+def test_a_range_is_not_expanded_into_a_grid() -> None:
+    with pytest.raises(ConfigError, match="trials"):
+        expand_grid(["lambda=0.1:1"])
+
+
+def test_suggestions_stay_inside_the_range() -> None:
+    optuna = pytest.importorskip("optuna")
+    from transferkit.sweep import Range
+
+    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0))
+    for _ in range(5):
+        trial = study.ask()
+        w, e = Range(0.01, 1.0, log=True).suggest(trial, "w"), Range(2, 6, integer=True).suggest(trial, "e")
+        assert 0.01 <= w <= 1.0 and isinstance(e, int) and 2 <= e <= 6
+        study.tell(trial, w)

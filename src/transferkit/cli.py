@@ -269,9 +269,12 @@ def extract(
 @app.command()
 def sweep(
     config: Annotated[Path, typer.Argument(help="YAML run config: the base of every run")],
-    over: Annotated[list[str], typer.Option("--over", help="key=v1,v2,... (method, lambda, lr, epochs, or a.b)")],
+    over: Annotated[list[str], typer.Option(
+        "--over", help="key=v1,v2,... or key=low:high[:log] (method, lambda, lr, epochs, or a.b)")],
     select: Annotated[str, typer.Option(help="label-free validator: dev, iwcv, snd, entropy, info_max, ...")]
     = "dev",
+    trials: Annotated[int | None, typer.Option(help="runs Optuna proposes when an axis is a range (default 8)")]
+    = None,
     name: Annotated[str | None, typer.Option(help="sweep name: the folder under the config's output_dir")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="override a base field: section.field=value")] = None,
     overwrite: Annotated[bool, typer.Option(help="replace an existing sweep directory")] = False,
@@ -283,6 +286,8 @@ def sweep(
     Example:
 
         transferkit sweep examples/mnist_to_digits.yaml --over method=dann,mcc --over lambda=0.1,1 --select dev
+
+        transferkit sweep examples/mnist_to_digits.yaml --over method=dann --over lambda=0.01:3:log --trials 6
     """
     from transferkit.config import RunConfig, parse_override
 
@@ -295,7 +300,7 @@ def sweep(
         base = RunConfig.from_yaml(config, overrides)
         from transferkit.sweep import run_sweep
 
-        result = run_sweep(base, over, select, overwrite=overwrite, progress=progress)
+        result = run_sweep(base, over, select, trials=trials, overwrite=overwrite, progress=progress)
     except TransferkitError as exc:
         _fail(str(exc))
     table = Table(title=f"sweep {base.name}: chosen by {select} (label-free)")

@@ -6,9 +6,15 @@ its outputs on the source validation split and the unlabelled target are scored 
 chosen. Target labels, where the target has them, are used afterwards and only to *report* which candidate
 they would have chosen and how much accuracy the label-free choice left on the table.
 
+A value ``low:high`` (or ``low:high:log``) makes an axis continuous: the sweep then asks Optuna's TPE sampler
+(seeded, ``trials`` runs) for the settings instead of walking a grid; a collapsed candidate is told to Optuna as
+pruned so that it steers away from it. Integer fields get integer ranges (``epochs=2:10``).
+
 Example:
     >>> expand_grid(["method=dann,mcc", "lambda=0.1,1"])[:2]
     [{'adapt.method': 'dann', 'adapt.weight': 0.1}, {'adapt.method': 'dann', 'adapt.weight': 1}]
+    >>> parse_axes(["lambda=0.01:1:log"])
+    [('adapt.weight', Range(low=0.01, high=1.0, log=True, integer=False))]
 """
 
 from __future__ import annotations
@@ -29,19 +35,65 @@ ALIASES = {"method": "adapt.method", "lambda": "adapt.weight", "lr": "train.lr",
            "strategy": "finetune.strategy", "backbone": "model.backbone"}
 
 
-def expand_grid(over: list[str]) -> list[dict[str, Any]]:
-    """``["method=dann,mcc", "lambda=0.1,1"]`` -> one override dict per combination (first key outermost)."""
-    axes = []
+@dataclass(frozen=True)
+class Range:
+    """A continuous (or integer) axis ``low:high[:log]``, searched by Optuna."""
+
+    low: float
+    high: float
+    log: bool = False
+    integer: bool = False
+
+    def suggest(self, trial: Any, key: str) -> float | int:
+        if self.integer:
+            return int(trial.suggest_int(key, int(self.low), int(self.high), log=self.log))
+        return float(trial.suggest_float(key, self.low, self.high, log=self.log))
+
+
+def _parse_range(key: str, text: str) -> Range:
+    parts = [p.strip() for p in text.split(":")]
+    log = parts[-1] == "log"
+    if log:
+        parts = parts[:-1]
+    if len(parts) != 2:
+        raise ConfigError(f"--over {key}: a range is low:high or low:high:log, got {text!r}")
+    try:
+        low, high = float(parts[0]), float(parts[1])
+    except ValueError:
+        raise ConfigError(f"--over {key}: range bounds must be numbers, got {text!r}") from None
+    if not low < high:
+        raise ConfigError(f"--over {key}: a range needs low < high, got {text!r}")
+    if log and low <= 0:
+        raise ConfigError(f"--over {key}: a log range needs low > 0, got {text!r}")
+    integer = all(re.fullmatch(r"[+-]?\d+", p) for p in parts)
+    return Range(low, high, log, integer)
+
+
+def parse_axes(over: list[str]) -> list[tuple[str, list[Any] | Range]]:
+    """``key=v1,v2`` -> (field, values); ``key=low:high[:log]`` -> (field, Range)."""
+    axes: list[tuple[str, list[Any] | Range]] = []
     for item in over:
         if "=" not in item:
-            raise ConfigError(f"--over takes key=v1,v2,... (e.g. method=dann,mcc), got {item!r}")
+            raise ConfigError(f"--over takes key=v1,v2,... or key=low:high[:log] (e.g. method=dann,mcc), got {item!r}")
         key, values = item.split("=", 1)
         key = ALIASES.get(key.strip(), key.strip())
+        if ":" in values and "," not in values:
+            axes.append((key, _parse_range(key, values)))
+            continue
         parsed = [parse_override(f"{key}={v.strip()}")[1] for v in values.split(",") if v.strip()]
         if not parsed:
             raise ConfigError(f"--over {key}: no values")
-        axes.append([(key, v) for v in parsed])
-    return [dict(combo) for combo in itertools.product(*axes)]
+        axes.append((key, parsed))
+    return axes
+
+
+def expand_grid(over: list[str]) -> list[dict[str, Any]]:
+    """``["method=dann,mcc", "lambda=0.1,1"]`` -> one override dict per combination (first key outermost)."""
+    axes = parse_axes(over)
+    ranged = [k for k, v in axes if isinstance(v, Range)]
+    if ranged:
+        raise ConfigError(f"--over {', '.join(ranged)}: a range is searched with trials, not expanded into a grid")
+    return [dict(combo) for combo in itertools.product(*[[(k, v) for v in vs] for k, vs in axes])]
 
 
 @dataclass
@@ -54,40 +106,42 @@ class SweepRow:
 
 
 def run_sweep(
-    base: RunConfig, over: list[str], validator: str, *, overwrite: bool = False, progress: bool = True,
+    base: RunConfig, over: list[str], validator: str, *, trials: int | None = None, seed: int = 0,
+    overwrite: bool = False, progress: bool = True,
 ) -> dict[str, Any]:
-    """Train every combination, score each by ``validator``, and choose (see the module docstring)."""
-    from transferkit.experiment import candidate_outputs, fit
-    from transferkit.measure.selection import VALIDATORS, collapse_check
+    """Train every combination (or ``trials`` Optuna suggestions when an axis is a range), score each by
+    ``validator``, and choose (see the module docstring)."""
+    from transferkit.measure.selection import VALIDATORS
 
     if validator not in VALIDATORS:
         raise ConfigError(f"unknown validator {validator!r}; choose from {sorted(VALIDATORS)}")
-    grid = expand_grid(over)
+    axes = parse_axes(over)
+    searched = any(isinstance(v, Range) for _, v in axes)
+    if trials is not None and trials < 1:
+        raise ConfigError(f"--trials must be at least 1, got {trials}")
+    if searched:
+        _optuna()  # a missing package fails before anything is written
+    elif trials is not None:
+        raise ConfigError("--trials applies to a search over a range (key=low:high); this sweep is a grid")
+    for axis_values in itertools.product(*[[v.low, v.high] if isinstance(v, Range) else v for _, v in axes]):
+        # every value is checked against the config before the sweep folder exists: bad input writes nothing
+        parse_config(_apply(base.model_dump(mode="json"), dict(zip([k for k, _ in axes], axis_values, strict=True))),
+                     source="--over")
     root = RunDir(base.run_path)
     root.prepare(overwrite=overwrite)
-    rows = []
-    for i, overrides in enumerate(grid):
-        label = "-".join(re.sub(r"[^A-Za-z0-9._-]", "", f"{k.split('.')[-1]}{v}") for k, v in overrides.items())
-        raw = base.model_dump(mode="json")
-        raw.update(name=f"{i:02d}-{label}", output_dir=str(root.path))
-        raw["adapt"]["guard"] = False  # the sweep itself is the selection
-        cfg = parse_config(_apply(raw, overrides), source="--over")
-        report = fit(cfg, progress=progress)
-        scores, reasons = [], []
-        for seed in cfg.seeds:
-            cand = candidate_outputs(cfg, seed, need_train_features=validator in ("iwcv", "dev"))
-            scores.append(VALIDATORS[validator][0](cand))
-            check = collapse_check(cand.target_logits)
-            if check.collapsed:
-                reasons.append(f"seed {seed}: {check.reason}")
-        target = report["summary"].get("target", {}).get("accuracy")
-        rows.append(SweepRow(cfg.name, overrides, float(np.mean(scores)), "; ".join(reasons),
-                             None if target is None else target["mean"]))
+
+    def candidate(i: int, overrides: dict[str, Any]) -> SweepRow:
+        return _train_and_score(base, root, i, overrides, validator, progress)
+
+    if searched:
+        rows = _search(axes, candidate, trials or 8, seed)
+    else:
+        rows = [candidate(i, overrides) for i, overrides in enumerate(expand_grid(over))]
 
     allowed = [r for r in rows if not r.collapsed]
     chosen = max(allowed, key=lambda r: r.score) if allowed else None
     result: dict[str, Any] = {
-        "validator": validator, "over": over,
+        "validator": validator, "over": over, "search": "optuna-tpe" if searched else "grid",
         "rows": [r.__dict__ for r in rows],
         "chosen": chosen.name if chosen else None,
         "note": "chosen by the label-free validator among candidates whose target predictions did not collapse",
@@ -105,6 +159,65 @@ def run_sweep(
         }
     atomic_write_text(root.path / "sweep.json", json.dumps(result, indent=2))
     return result
+
+
+def _train_and_score(
+    base: RunConfig, root: RunDir, i: int, overrides: dict[str, Any], validator: str, progress: bool
+) -> SweepRow:
+    """Train one candidate as its own run under the sweep folder and score it without target labels."""
+    from transferkit.experiment import candidate_outputs, fit
+    from transferkit.measure.selection import VALIDATORS, collapse_check
+
+    label = "-".join(re.sub(r"[^A-Za-z0-9._-]", "", f"{k.split('.')[-1]}{_short(v)}") for k, v in overrides.items())
+    raw = base.model_dump(mode="json")
+    raw.update(name=f"{i:02d}-{label}", output_dir=str(root.path))
+    raw["adapt"]["guard"] = False  # the sweep itself is the selection
+    cfg = parse_config(_apply(raw, overrides), source="--over")
+    report = fit(cfg, progress=progress)
+    scores, reasons = [], []
+    for seed in cfg.seeds:
+        cand = candidate_outputs(cfg, seed, need_train_features=validator in ("iwcv", "dev"))
+        scores.append(VALIDATORS[validator][0](cand))
+        check = collapse_check(cand.target_logits)
+        if check.collapsed:
+            reasons.append(f"seed {seed}: {check.reason}")
+    target = report["summary"].get("target", {}).get("accuracy")
+    return SweepRow(cfg.name, overrides, float(np.mean(scores)), "; ".join(reasons),
+                    None if target is None else target["mean"])
+
+
+def _short(value: Any) -> Any:
+    return f"{value:.3g}" if isinstance(value, float) else value
+
+
+def _optuna() -> Any:
+    try:
+        import optuna
+    except ImportError:
+        raise ConfigError(
+            "a range in --over (key=low:high) is searched with Optuna, which is not installed: "
+            "pip install 'transferkit[tune]' (or give a list of values instead)"
+        ) from None
+    return optuna
+
+
+def _search(axes: list[tuple[str, list[Any] | Range]], candidate: Any, trials: int, seed: int) -> list[SweepRow]:
+    """Optuna's TPE sampler (seeded) proposes ``trials`` settings; a collapsed candidate is told as pruned."""
+    optuna = _optuna()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
+    rows = []
+    for i in range(trials):
+        trial = study.ask()
+        overrides = {k: v.suggest(trial, k) if isinstance(v, Range) else trial.suggest_categorical(k, v)
+                     for k, v in axes}
+        row = candidate(i, overrides)
+        rows.append(row)
+        if row.collapsed:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        else:
+            study.tell(trial, row.score)
+    return rows
 
 
 def _apply(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

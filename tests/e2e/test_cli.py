@@ -393,18 +393,40 @@ def test_sweep_chooses_without_target_labels_and_rejects_collapse(tmp_path: Path
     assert code == 2 and "exists" in text
 
 
+def test_sweep_searches_a_range_with_optuna(tmp_path: Path, tiny_npz: Path) -> None:
+    pytest.importorskip("optuna")
+    base = tmp_path / "base.yaml"
+    base.write_text(
+        f"name: sw\noutput_dir: {tmp_path / 'runs'}\n"
+        f"data: {{source: {tiny_npz}, target: {tiny_npz}, batch_size: 32}}\n"
+        "model: {backbone: mlp}\ntrain: {epochs: 2, lr: 0.01, device: cpu}\n"
+    )
+    code, text = invoke("sweep", base, "--over", "method=dann,entropy", "--over", "lambda=0.01:1:log", "--trials", "3",
+                        "--select", "info_max", "--no-progress")
+    assert code == 0, text
+    result = json.loads((tmp_path / "runs" / "sw" / "sweep.json").read_text())
+    assert result["search"] == "optuna-tpe" and len(result["rows"]) == 3
+    for row in result["rows"]:
+        assert row["overrides"]["adapt.method"] in ("dann", "entropy")
+        assert 0.01 <= row["overrides"]["adapt.weight"] <= 1.0
+        assert (tmp_path / "runs" / "sw" / row["name"]).is_dir()
+    assert result["chosen"] in {r["name"] for r in result["rows"]}
+
+
 @pytest.mark.parametrize(
     ("over", "select", "needle"),
     [(["methoddann"], "dev", "key=v1,v2"), (["nosuch.key=1"], "dev", "not a config field"),
-     (["method=dann"], "oracle", "unknown validator")],
+     (["method=dann"], "oracle", "unknown validator"), (["lambda=1:0"], "dev", "low < high"),
+     (["method=dann", "--trials", "3"], "dev", "this sweep is a grid")],
 )
 def test_sweep_bad_input_exits_2(tmp_path: Path, tiny_npz: Path, over: list[str], select: str, needle: str) -> None:
     base = tmp_path / "base.yaml"
     base.write_text(f"name: sw\noutput_dir: {tmp_path / 'runs'}\ndata: {{source: {tiny_npz}, target: {tiny_npz}}}\n"
                     "model: {backbone: mlp}\n")
-    args = [a for o in over for a in ("--over", o)]
+    args = [a for o in over for a in (("--over", o) if not o.startswith("--") and not o.isdigit() else (o,))]
     code, text = invoke("sweep", base, *args, "--select", select, "--no-progress")
     assert code == 2 and needle in text, text
+    assert not (tmp_path / "runs" / "sw").exists()  # nothing written on bad input
 
 
 def test_rank_scores_every_candidate_and_writes_json(tmp_path: Path, tiny_npz: Path, trained_run: Path) -> None:
