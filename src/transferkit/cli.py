@@ -334,6 +334,8 @@ def rank(
     = "logme,hscore,transrate",
     split: Annotated[str, typer.Option(help="split of --data to score on")] = "train",
     limit: Annotated[int | None, typer.Option(help="score on a class-balanced subset of this many items")] = None,
+    image_size: Annotated[int | None, typer.Option(help="resize images to this many pixels (timm/torchvision)")]
+    = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="also write the ranking to this JSON file")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda (feature extraction)")] = "auto",
     online: Annotated[bool, typer.Option(help="allow downloads from model hubs")] = False,
@@ -357,7 +359,7 @@ def rank(
             ds = ds.per_class(max(2, limit // ds.num_classes), seed=0)
         names = [m.strip() for m in metrics.split(",") if m.strip()]
         rows = rank_backbones(ds, [b for b in backbones.split(",") if b.strip()], names, device=device,
-                              online=online, progress=progress)
+                              online=online, progress=progress, image_size=image_size)
     except TransferkitError as exc:
         _fail(str(exc))
     table = Table(title=f"transferability to {data} ({split}, {len(ds)} items), ranked by {names[0]}")

@@ -135,6 +135,23 @@ def test_library_backbone_transforms_make_rgb_224() -> None:
         assert create_backbone(spec).transform(grey).shape == (3, 224, 224)
 
 
+def test_image_size_resizes_library_inputs_and_survives_a_reload(tmp_path: Path) -> None:
+    from PIL import Image
+
+    grey = Image.new("L", (50, 40), color=128)
+    for spec in ("timm:resnet18", "torchvision:mobilenet_v2"):
+        bb = create_backbone(spec, image_size=64)
+        assert bb.transform(grey).shape == (3, 64, 64) and bb.kwargs == {"image_size": 64}
+        again = create_backbone(f"file:{save_backbone(bb, tmp_path / 'bb.safetensors')}")
+        assert again.transform(grey).shape == (3, 64, 64)
+
+
+@pytest.mark.parametrize("size", [0, 3.5, "64", True])
+def test_bad_image_size(size: object) -> None:
+    with pytest.raises(ModelError, match="image_size"):
+        create_backbone("timm:resnet18", image_size=size)
+
+
 @pytest.mark.usefixtures("no_network")
 def test_pretrained_without_offline_weights_needs_online() -> None:
     with pytest.raises(ModelError, match=r"no offline pretrained weights for 'timm:resnet18'.*--online"):

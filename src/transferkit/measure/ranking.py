@@ -40,9 +40,12 @@ def parse_candidate(text: str) -> tuple[str, bool]:
 
 def rank_backbones(
     dataset: DomainDataset, candidates: list[str], metrics: list[str], *, device: str = "auto",
-    online: bool = False, progress: bool = True, seed: int = 0,
+    online: bool = False, progress: bool = True, seed: int = 0, image_size: int | None = None,
 ) -> list[RankRow]:
     """Score every candidate with every metric; rows come back sorted by the first metric, best first.
+
+    ``image_size`` resizes the images for every ``timm:``/``torchvision:`` candidate (their weights' own
+    resolution otherwise): score at the size you will fine-tune at.
 
     Randomly initialised candidates draw their weights from ``seed``: the same twin on every call, so its
     cached features are reused and the ranking is reproducible.
@@ -66,6 +69,8 @@ def rank_backbones(
         kwargs: dict[str, Any] = {}
         if spec == "mlp":
             kwargs["in_features"] = int(np.asarray(dataset.inputs).shape[1])
+        if image_size is not None and spec.startswith(("timm:", "torchvision:")):
+            kwargs["image_size"] = image_size
         t0 = time.perf_counter()
         torch.manual_seed(seed)
         bb = create_backbone(spec, pretrained=pretrained, online=online, **kwargs)

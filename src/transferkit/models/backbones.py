@@ -220,7 +220,18 @@ def _mlp(in_features: int | None = None, hidden: int = 256, depth: int = 2, drop
 
 
 # -- timm and torchvision -----------------------------------------------------------------------
-def _timm_backbone(name: str, *, weights: Any, pretrained: bool, online: bool, **kwargs: Any) -> Backbone:
+def _input_size(data_cfg: dict[str, Any], image_size: int | None) -> dict[str, Any]:
+    """``image_size`` (backbone_kwargs) replaces the weights' resolution: small images, or CPU-sized training."""
+    if image_size is None:
+        return data_cfg
+    if not isinstance(image_size, int) or isinstance(image_size, bool) or not 8 <= image_size <= 4096:
+        raise ModelError(f"backbone_kwargs.image_size must be an integer number of pixels (8-4096), got {image_size!r}")
+    return {**data_cfg, "input_size": (data_cfg["input_size"][0], image_size, image_size)}
+
+
+def _timm_backbone(
+    name: str, *, weights: Any, pretrained: bool, online: bool, image_size: int | None = None, **kwargs: Any
+) -> Backbone:
     import timm
     from timm.data import create_transform, resolve_model_data_config
     from timm.models import group_parameters
@@ -244,14 +255,22 @@ def _timm_backbone(name: str, *, weights: Any, pretrained: bool, online: bool, *
     data_cfg = dict(resolve_model_data_config(model))
     if pretrained and spec in pkg.PACKAGE_WEIGHTS_PREPROCESS:
         data_cfg.update(pkg.PACKAGE_WEIGHTS_PREPROCESS[spec])
+    data_cfg = _input_size(data_cfg, image_size)
     tf = create_transform(**data_cfg, is_training=False)
     transform = _with_mode(tf, "RGB" if data_cfg["input_size"][0] == 3 else "L")
     groups = group_parameters(model, model.group_matcher(coarse=True))
     stage_names = [groups[k] for k in sorted(groups)]
-    return Backbone(model, model.num_features, spec, transform, stage_names, kwargs)
+    return Backbone(model, model.num_features, spec, transform, stage_names, _with_size(kwargs, image_size))
 
 
-def _torchvision_backbone(name: str, *, weights: Any, pretrained: bool, online: bool, **kwargs: Any) -> Backbone:
+def _with_size(kwargs: dict[str, Any], image_size: int | None) -> dict[str, Any]:
+    """The kwargs saved with the model: ``image_size`` included, so a reloaded model preprocesses alike."""
+    return kwargs if image_size is None else {**kwargs, "image_size": image_size}
+
+
+def _torchvision_backbone(
+    name: str, *, weights: Any, pretrained: bool, online: bool, image_size: int | None = None, **kwargs: Any
+) -> Backbone:
     import torchvision
     from timm.data import create_transform
 
@@ -290,10 +309,11 @@ def _torchvision_backbone(name: str, *, weights: Any, pretrained: bool, online: 
     }
     if pretrained and spec in pkg.PACKAGE_WEIGHTS_PREPROCESS:
         data_cfg.update(pkg.PACKAGE_WEIGHTS_PREPROCESS[spec])
+    data_cfg = _input_size(data_cfg, image_size)
     transform = _with_mode(create_transform(**data_cfg, is_training=False), "RGB")
     top = [n for n, _ in model.named_children()]
     stage_names = _torchvision_stages(model, top)
-    return Backbone(model, out_features, spec, transform, stage_names, kwargs)
+    return Backbone(model, out_features, spec, transform, stage_names, _with_size(kwargs, image_size))
 
 
 def _torchvision_stages(model: nn.Module, top: list[str]) -> list[list[str]]:
