@@ -6,7 +6,19 @@ target test split, so one run per (task, method, seed) gives the whole compariso
 result never more than 1 point below source-only where adaptation hurts, and at least 90% of the adaptation's
 gain kept where it helps.
 
-    TRANSFERKIT_DATA=../shared/data .venv/bin/python benchmarks/guard.py --methods dan,mcc   # Amazon, 12 tasks
+Suites (``--suites``):
+
+- ``amazon``: DAN (helps) and MCC (hurts on most tasks) on the 12 Amazon tasks, MLP 5000-50-2.
+- ``collapse``: DANN with an adversarial weight far too strong (``--collapse-weight``) on four Amazon tasks.
+- ``unrelated``: 20 Newsgroups comp/rec -> Amazon sentiment (labels pair by index only; see guard_tasks.py).
+- ``partial``: 20 Newsgroups, four source classes -> two target classes (two sub-group splits).
+- ``digits``: USPS -> MNIST (helps) and USPS -> MNIST digits 0-4 (partial), LeNet, DANN and CDAN.
+
+Every finished run (one seed) is appended to ``--results-jsonl`` with the guard's full record (decision, reasons,
+every label-free signal of both models), so a rule can be studied afterwards without training again
+(``--rule-study``), and ``--skip-done`` resumes an interrupted benchmark.
+
+    TRANSFERKIT_DATA=../shared/data .venv/bin/python benchmarks/guard.py --suites amazon,collapse,unrelated,partial
 """
 
 from __future__ import annotations
@@ -18,76 +30,178 @@ import platform
 import statistics
 import sys
 import time
+from collections import defaultdict
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from guard_tasks import digits_task, partial_task, unrelated_task
+
 from transferkit.config import parse_config
+from transferkit.data.registry import data_root
 from transferkit.experiment import fit
 
 DOMAINS = {"B": "books", "D": "dvd", "E": "electronics", "K": "kitchen"}
-TASKS = [f"{s}-{t}" for s in DOMAINS for t in DOMAINS if s != t]
+AMAZON_TASKS = [f"{s}-{t}" for s in DOMAINS for t in DOMAINS if s != t]
+MLP = {"backbone": "mlp", "backbone_kwargs": {"hidden": 50, "depth": 1, "dropout": 0.0}}
+
+
+def runs(args: argparse.Namespace, build_dir: Path) -> list[tuple[str, str, str, dict[str, Any]]]:
+    """(suite, method, task, config fields) for every run of the chosen suites."""
+    root = data_root(None)
+    text = {"model": MLP, "train": {"epochs": args.epochs, "lr": 1e-3, "threads": args.threads}}
+    out: list[tuple[str, str, str, dict[str, Any]]] = []
+    suites = args.suites.split(",")
+    if "amazon" in suites:
+        for method in ("dan", "mcc"):
+            for task in AMAZON_TASKS:
+                s, t = task.split("-")
+                out.append(("amazon", method, task, {
+                    **text, "data": {"source": f"amazon-{DOMAINS[s]}", "target": f"amazon-{DOMAINS[t]}"},
+                    "adapt": {"method": method}}))
+    if "collapse" in suites:
+        for task in ("B-D", "D-E", "E-K", "K-B"):
+            s, t = task.split("-")
+            out.append(("collapse", f"dann-w{args.collapse_weight:g}", task, {
+                **text, "data": {"source": f"amazon-{DOMAINS[s]}", "target": f"amazon-{DOMAINS[t]}"},
+                "adapt": {"method": "dann", "weight": args.collapse_weight}}))
+    for suite, builder, names in (("unrelated", unrelated_task, ("books", "kitchen")),
+                                  ("partial", partial_task, ("a", "b"))):
+        if suite in suites:
+            for name in names:
+                src, tgt = builder(root, build_dir, name)
+                for method in ("dann", "dan", "mcc"):
+                    out.append((suite, method, f"{suite}-{name}", {
+                        **text, "data": {"source": str(src), "target": str(tgt)}, "adapt": {"method": method}}))
+    if "digits" in suites:
+        for digits in (10, 5):
+            src, tgt = digits_task(root, build_dir, digits)
+            for method in ("dann", "cdan"):
+                out.append(("digits", method, f"usps-mnist0-{digits - 1}", {
+                    "data": {"source": str(src), "target": str(tgt), "batch_size": 64},
+                    "model": {"backbone": "lenet", "bottleneck_dim": 256},
+                    "train": {"epochs": args.digits_epochs, "lr": 1e-3, "threads": args.threads},
+                    "adapt": {"method": method}}))
+    return out
+
+
+def capture_arrays(path: Path | None) -> None:
+    """Save both candidates' label-free arrays (and nothing else) at ``path`` when the guard scores them, so a
+    rule can be studied later without training again."""
+    import numpy as np
+
+    from transferkit.measure import guard
+
+    original = getattr(guard.guard_signals, "__wrapped__", guard.guard_signals)
+
+    def wrapped(source_only: Any, adapted: Any, **kw: Any) -> dict[str, Any]:
+        if path is not None:
+            arrays = {}
+            for c in (source_only, adapted):
+                for k in ("target_logits", "target_features", "source_val_logits", "source_val_labels",
+                          "source_val_features", "source_train_features"):
+                    v = getattr(c, k)
+                    if v is not None:
+                        v = v[:: max(1, len(v) // 5000)] if k == "source_train_features" else v
+                        arrays[f"{c.name}/{k}"] = v.astype(np.float16) if "features" in k else v
+            np.savez_compressed(path, **arrays)
+        return original(source_only, adapted, **kw)
+
+    wrapped.__wrapped__ = original  # type: ignore[attr-defined]
+    guard.guard_signals = wrapped
+
+
+def run_seed(suite: str, method: str, task: str, fields: dict[str, Any], seed: int, output_dir: str,
+             arrays_dir: str | None = None) -> dict[str, Any]:
+    fields = {**fields, "data": {"val_fraction": 0.1, **fields["data"]}}
+    cfg = parse_config({**fields, "name": f"{suite}-{task}-{method.replace('+', 'plus')}", "output_dir": output_dir,
+                        "seeds": [seed], "adapt": {**fields["adapt"], "guard": True}})
+    arrays = Path(arrays_dir) / f"{suite}-{task}-{method}-seed{seed}.npz" if arrays_dir else None
+    if arrays is not None:
+        arrays.parent.mkdir(parents=True, exist_ok=True)
+    capture_arrays(arrays)
+    t0 = time.perf_counter()
+    r = fit(cfg, overwrite=True, progress=False)["per_seed"][0]
+    ev = r["evaluations"]
+    return {"suite": suite, "method": method, "task": task, "seed": seed, "seconds": time.perf_counter() - t0,
+            "adapted": ev["target_adapted"]["accuracy"], "source_only": ev["target_source_only"]["accuracy"],
+            "guarded": ev["target"]["accuracy"], "guard": r["guard"], "arrays": str(arrays) if arrays else None}
+
+
+def table(rows: list[dict[str, Any]], keep: Any = None) -> list[str]:
+    """Markdown rows per (suite, method, task) and per (suite, method) average; ``keep(row) -> bool`` re-decides."""
+    groups: dict[tuple[str, str], dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        groups[(r["suite"], r["method"])][r["task"]].append(r)
+
+    def guarded(r: dict[str, Any]) -> float:
+        if keep is None:
+            return r["guarded"]
+        return r["adapted"] if keep(r) else r["source_only"]
+
+    lines = ["| suite | method | task | adapted (no guard) | source-only | guarded | kept adapted |",
+             "|---|---|---|---:|---:|---:|---:|"]
+    for (suite, method), tasks in groups.items():
+        means = []
+        for task, rs in tasks.items():
+            m = [100 * statistics.fmean(x) for x in ([r["adapted"] for r in rs], [r["source_only"] for r in rs],
+                                                     [guarded(r) for r in rs])]
+            kept = sum(guarded(r) == r["adapted"] and (keep(r) if keep else r["guard"]["keep"] == "adapted")
+                       for r in rs)
+            means.append(m)
+            lines.append(f"| {suite} | {method} | {task} | {m[0]:.1f} | {m[1]:.1f} | {m[2]:.1f} | {kept}/{len(rs)} |")
+        a, s, g = (statistics.fmean(m[i] for m in means) for i in range(3))
+        verdict = f"{100 * (g - s) / (a - s):.0f}% of the gain kept" if a > s else f"guarded − source-only {g - s:+.1f}"
+        lines.append(f"| {suite} | {method} | **average** | {a:.1f} | {s:.1f} | {g:.1f} | {verdict} |")
+    return lines
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--tasks", default=",".join(TASKS))
-    p.add_argument("--methods", default="dan,mcc")
+    p.add_argument("--suites", default="amazon,collapse,unrelated,partial")
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--epochs", type=int, default=20, help="epochs of the text (MLP) runs")
+    p.add_argument("--digits-epochs", type=int, default=5)
+    p.add_argument("--collapse-weight", type=float, default=30.0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--output-dir", default="runs/bench-guard")
-    p.add_argument("--json", default=None)
+    p.add_argument("--build-dir", default="runs/bench-guard-data", help="where the built .npz tasks are kept")
+    p.add_argument("--results-jsonl", default="runs/bench-guard/results.jsonl")
+    p.add_argument("--skip-done", action="store_true")
+    p.add_argument("--save-arrays", default=None, help="keep both models' label-free outputs of every run here")
+    p.add_argument("--only-table", action="store_true", help="print the table of --results-jsonl, train nothing")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     seeds = [int(s) for s in args.seeds.split(",")]
+    results = Path(args.results_jsonl)
+    results.parent.mkdir(parents=True, exist_ok=True)
+    Path(args.build_dir).mkdir(parents=True, exist_ok=True)
     print(f"# negative-transfer guard, {date.today()}\n\ncommand: `{' '.join([Path(sys.executable).name, *sys.argv])}`")
     print(f"machine: {platform.platform()}, {os.cpu_count()} CPUs, {args.threads} torch thread(s); "
-          f"torch {torch.__version__}; Amazon MLP 5000-50-2 as in benchmarks/amazon.py, {args.epochs} epochs, "
+          f"torch {torch.__version__}; text tasks: MLP 5000-50-C, {args.epochs} epochs, Adam lr 1e-3; "
           f"seeds {seeds}\n", flush=True)
-    rows: dict[str, dict[str, dict[str, list[float]]]] = {}
+    done = [json.loads(line) for line in results.read_text().splitlines()] if results.exists() else []
+    have = {(r["suite"], r["method"], r["task"], r["seed"]) for r in done}
     t_all = time.perf_counter()
-    for method in args.methods.split(","):
-        rows[method] = {}
-        for task in args.tasks.split(","):
-            s, t = task.split("-")
-            cfg = parse_config({
-                "name": f"{task}-{method.replace('+', 'plus')}", "output_dir": args.output_dir, "seeds": seeds,
-                "data": {"source": f"amazon-{DOMAINS[s]}", "target": f"amazon-{DOMAINS[t]}", "val_fraction": 0.1},
-                "model": {"backbone": "mlp", "backbone_kwargs": {"hidden": 50, "depth": 1, "dropout": 0.0}},
-                "adapt": {"method": method, "guard": True},
-                "train": {"epochs": args.epochs, "lr": 1e-3, "threads": args.threads},
-            })
-            report = fit(cfg, overwrite=True, progress=False)
-            per = report["per_seed"]
-            rows[method][task] = {
-                "adapted": [r["evaluations"]["target_adapted"]["accuracy"] for r in per],
-                "source_only": [r["evaluations"]["target_source_only"]["accuracy"] for r in per],
-                "guarded": [r["evaluations"]["target"]["accuracy"] for r in per],
-                "kept_adapted": [r["guard"]["keep"] == "adapted" for r in per],
-            }
-            r = rows[method][task]
-            print(f"{method} {task}: adapted {100 * statistics.fmean(r['adapted']):.1f}, source-only "
-                  f"{100 * statistics.fmean(r['source_only']):.1f}, guarded {100 * statistics.fmean(r['guarded']):.1f}"
-                  f" (kept adapted {sum(r['kept_adapted'])}/{len(seeds)})", flush=True)
-    print("\n| method | task | adapted (no guard) | source-only | guarded | kept adapted |")
-    print("|---|---|---:|---:|---:|---:|")
-    for method, tasks in rows.items():
-        for task, r in tasks.items():
-            print(f"| {method} | {task} | " + " | ".join(f"{100 * statistics.fmean(r[k]):.1f}"
-                                                        for k in ("adapted", "source_only", "guarded"))
-                  + f" | {sum(r['kept_adapted'])}/{len(seeds)} |")
-        mean = {k: 100 * statistics.fmean(statistics.fmean(r[k]) for r in tasks.values())
-                for k in ("adapted", "source_only", "guarded")}
-        gain = mean["adapted"] - mean["source_only"]
-        kept = (mean["guarded"] - mean["source_only"]) / gain if gain > 0 else None
-        print(f"| {method} | **average** | {mean['adapted']:.1f} | {mean['source_only']:.1f} | {mean['guarded']:.1f} | "
-              + (f"{100 * kept:.0f}% of the gain kept |" if kept is not None else
-                 f"guarded − source-only {mean['guarded'] - mean['source_only']:+.1f} |"))
+    if not args.only_table:
+        for suite, method, task, fields in runs(args, Path(args.build_dir)):
+            for seed in seeds:
+                if args.skip_done and (suite, method, task, seed) in have:
+                    continue
+                row = run_seed(suite, method, task, fields, seed, args.output_dir, args.save_arrays)
+                with results.open("a") as f:
+                    f.write(json.dumps(row) + "\n")
+                done.append(row)
+                print(f"{suite} {method} {task} seed {seed}: adapted {100 * row['adapted']:.1f}, source-only "
+                      f"{100 * row['source_only']:.1f}, guarded {100 * row['guarded']:.1f} "
+                      f"({row['guard']['keep']}; {row['seconds']:.0f} s)", flush=True)
+    latest = {(r["suite"], r["method"], r["task"], r["seed"]): r for r in done if r["seed"] in seeds}
+    print("\n" + "\n".join(table(list(latest.values()))))
     print(f"\ntotal {(time.perf_counter() - t_all) / 60:.1f} min")
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2))
 
 
 if __name__ == "__main__":

@@ -164,10 +164,13 @@ def fit_seed(
         plain = cfg.model_copy(update={"adapt": cfg.adapt.model_copy(update={"method": "none"})})
         _train(plain, baseline, replace(data, target_train=None), run, seed, prefix="source-only-", resume=resume,
                progress=progress)
-        decision, gap = _guard(cfg, model, baseline, data, kw)
-        if data.target_eval is not None:  # reported, never used to decide
-            evals["target_adapted"] = score(model, data.target_eval, **kw)
-            evals["target_source_only"] = score(baseline, data.target_eval, **kw)
+        # Both models share one architecture, hence one preprocessing: computed once for all their predictions.
+        shared = _preprocessed(data, model, cfg.data.cache_mb * 2**20)
+        decision, gap = _guard(cfg, model, baseline, shared, kw)
+        if shared.target_eval is not None:  # reported, never used to decide
+            evals["target_adapted"] = score(model, shared.target_eval, **kw, preprocessed=_cached(shared.target_eval))
+            evals["target_source_only"] = score(baseline, shared.target_eval, **kw,
+                                                preprocessed=_cached(shared.target_eval))
         if decision.keep == "source-only":
             model.load_state_dict(baseline.state_dict())
         guard = {**decision.to_dict(), "gap": gap}
@@ -212,13 +215,30 @@ def _candidate(name: str, model: TransferModel, val: DomainDataset, target: Doma
                train: DomainDataset | None, kw: dict[str, Any]) -> Any:
     from transferkit.measure.selection import Candidate
 
-    fv, lv, yv = predict_outputs(model, val, **kw)
-    ft, lt, _ = predict_outputs(model, target, **kw)
+    fv, lv, yv = predict_outputs(model, val, **kw, preprocessed=_cached(val))
+    ft, lt, _ = predict_outputs(model, target, **kw, preprocessed=_cached(target))
     cand = Candidate(name, lt.numpy(), lv.numpy(), yv.numpy(), source_val_features=fv.numpy(),
                      target_features=ft.numpy())
     if train is not None:
-        cand.source_train_features = predict_outputs(model, train, **kw)[0].numpy()
+        cand.source_train_features = predict_outputs(model, train, **kw, preprocessed=_cached(train))[0].numpy()
     return cand
+
+
+def _cached(ds: DomainDataset | None) -> bool:
+    return ds is not None and ds.cache is not None
+
+
+def _preprocessed(data: RunData, model: TransferModel, max_bytes: int) -> RunData:
+    """``data`` with each split the guard predicts on preprocessed once by ``model``'s transform, where it fits
+    in ``max_bytes`` (``data.cache_mb``) and the split has no transform of its own; other splits stay as they are."""
+    def prep(ds: DomainDataset | None) -> DomainDataset | None:
+        if ds is None or ds.transform is not None or model.transform is None or max_bytes <= 0:
+            return ds
+        cached = ds.with_transform(model.transform).precomputed(max_bytes)
+        return cached if cached.cache is not None else ds
+
+    return replace(data, source_train=prep(data.source_train), source_val=prep(data.source_val),
+                   target_train=prep(data.target_train), target_eval=prep(data.target_eval))
 
 
 def _guard(
@@ -227,11 +247,11 @@ def _guard(
     """The negative-transfer guard's decision (:mod:`transferkit.measure.guard`), from label-free outputs only,
     and the domain gap on each model's features: before (source-only) and after adaptation."""
     from transferkit.measure.discrepancy import measure_gap
-    from transferkit.measure.guard import guard_decision
+    from transferkit.measure.guard import guard_decision, guard_signals
 
     val = data.source_val if data.source_val is not None else data.source_train
     assert data.target_train is not None  # an adaptation method always has one
-    train = data.source_train if cfg.adapt.guard_validator in ("iwcv", "dev") else None
+    train = data.source_train
     candidates = [_candidate(name, m, val, data.target_train, train, kw)
                   for name, m in (("source-only", baseline), ("adapted", adapted))]
     gap = {
@@ -241,7 +261,9 @@ def _guard(
         for c in candidates
     }
     decision = guard_decision(*candidates, max_source_drop=cfg.adapt.guard_max_source_drop,
+                              max_confident_flips=cfg.adapt.guard_max_confident_flips,
                               validator=cfg.adapt.guard_validator)
+    decision.numbers["signals"] = guard_signals(*candidates)
     return decision, gap
 
 

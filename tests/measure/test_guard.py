@@ -83,3 +83,47 @@ def test_fit_falls_back_to_source_only_when_a_huge_lambda_collapses_the_target(t
     assert ev["target"]["accuracy"] == ev["target_source_only"]["accuracy"] > ev["target_adapted"]["accuracy"]
     md = (tmp_path / "runs" / "w1000.0-True" / "report.md").read_text()
     assert "Negative-transfer guard" in md and "kept **source-only**" in md and "MMD²" in md
+
+
+def test_confident_flips_count_only_the_source_only_models_surest_items() -> None:
+    from transferkit.measure.guard import confident_flips
+
+    # source-only: items 0-4 sure (class 0), items 5-9 unsure (class 0 by a hair)
+    s = np.array([[5.0, 0.0]] * 5 + [[0.1, 0.0]] * 5)
+    relabel_unsure = np.array([[5.0, 0.0]] * 5 + [[0.0, 5.0]] * 5)
+    relabel_sure = np.array([[0.0, 5.0]] * 2 + [[5.0, 0.0]] * 8)
+    assert confident_flips(s, relabel_unsure) == 0.0  # correcting where it was unsure is what adaptation is for
+    assert confident_flips(s, relabel_sure) == pytest.approx(0.4)  # 2 of the 5 surest
+    assert confident_flips(s, relabel_sure, share=0.2) == pytest.approx(1.0)
+
+
+def test_falls_back_when_adaptation_relabels_what_source_only_was_sure_of() -> None:
+    flipped = GOOD.copy()
+    flipped[:8] = np.roll(flipped[:8], 1, axis=1)  # 8 of the 40 (all equally sure) relabelled: 20%
+    d = guard_decision(_cand("source-only", GOOD), _cand("adapted", flipped), max_confident_flips=0.1)
+    assert d.keep == "source-only" and "20.0%" in d.reasons[0]
+    assert d.numbers["confident_flips"] == pytest.approx(0.2)
+    assert guard_decision(_cand("s", GOOD), _cand("a", flipped), max_confident_flips=None).keep == "adapted"
+
+
+def test_config_default_matches_the_guard_default() -> None:
+    from transferkit.config import AdaptConfig
+    from transferkit.measure.guard import DEFAULT_MAX_CONFIDENT_FLIPS
+
+    assert AdaptConfig().guard_max_confident_flips == DEFAULT_MAX_CONFIDENT_FLIPS
+
+
+def test_signals_pair_the_two_models_on_the_same_items() -> None:
+    from transferkit.measure.guard import guard_signals
+
+    rng = np.random.default_rng(0)
+    feats = rng.normal(size=(40, 3))
+    s = Candidate("source-only", GOOD, GOOD, Y, source_val_features=feats, target_features=feats + 1,
+                  source_train_features=feats)
+    a = Candidate("adapted", GOOD / 2, GOOD, Y, source_val_features=feats, target_features=feats,
+                  source_train_features=feats)
+    sig = guard_signals(s, a)
+    assert sig["agreement"] == 1.0 and sig["confident_flips"]["top_0.5"] == 0.0
+    assert sig["weighted_source_accuracy"] == {"source-only": 1.0, "adapted": 1.0}
+    assert 0 < sig["weights_effective_share"] <= 1
+    assert sig["entropy"]["source-only"] > sig["entropy"]["adapted"]  # halved logits: less sure on the target

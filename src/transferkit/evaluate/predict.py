@@ -21,10 +21,12 @@ def predict_logits(
     num_workers: int = 0,
     device: str = "auto",
     progress: bool = False,
+    preprocessed: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits ``(N, C)`` and labels ``(N,)`` (-1 when unlabelled), in dataset order."""
     _, logits, labels = predict_outputs(
-        model, dataset, batch_size=batch_size, num_workers=num_workers, device=device, progress=progress
+        model, dataset, batch_size=batch_size, num_workers=num_workers, device=device, progress=progress,
+        preprocessed=preprocessed,
     )
     return logits, labels
 
@@ -38,10 +40,15 @@ def predict_outputs(
     num_workers: int = 0,
     device: str = "auto",
     progress: bool = False,
+    preprocessed: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Features (what the head sees), logits and labels (-1 when unlabelled), in dataset order."""
+    """Features (what the head sees), logits and labels (-1 when unlabelled), in dataset order.
+
+    ``preprocessed=True``: ``dataset`` already applies this model's preprocessing (e.g. a
+    :meth:`~transferkit.data.domain.DomainDataset.precomputed` copy shared by models of one architecture).
+    """
     dev = pick_device(device)
-    ds = dataset.with_transform(model.transform) if model.transform is not None else dataset
+    ds = dataset if preprocessed or model.transform is None else dataset.with_transform(model.transform)
     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     was_training = model.training
     model.eval().to(dev)

@@ -34,7 +34,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from transferkit.measure.selection import VALIDATORS, Candidate, collapse_check, source_accuracy
+import numpy as np
+
+from transferkit.measure.selection import VALIDATORS, Candidate, collapse_check, softmax, source_accuracy
+
+#: The confident-flips limit (see the module docstring and benchmarks/README.md for how it was chosen).
+DEFAULT_MAX_CONFIDENT_FLIPS: float | None = None
 
 
 @dataclass
@@ -48,16 +53,20 @@ class GuardDecision:
 
 
 def guard_decision(
-    source_only: Candidate, adapted: Candidate, *, max_source_drop: float = 0.05, validator: str | None = None,
+    source_only: Candidate, adapted: Candidate, *, max_source_drop: float = 0.05,
+    max_confident_flips: float | None = DEFAULT_MAX_CONFIDENT_FLIPS, validator: str | None = None,
 ) -> GuardDecision:
     """Apply the rule of the module docstring to two candidates (both need target and source-val logits)."""
     reasons = []
     col_s, col_a = collapse_check(source_only.target_logits), collapse_check(adapted.target_logits)
     acc_s, acc_a = source_accuracy(source_only), source_accuracy(adapted)
+    flips = confident_flips(source_only.target_logits, adapted.target_logits)
     numbers: dict[str, Any] = {
         "source_val_accuracy": {"source-only": acc_s, "adapted": acc_a},
         "collapse": {"source-only": asdict(col_s), "adapted": asdict(col_a)},
         "max_source_drop": max_source_drop,
+        "confident_flips": flips,
+        "max_confident_flips": max_confident_flips,
     }
     if col_a.collapsed and not col_s.collapsed:
         reasons.append(f"the adapted model's target predictions collapsed ({col_a.reason})")
@@ -66,6 +75,11 @@ def guard_decision(
             f"adaptation cost {100 * (acc_s - acc_a):.1f} points of source-validation accuracy "
             f"({100 * acc_s:.1f}% -> {100 * acc_a:.1f}%; more than {100 * max_source_drop:.0f} allowed)"
         )
+    if max_confident_flips is not None and flips > max_confident_flips:
+        reasons.append(
+            f"adaptation relabelled {100 * flips:.1f}% of the target items the source-only model was most sure of "
+            f"(more than {100 * max_confident_flips:.1f}% allowed)"
+        )
     if validator is not None:
         fn = VALIDATORS[validator][0]
         v_s, v_a = fn(source_only), fn(adapted)
@@ -73,3 +87,67 @@ def guard_decision(
         if v_a < v_s:
             reasons.append(f"validator {validator} scores the adapted model lower ({v_a:.4g} < {v_s:.4g})")
     return GuardDecision("source-only" if reasons else "adapted", reasons, numbers)
+
+
+def confident_flips(source_only_logits: np.ndarray, adapted_logits: np.ndarray, share: float = 0.5) -> float:
+    """Share of the ``share`` of target items the source-only model is most confident about that the adapted
+    model labels differently."""
+    ps = softmax(source_only_logits)
+    conf = ps.max(1)
+    k = max(1, round(share * len(conf)))
+    top = np.argsort(-conf, kind="stable")[:k]
+    return float((ps[top].argmax(1) != np.asarray(adapted_logits)[top].argmax(1)).mean())
+
+
+def guard_signals(
+    source_only: Candidate, adapted: Candidate, *, max_items: int = 2000, seed: int = 0
+) -> dict[str, Any]:
+    """Label-free numbers that compare the two models (recorded with the decision; not all are used by it).
+
+    ``agreement``: share of target items both models label alike; ``confident_flips``: share of the
+    source-only model's more confident half of the target that adaptation relabels; ``weighted_source_accuracy``:
+    source-validation accuracy with each item weighted by how target-like it looks *to the source-only model*
+    (one set of weights for both models, so the comparison is paired); and every validator that the
+    candidates' arrays allow.
+    """
+    ys, ya = source_only.target_logits.argmax(1), adapted.target_logits.argmax(1)
+    out: dict[str, Any] = {
+        "agreement": float((ys == ya).mean()),
+        "confident_flips": {f"top_{q:g}": confident_flips(source_only.target_logits, adapted.target_logits, q)
+                            for q in (0.1, 0.25, 0.5, 0.75)},
+    }
+    if source_only.source_train_features is not None and source_only.source_val_labels is not None:
+        from transferkit.adapt.shallow import ImportanceReweighter
+
+        rng = np.random.default_rng(seed)
+
+        def sub(x: np.ndarray) -> np.ndarray:
+            return x[rng.choice(len(x), max_items, replace=False)] if len(x) > max_items else x
+
+        w = ImportanceReweighter().fit(sub(source_only.source_train_features),
+                                       sub(source_only.target_features)).weights(source_only.source_val_features)
+        labels = np.asarray(source_only.source_val_labels)
+        out["weighted_source_accuracy"] = {
+            c.name: float((w * (c.source_val_logits.argmax(1) == labels)).sum() / w.sum())
+            for c in (source_only, adapted)
+        }
+        out["weights_effective_share"] = float(w.sum() ** 2 / (w ** 2).sum() / len(w))
+    for name, (fn, _) in VALIDATORS.items():
+        try:
+            out[name] = {c.name: fn(_subsampled(c, max_items, seed)) for c in (source_only, adapted)}
+        except Exception:
+            continue
+    return out
+
+
+def _subsampled(c: Candidate, max_items: int, seed: int) -> Candidate:
+    """``c`` with at most ``max_items`` target items (SND is quadratic in them)."""
+    from dataclasses import replace
+
+    n = len(c.target_logits)
+    idx = np.arange(n) if n <= max_items else np.random.default_rng(seed).choice(n, max_items, replace=False)
+    tf = c.target_features[idx] if c.target_features is not None else None
+    sf = c.source_train_features
+    if sf is not None and len(sf) > max_items:
+        sf = sf[np.random.default_rng(seed + 1).choice(len(sf), max_items, replace=False)]
+    return replace(c, target_logits=c.target_logits[idx], target_features=tf, source_train_features=sf)
