@@ -92,7 +92,10 @@ def importance_weights(c: Candidate, validator: str = "iwcv", max_weight: float 
     xs = _need(c.source_train_features, "source train features", validator)
     xt = _need(c.target_features, "target features", validator)
     xv = _need(c.source_val_features, "source validation features", validator)
-    return ImportanceReweighter(max_weight=max_weight).fit(xs, xt).weights(xv)
+    key = f"importance_weights/{max_weight}/{id(xs)}/{id(xt)}/{id(xv)}"  # IWCV and DEV share one domain classifier
+    if key not in c.meta:
+        c.meta[key] = ImportanceReweighter(max_weight=max_weight).fit(xs, xt).weights(xv)
+    return c.meta[key]
 
 
 # -- validators -------------------------------------------------------------------------------------
