@@ -111,9 +111,8 @@ class AdaptConfig(_Strict):
     guard_max_source_drop: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
         0.05, description="guard: largest loss of source-validation accuracy adaptation may cost"
     )
-    guard_max_confident_flips: Annotated[float, Field(ge=0.0, le=1.0)] | None = Field(
-        None, description="guard: largest share of the source-only model's surest target half adaptation may relabel"
-        " (null: no limit)"
+    guard_gap_alpha: Annotated[float, Field(gt=0.0, lt=1.0)] | None = Field(
+        0.05, description="guard: fall back when adaptation widens the MMD² gap at this significance (null: off)"
     )
     guard_validator: str | None = Field(None, description="guard: also require this label-free validator to agree")
 

@@ -246,25 +246,16 @@ def _guard(
 ) -> tuple[Any, dict[str, Any]]:
     """The negative-transfer guard's decision (:mod:`transferkit.measure.guard`), from label-free outputs only,
     and the domain gap on each model's features: before (source-only) and after adaptation."""
-    from transferkit.measure.discrepancy import measure_gap
     from transferkit.measure.guard import guard_decision, guard_signals
 
     val = data.source_val if data.source_val is not None else data.source_train
     assert data.target_train is not None  # an adaptation method always has one
-    train = data.source_train
-    candidates = [_candidate(name, m, val, data.target_train, train, kw)
+    candidates = [_candidate(name, m, val, data.target_train, data.source_train, kw)
                   for name, m in (("source-only", baseline), ("adapted", adapted))]
-    gap = {
-        c.name: {g.name: {"value": g.value, "p_value": g.p_value, "samples": g.samples}
-                 for g in measure_gap(c.source_val_features, c.target_features, measures=["mmd2", "proxy_a"],
-                                      max_samples=500, num_permutations=200)}
-        for c in candidates
-    }
     decision = guard_decision(*candidates, max_source_drop=cfg.adapt.guard_max_source_drop,
-                              max_confident_flips=cfg.adapt.guard_max_confident_flips,
-                              validator=cfg.adapt.guard_validator)
+                              gap_alpha=cfg.adapt.guard_gap_alpha, validator=cfg.adapt.guard_validator)
     decision.numbers["signals"] = guard_signals(*candidates)
-    return decision, gap
+    return decision, decision.numbers.pop("gap")
 
 
 def _train(

@@ -97,20 +97,25 @@ def test_confident_flips_count_only_the_source_only_models_surest_items() -> Non
     assert confident_flips(s, relabel_sure, share=0.2) == pytest.approx(1.0)
 
 
-def test_falls_back_when_adaptation_relabels_what_source_only_was_sure_of() -> None:
-    flipped = GOOD.copy()
-    flipped[:8] = np.roll(flipped[:8], 1, axis=1)  # 8 of the 40 (all equally sure) relabelled: 20%
-    d = guard_decision(_cand("source-only", GOOD), _cand("adapted", flipped), max_confident_flips=0.1)
-    assert d.keep == "source-only" and "20.0%" in d.reasons[0]
-    assert d.numbers["confident_flips"] == pytest.approx(0.2)
-    assert guard_decision(_cand("s", GOOD), _cand("a", flipped), max_confident_flips=None).keep == "adapted"
+def test_falls_back_when_adaptation_widens_the_domain_gap() -> None:
+    rng = np.random.default_rng(0)
+    src = rng.normal(size=(40, 3))
+    near = src + rng.normal(size=(40, 3)) * 0.01
+    s = Candidate("source-only", GOOD, GOOD, Y, source_val_features=src, target_features=near)
+    a = Candidate("adapted", GOOD, GOOD, Y, source_val_features=src, target_features=src + 3.0)  # pushed apart
+    d = guard_decision(s, a)
+    assert d.keep == "source-only" and "widened the domain gap" in d.reasons[0]
+    assert d.numbers["gap"]["adapted"]["mmd2"]["value"] > d.numbers["gap"]["source-only"]["mmd2"]["value"]
+    assert guard_decision(s, a, gap_alpha=None).keep == "adapted"
+    # the other way round (adaptation closed the gap) is what adaptation is for
+    assert guard_decision(Candidate("source-only", GOOD, GOOD, Y, source_val_features=src, target_features=src + 3.0),
+                          Candidate("adapted", GOOD, GOOD, Y, source_val_features=src, target_features=src)).keep \
+        == "adapted"
 
 
-def test_config_default_matches_the_guard_default() -> None:
-    from transferkit.config import AdaptConfig
-    from transferkit.measure.guard import DEFAULT_MAX_CONFIDENT_FLIPS
-
-    assert AdaptConfig().guard_max_confident_flips == DEFAULT_MAX_CONFIDENT_FLIPS
+def test_the_gap_rule_needs_features() -> None:
+    d = guard_decision(_cand("source-only", GOOD), _cand("adapted", GOOD))
+    assert d.keep == "adapted" and "gap" not in d.numbers
 
 
 def test_signals_pair_the_two_models_on_the_same_items() -> None:

@@ -13,7 +13,15 @@ The rule (:func:`guard_decision`). The final model falls back to source-only whe
    (default 0.05) below the source-only model's. Adaptation that must give up the labelled task to align
    the domains has found nothing shared to align; that is the signature of negative transfer in
    adversarial training (Wang et al., "Characterizing and Avoiding Negative Transfer", CVPR 2019).
-3. **Validator** (off by default: ``validator=None``): a label-free validator from
+3. **Gap grew**: on the adapted model's features the source and target are *further apart* than on the
+   source-only model's: a larger MMD² (multi-Gaussian kernel, median-heuristic bandwidths, so the two
+   feature spaces are compared on their own scales) that its permutation test also finds significant
+   (p < ``gap_alpha``, default 0.05). Every adaptation method is meant to shrink the divergence term of the
+   target-error bound (Ben-David et al., Machine Learning 2010); a run that widened it while the source error
+   stayed put has made the bound worse and optimised something else, typically target clusters that are not
+   the target's classes (seen with MCC on Amazon reviews, where it costs 4 points on average; see
+   benchmarks/README.md). Needs both candidates' features; skipped without them.
+4. **Validator** (off by default: ``validator=None``): a label-free validator from
    :data:`~transferkit.measure.selection.VALIDATORS` scores the adapted model below the source-only one.
 
 Otherwise the adapted model is kept. The run report records the decision, every number it used, and the
@@ -38,9 +46,6 @@ import numpy as np
 
 from transferkit.measure.selection import VALIDATORS, Candidate, collapse_check, softmax, source_accuracy
 
-#: The confident-flips limit (see the module docstring and benchmarks/README.md for how it was chosen).
-DEFAULT_MAX_CONFIDENT_FLIPS: float | None = None
-
 
 @dataclass
 class GuardDecision:
@@ -53,20 +58,19 @@ class GuardDecision:
 
 
 def guard_decision(
-    source_only: Candidate, adapted: Candidate, *, max_source_drop: float = 0.05,
-    max_confident_flips: float | None = DEFAULT_MAX_CONFIDENT_FLIPS, validator: str | None = None,
+    source_only: Candidate, adapted: Candidate, *, max_source_drop: float = 0.05, gap_alpha: float | None = 0.05,
+    validator: str | None = None, gap_samples: int = 500, gap_permutations: int = 200,
 ) -> GuardDecision:
-    """Apply the rule of the module docstring to two candidates (both need target and source-val logits)."""
+    """Apply the rule of the module docstring to two candidates (both need target and source-val logits;
+    the gap rule also needs their source-val and target features). ``gap_alpha=None`` turns the gap rule off."""
     reasons = []
     col_s, col_a = collapse_check(source_only.target_logits), collapse_check(adapted.target_logits)
     acc_s, acc_a = source_accuracy(source_only), source_accuracy(adapted)
-    flips = confident_flips(source_only.target_logits, adapted.target_logits)
     numbers: dict[str, Any] = {
         "source_val_accuracy": {"source-only": acc_s, "adapted": acc_a},
         "collapse": {"source-only": asdict(col_s), "adapted": asdict(col_a)},
         "max_source_drop": max_source_drop,
-        "confident_flips": flips,
-        "max_confident_flips": max_confident_flips,
+        "gap_alpha": gap_alpha,
     }
     if col_a.collapsed and not col_s.collapsed:
         reasons.append(f"the adapted model's target predictions collapsed ({col_a.reason})")
@@ -75,11 +79,15 @@ def guard_decision(
             f"adaptation cost {100 * (acc_s - acc_a):.1f} points of source-validation accuracy "
             f"({100 * acc_s:.1f}% -> {100 * acc_a:.1f}%; more than {100 * max_source_drop:.0f} allowed)"
         )
-    if max_confident_flips is not None and flips > max_confident_flips:
-        reasons.append(
-            f"adaptation relabelled {100 * flips:.1f}% of the target items the source-only model was most sure of "
-            f"(more than {100 * max_confident_flips:.1f}% allowed)"
-        )
+    gap = feature_gaps(source_only, adapted, max_samples=gap_samples, num_permutations=gap_permutations)
+    if gap is not None:
+        numbers["gap"] = gap
+        mmd_s, mmd_a = gap["source-only"]["mmd2"], gap["adapted"]["mmd2"]
+        if gap_alpha is not None and mmd_a["value"] > mmd_s["value"] and mmd_a["p_value"] < gap_alpha:
+            reasons.append(
+                f"adaptation widened the domain gap: MMD² {mmd_s['value']:.4f} on the source-only features -> "
+                f"{mmd_a['value']:.4f} on the adapted ones (p = {mmd_a['p_value']:.3f})"
+            )
     if validator is not None:
         fn = VALIDATORS[validator][0]
         v_s, v_a = fn(source_only), fn(adapted)
@@ -87,6 +95,23 @@ def guard_decision(
         if v_a < v_s:
             reasons.append(f"validator {validator} scores the adapted model lower ({v_a:.4g} < {v_s:.4g})")
     return GuardDecision("source-only" if reasons else "adapted", reasons, numbers)
+
+
+def feature_gaps(
+    source_only: Candidate, adapted: Candidate, *, max_samples: int = 500, num_permutations: int = 200,
+) -> dict[str, dict[str, dict[str, Any]]] | None:
+    """MMD² (with its permutation p-value) and proxy A-distance between source-val and target features, on
+    each model's own features: the gap before (source-only) and after adaptation. None without features."""
+    from transferkit.measure.discrepancy import measure_gap
+
+    if any(c.source_val_features is None or c.target_features is None for c in (source_only, adapted)):
+        return None
+    return {
+        c.name: {g.name: {"value": g.value, "p_value": g.p_value, "samples": g.samples}
+                 for g in measure_gap(c.source_val_features, c.target_features, measures=["mmd2", "proxy_a"],
+                                      max_samples=max_samples, num_permutations=num_permutations)}
+        for c in (source_only, adapted)
+    }
 
 
 def confident_flips(source_only_logits: np.ndarray, adapted_logits: np.ndarray, share: float = 0.5) -> float:
