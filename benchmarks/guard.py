@@ -132,6 +132,20 @@ def run_seed(suite: str, method: str, task: str, fields: dict[str, Any], seed: i
             "guarded": ev["target"]["accuracy"], "guard": r["guard"], "arrays": str(arrays) if arrays else None}
 
 
+def rule_keeps_adapted(row: dict[str, Any], max_source_drop: float = 0.05, gap_alpha: float | None = 0.05) -> bool:
+    """The guard's rule (transferkit.measure.guard.guard_decision) re-applied to a run's recorded numbers, so
+    that runs recorded under an earlier rule are scored under the current one without training again."""
+    n, gap = row["guard"]["numbers"], row["guard"]["gap"]
+    col = n["collapse"]
+    if col["adapted"]["collapsed"] and not col["source-only"]["collapsed"]:
+        return False
+    acc = n["source_val_accuracy"]
+    if acc["adapted"] < acc["source-only"] - max_source_drop:
+        return False
+    mmd_s, mmd_a = gap["source-only"]["mmd2"], gap["adapted"]["mmd2"]
+    return not (gap_alpha is not None and mmd_a["value"] > mmd_s["value"] and mmd_a["p_value"] < gap_alpha)
+
+
 def table(rows: list[dict[str, Any]], keep: Any = None) -> list[str]:
     """Markdown rows per (suite, method, task) and per (suite, method) average; ``keep(row) -> bool`` re-decides."""
     groups: dict[tuple[str, str], dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
@@ -170,21 +184,25 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--output-dir", default="runs/bench-guard")
     p.add_argument("--build-dir", default="runs/bench-guard-data", help="where the built .npz tasks are kept")
-    p.add_argument("--results-jsonl", default="runs/bench-guard/results.jsonl")
+    p.add_argument("--results-jsonl", default="runs/bench-guard/results.jsonl",
+                   help="comma-separated: read all, append to the first")
     p.add_argument("--skip-done", action="store_true")
     p.add_argument("--save-arrays", default=None, help="keep both models' label-free outputs of every run here")
     p.add_argument("--only-table", action="store_true", help="print the table of --results-jsonl, train nothing")
+    p.add_argument("--redecide", action="store_true",
+                   help="score every recorded run by the current rule (rule_keeps_adapted) instead of its own decision")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     seeds = [int(s) for s in args.seeds.split(",")]
-    results = Path(args.results_jsonl)
+    paths = [Path(x) for x in args.results_jsonl.split(",")]  # runs are appended to the first; all are read
+    results = paths[0]
     results.parent.mkdir(parents=True, exist_ok=True)
     Path(args.build_dir).mkdir(parents=True, exist_ok=True)
     print(f"# negative-transfer guard, {date.today()}\n\ncommand: `{' '.join([Path(sys.executable).name, *sys.argv])}`")
     print(f"machine: {platform.platform()}, {os.cpu_count()} CPUs, {args.threads} torch thread(s); "
           f"torch {torch.__version__}; text tasks: MLP 5000-50-C, {args.epochs} epochs, Adam lr 1e-3; "
           f"seeds {seeds}\n", flush=True)
-    done = [json.loads(line) for line in results.read_text().splitlines()] if results.exists() else []
+    done = [json.loads(line) for path in paths if path.exists() for line in path.read_text().splitlines()]
     have = {(r["suite"], r["method"], r["task"], r["seed"]) for r in done}
     t_all = time.perf_counter()
     if not args.only_table:
@@ -200,7 +218,7 @@ def main() -> None:
                       f"{100 * row['source_only']:.1f}, guarded {100 * row['guarded']:.1f} "
                       f"({row['guard']['keep']}; {row['seconds']:.0f} s)", flush=True)
     latest = {(r["suite"], r["method"], r["task"], r["seed"]): r for r in done if r["seed"] in seeds}
-    print("\n" + "\n".join(table(list(latest.values()))))
+    print("\n" + "\n".join(table(list(latest.values()), rule_keeps_adapted if args.redecide else None)))
     print(f"\ntotal {(time.perf_counter() - t_all) / 60:.1f} min")
 
 
