@@ -114,6 +114,9 @@ class AdaptConfig(_Strict):
     guard_gap_alpha: Annotated[float, Field(gt=0.0, lt=1.0)] | None = Field(
         0.05, description="guard: fall back when adaptation widens the MMD² gap at this significance (null: off)"
     )
+    guard_absent_weight: Annotated[float, Field(gt=0.0, lt=1.0)] | None = Field(
+        0.1, description="guard: class weight below which a source class counts as absent from the target (null: off)"
+    )
     guard_validator: str | None = Field(None, description="guard: also require this label-free validator to agree")
 
     @field_validator("guard_validator")

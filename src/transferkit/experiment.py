@@ -253,7 +253,8 @@ def _guard(
     candidates = [_candidate(name, m, val, data.target_train, data.source_train, kw)
                   for name, m in (("source-only", baseline), ("adapted", adapted))]
     decision = guard_decision(*candidates, max_source_drop=cfg.adapt.guard_max_source_drop,
-                              gap_alpha=cfg.adapt.guard_gap_alpha, validator=cfg.adapt.guard_validator)
+                              gap_alpha=cfg.adapt.guard_gap_alpha, absent_weight=cfg.adapt.guard_absent_weight,
+                              validator=cfg.adapt.guard_validator)
     decision.numbers["signals"] = guard_signals(*candidates)
     return decision, decision.numbers.pop("gap")
 

@@ -113,6 +113,35 @@ def test_falls_back_when_adaptation_widens_the_domain_gap() -> None:
         == "adapted"
 
 
+def _onehot(labels: np.ndarray, classes: int = 10) -> np.ndarray:
+    return np.eye(classes)[labels] * 6.0
+
+
+def test_falls_back_when_adaptation_fills_classes_the_target_lacks() -> None:
+    y = np.arange(200) % 5  # a target with digits 0-4 only, which source-only sees
+    val = _onehot(np.arange(100) % 10)
+    spread = y.copy()
+    spread[::4] += 5  # adaptation moves a quarter of the target into the absent classes 5-9
+    s = Candidate("source-only", _onehot(y), val, np.arange(100) % 10)
+    d = guard_decision(s, Candidate("adapted", _onehot(spread), val, np.arange(100) % 10))
+    assert d.keep == "source-only" and "absent" in d.reasons[0]
+    assert d.numbers["absent_classes"]["classes"] == [5, 6, 7, 8, 9]
+    assert d.numbers["absent_classes"]["adapted_share"] == pytest.approx(0.25)
+    assert d.numbers["absent_classes"]["limit"] == pytest.approx(0.2)
+    assert guard_decision(s, Candidate("adapted", _onehot(spread), val, np.arange(100) % 10),
+                          absent_weight=None).keep == "adapted"
+
+
+def test_finding_one_class_the_source_only_model_missed_is_kept() -> None:
+    y = np.arange(200) % 10
+    missed = np.where(y == 9, 8, y)  # source-only never predicts 9
+    val = _onehot(np.arange(100) % 10)
+    d = guard_decision(Candidate("source-only", _onehot(missed), val, np.arange(100) % 10),
+                       Candidate("adapted", _onehot(y), val, np.arange(100) % 10))
+    assert d.numbers["absent_classes"]["classes"] == [9]
+    assert d.keep == "adapted"  # 10% into class 9: one class's even share among 9 present (11.1%) is not exceeded
+
+
 def test_the_gap_rule_needs_features() -> None:
     d = guard_decision(_cand("source-only", GOOD), _cand("adapted", GOOD))
     assert d.keep == "adapted" and "gap" not in d.numbers

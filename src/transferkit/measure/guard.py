@@ -21,7 +21,15 @@ The rule (:func:`guard_decision`). The final model falls back to source-only whe
    stayed put has made the bound worse and optimised something else, typically target clusters that are not
    the target's classes (seen with MCC on Amazon reviews, where it costs 4 points on average; see
    benchmarks/README.md). Needs both candidates' features; skipped without them.
-4. **Validator** (off by default: ``validator=None``): a label-free validator from
+4. **Absent classes** (partial label overlap): the source-only model's mean target prediction, scaled so
+   its largest class is 1, estimates which source classes the target has (the class weights of partial
+   adaptation, Cao et al., "Partial Adversarial Domain Adaptation", ECCV 2018); a class below
+   ``absent_weight`` (default 0.1) is deemed absent. Aligning a whole source with a target that lacks some of
+   its classes pushes target items into them. The adapted model falls back when it puts more of the target
+   into the absent classes, together, than one present class would get under an even split
+   (1 / #present) and more than the source-only model does. One class the source-only model missed and the
+   adapted model rightly finds gets about one class's share, so it does not trip the rule.
+5. **Validator** (off by default: ``validator=None``): a label-free validator from
    :data:`~transferkit.measure.selection.VALIDATORS` scores the adapted model below the source-only one.
 
 Otherwise the adapted model is kept. The run report records the decision, every number it used, and the
@@ -59,10 +67,12 @@ class GuardDecision:
 
 def guard_decision(
     source_only: Candidate, adapted: Candidate, *, max_source_drop: float = 0.05, gap_alpha: float | None = 0.05,
-    validator: str | None = None, gap_samples: int = 500, gap_permutations: int = 200,
+    absent_weight: float | None = 0.1, validator: str | None = None, gap_samples: int = 500,
+    gap_permutations: int = 200,
 ) -> GuardDecision:
     """Apply the rule of the module docstring to two candidates (both need target and source-val logits;
-    the gap rule also needs their source-val and target features). ``gap_alpha=None`` turns the gap rule off."""
+    the gap rule also needs their source-val and target features). ``gap_alpha=None`` / ``absent_weight=None``
+    turn the gap / absent-class rules off."""
     reasons = []
     col_s, col_a = collapse_check(source_only.target_logits), collapse_check(adapted.target_logits)
     acc_s, acc_a = source_accuracy(source_only), source_accuracy(adapted)
@@ -88,6 +98,16 @@ def guard_decision(
                 f"adaptation widened the domain gap: MMD² {mmd_s['value']:.4f} on the source-only features -> "
                 f"{mmd_a['value']:.4f} on the adapted ones (p = {mmd_a['p_value']:.3f})"
             )
+    if absent_weight is not None:
+        absent = absent_classes(source_only, adapted, absent_weight)
+        numbers["absent_classes"] = absent
+        if absent["classes"] and absent["adapted_share"] > max(absent["limit"], absent["source_only_share"]):
+            reasons.append(
+                f"adaptation put {100 * absent['adapted_share']:.1f}% of the target into classes "
+                f"{absent['classes']} that the source-only model finds absent from it (source-only: "
+                f"{100 * absent['source_only_share']:.1f}%; one present class's even share: "
+                f"{100 * absent['limit']:.1f}%)"
+            )
     if validator is not None:
         fn = VALIDATORS[validator][0]
         v_s, v_a = fn(source_only), fn(adapted)
@@ -95,6 +115,22 @@ def guard_decision(
         if v_a < v_s:
             reasons.append(f"validator {validator} scores the adapted model lower ({v_a:.4g} < {v_s:.4g})")
     return GuardDecision("source-only" if reasons else "adapted", reasons, numbers)
+
+
+def absent_classes(source_only: Candidate, adapted: Candidate, absent_weight: float = 0.1) -> dict[str, Any]:
+    """Which classes the target seems to lack (by the source-only model's mean prediction) and how much of the
+    target each model assigns to them."""
+    weights = softmax(source_only.target_logits).mean(0)
+    weights = weights / weights.max()
+    absent = weights < absent_weight
+    present = int((~absent).sum())
+    return {
+        "classes": [int(c) for c in np.flatnonzero(absent)],
+        "class_weights": [round(float(w), 4) for w in weights],
+        "source_only_share": float(absent[source_only.target_logits.argmax(1)].mean()),
+        "adapted_share": float(absent[np.asarray(adapted.target_logits).argmax(1)].mean()),
+        "limit": 1.0 / present,
+    }
 
 
 def feature_gaps(
