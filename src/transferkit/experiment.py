@@ -256,7 +256,7 @@ def _guard(
                               gap_alpha=cfg.adapt.guard_gap_alpha, absent_weight=cfg.adapt.guard_absent_weight,
                               validator=cfg.adapt.guard_validator)
     decision.numbers["signals"] = guard_signals(*candidates)
-    return decision, decision.numbers.pop("gap")
+    return decision, decision.numbers.pop("gap", {})
 
 
 def _train(
