@@ -133,35 +133,25 @@ def run_seed(suite: str, method: str, task: str, fields: dict[str, Any], seed: i
             "guarded": ev["target"]["accuracy"], "guard": r["guard"], "arrays": str(arrays) if arrays else None}
 
 
-def rule_keeps_adapted(row: dict[str, Any], max_source_drop: float = 0.05, gap_alpha: float | None = 0.05,
-                       absent_weight: float | None = 0.1) -> bool:
-    """The guard's rule (transferkit.measure.guard.guard_decision) re-applied to a run's recorded numbers and
-    saved logits (``--save-arrays``), so that runs recorded under an earlier rule are scored under the current
-    one without training again."""
+def rule_keeps_adapted(row: dict[str, Any]) -> bool:
+    """The guard's rule re-applied to a recorded run (default settings): the gap from its record (computed by
+    the run itself, on float32 features), everything else by ``guard_decision`` on its saved logits
+    (``--save-arrays``). Runs recorded under an earlier rule are so scored under the current one."""
     import numpy as np
 
-    from transferkit.measure.guard import absent_classes
+    from transferkit.measure.guard import guard_decision
     from transferkit.measure.selection import Candidate
 
-    n, gap = row["guard"]["numbers"], row["guard"]["gap"]
-    col = n["collapse"]
-    if col["adapted"]["collapsed"] and not col["source-only"]["collapsed"]:
-        return False
-    acc = n["source_val_accuracy"]
-    if acc["adapted"] < acc["source-only"] - max_source_drop:
-        return False
+    gap = row["guard"]["gap"]
     mmd_s, mmd_a = gap["source-only"]["mmd2"], gap["adapted"]["mmd2"]
-    if gap_alpha is not None and mmd_a["value"] > mmd_s["value"] and mmd_a["p_value"] < gap_alpha:
+    if mmd_a["value"] > mmd_s["value"] and mmd_a["p_value"] < 0.05:
         return False
-    if absent_weight is not None:
-        if not row.get("arrays"):
-            raise SystemExit(f"--redecide needs the saved arrays of {row['suite']} {row['task']} (--save-arrays)")
-        arrays = np.load(row["arrays"])
-        s, a = (Candidate(c, arrays[f"{c}/target_logits"]) for c in ("source-only", "adapted"))
-        absent = absent_classes(s, a, absent_weight)
-        if absent["classes"] and absent["adapted_share"] > max(absent["limit"], absent["source_only_share"]):
-            return False
-    return True
+    if not row.get("arrays"):
+        raise SystemExit(f"--redecide needs the saved arrays of {row['suite']} {row['task']} (--save-arrays)")
+    arrays = np.load(row["arrays"])
+    s, a = (Candidate(c, arrays[f"{c}/target_logits"], arrays[f"{c}/source_val_logits"],
+                      arrays[f"{c}/source_val_labels"]) for c in ("source-only", "adapted"))
+    return guard_decision(s, a).keep == "adapted"  # no features given: the gap rule is the one above
 
 
 def table(rows: list[dict[str, Any]], keep: Any = None) -> list[str]:

@@ -117,6 +117,10 @@ class AdaptConfig(_Strict):
     guard_absent_weight: Annotated[float, Field(gt=0.0, lt=1.0)] | None = Field(
         0.1, description="guard: class weight below which a source class counts as absent from the target (null: off)"
     )
+    guard_flip_check: bool = Field(
+        True, description="guard: fall back when adaptation relabels more of the surest target half than the "
+        "source-only model's estimated error"
+    )
     guard_validator: str | None = Field(None, description="guard: also require this label-free validator to agree")
 
     @field_validator("guard_validator")

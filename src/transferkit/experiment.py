@@ -254,7 +254,7 @@ def _guard(
                   for name, m in (("source-only", baseline), ("adapted", adapted))]
     decision = guard_decision(*candidates, max_source_drop=cfg.adapt.guard_max_source_drop,
                               gap_alpha=cfg.adapt.guard_gap_alpha, absent_weight=cfg.adapt.guard_absent_weight,
-                              validator=cfg.adapt.guard_validator)
+                              flip_check=cfg.adapt.guard_flip_check, validator=cfg.adapt.guard_validator)
     decision.numbers["signals"] = guard_signals(*candidates)
     return decision, decision.numbers.pop("gap", {})
 

@@ -129,7 +129,7 @@ def test_falls_back_when_adaptation_fills_classes_the_target_lacks() -> None:
     assert d.numbers["absent_classes"]["adapted_share"] == pytest.approx(0.25)
     assert d.numbers["absent_classes"]["limit"] == pytest.approx(0.2)
     assert guard_decision(s, Candidate("adapted", _onehot(spread), val, np.arange(100) % 10),
-                          absent_weight=None).keep == "adapted"
+                          absent_weight=None, flip_check=False).keep == "adapted"
 
 
 def test_finding_one_class_the_source_only_model_missed_is_kept() -> None:
@@ -137,9 +137,41 @@ def test_finding_one_class_the_source_only_model_missed_is_kept() -> None:
     missed = np.where(y == 9, 8, y)  # source-only never predicts 9
     val = _onehot(np.arange(100) % 10)
     d = guard_decision(Candidate("source-only", _onehot(missed), val, np.arange(100) % 10),
-                       Candidate("adapted", _onehot(y), val, np.arange(100) % 10))
+                       Candidate("adapted", _onehot(y), val, np.arange(100) % 10), flip_check=False)
     assert d.numbers["absent_classes"]["classes"] == [9]
     assert d.keep == "adapted"  # 10% into class 9: one class's even share among 9 present (11.1%) is not exceeded
+
+
+def _binary(margins: np.ndarray) -> np.ndarray:
+    return np.stack([margins, -margins], axis=1)
+
+
+def test_atc_estimates_error_from_source_validation_confidence() -> None:
+    from transferkit.measure.guard import atc_error
+
+    val_margins = np.r_[np.full(80, 3.0), np.full(20, 0.2)]  # the 20% least sure are the wrong ones
+    val_labels = np.r_[np.zeros(80, int), np.ones(20, int)]
+    target = _binary(np.r_[np.full(60, 3.0), np.full(40, 0.1)])  # 40% of the target is as unsure as those
+    c = Candidate("source-only", target, _binary(val_margins), val_labels)
+    assert atc_error(c) == pytest.approx(0.4)
+
+
+def test_falls_back_when_adaptation_overwrites_the_sure_answers() -> None:
+    from transferkit.measure.guard import atc_error
+
+    val_labels = np.r_[np.zeros(90, int), np.ones(10, int)]
+    val = _binary(np.r_[np.full(90, 3.0), np.full(10, 0.2)])  # 10% wrong, all of them unsure
+    margins = np.r_[np.full(80, 3.0), np.full(20, 0.1)]  # 20% of the target as unsure as those: ATC error 0.2
+    s = Candidate("source-only", _binary(margins), val, val_labels)
+    assert atc_error(s) == pytest.approx(0.2)
+    fixes_unsure = _binary(np.r_[np.full(80, 3.0), np.full(20, -3.0)])  # relabels the unsure fifth only
+    assert guard_decision(s, Candidate("adapted", fixes_unsure, val, val_labels)).keep == "adapted"
+    overwrites = _binary(np.r_[np.full(15, -3.0), np.full(65, 3.0), np.full(20, 0.1)])  # 15 of the surest 50
+    d = guard_decision(s, Candidate("adapted", overwrites, val, val_labels))
+    assert d.keep == "source-only" and "surest" in d.reasons[0]
+    sure = d.numbers["sure_half"]
+    assert sure["relabelled"] == pytest.approx(0.3) and sure["source_only_error_estimate"] == pytest.approx(0.2)
+    assert guard_decision(s, Candidate("adapted", overwrites, val, val_labels), flip_check=False).keep == "adapted"
 
 
 def test_the_gap_rule_needs_features() -> None:

@@ -29,7 +29,15 @@ The rule (:func:`guard_decision`). The final model falls back to source-only whe
    into the absent classes, together, than one present class would get under an even split
    (1 / #present) and more than the source-only model does. One class the source-only model missed and the
    adapted model rightly finds gets about one class's share, so it does not trip the rule.
-5. **Validator** (off by default: ``validator=None``): a label-free validator from
+5. **Sure answers overwritten**: adaptation relabels a larger share of the half of the target the source-only
+   model is surest of than that model's estimated error rate on the whole target. The estimate is ATC
+   (Garg et al., "Leveraging Unlabeled Data to Predict Out-of-Distribution Performance", ICLR 2022): the
+   confidence threshold below which as many source-validation items fall as the model gets wrong there, and
+   the share of target items below it. Even if confidence said nothing about correctness, the surest half
+   would hold no more errors than that; relabelling more of it means overwriting answers that were right
+   (seen with a source from an unrelated domain: 20 Newsgroups -> Amazon reviews). On USPS -> MNIST, DANN
+   relabels 5-14% of the surest half against an estimated 23-34% error, and keeps its 17-26 point gain.
+6. **Validator** (off by default: ``validator=None``): a label-free validator from
    :data:`~transferkit.measure.selection.VALIDATORS` scores the adapted model below the source-only one.
 
 Otherwise the adapted model is kept. The run report records the decision, every number it used, and the
@@ -68,12 +76,12 @@ class GuardDecision:
 
 def guard_decision(
     source_only: Candidate, adapted: Candidate, *, max_source_drop: float = 0.05, gap_alpha: float | None = 0.05,
-    absent_weight: float | None = 0.1, validator: str | None = None, gap_samples: int = 500,
-    gap_permutations: int = 200,
+    absent_weight: float | None = 0.1, flip_check: bool = True, validator: str | None = None,
+    gap_samples: int = 500, gap_permutations: int = 200,
 ) -> GuardDecision:
     """Apply the rule of the module docstring to two candidates (both need target and source-val logits;
     the gap rule also needs their source-val and target features). ``gap_alpha=None`` / ``absent_weight=None``
-    turn the gap / absent-class rules off."""
+    turn the gap / absent-class rules off, ``flip_check=False`` the sure-answers rule."""
     reasons = []
     col_s, col_a = collapse_check(source_only.target_logits), collapse_check(adapted.target_logits)
     acc_s, acc_a = source_accuracy(source_only), source_accuracy(adapted)
@@ -108,6 +116,15 @@ def guard_decision(
                 f"{absent['classes']} that the source-only model finds absent from it (source-only: "
                 f"{100 * absent['source_only_share']:.1f}%; one present class's even share: "
                 f"{100 * absent['limit']:.1f}%)"
+            )
+    if flip_check:
+        flips = confident_flips(source_only.target_logits, adapted.target_logits)
+        error = atc_error(source_only)
+        numbers["sure_half"] = {"relabelled": flips, "source_only_error_estimate": error}
+        if flips > error:
+            reasons.append(
+                f"adaptation relabelled {100 * flips:.1f}% of the target half the source-only model is surest of, "
+                f"more than that model's estimated error on the whole target ({100 * error:.1f}%, ATC)"
             )
     if validator is not None:
         fn = VALIDATORS[validator][0]
@@ -149,6 +166,17 @@ def feature_gaps(
                                       max_samples=max_samples, num_permutations=num_permutations)}
         for c in (source_only, adapted)
     }
+
+
+def atc_error(c: Candidate) -> float:
+    """ATC's estimate of a model's target error (Garg et al., ICLR 2022; max-softmax score): the threshold
+    under which the share of source-validation items equals the source-validation error; the share of target
+    items under it. Trustworthy for a model that never trained on the target (the source-only one)."""
+    val = softmax(np.asarray(c.source_val_logits))
+    labels = np.asarray(c.source_val_labels)
+    error = float((val.argmax(1) != labels).mean())
+    threshold = np.quantile(val.max(1), error)
+    return float((softmax(np.asarray(c.target_logits)).max(1) < threshold).mean())
 
 
 def confident_flips(source_only_logits: np.ndarray, adapted_logits: np.ndarray, share: float = 0.5) -> float:
