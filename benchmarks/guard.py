@@ -155,31 +155,35 @@ def rule_keeps_adapted(row: dict[str, Any]) -> bool:
 
 
 def table(rows: list[dict[str, Any]], keep: Any = None) -> list[str]:
-    """Markdown rows per (suite, method, task) and per (suite, method) average; ``keep(row) -> bool`` re-decides."""
+    """Markdown: one row per (suite, method, task), then the issue's two goals per (suite, method), counting a
+    task as one where adaptation helps or hurts by its mean over seeds. ``keep(row) -> bool`` re-decides."""
     groups: dict[tuple[str, str], dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     for r in rows:
         groups[(r["suite"], r["method"])][r["task"]].append(r)
 
-    def guarded(r: dict[str, Any]) -> float:
-        if keep is None:
-            return r["guarded"]
-        return r["adapted"] if keep(r) else r["source_only"]
+    def kept_adapted(r: dict[str, Any]) -> bool:
+        return keep(r) if keep is not None else r["guard"]["keep"] == "adapted"
 
     lines = ["| suite | method | task | adapted (no guard) | source-only | guarded | kept adapted |",
              "|---|---|---|---:|---:|---:|---:|"]
+    goals = ["", "| suite | method | tasks where adaptation helps: gain kept | tasks where it hurts: guarded − "
+             "source-only (mean; worst task) |", "|---|---|---|---|"]
     for (suite, method), tasks in groups.items():
-        means = []
+        helps, hurts = [], []
         for task, rs in tasks.items():
-            m = [100 * statistics.fmean(x) for x in ([r["adapted"] for r in rs], [r["source_only"] for r in rs],
-                                                     [guarded(r) for r in rs])]
-            kept = sum(guarded(r) == r["adapted"] and (keep(r) if keep else r["guard"]["keep"] == "adapted")
-                       for r in rs)
-            means.append(m)
-            lines.append(f"| {suite} | {method} | {task} | {m[0]:.1f} | {m[1]:.1f} | {m[2]:.1f} | {kept}/{len(rs)} |")
-        a, s, g = (statistics.fmean(m[i] for m in means) for i in range(3))
-        verdict = f"{100 * (g - s) / (a - s):.0f}% of the gain kept" if a > s else f"guarded − source-only {g - s:+.1f}"
-        lines.append(f"| {suite} | {method} | **average** | {a:.1f} | {s:.1f} | {g:.1f} | {verdict} |")
-    return lines
+            a, s = (100 * statistics.fmean(r[k] for r in rs) for k in ("adapted", "source_only"))
+            g = 100 * statistics.fmean(r["adapted"] if kept_adapted(r) else r["source_only"] for r in rs)
+            n = sum(kept_adapted(r) for r in rs)
+            lines.append(f"| {suite} | {method} | {task} | {a:.1f} | {s:.1f} | {g:.1f} | {n}/{len(rs)} |")
+            (helps if a > s else hurts).append((a, s, g))
+        gain = sum(a - s for a, s, _ in helps)
+        help_text = (f"{100 * sum(g - s for _, s, g in helps) / gain:.0f}% of {gain / len(helps):+.1f} points "
+                     f"({len(helps)} task{'s' * (len(helps) > 1)})" if helps else "–")
+        hurt_text = (f"{statistics.fmean(g - s for _, s, g in hurts):+.1f}; {min(g - s for _, s, g in hurts):+.1f} "
+                     f"(adapted alone: {statistics.fmean(a - s for a, s, _ in hurts):+.1f}; {len(hurts)} "
+                     f"task{'s' * (len(hurts) > 1)})" if hurts else "–")
+        goals.append(f"| {suite} | {method} | {help_text} | {hurt_text} |")
+    return lines + goals
 
 
 def main() -> None:
