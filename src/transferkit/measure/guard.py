@@ -19,7 +19,7 @@ The rule (:func:`guard_decision`). The final model falls back to source-only whe
    (p < ``gap_alpha``, default 0.05). Every adaptation method is meant to shrink the divergence term of the
    target-error bound (Ben-David et al., Machine Learning 2010); a run that widened it while the source error
    stayed put has made the bound worse and optimised something else, typically target clusters that are not
-   the target's classes (seen with MCC on Amazon reviews, where it costs 4 points on average; see
+   the target's classes (seen with MCC on Amazon reviews, where it costs 5 points on average; see
    benchmarks/README.md). Needs both candidates' features; skipped without them.
 4. **Absent classes** (partial label overlap): the source-only model's mean target prediction, scaled so
    its largest class is 1, estimates which source classes the target has (the class weights of partial
