@@ -169,6 +169,11 @@ def test_precomputed_items_equal_the_transformed_ones() -> None:
             assert torch.equal(view[i]["x"], view.with_transform(ds.transform)[i]["x"])
 
 
+def test_precomputed_with_a_progress_bar_gives_the_same_cache() -> None:
+    ds = _images().with_transform(lambda im: torch.from_numpy(np.asarray(im, np.float32))[None] / 7.0)
+    assert torch.equal(ds.precomputed(progress=True).cache, ds.precomputed().cache)
+
+
 def test_precomputed_respects_budget_and_transform_changes() -> None:
     ds = _images()
     assert ds.precomputed(max_bytes=100).cache is None  # 12 x 64 floats do not fit in 100 bytes

@@ -113,13 +113,14 @@ class DomainDataset(torch.utils.data.Dataset):
     def with_transform(self, transform: Callable[[Any], torch.Tensor] | None) -> DomainDataset:
         return replace(self, transform=transform, cache=None)
 
-    def precomputed(self, max_bytes: int = 2**30) -> DomainDataset:
+    def precomputed(self, max_bytes: int = 2**30, progress: bool = False) -> DomainDataset:
         """The same dataset with every transformed input computed once and kept in memory.
 
         Training applies the same deterministic preprocessing (decode, resize, normalise) every epoch; on
         small data sets (digits, feature vectors) that costs more than the model's step, above all on a
         GPU. Use it only when the transform is deterministic. Returns ``self`` when the inputs would need
-        more than ``max_bytes`` or differ in shape (nothing to stack).
+        more than ``max_bytes`` or differ in shape (nothing to stack). ``progress`` shows a bar while it works
+        (60,000 MNIST digits take about 20 s on a laptop core).
 
         Example:
             >>> import numpy as np
@@ -134,7 +135,12 @@ class DomainDataset(torch.utils.data.Dataset):
             return self
         cache = torch.empty((len(self), *first.shape), dtype=first.dtype)
         cache[0] = first
-        for i in range(1, len(self)):
+        items: Any = range(1, len(self))
+        if progress:
+            from rich.progress import track
+
+            items = track(items, description=f"preprocess {self.domain}", transient=True)
+        for i in items:
             x = self[i]["x"]
             if x.shape != first.shape:
                 return self

@@ -258,7 +258,10 @@ class Engine:
         optimizer = self._optimizer(groups)
 
         # Datasets without a transform of their own get the backbone's preprocessing, as at prediction time.
-        train, val, target = (_with_model_transform(d, self.model, self.cache_bytes) for d in (train, val, target))
+        show_bar = self.progress and acc.is_local_main_process
+        train, val, target = (
+            _with_model_transform(d, self.model, self.cache_bytes, show_bar) for d in (train, val, target)
+        )
         train_loader = make_loader(
             train, self.batch_size, shuffle=True, seed=self.seed, num_workers=self.num_workers
         )
@@ -546,7 +549,9 @@ class Engine:
             self._load_weights(model, extra, best)
 
 
-def _with_model_transform(ds: DomainDataset | None, model: nn.Module, cache_bytes: int) -> DomainDataset | None:
+def _with_model_transform(
+    ds: DomainDataset | None, model: nn.Module, cache_bytes: int, progress: bool = False
+) -> DomainDataset | None:
     """The backbone's preprocessing, computed once when it fits in ``cache_bytes``.
 
     Only the model's own transform is cached: it is deterministic (evaluation preprocessing), whereas a
@@ -557,7 +562,7 @@ def _with_model_transform(ds: DomainDataset | None, model: nn.Module, cache_byte
         return ds
     if transform is not None:
         ds = ds.with_transform(transform)
-    return ds.precomputed(cache_bytes)
+    return ds.precomputed(cache_bytes, progress=progress)
 
 
 def _set_epoch(loader: Any, epoch: int) -> None:
