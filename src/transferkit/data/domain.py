@@ -119,8 +119,8 @@ class DomainDataset(torch.utils.data.Dataset):
         Training applies the same deterministic preprocessing (decode, resize, normalise) every epoch; on
         small data sets (digits, feature vectors) that costs more than the model's step, above all on a
         GPU. Use it only when the transform is deterministic. Returns ``self`` when the inputs would need
-        more than ``max_bytes`` or differ in shape (nothing to stack). ``progress`` shows a bar while it works
-        (60,000 MNIST digits take about 20 s on a laptop core).
+        more than ``max_bytes`` or differ in shape (nothing to stack). ``progress`` shows a bar while it works,
+        so that a large dataset's first pass does not look stalled.
 
         Example:
             >>> import numpy as np
