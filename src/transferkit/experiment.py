@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
 import torch
 
 from transferkit.adapt.methods import build_method, list_methods
@@ -250,7 +251,11 @@ def _guard(
 
     val = data.source_val if data.source_val is not None else data.source_train
     assert data.target_train is not None  # an adaptation method always has one
-    candidates = [_candidate(name, m, val, data.target_train, data.source_train, kw)
+    # The source-train features only feed the recorded signals' domain classifiers, which use 2,000 items.
+    train = data.source_train
+    if len(train) > 2000:
+        train = train.subset(np.sort(np.random.default_rng(0).choice(len(train), 2000, replace=False)))
+    candidates = [_candidate(name, m, val, data.target_train, train, kw)
                   for name, m in (("source-only", baseline), ("adapted", adapted))]
     decision = guard_decision(*candidates, max_source_drop=cfg.adapt.guard_max_source_drop,
                               gap_alpha=cfg.adapt.guard_gap_alpha, absent_weight=cfg.adapt.guard_absent_weight,
