@@ -47,6 +47,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
+from machine import cpu_name
 
 SPEC = "timm:tf_efficientnet_lite0"
 # Colour photos, then grey ones (saved as RGB JPEGs). All ship inside the scikit-image wheel (no download).
@@ -242,15 +243,6 @@ def pkg_version(name: str) -> str:
     except PackageNotFoundError:
         return "not installed"
 
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -69,6 +69,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from machine import cpu_name
 from torch import nn
 
 import transferkit
@@ -318,15 +319,6 @@ def git_state() -> str:
         return f"{head} (transferkit was imported from elsewhere, not from this repository's src/)"
     return f"{head}{' (src/ has uncommitted changes)' if dirty else ''}"
 
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def mean_std(xs: list[float], scale: float = 100.0) -> str:
