@@ -11,7 +11,7 @@ import torch
 
 from transferkit import features
 from transferkit.data.domain import DomainDataset
-from transferkit.errors import DataError
+from transferkit.errors import DataError, ModelError
 from transferkit.features import cache_key, cached_features, default_cache_dir, extract_to_npz, load_features
 from transferkit.models.backbones import Backbone, create_backbone
 
@@ -191,5 +191,5 @@ def test_feature_matrix_raw_vectors_images_and_a_backbone() -> None:
         feature_matrix(mixed)
     lenet = create_backbone("lenet")
     assert feature_matrix(imgs, lenet, device="cpu", progress=False).shape == (2, lenet.out_features)
-    with pytest.raises(ConfigError, match="takes feature vectors"):
+    with pytest.raises(ModelError, match="reads vector inputs, but 'i' holds image data"):
         feature_matrix(imgs, create_backbone("mlp", in_features=9), device="cpu", progress=False)

@@ -249,7 +249,7 @@ def extract(
     try:
         from transferkit.data import load_data
         from transferkit.features import extract_to_npz
-        from transferkit.models.backbones import create_backbone
+        from transferkit.models.backbones import check_input_kind, create_backbone
 
         if out.exists() and not overwrite:
             _fail(f"{out} already exists; pass --overwrite to replace it")
@@ -258,8 +258,7 @@ def extract(
         ds = load_data(data, split)
         kwargs = {"in_features": int(ds.inputs.shape[1])} if backbone == "mlp" else {}
         bb = create_backbone(backbone, weights=weights, pretrained=pretrained, online=online, **kwargs)
-        if ds.kind == "image" and bb.transform is None:
-            _fail(f"backbone {backbone!r} takes feature vectors, but {data!r} holds images")
+        check_input_kind(bb, ds)
         extract_to_npz(bb, ds, out, batch_size=batch_size, num_workers=num_workers, device=device)
     except TransferkitError as exc:
         _fail(str(exc))

@@ -30,7 +30,7 @@ from transferkit.evaluate.predict import predict_outputs, score
 from transferkit.evaluate.report import write_aggregate_report, write_report
 from transferkit.features import cached_features
 from transferkit.finetune import apply_strategy, param_groups
-from transferkit.models.backbones import create_backbone
+from transferkit.models.backbones import check_input_kind, create_backbone
 from transferkit.models.heads import IdentityBackbone, TransferModel
 from transferkit.runs import RunDir, atomic_write_text
 from transferkit.train.engine import Engine, LossTerm, source_cross_entropy
@@ -100,10 +100,7 @@ def build_model(cfg: RunConfig, data: RunData) -> TransferModel:
     backbone = create_backbone(
         cfg.model.backbone, weights=cfg.model.weights, pretrained=cfg.model.pretrained, online=cfg.online, **kwargs
     )
-    if data.source_train.kind == "image" and backbone.transform is None:
-        raise ConfigError(
-            f"backbone {cfg.model.backbone!r} takes feature vectors, but {data.source_train.domain!r} holds images"
-        )
+    check_input_kind(backbone, data.source_train)
     return TransferModel(
         backbone, data.classes, head_dropout=cfg.model.head_dropout, bottleneck_dim=cfg.model.bottleneck_dim
     )

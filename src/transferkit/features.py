@@ -225,8 +225,9 @@ def feature_matrix(
     (with its own resizing) is needed otherwise.
     """
     if backbone is not None:
-        if dataset.kind == "image" and backbone.transform is None:
-            raise ConfigError(f"backbone {backbone.spec!r} takes feature vectors, but {dataset.domain!r} holds images")
+        from transferkit.models.backbones import check_input_kind
+
+        check_input_kind(backbone, dataset)
         return np.asarray(cached_features(backbone, dataset, device=device, progress=progress).inputs, np.float32)
     if dataset.kind == "vector":
         return np.asarray(dataset.inputs, np.float32)

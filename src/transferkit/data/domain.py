@@ -18,7 +18,7 @@ from PIL import Image
 
 from transferkit.errors import DataError
 
-Kind = Literal["image", "vector"]
+Kind = Literal["image", "vector", "text", "audio"]
 UNLABELLED = -1
 
 
@@ -28,11 +28,11 @@ class DomainDataset(torch.utils.data.Dataset):
 
     Args:
         inputs: an array of images ``(N, H, W)`` / ``(N, H, W, C)`` (uint8 or float in [0, 1]), an array
-            of feature vectors ``(N, D)``, or a sequence of image file paths.
+            of feature vectors ``(N, D)``, a sequence of image or audio file paths, or a sequence of texts.
         labels: integer class indices ``(N,)`` or None for an unlabelled domain.
         domain: a name for reports ("mnist", "amazon/books").
         classes: class names; index ``i`` of ``classes`` is label ``i``.
-        kind: ``"image"`` or ``"vector"``.
+        kind: ``"image"``, ``"vector"``, ``"text"`` or ``"audio"``.
         transform: turns one decoded item (a PIL image, or a float tensor for vectors) into a tensor;
             usually the backbone's preprocessing.
 
@@ -93,10 +93,16 @@ class DomainDataset(torch.utils.data.Dataset):
         return {"x": x, "y": y, "index": index}
 
     def decode(self, index: int) -> Any:
-        """The raw item: a PIL image for images, a float tensor for vectors."""
+        """The raw item: a PIL image, a float tensor (vectors), a string (text), a ``Waveform`` (audio)."""
         raw = self.inputs[index]
         if self.kind == "vector":
             return torch.as_tensor(np.asarray(raw, dtype=np.float32))
+        if self.kind == "text":
+            return str(raw)
+        if self.kind == "audio":
+            from transferkit.data.audio import read_audio
+
+            return read_audio(Path(raw))
         if isinstance(raw, (str, Path)):
             return _open_image(Path(raw))
         return _array_to_pil(np.asarray(raw))
@@ -130,6 +136,9 @@ class DomainDataset(torch.utils.data.Dataset):
         """
         if self.cache is not None or max_bytes <= 0:
             return self
+        batch = getattr(self.transform, "batch", None)
+        if batch is not None and self.kind == "text":  # a tokenizer: whole batches at once are far faster
+            return self._precomputed_in_batches(batch, max_bytes)
         first = self[0]["x"]
         if not isinstance(first, torch.Tensor) or first.element_size() * first.numel() * len(self) > max_bytes:
             return self
@@ -145,6 +154,15 @@ class DomainDataset(torch.utils.data.Dataset):
             if x.shape != first.shape:
                 return self
             cache[i] = x
+        return replace(self, cache=cache)
+
+    def _precomputed_in_batches(self, batch: Callable[[list[Any]], torch.Tensor], max_bytes: int,
+                                chunk: int = 1024) -> DomainDataset:
+        parts = [batch([self.decode(i) for i in range(s, min(s + chunk, len(self)))])
+                 for s in range(0, len(self), chunk)]
+        cache = torch.cat(parts)
+        if cache.element_size() * cache.numel() > max_bytes:
+            return self
         return replace(self, cache=cache)
 
     def unlabelled(self) -> DomainDataset:
@@ -215,6 +233,10 @@ class DomainDataset(torch.utils.data.Dataset):
         if isinstance(self.inputs, np.ndarray):
             h.update(str(self.inputs.shape).encode() + str(self.inputs.dtype).encode())
             h.update(np.ascontiguousarray(self.inputs).tobytes())
+        elif self.kind == "text":
+            for text in self.inputs:
+                h.update(str(text).encode("utf-8", "surrogatepass"))
+                h.update(b"\0")
         else:
             for p in self.inputs:
                 path = Path(p)

@@ -6,6 +6,8 @@ A spec names where the architecture comes from:
 - ``timm:NAME``: any timm model (``timm:tf_efficientnet_lite0``).
 - ``torchvision:NAME``: any torchvision classification model (``torchvision:mobilenet_v2``).
 - ``file:PATH``: a backbone or model that transferkit saved (safetensors carrying its architecture).
+- ``hf:PATH`` / ``st:PATH`` (text and audio, :mod:`transferkit.models.text`), ``onnx:PATH`` and ``logmel-cnn``
+  (audio, :mod:`transferkit.models.audio`): modules that register their own prefixes here.
 
 Weights come from a local file (``weights=PATH``), from an installed pip package (``pretrained=True``,
 see :mod:`transferkit.models.pretrained`), or from the hub only when ``online=True``. The classifier of
@@ -51,9 +53,13 @@ class Backbone(nn.Module):
         transform: Transform | None,
         stage_names: list[list[str]],
         kwargs: dict[str, Any] | None = None,
+        input_kind: str = "image",
     ) -> None:
         super().__init__()
         self.body = body
+        # What the backbone reads ("image", "vector", "text", "audio"): a dataset of another kind is refused
+        # up front with a clear message instead of failing inside the first forward pass.
+        self.input_kind = input_kind
         self.out_features = int(out_features)
         self.spec = spec
         self.kwargs = dict(kwargs or {})
@@ -108,6 +114,33 @@ _PREFIXES = {
     "torchvision": "any torchvision classifier, e.g. torchvision:mobilenet_v2",
     "file": "a backbone or model saved by transferkit (safetensors with its architecture)",
 }
+# Prefixes that other modules register (text and audio backbones), built by ``fn(name, weights=, pretrained=,
+# online=, **kwargs)``; imported lazily so `import transferkit` does not pull in transformers or onnxruntime.
+_PREFIX_BUILDERS: dict[str, Callable[..., Backbone]] = {}
+_PLUGIN_MODULES = ("transferkit.models.text",)
+
+
+BackboneBuilder = Callable[..., Backbone]
+
+
+def register_backbone_prefix(prefix: str, description: str) -> Callable[[BackboneBuilder], BackboneBuilder]:
+    """Decorator: ``PREFIX:NAME`` specs are built by ``fn(NAME, weights=, pretrained=, online=, **kwargs)``."""
+
+    def wrap(fn: Callable[..., Backbone]) -> Callable[..., Backbone]:
+        if prefix in _PREFIX_BUILDERS:
+            raise ValueError(f"backbone prefix {prefix!r} registered twice")
+        _PREFIXES[prefix] = description
+        _PREFIX_BUILDERS[prefix] = fn
+        return fn
+
+    return wrap
+
+
+def _ensure_plugins() -> None:
+    import importlib
+
+    for module in _PLUGIN_MODULES:
+        importlib.import_module(module)
 
 
 def register_backbone(name: str, description: str) -> Callable[[Callable[..., Backbone]], Callable[..., Backbone]]:
@@ -124,6 +157,7 @@ def register_backbone(name: str, description: str) -> Callable[[Callable[..., Ba
 
 def list_backbones() -> dict[str, str]:
     """Built-in names and spec prefixes, with a one-line description each."""
+    _ensure_plugins()
     out = {name: e.description for name, e in sorted(_BUILTINS.items())}
     out.update({f"{p}:NAME": d for p, d in _PREFIXES.items()})
     return out
@@ -145,6 +179,7 @@ def create_backbone(
     """
     if weights is not None and pretrained:
         raise ModelError("give either weights=PATH or pretrained=True, not both")
+    _ensure_plugins()
     prefix, _, name = spec.partition(":")
     if not name:
         if spec not in _BUILTINS:
@@ -167,7 +202,18 @@ def create_backbone(
         if pretrained or weights is not None:
             raise ModelError("file:PATH already carries its weights; drop weights=/pretrained=")
         return load_backbone_file(name)
+    if prefix in _PREFIX_BUILDERS:
+        return _PREFIX_BUILDERS[prefix](name, weights=weights, pretrained=pretrained, online=online, **kwargs)
     raise ModelError(f"unknown backbone prefix {prefix!r} in {spec!r}; use one of {', '.join(_PREFIXES)}")
+
+
+def check_input_kind(backbone: Backbone, dataset: Any) -> None:
+    """Refuse data the backbone cannot read (texts into an image model, images into an MLP, ...)."""
+    if dataset.kind != backbone.input_kind:
+        raise ModelError(
+            f"backbone {backbone.spec!r} reads {backbone.input_kind} inputs, but {dataset.domain!r} holds "
+            f"{dataset.kind} data; pick a backbone for {dataset.kind} data (`transferkit backbones`)"
+        )
 
 
 # -- built-ins ----------------------------------------------------------------------------------
@@ -216,7 +262,7 @@ def _mlp(in_features: int | None = None, hidden: int = 256, depth: int = 2, drop
     body = nn.Sequential(*layers)
     stages = [[n for n, _ in layer.named_parameters(prefix=str(i))] for i, layer in enumerate(body)]
     kwargs = {"in_features": in_features, "hidden": hidden, "depth": depth, "dropout": dropout}
-    return Backbone(body, hidden, "mlp", None, stages, kwargs)
+    return Backbone(body, hidden, "mlp", None, stages, kwargs, input_kind="vector")
 
 
 # -- timm and torchvision -----------------------------------------------------------------------

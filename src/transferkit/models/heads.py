@@ -66,7 +66,8 @@ class IdentityBackbone(Backbone):
     """Stands in for a frozen backbone whose features were extracted once (linear probing on a cache)."""
 
     def __init__(self, out_features: int, spec: str = "identity") -> None:
-        super().__init__(nn.Identity(), out_features, spec, None, [], {"out_features": out_features})
+        super().__init__(nn.Identity(), out_features, spec, None, [], {"out_features": out_features},
+                         input_kind="vector")
 
 
 class TransferModel(nn.Module):
