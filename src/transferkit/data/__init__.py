@@ -21,7 +21,8 @@ __all__ = ["DomainDataset", "PairedLoader", "check_label_sets", "list_datasets",
 
 
 def load_data(spec: str, split: str = "train", root: str | Path | None = None) -> DomainDataset:
-    """A registered name (``mnist-5k``), an ImageFolder tree, a ``.npz``/``.npy`` array file or a ``.csv``.
+    """A registered name (``mnist-5k``), an ImageFolder tree, a ``.npz``/``.npy`` array file, a ``.csv``, or a
+    text table (JSON lines, or a CSV with a ``text`` column; options after ``?``, see :mod:`transferkit.data.text`).
 
     Raises:
         DataError: the name is unknown and no such path exists, or the file cannot be read.
@@ -30,7 +31,16 @@ def load_data(spec: str, split: str = "train", root: str | Path | None = None) -
 
     if is_registered(spec):
         return load_dataset(spec, split, root)
-    path = Path(spec).expanduser()
+    from transferkit.data.audio import is_audio_spec, load_audio_spec
+
+    if is_audio_spec(spec):  # a folder of WAV files or a CSV listing them (options after ``?``)
+        return load_audio_spec(spec, split)
+    from transferkit.data.text import is_text_table, load_text_table, parse_spec
+
+    file_part, options = parse_spec(spec) if "?" in spec else (spec, {})
+    path = Path(file_part).expanduser()
+    if options or (path.is_file() and is_text_table(path)):
+        return load_text_table(path, split, **options)
     if path.is_dir():
         from transferkit.data.images import load_image_folder
 

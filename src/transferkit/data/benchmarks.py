@@ -61,7 +61,11 @@ KNOWN_SHA256 = {
     "amazon_svmlight/electronics_test.svmlight": "641783bc941839c3a111d3488a1b7e3bd820a61ec14a129e7429b47703aa961d",
     "amazon_svmlight/kitchen_train.svmlight": "a70b5ebfe1413e0e16280360905f5c3b64389c435cd20c0165dc9d7f293b31b5",
     "amazon_svmlight/kitchen_test.svmlight": "e1502b97a824eb12314be4447394fa736fecb781c0724e6529cd6733ac7ff6d8",
+    "amazon_text/amazon_multidomain_raw_text.jsonl.gz": "fe392cc6b71b7ff6bf8a3e271c63acc6f7f2e2aaca385d5ade83028108f3e02e",
 }
+AMAZON_TEXT_FILE = "amazon_text/amazon_multidomain_raw_text.jsonl.gz"
+AMAZON_TEXT_TEST_FRACTION = 0.2  # fixed stratified split of each domain's 2,000 reviews; the seed never changes
+_AMAZON_TEXT_SPLIT_SEED = 20240
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _hash_cache: dict[tuple[str, int, int], str] = {}
@@ -254,6 +258,38 @@ def _amazon_loader(domain: str) -> DatasetLoader:
     load.__name__ = load.__qualname__ = f"load_amazon_{domain}"
     load.__doc__ = f"Amazon {domain} reviews as 5,000-d float32 count vectors, classes negative/positive."
     return load
+
+
+def _amazon_text_loader(domain: str) -> DatasetLoader:
+    name = f"amazon-text-{domain}"
+
+    def load(split: str = "train", root: Path | None = None) -> DomainDataset:
+        from dataclasses import replace
+
+        from transferkit.data.text import load_text_table
+
+        if split not in (*SPLITS, "all"):
+            raise DataError(f"dataset {name!r} has splits train, test, all; got {split!r}")
+        path = verified_file(root, AMAZON_TEXT_FILE, name, [AMAZON_TEXT_FILE])
+        ds = load_text_table(path, "all", domain=domain)
+        # The file's labels are 0/1 (negative/positive): the same class names as the 5,000-d features.
+        ds = replace(ds, domain=name, classes=list(AMAZON_CLASSES), meta={**ds.meta, "split": split})
+        if split == "all":
+            return ds
+        train, test = ds.split(AMAZON_TEXT_TEST_FRACTION, seed=_AMAZON_TEXT_SPLIT_SEED)
+        return train if split == "train" else test
+
+    load.__name__ = load.__qualname__ = f"load_amazon_text_{domain}"
+    load.__doc__ = f"Amazon {domain} reviews as raw text (title is not included), classes negative/positive."
+    return load
+
+
+for _domain in AMAZON_DOMAINS:
+    register_dataset(
+        f"amazon-text-{_domain}",
+        f"Amazon {_domain} reviews as raw text, negative/positive (benchmark root: amazon_text/); "
+        "splits all 2,000 / train 1,600 / test 400",
+    )(_amazon_text_loader(_domain))
 
 
 for _domain in AMAZON_DOMAINS:

@@ -174,7 +174,10 @@ class DomainDataset(torch.utils.data.Dataset):
         inputs = self.inputs[idx] if isinstance(self.inputs, np.ndarray) else [self.inputs[i] for i in idx]
         labels = None if self.labels is None else self.labels[idx]
         cache = None if self.cache is None else self.cache[torch.from_numpy(idx)]
-        return replace(self, inputs=inputs, labels=labels, cache=cache)
+        n = len(self)
+        # per-item side arrays (a text table's star ratings) follow their items
+        meta = {k: v[idx] if isinstance(v, np.ndarray) and v.shape[:1] == (n,) else v for k, v in self.meta.items()}
+        return replace(self, inputs=inputs, labels=labels, cache=cache, meta=meta)
 
     def split(self, fraction: float, seed: int = 0) -> tuple[DomainDataset, DomainDataset]:
         """Split into (rest, held-out) with ``fraction`` held out, stratified by label when labelled."""

@@ -1,27 +1,40 @@
-"""Arrays and CSV files as :class:`DomainDataset`: ``.npz`` / ``.npy`` (vectors or uint8 images) and ``.csv``.
+"""Arrays and feature tables as :class:`DomainDataset`: ``.npz`` / ``.npy`` (vectors or uint8 images), ``.csv``,
+``.parquet`` and svmlight / libsvm text files.
 
 ``.npz`` keys: ``x`` (inputs), optional ``y`` (labels) and ``classes`` (names); or per-split keys ``x_<split>``
 and ``y_<split>`` (``x_train``, ``y_train``, ``x_test``, ...). uint8 arrays of 3 or 4 dimensions are images
 ``(N, H, W)`` / ``(N, H, W, C)``; everything else is a 2-D array of feature vectors, stored as float32.
 
-A CSV file has a header row; the label column (default ``label``) and an optional ``split`` column are taken
-out, every other column is a numeric feature.
+A CSV or Parquet file is a table with named columns; the label column (default ``label``), an optional ``split``
+column and an optional ``domain`` column are taken out, every other column is a numeric feature. Both formats
+share the column and row rules (and the label mapping), so a table means the same whichever format holds it.
+
+An svmlight file holds one ``label index:value ...`` line per item. Its width is not written in the file: it is
+the largest feature index present, so two files of one task can disagree; ``n_features`` fixes it, and
+:func:`check_feature_widths` names both files when a source and a target differ.
 """
 
 from __future__ import annotations
 
 import csv
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import scipy.sparse
 
 from transferkit.data.domain import DomainDataset, Kind
 from transferkit.errors import DataError
 
 ALL_SPLITS = "all"
 SPLIT_COLUMN = "split"
+DOMAIN_COLUMN = "domain"
 DEFAULT_LABEL_COLUMN = "label"
+SVMLIGHT_SUFFIXES = (".svm", ".svmlight", ".libsvm")
+# svmlight rows are densified (DomainDataset indexes rows of one array): refuse a width that cannot fit, early.
+MAX_DENSE_BYTES = 8 * 2**30
 
 
 # -- numpy arrays ------------------------------------------------------------------------------
@@ -178,20 +191,28 @@ def _npz_labels(
 
 
 # -- CSV ---------------------------------------------------------------------------------------
-def load_csv(path: str | Path, label_column: str | None = "label", split: str = "train") -> DomainDataset:
+def load_csv(
+    path: str | Path,
+    label_column: str | None = DEFAULT_LABEL_COLUMN,
+    split: str = "train",
+    domain_column: str | None = DOMAIN_COLUMN,
+    domain: str | None = None,
+) -> DomainDataset:
     """Read a CSV file with a header row as feature vectors.
 
-    Every column except ``label_column`` and ``split`` must be numeric; it becomes one float32 feature.
-    A ``split`` column selects the rows whose value equals ``split`` (``"all"`` keeps every row); without
-    one the whole file is read for any split. String labels map to the sorted class names, integer labels
-    to classes ``"0".."max"`` (computed over the whole file, so splits share class indices). Without a
-    ``label`` column, or with ``label_column=None``, the dataset is unlabelled; a label column given by
-    another name must exist. ``.tsv`` files are read tab-separated.
+    Every column except ``label_column``, ``split`` and ``domain_column`` must be numeric; it becomes one float32
+    feature. A ``split`` column selects the rows whose value equals ``split`` (``"all"`` keeps every row); without
+    one the whole file is read for any split. A domain column lets one file hold several domains: ``domain``
+    selects the rows whose value equals it (and names the dataset); without ``domain`` every row is read. String
+    labels map to the sorted class names, integer labels to classes ``"0".."max"`` (computed over the whole
+    file, so splits and domains share class indices). Without a ``label`` column, or with ``label_column=None``,
+    the dataset is unlabelled; a label or domain column given by another name must exist. ``.tsv`` files are
+    read tab-separated.
 
     Raises:
         DataError: the file is missing, unreadable or empty; a feature column is not numeric (named); a
-            feature is NaN or Inf; a row has the wrong number of cells; no row belongs to ``split``; or a
-            ``label_column`` other than the default is missing.
+            feature is NaN or Inf; a row has the wrong number of cells; no row belongs to ``split`` or
+            ``domain``; or a ``label_column`` / ``domain_column`` other than the default is missing.
     """
     path = _existing_file(path)
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
@@ -207,48 +228,30 @@ def load_csv(path: str | Path, label_column: str | None = "label", split: str = 
     body = rows[1:]
     if not body:
         raise DataError(f"{path} has a header but no data rows")
-    if len(set(header)) != len(header):
-        dupes = sorted({h for h in header if header.count(h) > 1})
-        raise DataError(f"{path}: duplicate column names {dupes}; give every column a unique name")
+    _check_unique_columns(header, path)
     for i, row in enumerate(body, start=2):
         if len(row) != len(header):
             raise DataError(f"{path}, row {i}: {len(row)} cells but the header has {len(header)} columns")
 
-    label_at = header.index(label_column) if label_column in header else None
-    if label_at is None and label_column not in (None, DEFAULT_LABEL_COLUMN):
-        raise DataError(
-            f"{path} has no label column {label_column!r}; its columns: {', '.join(header)} "
-            "(pass label_column=None for unlabelled data)"
-        )
-    split_at = header.index(SPLIT_COLUMN) if SPLIT_COLUMN in header and label_column != SPLIT_COLUMN else None
-    feature_at = [i for i in range(len(header)) if i not in (label_at, split_at)]
-    if not feature_at:
-        raise DataError(f"{path} has no feature columns (only {header})")
+    roles = _column_roles(header, label_column, domain_column, path)
 
-    if split_at is not None and split != ALL_SPLITS:
-        values = [row[split_at].strip() for row in body]
-        keep = [i for i, v in enumerate(values) if v == split]
-        if not keep:
-            have = ", ".join(sorted(set(values)))
-            raise DataError(
-                f"{path}: no rows with {SPLIT_COLUMN} == {split!r}; the {SPLIT_COLUMN!r} column holds: {have} "
-                "(or use split='all')"
-            )
-    else:
-        keep = list(range(len(body)))
+    def column(at: int | None) -> list[str] | None:
+        return None if at is None else [row[at].strip() for row in body]
 
-    x = _csv_features(body, keep, header, feature_at, path)
-    if label_at is None:
+    keep = _keep_rows(path, len(body), split, column(roles.split), domain, column(roles.domain), domain_column)
+    x = _csv_features(body, keep, header, roles.features, path)
+    if roles.label is None:
         labels, classes = None, []
     else:
-        labels, classes = _csv_labels(body, keep, label_at, label_column, path)
+        labels, classes = _class_indices(column(roles.label) or [], keep, label_column, path, first_row=2)
     return DomainDataset(
         x,
         labels,
-        path.stem,
+        domain or path.stem,
         classes,
         "vector",
-        meta={"path": str(path), "split": split, "features": [header[i] for i in feature_at]},
+        meta={"path": str(path), "split": split, "features": [header[i] for i in roles.features],
+              **({"domain": domain} if domain is not None else {})},
     )
 
 
@@ -268,24 +271,106 @@ def _csv_features(
                     what = "an empty cell" if value == "" else f"the value {value!r}"
                     raise DataError(
                         f"{path}: feature column {header[col]!r} is not numeric ({what} in row {r + 2}); "
-                        "every column but the label and split columns must be a number"
+                        "every column but the label, split and domain columns must be a number"
                     ) from None
         raise
+    return _finite_features(x, [header[i] for i in feature_at], [r + 2 for r in keep], path)
+
+
+# -- tables: what CSV and Parquet share ---------------------------------------------------------
+@dataclass(frozen=True)
+class _Roles:
+    """Column positions of a table: the label, split and domain columns (or None) and the feature columns."""
+
+    label: int | None
+    split: int | None
+    domain: int | None
+    features: list[int]
+
+
+def _check_unique_columns(header: list[str], path: Path) -> None:
+    if len(set(header)) != len(header):
+        dupes = sorted({h for h in header if header.count(h) > 1})
+        raise DataError(f"{path}: duplicate column names {dupes}; give every column a unique name")
+
+
+def _column_roles(header: list[str], label_column: str | None, domain_column: str | None, path: Path) -> _Roles:
+    """Which column is what. The default label and domain columns are optional; a name the caller chose must exist
+    (a typo must not silently turn the labels into a feature, or leave every domain in one dataset)."""
+    label_at = header.index(label_column) if label_column in header else None
+    if label_at is None and label_column not in (None, DEFAULT_LABEL_COLUMN):
+        raise DataError(
+            f"{path} has no label column {label_column!r}; its columns: {', '.join(header)} "
+            "(pass label_column=None for unlabelled data)"
+        )
+    split_at = header.index(SPLIT_COLUMN) if SPLIT_COLUMN in header and label_column != SPLIT_COLUMN else None
+    domain_at = None
+    if domain_column is not None and domain_column not in (label_column, SPLIT_COLUMN):
+        if domain_column in header:
+            domain_at = header.index(domain_column)
+        elif domain_column != DOMAIN_COLUMN:
+            raise DataError(f"{path} has no domain column {domain_column!r}; its columns: {', '.join(header)}")
+    feature_at = [i for i in range(len(header)) if i not in (label_at, split_at, domain_at)]
+    if not feature_at:
+        raise DataError(f"{path} has no feature columns (only {header})")
+    return _Roles(label_at, split_at, domain_at, feature_at)
+
+
+def _keep_rows(
+    path: Path,
+    n: int,
+    split: str,
+    split_values: list[str] | None,
+    domain: str | None,
+    domain_values: list[str] | None,
+    domain_column: str | None,
+) -> list[int]:
+    """Indices of the rows of ``split`` (when the table has a split column) and of ``domain`` (when asked for)."""
+    keep = list(range(n))
+    if split_values is not None and split != ALL_SPLITS:
+        keep = [i for i in keep if split_values[i] == split]
+        if not keep:
+            have = ", ".join(sorted(set(split_values)))
+            raise DataError(
+                f"{path}: no rows with {SPLIT_COLUMN} == {split!r}; the {SPLIT_COLUMN!r} column holds: {have} "
+                "(or use split='all')"
+            )
+    if domain is not None:
+        if domain_values is None:
+            raise DataError(
+                f"{path} has no domain column {domain_column or DOMAIN_COLUMN!r} to pick domain {domain!r} from; "
+                "add one, or drop the domain option to read every row"
+            )
+        in_split = keep
+        keep = [i for i in keep if domain_values[i] == domain]
+        if not keep:
+            have = ", ".join(sorted({domain_values[i] for i in in_split}))
+            where = f" in split {split!r}" if split_values is not None and split != ALL_SPLITS else ""
+            raise DataError(f"{path}: no rows of domain {domain!r}{where}; the {domain_column!r} column holds: {have}")
+    return keep
+
+
+def _finite_features(x: np.ndarray, names: list[str], row_numbers: list[int], path: Path) -> np.ndarray:
+    """``x`` as float32 after refusing NaN and Inf (also values too large for float32), naming columns and rows."""
+    with np.errstate(over="ignore"):
+        x = x.astype(np.float32)
     finite = np.isfinite(x)
     if not finite.all():
-        cols = [header[feature_at[j]] for j in np.flatnonzero(~finite.all(axis=0))]
-        rows = [keep[k] + 2 for k in np.flatnonzero(~finite.all(axis=1))]
+        cols = [names[j] for j in np.flatnonzero(~finite.all(axis=0))]
+        rows = [row_numbers[k] for k in np.flatnonzero(~finite.all(axis=1))]
         raise DataError(
             f"{path}: NaN or Inf in feature columns {cols[:10]} (rows {rows[:5]}); fill or drop them before loading"
         )
-    return x.astype(np.float32)
+    return x
 
 
-def _csv_labels(
-    body: list[list[str]], keep: list[int], label_at: int, label_column: str | None, path: Path
+def _class_indices(
+    values: list[str], keep: list[int], label_column: str | None, path: Path, first_row: int
 ) -> tuple[np.ndarray, list[str]]:
-    values = [row[label_at].strip() for row in body]
-    empty = [i + 2 for i, v in enumerate(values) if v == ""]
+    """Labels of the rows ``keep`` as class indices. Classes come from every row of the file (so splits and domains
+    read from one file share indices): integers ``0..max`` when every label is a non-negative integer, else the
+    sorted distinct strings. ``first_row`` numbers the first value in messages (2: a CSV line after the header)."""
+    empty = [i + first_row for i, v in enumerate(values) if v == ""]
     if empty:
         raise DataError(f"{path}: label column {label_column!r} is empty in rows {empty[:5]}; label every row")
     try:
@@ -298,6 +383,283 @@ def _csv_labels(
         raise DataError(f"{path}: integer labels in column {label_column!r} must be >= 0, found {min(ints)}")
     classes = [str(i) for i in range(max(ints) + 1)]
     return np.asarray([ints[i] for i in keep], dtype=np.int64), classes
+
+
+# -- Parquet -----------------------------------------------------------------------------------
+def load_parquet(
+    path: str | Path,
+    split: str = "train",
+    label_column: str | None = DEFAULT_LABEL_COLUMN,
+    domain_column: str | None = DOMAIN_COLUMN,
+    domain: str | None = None,
+) -> DomainDataset:
+    """Read a Parquet file as feature vectors, with the same column and row rules as :func:`load_csv`.
+
+    Feature columns must have a numeric Parquet type (integer, floating point, boolean or decimal) and no nulls;
+    a string or list column that is not the label, ``split`` or domain column is refused by name rather than
+    guessed at. Labels may be integers (classes ``"0".."max"``), integral floats, or strings (the sorted names),
+    mapped over the whole file as in :func:`load_csv`. Rows are numbered from 0 in messages.
+
+    Raises:
+        DataError: pyarrow is missing; the file is missing, not Parquet, or has no rows; a feature column is not
+            numeric or has nulls (named); a feature is NaN or Inf; a label is null or not an integer or string;
+            no row belongs to ``split`` or ``domain``; or a ``label_column`` / ``domain_column`` other than the
+            default is missing.
+    """
+    path = _existing_file(path)
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError as exc:
+        raise DataError(f"reading {path} needs pyarrow: pip install 'transferkit[tabular]'") from exc
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise DataError(f"cannot read {path} as a Parquet file ({exc})") from exc
+    header = [str(name) for name in table.column_names]
+    if not header:
+        raise DataError(f"{path} has no columns; expected numeric feature columns and a label column")
+    if table.num_rows == 0:
+        raise DataError(f"{path} has columns but no data rows")
+    _check_unique_columns(header, path)
+
+    roles = _column_roles(header, label_column, domain_column, path)
+
+    def column(at: int | None) -> list[str] | None:
+        return None if at is None else _parquet_strings(table.column(at), header[at], path)
+
+    keep = _keep_rows(path, table.num_rows, split, column(roles.split), domain, column(roles.domain), domain_column)
+    x = _parquet_features(table, roles.features, keep, header, path)
+    if roles.label is None:
+        labels, classes = None, []
+    else:
+        values = _parquet_labels(table.column(roles.label), header[roles.label], path)
+        labels, classes = _class_indices(values, keep, label_column, path, first_row=0)
+    return DomainDataset(
+        x,
+        labels,
+        domain or path.stem,
+        classes,
+        "vector",
+        meta={"path": str(path), "split": split, "features": [header[i] for i in roles.features],
+              **({"domain": domain} if domain is not None else {})},
+    )
+
+
+def _parquet_features(table: Any, feature_at: list[int], keep: list[int], header: list[str], path: Path) -> np.ndarray:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.types as pat
+
+    rows = pa.array(keep, type=pa.int64())
+    columns = []
+    for at in feature_at:
+        col, name = table.column(at), header[at]
+        kind = col.type
+        if not (pat.is_integer(kind) or pat.is_floating(kind) or pat.is_boolean(kind) or pat.is_decimal(kind)):
+            hint = " (one vector per cell is not read: store one number per column)" if pat.is_list(kind) or \
+                pat.is_fixed_size_list(kind) or pat.is_large_list(kind) else ""
+            raise DataError(
+                f"{path}: feature column {name!r} is not numeric (Parquet type {kind}){hint}; every column but "
+                "the label, split and domain columns must be a number"
+            )
+        col = col.take(rows)
+        if col.null_count:
+            nulls = [keep[i] for i in np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[:5]]
+            raise DataError(
+                f"{path}: feature column {name!r} has {col.null_count} missing (null) values (rows {nulls}); "
+                "fill or drop them before loading"
+            )
+        columns.append(pc.cast(col, pa.float64(), safe=False).to_numpy())
+    x = np.column_stack(columns) if columns else np.zeros((len(keep), 0))
+    return _finite_features(x, [header[i] for i in feature_at], keep, path)
+
+
+def _parquet_strings(col: Any, name: str, path: Path) -> list[str]:
+    """A split or domain column as stripped strings (nulls as ``""``, which no split or domain name matches)."""
+    import pyarrow.types as pat
+
+    if pat.is_dictionary(col.type):
+        col = col.cast(col.type.value_type)
+    return ["" if v is None else str(v).strip() for v in col.to_pylist()]
+
+
+def _parquet_labels(col: Any, name: str, path: Path) -> list[str]:
+    """Labels as the strings :func:`_class_indices` maps: integers (and integral floats) as decimal digits."""
+    import pyarrow.types as pat
+
+    if pat.is_dictionary(col.type):
+        col = col.cast(col.type.value_type)
+    kind = col.type
+    if col.null_count:
+        nulls = np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))
+        raise DataError(f"{path}: label column {name!r} is null in rows {nulls[:5].tolist()}; label every row")
+    values = col.to_pylist()
+    if pat.is_integer(kind) or pat.is_boolean(kind):
+        return [str(int(v)) for v in values]
+    if pat.is_floating(kind):
+        bad = [v for v in values if not np.isfinite(v) or v != round(v)]
+        if bad:
+            raise DataError(
+                f"{path}: label column {name!r} holds non-integer numbers (e.g. {bad[0]!r}); labels must be class "
+                "ids (integers) or class names (strings)"
+            )
+        return [str(int(v)) for v in values]
+    if pat.is_string(kind) or pat.is_large_string(kind):
+        return [v.strip() for v in values]
+    raise DataError(f"{path}: label column {name!r} has Parquet type {kind}; labels must be integers or strings")
+
+
+# -- svmlight / libsvm -------------------------------------------------------------------------
+def load_svmlight(
+    path: str | Path, split: str = "train", n_features: int | None = None, zero_based: bool | str = "auto"
+) -> DomainDataset:
+    """Read an svmlight / libsvm file (``label index:value ...`` per line) as dense float32 feature vectors.
+
+    The file has no split or domain column: it is read whole for any ``split`` (keep one file per split and
+    domain; ``load_data`` fills ``{split}`` in a path). Its width is not written down either: it is the largest
+    feature index present, so a file that happens to lack the last feature comes out narrower than its sibling.
+    Pass ``n_features`` (the same for every file of a task) to fix the width. ``zero_based="auto"`` (sklearn's
+    rule) reads a file as one-based when no line uses index 0; a zero-based file without feature 0 is then
+    shifted by one, so pass ``zero_based=True`` / ``False`` where the convention is known (the index base used
+    is kept in ``meta`` for :func:`check_feature_widths`).
+
+    Labels must be integer class ids: non-negative ones map to classes ``"0".."max"`` as in :func:`load_csv`;
+    the binary convention ``-1`` / ``+1`` maps to classes ``["-1", "1"]`` (indices 0, 1). Regression targets
+    are refused.
+
+    Raises:
+        DataError: the file is missing, empty or not svmlight; ``n_features`` is smaller than the largest index;
+            a one-based file uses index 0; a feature is NaN or Inf (or too large for float32); a label is not an
+            integer, or negative outside the -1/+1 convention; the dense array would not fit in memory.
+    """
+    path = _existing_file(path)
+    if n_features is not None and (isinstance(n_features, bool) or not isinstance(n_features, int) or n_features < 1):
+        raise DataError(f"{path}: n_features must be a positive integer (the feature width), got {n_features!r}")
+    if zero_based not in (True, False, "auto"):
+        raise DataError(f"{path}: zero_based must be True, False or 'auto', got {zero_based!r}")
+    from sklearn.datasets import load_svmlight_file
+
+    try:
+        # Indices exactly as written (zero_based=True never shifts); the base is decided below, where it is known.
+        raw, y = load_svmlight_file(str(path), dtype=np.float64, zero_based=True)
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise DataError(
+            f"cannot read {path} as an svmlight/libsvm file ({exc}); each line must be 'label index:value ...'"
+        ) from exc
+    n = raw.shape[0]
+    if n == 0:
+        raise DataError(f"{path} holds no rows (only blank or comment lines); expected 'label index:value ...' lines")
+    lowest = int(raw.indices.min()) if raw.nnz else None
+    base = 0 if zero_based is True else 1 if zero_based is False else int(lowest is not None and lowest > 0)
+    if base == 1 and lowest == 0:
+        raise DataError(f"{path} uses feature index 0, so it is zero-based, but zero_based=False was given")
+    width = max(raw.shape[1] - base, 0) if raw.nnz else 0
+    if n_features is not None:
+        if width > n_features:
+            raise DataError(
+                f"{path} has feature index {width - 1 + base} ({'zero' if base == 0 else 'one'}-based, so {width} "
+                f"features) but n_features={n_features}; raise n_features to at least {width}"
+            )
+        width = n_features
+    if width == 0:
+        raise DataError(f"{path}: no line has any feature; pass n_features to read all-zero vectors")
+    if n * width * 4 > MAX_DENSE_BYTES:
+        raise DataError(
+            f"{path}: {n} rows x {width} features is {n * width * 4 / 2**30:.1f} GiB as dense float32, over the "
+            f"{MAX_DENSE_BYTES / 2**30:.0f} GiB limit; reduce the features (e.g. hashing) first"
+        )
+    sparse = scipy.sparse.csr_matrix((raw.data, raw.indices - base, raw.indptr), shape=(n, width))
+    with np.errstate(over="ignore"):
+        data32 = sparse.data.astype(np.float32)
+    bad = ~np.isfinite(data32)
+    if bad.any():
+        rows = np.unique(np.repeat(np.arange(n), np.diff(sparse.indptr))[bad])
+        raise DataError(
+            f"{path}: NaN or Inf (or a value too large for float32) in {len(rows)} rows (data lines, from 1: "
+            f"{(rows[:5] + 1).tolist()}); fill or drop them before loading"
+        )
+    x = scipy.sparse.csr_matrix((data32, sparse.indices, sparse.indptr), shape=(n, width)).toarray()
+    labels, classes = _svmlight_labels(y, path)
+    return DomainDataset(
+        x,
+        labels,
+        path.stem,
+        classes,
+        "vector",
+        meta={"path": str(path), "split": split, "format": "svmlight", "n_features": width,
+              "zero_based": base == 0, "zero_based_from": "auto" if zero_based == "auto" else "given"},
+    )
+
+
+def _svmlight_labels(y: np.ndarray, path: Path) -> tuple[np.ndarray, list[str]]:
+    bad = ~np.isfinite(y) | (y != np.round(y))
+    if bad.any():
+        raise DataError(
+            f"{path}: labels must be integer class ids, found {float(y[bad][0])!r} on data line "
+            f"{int(np.flatnonzero(bad)[0]) + 1} (regression targets are not supported)"
+        )
+    ints = y.astype(np.int64)
+    if ints.min() < 0:
+        if not np.isin(ints, (-1, 1)).all():
+            raise DataError(
+                f"{path}: negative labels other than the binary -1/+1 convention ({sorted(set(ints.tolist()))[:10]}); "
+                "use class ids 0..K-1"
+            )
+        return (ints > 0).astype(np.int64), ["-1", "1"]
+    everything = list(range(len(ints)))
+    return _class_indices([str(v) for v in ints.tolist()], everything, "label", path, first_row=1)
+
+
+# -- source and target together ----------------------------------------------------------------
+def check_feature_widths(source: DomainDataset, target: DomainDataset) -> None:
+    """Refuse source and target feature vectors that one model cannot read alike.
+
+    The MLP's input width comes from the source, so a narrower or wider target would fail as a shape error deep
+    in training; worse, feature tables with the same width but other columns, or svmlight files read with
+    different index bases, would train without complaint on misaligned features. Checked: the width, the column
+    names (CSV / Parquet) and the svmlight index base where ``zero_based="auto"`` chose it.
+
+    Raises:
+        DataError: naming both files and the fix.
+    """
+    if source.kind != "vector" or target.kind != "vector":
+        return
+    if not isinstance(source.inputs, np.ndarray) or not isinstance(target.inputs, np.ndarray):
+        return
+    src, tgt = source.meta.get("path", source.domain), target.meta.get("path", target.domain)
+    ws, wt = int(source.inputs.shape[1]), int(target.inputs.shape[1])
+    svmlight = "svmlight" in (source.meta.get("format"), target.meta.get("format"))
+    if ws != wt:
+        if svmlight:
+            fix = (
+                "an svmlight file's width is the largest feature index it holds, so files of one task can differ: "
+                f"give both the same width, e.g. '{src}?n_features={max(ws, wt)}' and '{tgt}?n_features={max(ws, wt)}' "
+                "(n_features=... in Python)"
+            )
+        else:
+            fix = "both must hold the same feature columns"
+        raise DataError(f"feature widths differ: source {src} has {ws} features, target {tgt} has {wt}; {fix}")
+    if (
+        source.meta.get("format") == target.meta.get("format") == "svmlight"
+        and source.meta.get("zero_based") != target.meta.get("zero_based")
+        and "auto" in (source.meta.get("zero_based_from"), target.meta.get("zero_based_from"))
+    ):
+        def base(ds: DomainDataset) -> str:
+            return "zero-based" if ds.meta.get("zero_based") else "one-based (no line uses index 0)"
+
+        raise DataError(
+            f"svmlight index bases differ: source {src} was read {base(source)}, target {tgt} {base(target)}, which "
+            "shifts one domain's features by one; state the convention for both: '?zero_based=true' (or false)"
+        )
+    names_s, names_t = source.meta.get("features"), target.meta.get("features")
+    if names_s is not None and names_t is not None and list(names_s) != list(names_t):
+        diff = [(i, a, b) for i, (a, b) in enumerate(zip(names_s, names_t, strict=True)) if a != b]
+        shown = ", ".join(f"column {i + 1}: {a!r} vs {b!r}" for i, a, b in diff[:3])
+        raise DataError(
+            f"feature columns differ between source {src} and target {tgt} ({shown}); both files must hold the "
+            "same feature columns in the same order"
+        )
 
 
 # -- shared ------------------------------------------------------------------------------------

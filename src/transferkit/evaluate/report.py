@@ -127,10 +127,11 @@ def _guard_lines(report: dict[str, Any]) -> list[str]:
         gap = g.get("gap")
         if gap:
             before, after = gap["source-only"], gap["adapted"]
+            pad = (f"; proxy A-distance {before['proxy_a']['value']:.2f} → {after['proxy_a']['value']:.2f}"
+                   if "proxy_a" in before and "proxy_a" in after else "")  # too few items for its 5 folds
             lines.append(
                 f"  - domain gap on the model's features (source validation vs target): MMD² "
                 f"{before['mmd2']['value']:.4f} (p {before['mmd2']['p_value']:.3f}) before → "
-                f"{after['mmd2']['value']:.4f} (p {after['mmd2']['p_value']:.3f}) after adaptation; proxy A-distance "
-                f"{before['proxy_a']['value']:.2f} → {after['proxy_a']['value']:.2f}"
+                f"{after['mmd2']['value']:.4f} (p {after['mmd2']['p_value']:.3f}) after adaptation{pad}"
             )
     return lines

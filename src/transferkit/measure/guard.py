@@ -160,9 +160,11 @@ def feature_gaps(
 
     if any(c.source_val_features is None or c.target_features is None for c in (source_only, adapted)):
         return None
+    smaller = min(len(source_only.source_val_features), len(source_only.target_features))
+    measures = ["mmd2", "proxy_a"] if smaller >= 10 else ["mmd2"]  # a 5-fold classifier needs a few per fold
     return {
         c.name: {g.name: {"value": g.value, "p_value": g.p_value, "samples": g.samples}
-                 for g in measure_gap(c.source_val_features, c.target_features, measures=["mmd2", "proxy_a"],
+                 for g in measure_gap(c.source_val_features, c.target_features, measures=measures,
                                       max_samples=max_samples, num_permutations=num_permutations)}
         for c in (source_only, adapted)
     }

@@ -20,6 +20,8 @@ def fold_batchnorm(model: nn.Module) -> int:
     as it is. timm's ``BatchNormAct2d`` (a BatchNorm2d followed by dropout and activation) keeps its
     dropout and activation.
     """
+    if not any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
+        return 0  # nothing to fold (transformers, MLPs): do not trace at all
     import torch.fx
 
     class _Tracer(torch.fx.Tracer):

@@ -1,0 +1,192 @@
+"""Text tables as :class:`DomainDataset`: CSV / TSV and JSON lines (optionally gzipped) with a text column.
+
+One file may hold several domains (a ``domain`` column, as in multi-domain review collections) and splits (a
+``split`` column). ``load_data`` takes options after a ``?``, so a YAML config or the CLI can name one domain
+of such a file without Python code::
+
+    reviews.jsonl.gz?domain=books                       # rows whose domain column is "books"
+    reviews.csv?text=body&label=stars&domain=kitchen     # other column names
+
+Class names are computed over the *whole* file (every domain, every split) before rows are selected, so a
+source and a target read from one file share class indices. Integer labels give classes ``"0".."max"``,
+other labels the sorted distinct values.
+
+Example:
+    >>> import json, tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "r.jsonl"
+    >>> rows = [{"text": "good", "label": "pos", "domain": "a"}, {"text": "bad", "label": "neg", "domain": "b"}]
+    >>> _ = p.write_text("\\n".join(json.dumps(r) for r in rows))
+    >>> ds = load_text_table(p, domain="b")
+    >>> ds.kind, ds.domain, ds.classes, ds.inputs, ds.labels.tolist()
+    ('text', 'r/b', ['neg', 'pos'], ['bad'], [0])
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from transferkit.data.domain import DomainDataset
+from transferkit.errors import DataError
+
+ALL_SPLITS = "all"
+TEXT_SUFFIXES = (".jsonl", ".json", ".ndjson", ".csv", ".tsv")
+OPTIONS = ("text", "label", "domain", "domain_column")
+
+
+def is_text_table(path: Path) -> bool:
+    """JSON lines always; CSV/TSV only when the header has a ``text`` column (else they are feature tables)."""
+    name = path.name.lower().removesuffix(".gz")
+    if name.endswith((".jsonl", ".json", ".ndjson")):
+        return True
+    if name.endswith((".csv", ".tsv")):
+        try:
+            with _open(path) as f:
+                header = next(csv.reader(f, delimiter="\t" if name.endswith(".tsv") else ","), [])
+        except (OSError, UnicodeDecodeError, csv.Error, EOFError):
+            return False
+        return "text" in [h.strip() for h in header]
+    return False
+
+
+def load_text_table(
+    path: str | Path,
+    split: str = "train",
+    *,
+    text: str = "text",
+    label: str | None = "label",
+    domain: str | None = None,
+    domain_column: str = "domain",
+) -> DomainDataset:
+    """Read texts, labels and (optionally) one domain's rows from a CSV/TSV/JSON-lines file.
+
+    Args:
+        path: the file (``.gz`` allowed).
+        split: rows whose ``split`` column equals this (``"all"``: every row); without a ``split`` column the
+            whole file is read for any split.
+        text, label: column names. ``label=None`` or a file without the default ``label`` column gives an
+            unlabelled dataset.
+        domain: keep only rows whose ``domain_column`` equals it; the dataset is named ``<file>/<domain>``.
+
+    Raises:
+        DataError: missing/unreadable/non-UTF-8 file, a missing column (the message lists the columns), an
+            empty or non-string text (row named), an empty label, no row left for ``domain`` / ``split``.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DataError(f"text file {path} does not exist; check the path")
+    rows = _read_rows(path)
+    if not rows:
+        raise DataError(f"{path} holds no rows")
+    columns = list(rows[0])
+    if text not in columns:
+        raise DataError(f"{path} has no text column {text!r}; its columns: {', '.join(columns)} (use ?text=NAME)")
+    labelled = label is not None and label in columns
+    if label is not None and not labelled and label != "label":
+        raise DataError(f"{path} has no label column {label!r}; its columns: {', '.join(columns)}")
+    classes = _classes([r.get(label) for r in rows], path, label) if labelled else []
+
+    keep = list(range(len(rows)))
+    if domain is not None:
+        if domain_column not in columns:
+            raise DataError(f"{path} has no {domain_column!r} column to select domain {domain!r}; "
+                            f"its columns: {', '.join(columns)}")
+        keep = [i for i in keep if str(rows[i].get(domain_column)) == domain]
+        if not keep:
+            have = sorted({str(r.get(domain_column)) for r in rows})
+            raise DataError(f"{path}: no rows with {domain_column} == {domain!r}; it holds: {', '.join(have[:20])}")
+    if "split" in columns and split != ALL_SPLITS:
+        keep = [i for i in keep if str(rows[i].get("split")) == split]
+        if not keep:
+            raise DataError(f"{path}: no rows with split == {split!r}" + (f" in domain {domain!r}" if domain else ""))
+
+    texts = []
+    for i in keep:
+        value = rows[i].get(text)
+        if not isinstance(value, str) or not value.strip():
+            raise DataError(f"{path}, row {i + 1}: the {text!r} field is empty or not a string ({value!r})")
+        texts.append(value)
+    labels = None
+    if labelled:
+        index = {c: k for k, c in enumerate(classes)}
+        labels = np.asarray([index[_label_key(rows[i].get(label))] for i in keep], dtype=np.int64)
+    stem = path.name.split(".")[0]
+    name = f"{stem}/{domain}" if domain is not None else stem
+    meta: dict[str, Any] = {"path": str(path), "split": split}
+    extra = [c for c in columns if c not in (text, label, domain_column, "split")]
+    for column in extra:  # numeric side fields (a star rating) travel along for reports and regression
+        values = [rows[i].get(column) for i in keep]
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            meta[column] = np.asarray(values, dtype=np.float64)
+    return DomainDataset(texts, labels, name, classes, "text", meta=meta)
+
+
+def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
+    """``"file.jsonl?domain=books&text=body"`` -> ``("file.jsonl", {"domain": "books", "text": "body"})``."""
+    path, sep, query = spec.partition("?")
+    options: dict[str, str] = {}
+    if sep:
+        for part in query.split("&"):
+            key, eq, value = part.partition("=")
+            if not eq or key not in OPTIONS:
+                raise DataError(f"{spec!r}: options after '?' look like key=value with key one of {', '.join(OPTIONS)}"
+                                f"; got {part!r}")
+            options[key] = value
+    return path, options
+
+
+def _open(path: Path) -> io.TextIOBase:
+    raw = gzip.open(path, "rt", encoding="utf-8-sig", newline="") if path.name.lower().endswith(".gz") else \
+        path.open(encoding="utf-8-sig", newline="")
+    return raw  # type: ignore[return-value]
+
+
+def _read_rows(path: Path) -> list[dict[str, Any]]:
+    name = path.name.lower().removesuffix(".gz")
+    try:
+        with _open(path) as f:
+            if name.endswith((".csv", ".tsv")):
+                return list(csv.DictReader(f, delimiter="\t" if name.endswith(".tsv") else ","))
+            rows = []
+            for n, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise DataError(f"{path}, line {n}: not valid JSON ({exc.msg})") from None
+                if not isinstance(row, dict):
+                    raise DataError(f"{path}, line {n}: expected a JSON object per line, got {type(row).__name__}")
+                rows.append(row)
+            return rows
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path} is not UTF-8 text ({exc}); re-encode it as UTF-8") from exc
+    except (OSError, EOFError, csv.Error) as exc:
+        raise DataError(f"cannot read {path}: {exc}") from exc
+
+
+def _label_key(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value).strip()
+
+
+def _classes(values: list[Any], path: Path, label: str | None) -> list[str]:
+    keys = [_label_key(v) if v is not None else "" for v in values]
+    empty = [i + 1 for i, k in enumerate(keys) if k in ("", "None")]
+    if empty:
+        raise DataError(f"{path}: label {label!r} is empty in rows {empty[:5]}; label every row or drop the column")
+    distinct = set(keys)
+    try:
+        ints = sorted(int(k) for k in distinct)
+    except ValueError:
+        return sorted(distinct)
+    if ints[0] < 0:
+        raise DataError(f"{path}: integer labels in {label!r} must be >= 0, found {ints[0]}")
+    return [str(i) for i in range(ints[-1] + 1)]
