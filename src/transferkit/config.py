@@ -21,12 +21,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from transferkit.errors import ConfigError
 
-Strategy = Literal["full", "linear-probe", "partial", "lp-ft"]
+Strategy = Literal["full", "linear-probe", "partial", "lp-ft", "lora"]
 STRATEGIES: dict[str, str] = {
     "linear-probe": "freeze the backbone; extract features once (cached) and train only the head",
     "full": "train every parameter; the backbone may get a smaller LR (backbone_lr_mult, layer_decay)",
     "partial": "freeze the first `freeze_stages` stages of the backbone, train the rest",
     "lp-ft": "linear probe first (lp_epochs), then full fine-tuning from that head (Kumar et al., 2022)",
+    "lora": "low-rank adapters (PEFT) on the attention projections train, the rest stays frozen; merged on save",
 }
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _FLOAT_RE = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
@@ -96,6 +97,12 @@ class FinetuneConfig(_Strict):
     )
     lp_epochs: Annotated[int, Field(ge=1)] = Field(10, description="epochs of the linear-probe phase (lp-ft)")
     lp_lr: Annotated[float, Field(gt=0.0)] | None = Field(None, description="LR of the linear-probe phase")
+    lora_r: Annotated[int, Field(ge=1, le=1024)] = Field(8, description="rank of the LoRA adapters (lora)")
+    lora_alpha: Annotated[float, Field(gt=0.0)] = Field(16.0, description="LoRA scaling: updates are x alpha/r")
+    lora_dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
+    lora_targets: list[str] | None = Field(
+        None, description="last names of the Linear layers to adapt (default: the attention query/value projections)"
+    )
 
 
 class AdaptConfig(_Strict):

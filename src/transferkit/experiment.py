@@ -30,6 +30,7 @@ from transferkit.evaluate.predict import predict_outputs, score
 from transferkit.evaluate.report import write_aggregate_report, write_report
 from transferkit.features import cached_features
 from transferkit.finetune import apply_strategy, param_groups
+from transferkit.finetune.lora import merge_lora
 from transferkit.models.backbones import check_input_kind, create_backbone
 from transferkit.models.heads import IdentityBackbone, TransferModel
 from transferkit.runs import RunDir, atomic_write_text
@@ -173,6 +174,7 @@ def fit_seed(
             model.load_state_dict(baseline.state_dict())
         guard = {**decision.to_dict(), "gap": gap}
     seconds = time.perf_counter() - t0
+    merge_lora(model.backbone)  # adapters folded into their weights: the saved model needs no PEFT
     model.save(run.model)
 
     if data.source_eval is not None:

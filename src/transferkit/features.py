@@ -181,7 +181,21 @@ def cached_features(
     device: str = "auto",
     progress: bool = True,
 ) -> DomainDataset:
-    """Features of ``dataset`` under ``backbone``, extracted once and then read from the cache."""
+    """Features of ``dataset`` under ``backbone``, extracted once and then read from the cache.
+
+    A subset (a split, a seed's training share, K items per class) is served from its whole dataset's features,
+    so every split and seed of a run shares one extraction.
+    """
+    if dataset.origin is not None:
+        root, idx = dataset.origin
+        whole = cached_features(backbone, root, cache_dir=cache_dir, batch_size=batch_size, num_workers=num_workers,
+                                device=device, progress=progress)
+        feats = whole.subset(idx)
+        feats.labels = dataset.labels
+        feats.meta = {**dataset.meta, "features_from": whole.meta["features_from"]}
+        feats.domain = dataset.domain
+        feats.origin = None
+        return feats
     key = cache_key(backbone, dataset)
     path = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     file = path / f"{key}.npz"

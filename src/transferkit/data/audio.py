@@ -287,8 +287,8 @@ def load_audio_folder(
     Returns:
         A dataset with ``inputs`` the file paths (str), ``kind="audio"``, ``classes`` the sorted label names of
         the whole folder (every split and domain, so datasets cut from one folder share class indices),
-        ``domain`` the folder's name (with the kept or excluded domains), and ``meta["domains"]`` the domain of
-        each item (None where there is none).
+        ``domain`` the folder's name (with the kept or excluded domains), and ``meta["item_domains"]`` /
+        ``meta["item_indices"]`` each item's domain ("" where none) and index (-1 where none).
 
     Raises:
         DataError: a missing folder, no audio files, a pattern without a ``label`` group or that some files do not
@@ -313,7 +313,7 @@ def load_audio_folder(
     else:
         items = _items_from_names(root, pattern)
         by_folder = False
-    classes = sorted({it.label for it in items})
+    classes = sort_labels({it.label for it in items})
 
     items = _select_split(items, split, root, by_folder)
     items, name = _select_domains(items, root, domains, exclude_domains)
@@ -327,9 +327,24 @@ def load_audio_folder(
         domain=name,
         classes=classes,
         kind="audio",
-        meta={"root": str(root), "split": split, "domains": [it.domain for it in items],
-              "indices": [it.index for it in items]},
+        # per-item arrays: DomainDataset.subset keeps them aligned with the items
+        meta={"root": str(root), "split": split,
+              "item_domains": np.asarray([it.domain or "" for it in items], dtype=str),
+              "item_indices": np.asarray([-1 if it.index is None else it.index for it in items], dtype=np.int64)},
     )
+
+
+def sort_labels(labels: Iterable[str]) -> list[str]:
+    """Class names in order: numerically when every label is an integer ("2" before "10"), else as strings.
+
+    Example:
+        >>> sort_labels({"10", "2", "1"}), sort_labels({"dog", "cat"})
+        (['1', '2', '10'], ['cat', 'dog'])
+    """
+    names = set(labels)
+    if names and all(re.fullmatch(r"-?\d+", n) for n in names):
+        return sorted(names, key=int)
+    return sorted(names)
 
 
 def _items_from_names(folder: Path, pattern: str | None, split: str | None = None) -> list[_Item]:

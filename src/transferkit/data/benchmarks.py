@@ -298,3 +298,103 @@ for _domain in AMAZON_DOMAINS:
         f"Amazon {_domain} reviews, 5,000-d word/bigram counts, negative/positive "
         f"(benchmark root: amazon_svmlight/); splits train 2,000 / test {AMAZON_TEST_SIZES[_domain]:,}",
     )(_amazon_loader(_domain))
+
+
+# -- FSDD: spoken digits, one domain per speaker ------------------------------------------------
+# <root>/fsdd/recordings/{digit}_{speaker}_{index}.wav: 8 kHz mono 16-bit WAVs, 6 speakers x 10 digits x 50
+# recordings. The root's SHA256SUMS holds one checksum for the folder: every file, sorted by name, concatenated.
+FSDD_DIR = "fsdd/recordings"
+FSDD_SPEAKERS = ("george", "jackson", "lucas", "nicolas", "theo", "yweweler")
+FSDD_PER_DIGIT = 50
+FSDD_RECORDINGS_SHA256 = "ddb17656a0bca4c5ddace082be188ca630516dc2ef1110afe3c4e9cc71173de4"
+# The conventional test split is index 0-4 of every digit and speaker; "val"/"fit" divide the rest so a
+# checkpoint can be chosen on a fixed source split (the same files for every seed, so features cache once).
+FSDD_SPLITS = {"train": range(5, 50), "test": range(0, 5), "val": range(5, 10), "fit": range(10, 50),
+               "all": range(0, 50)}
+_fsdd_hash_cache: dict[tuple[str, str], str] = {}
+
+
+def fsdd_recordings(root: Path | None, dataset: str) -> Path:
+    """``<root>/fsdd/recordings`` after checking that every file is there and the folder's SHA-256."""
+    needs = f"{FSDD_DIR}/<digit>_<speaker>_<index>.wav (3,000 files)"
+    if root is None:
+        raise DataError(f"dataset {dataset!r} reads benchmark files from a data root: set {DATA_ROOT_ENV}=/path/to/"
+                        f"data or pass root=...; the root must hold {needs}")
+    root = Path(root).expanduser()
+    folder = root / FSDD_DIR
+    if not root.is_dir():
+        raise DataError(f"benchmark data root {root} (from root= or {DATA_ROOT_ENV}) is not a folder; point it at "
+                        f"the folder that holds {needs}")
+    if not folder.is_dir():
+        raise DataError(f"dataset {dataset!r}: expected the folder {folder}, which is missing; the root must hold "
+                        f"{needs}")
+    expected = {f"{d}_{s}_{i}.wav" for d in range(10) for s in FSDD_SPEAKERS for i in range(FSDD_PER_DIGIT)}
+    names = sorted(p.name for p in folder.iterdir() if p.is_file())
+    missing = sorted(expected - set(names))
+    if missing:
+        raise DataError(f"dataset {dataset!r}: {len(missing)} of the 3,000 recordings are missing from {folder} "
+                        f"({', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}); restore the folder")
+    listed = {k: v for k, v in read_sha256sums(root / SHA256SUMS).items() if k.split(" (")[0] == FSDD_DIR}
+    want = next(iter(listed.values()), FSDD_RECORDINGS_SHA256)
+    got = _fsdd_sha256(folder, names)
+    if got != want:
+        raise DataError(f"checksum mismatch for {folder} (every file, sorted by name, concatenated): expected sha256 "
+                        f"{want}, got {got}; a recording is corrupt, extra or a different version: restore the "
+                        "folder from the original download")
+    return folder
+
+
+def _fsdd_sha256(folder: Path, names: list[str]) -> str:
+    stats = hashlib.sha256()
+    for n in names:
+        st = (folder / n).stat()
+        stats.update(f"{n}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    key = (str(folder.resolve()), stats.hexdigest())
+    with _hash_lock:
+        cached = _fsdd_hash_cache.get(key)
+    if cached is not None:
+        return cached
+    h = hashlib.sha256()
+    for n in names:
+        h.update((folder / n).read_bytes())
+    digest = h.hexdigest()
+    with _hash_lock:
+        _fsdd_hash_cache[key] = digest
+    return digest
+
+
+def _fsdd_loader(name: str, speakers: tuple[str, ...]) -> DatasetLoader:
+    def load(split: str = "train", root: Path | None = None) -> DomainDataset:
+        if split not in FSDD_SPLITS:
+            raise DataError(f"dataset {name!r} has splits {', '.join(FSDD_SPLITS)}; got {split!r}")
+        folder = fsdd_recordings(root, name)
+        indices = FSDD_SPLITS[split]
+        rows = [(s, d, i) for s in speakers for d in range(10) for i in indices]
+        return DomainDataset(
+            [str(folder / f"{d}_{s}_{i}.wav") for s, d, i in rows],
+            np.asarray([d for _, d, _ in rows], dtype=np.int64), name, list(DIGIT_CLASSES), "audio",
+            meta={"root": str(folder), "split": split, "speakers": list(speakers),
+                  "item_domains": np.asarray([s for s, _, _ in rows], dtype=str),
+                  "item_indices": np.asarray([i for _, _, i in rows], dtype=np.int64)},
+        )
+
+    load.__name__ = load.__qualname__ = f"load_{name.replace('-', '_')}"
+    load.__doc__ = f"FSDD spoken digits 0-9 of {', '.join(speakers)} (8 kHz WAV paths, kind 'audio')."
+    return load
+
+
+def _fsdd_splits_text(n_speakers: int) -> str:
+    per = 10 * n_speakers
+    return (f"splits train {45 * per:,} (index 5-49) / test {5 * per} (index 0-4) / all; val (5-9) and fit (10-49) "
+            "divide train")
+
+
+register_dataset("fsdd", f"FSDD spoken digits, all 6 speakers (benchmark root: fsdd/); {_fsdd_splits_text(6)}")(
+    _fsdd_loader("fsdd", FSDD_SPEAKERS))
+for _speaker in FSDD_SPEAKERS:
+    _others = tuple(s for s in FSDD_SPEAKERS if s != _speaker)
+    register_dataset(f"fsdd-{_speaker}", f"FSDD spoken digits of speaker {_speaker} (benchmark root: fsdd/); "
+                     f"{_fsdd_splits_text(1)}")(_fsdd_loader(f"fsdd-{_speaker}", (_speaker,)))
+    register_dataset(f"fsdd-not-{_speaker}", f"FSDD spoken digits of the 5 speakers other than {_speaker} "
+                     f"(leave-one-speaker-out source); {_fsdd_splits_text(5)}")(
+        _fsdd_loader(f"fsdd-not-{_speaker}", _others))

@@ -54,6 +54,9 @@ class DomainDataset(torch.utils.data.Dataset):
     transform: Callable[[Any], torch.Tensor] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     cache: torch.Tensor | None = field(default=None, repr=False)
+    # (the dataset this one was cut from, the indices into it): lets a feature cache extract the whole dataset
+    # once and serve every split and seed's subset of it from that one file
+    origin: tuple[DomainDataset, np.ndarray] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         n = len(self.inputs)
@@ -177,7 +180,8 @@ class DomainDataset(torch.utils.data.Dataset):
         n = len(self)
         # per-item side arrays (a text table's star ratings) follow their items
         meta = {k: v[idx] if isinstance(v, np.ndarray) and v.shape[:1] == (n,) else v for k, v in self.meta.items()}
-        return replace(self, inputs=inputs, labels=labels, cache=cache, meta=meta)
+        root, base = self.origin if self.origin is not None else (self, np.arange(n))
+        return replace(self, inputs=inputs, labels=labels, cache=cache, meta=meta, origin=(root, base[idx]))
 
     def split(self, fraction: float, seed: int = 0) -> tuple[DomainDataset, DomainDataset]:
         """Split into (rest, held-out) with ``fraction`` held out, stratified by label when labelled."""

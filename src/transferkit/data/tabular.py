@@ -203,11 +203,11 @@ def load_csv(
     Every column except ``label_column``, ``split`` and ``domain_column`` must be numeric; it becomes one float32
     feature. A ``split`` column selects the rows whose value equals ``split`` (``"all"`` keeps every row); without
     one the whole file is read for any split. A domain column lets one file hold several domains: ``domain``
-    selects the rows whose value equals it (and names the dataset); without ``domain`` every row is read. String
-    labels map to the sorted class names, integer labels to classes ``"0".."max"`` (computed over the whole
-    file, so splits and domains share class indices). Without a ``label`` column, or with ``label_column=None``,
-    the dataset is unlabelled; a label or domain column given by another name must exist. ``.tsv`` files are
-    read tab-separated.
+    selects the rows whose value equals it and names the dataset ``<file>/<domain>`` (as text tables do); without
+    ``domain`` every row is read. String labels map to the sorted class names, integer labels to classes
+    ``"0".."max"`` (computed over the whole file, so splits and domains share class indices). Without a ``label``
+    column, or with ``label_column=None``, the dataset is unlabelled; a label or domain column given by another
+    name must exist. ``.tsv`` files are read tab-separated.
 
     Raises:
         DataError: the file is missing, unreadable or empty; a feature column is not numeric (named); a
@@ -247,7 +247,7 @@ def load_csv(
     return DomainDataset(
         x,
         labels,
-        domain or path.stem,
+        f"{path.stem}/{domain}" if domain is not None else path.stem,
         classes,
         "vector",
         meta={"path": str(path), "split": split, "features": [header[i] for i in roles.features],
@@ -438,7 +438,7 @@ def load_parquet(
     return DomainDataset(
         x,
         labels,
-        domain or path.stem,
+        f"{path.stem}/{domain}" if domain is not None else path.stem,
         classes,
         "vector",
         meta={"path": str(path), "split": split, "features": [header[i] for i in roles.features],
@@ -521,8 +521,8 @@ def load_svmlight(
     feature index present, so a file that happens to lack the last feature comes out narrower than its sibling.
     Pass ``n_features`` (the same for every file of a task) to fix the width. ``zero_based="auto"`` (sklearn's
     rule) reads a file as one-based when no line uses index 0; a zero-based file without feature 0 is then
-    shifted by one, so pass ``zero_based=True`` / ``False`` where the convention is known (the index base used
-    is kept in ``meta`` for :func:`check_feature_widths`).
+    shifted by one, so pass ``zero_based=True`` / ``False`` where the convention is known (the base, and whether
+    it was given, seen (index 0 present) or guessed, is kept in ``meta`` for :func:`check_feature_widths`).
 
     Labels must be integer class ids: non-negative ones map to classes ``"0".."max"`` as in :func:`load_csv`;
     the binary convention ``-1`` / ``+1`` maps to classes ``["-1", "1"]`` (indices 0, 1). Regression targets
@@ -588,7 +588,8 @@ def load_svmlight(
         classes,
         "vector",
         meta={"path": str(path), "split": split, "format": "svmlight", "n_features": width,
-              "zero_based": base == 0, "zero_based_from": "auto" if zero_based == "auto" else "given"},
+              "zero_based": base == 0, "zero_based_from": "given" if zero_based != "auto" else "index 0" if lowest == 0
+              else "guess"},
     )
 
 
@@ -618,7 +619,7 @@ def check_feature_widths(source: DomainDataset, target: DomainDataset) -> None:
     The MLP's input width comes from the source, so a narrower or wider target would fail as a shape error deep
     in training; worse, feature tables with the same width but other columns, or svmlight files read with
     different index bases, would train without complaint on misaligned features. Checked: the width, the column
-    names (CSV / Parquet) and the svmlight index base where ``zero_based="auto"`` chose it.
+    names (CSV / Parquet) and the svmlight index base where ``zero_based="auto"`` had to guess it.
 
     Raises:
         DataError: naming both files and the fix.
@@ -629,29 +630,32 @@ def check_feature_widths(source: DomainDataset, target: DomainDataset) -> None:
         return
     src, tgt = source.meta.get("path", source.domain), target.meta.get("path", target.domain)
     ws, wt = int(source.inputs.shape[1]), int(target.inputs.shape[1])
+    if (
+        source.meta.get("format") == target.meta.get("format") == "svmlight"
+        and source.meta.get("zero_based") != target.meta.get("zero_based")
+        and "guess" in (source.meta.get("zero_based_from"), target.meta.get("zero_based_from"))
+    ):
+        # Checked before the width: a guessed base also makes the widths differ by one, and n_features would hide it.
+        def base(ds: DomainDataset) -> str:
+            read = "zero-based" if ds.meta.get("zero_based") else "one-based"
+            return f"{read} (a guess: no line uses index 0)" if ds.meta.get("zero_based_from") == "guess" else read
+
+        raise DataError(
+            f"svmlight index bases differ: source {src} was read {base(source)}, target {tgt} {base(target)}, which "
+            "shifts one domain's features by one; state the convention after both data paths: '?zero_based=true' "
+            "(or false; zero_based=... in Python)"
+        )
     svmlight = "svmlight" in (source.meta.get("format"), target.meta.get("format"))
     if ws != wt:
         if svmlight:
             fix = (
                 "an svmlight file's width is the largest feature index it holds, so files of one task can differ: "
-                f"give both the same width, e.g. '{src}?n_features={max(ws, wt)}' and '{tgt}?n_features={max(ws, wt)}' "
-                "(n_features=... in Python)"
+                f"give both the same width, '?n_features={max(ws, wt)}' after both data paths (data.source and "
+                f"data.target), or n_features={max(ws, wt)} in Python"
             )
         else:
             fix = "both must hold the same feature columns"
         raise DataError(f"feature widths differ: source {src} has {ws} features, target {tgt} has {wt}; {fix}")
-    if (
-        source.meta.get("format") == target.meta.get("format") == "svmlight"
-        and source.meta.get("zero_based") != target.meta.get("zero_based")
-        and "auto" in (source.meta.get("zero_based_from"), target.meta.get("zero_based_from"))
-    ):
-        def base(ds: DomainDataset) -> str:
-            return "zero-based" if ds.meta.get("zero_based") else "one-based (no line uses index 0)"
-
-        raise DataError(
-            f"svmlight index bases differ: source {src} was read {base(source)}, target {tgt} {base(target)}, which "
-            "shifts one domain's features by one; state the convention for both: '?zero_based=true' (or false)"
-        )
     names_s, names_t = source.meta.get("features"), target.meta.get("features")
     if names_s is not None and names_t is not None and list(names_s) != list(names_t):
         diff = [(i, a, b) for i, (a, b) in enumerate(zip(names_s, names_t, strict=True)) if a != b]

@@ -8,6 +8,8 @@
   the head on the cache (:mod:`transferkit.features`).
 - ``lp-ft``: a linear-probe phase, then ``full`` from that head (Kumar et al., ICLR 2022): a good head
   first keeps full fine-tuning from distorting the pretrained features.
+- ``lora``: PEFT low-rank adapters on the attention projections train with the head; every other backbone
+  weight stays frozen (:mod:`transferkit.finetune.lora`).
 
 Example:
     >>> from transferkit.config import FinetuneConfig
@@ -42,6 +44,10 @@ def apply_strategy(model: TransferModel, cfg: FinetuneConfig, phase: str = "ft")
                 f"finetune.freeze_stages = {cfg.freeze_stages}, but backbone {backbone.spec!r} has {n} stages"
             )
         backbone.freeze_stages(cfg.freeze_stages)
+    elif cfg.strategy == "lora":
+        from transferkit.finetune.lora import add_lora
+
+        add_lora(backbone, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout, targets=cfg.lora_targets)
 
 
 def param_groups(model: TransferModel, cfg: FinetuneConfig, lr: float) -> list[dict[str, Any]]:

@@ -117,7 +117,7 @@ _PREFIXES = {
 # Prefixes that other modules register (text and audio backbones), built by ``fn(name, weights=, pretrained=,
 # online=, **kwargs)``; imported lazily so `import transferkit` does not pull in transformers or onnxruntime.
 _PREFIX_BUILDERS: dict[str, Callable[..., Backbone]] = {}
-_PLUGIN_MODULES = ("transferkit.models.text",)
+_PLUGIN_MODULES = ("transferkit.models.text", "transferkit.models.audio")
 
 
 BackboneBuilder = Callable[..., Backbone]
