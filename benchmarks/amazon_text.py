@@ -36,12 +36,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from amazon import DOMAINS, TASKS, results_table  # noqa: E402
-from machine import cpu_name  # noqa: E402
+from amazon import DOMAINS, TASKS, results_table
+from machine import cpu_name
 
-from transferkit.config import parse_config  # noqa: E402
-from transferkit.evaluate.metrics import format_mean_std  # noqa: E402
-from transferkit.experiment import fit  # noqa: E402
+from transferkit.config import parse_config
+from transferkit.evaluate.metrics import format_mean_std
+from transferkit.experiment import fit
 
 BACKBONE = "st:all-MiniLM-L6-v2"
 

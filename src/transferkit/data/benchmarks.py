@@ -61,7 +61,8 @@ KNOWN_SHA256 = {
     "amazon_svmlight/electronics_test.svmlight": "641783bc941839c3a111d3488a1b7e3bd820a61ec14a129e7429b47703aa961d",
     "amazon_svmlight/kitchen_train.svmlight": "a70b5ebfe1413e0e16280360905f5c3b64389c435cd20c0165dc9d7f293b31b5",
     "amazon_svmlight/kitchen_test.svmlight": "e1502b97a824eb12314be4447394fa736fecb781c0724e6529cd6733ac7ff6d8",
-    "amazon_text/amazon_multidomain_raw_text.jsonl.gz": "fe392cc6b71b7ff6bf8a3e271c63acc6f7f2e2aaca385d5ade83028108f3e02e",
+    "amazon_text/amazon_multidomain_raw_text.jsonl.gz":
+        "fe392cc6b71b7ff6bf8a3e271c63acc6f7f2e2aaca385d5ade83028108f3e02e",
 }
 AMAZON_TEXT_FILE = "amazon_text/amazon_multidomain_raw_text.jsonl.gz"
 AMAZON_TEXT_TEST_FRACTION = 0.2  # fixed stratified split of each domain's 2,000 reviews; the seed never changes

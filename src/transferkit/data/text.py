@@ -25,10 +25,9 @@ from __future__ import annotations
 
 import csv
 import gzip
-import io
 import json
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -141,10 +140,11 @@ def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
     return path, options
 
 
-def _open(path: Path) -> io.TextIOBase:
-    raw = gzip.open(path, "rt", encoding="utf-8-sig", newline="") if path.name.lower().endswith(".gz") else \
-        path.open(encoding="utf-8-sig", newline="")
-    return raw  # type: ignore[return-value]
+def _open(path: Path) -> IO[str]:
+    """The file as UTF-8 text (a byte-order mark dropped), through gzip for ``.gz``; the caller closes it."""
+    if path.name.lower().endswith(".gz"):
+        return gzip.open(path, "rt", encoding="utf-8-sig", newline="")
+    return path.open(encoding="utf-8-sig", newline="")
 
 
 def _read_rows(path: Path) -> list[dict[str, Any]]:
