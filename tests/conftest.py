@@ -56,3 +56,41 @@ def data_root() -> Path:
     if root and Path(root).is_dir():
         return Path(root)
     pytest.skip("TRANSFERKIT_DATA not set: benchmark data absent")
+
+
+TINY_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]",
+              *"good bad great awful book blender novel kitchen this is the a it was very not love broke".split()]
+
+
+@pytest.fixture(scope="session")
+def tiny_text_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialised 2-layer BERT (16-d) with its tokenizer, saved like a hub folder: no download."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    vocab = folder / "vocab.txt"
+    vocab.write_text("\n".join(TINY_VOCAB), encoding="utf-8")
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(TINY_VOCAB), hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=64)
+    BertModel(config).save_pretrained(folder)
+    BertTokenizer(vocab_file=str(vocab)).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def reviews_jsonl(tmp_path: Path) -> Path:
+    """A tiny two-domain review file (JSON lines) whose words say the label: books and kitchen."""
+    import json
+
+    path, per_domain = tmp_path / "reviews.jsonl", 24
+    rows = []
+    for domain, noun in (("books", "book"), ("kitchen", "blender")):
+        for i in range(per_domain):
+            positive = i % 2 == 1
+            words = ["great", "good", "love"] if positive else ["awful", "bad", "broke"]
+            rows.append({"domain": domain, "label": "positive" if positive else "negative", "rating": 5 if positive
+                         else 1, "text": f"this {noun} is {words[i % 3]} very {words[(i + 1) % 3]}"})
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    return path

@@ -65,8 +65,11 @@ def add_lora(backbone: Backbone, r: int = 8, alpha: float = 16.0, dropout: float
         from peft import LoraConfig, inject_adapter_in_model
     except ImportError as exc:
         raise ConfigError("finetune.strategy 'lora' needs PEFT: `pip install 'transferkit[text]'`") from exc
-    chosen = lora_targets(backbone.body, targets)
-    if not has_lora(backbone):
+    if has_lora(backbone):  # already injected (a second call for the same model): only re-freeze
+        chosen = sorted({n.split(".lora_", 1)[0].rsplit(".", 1)[-1] for n, _ in backbone.body.named_parameters()
+                         if ".lora_" in n})
+    else:
+        chosen = lora_targets(backbone.body, targets)
         old = backbone._stage_names
         config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=chosen)
         inject_adapter_in_model(config, backbone.body)

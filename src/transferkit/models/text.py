@@ -207,7 +207,9 @@ def _hf_backbone(
         raise ModelError(f"{spec!r}: the model config names no hidden_size / d_model; cannot size the head")
     body = HFTextEncoder(model, pooling)
     _load_weights(body, weights, spec)
-    transform = Tokenize(tokenizer, _max_length(max_length, getattr(tokenizer, "model_max_length", None)))
+    limits = [getattr(tokenizer, "model_max_length", None), getattr(model.config, "max_position_embeddings", None)]
+    natural = min((v for v in limits if isinstance(v, int) and v > 0), default=None)
+    transform = Tokenize(tokenizer, _max_length(max_length, natural))
     saved = {**kwargs, "pooling": pooling, "max_length": transform.max_length}
     return Backbone(body, int(hidden), spec, transform, _stages(body), saved, input_kind="text")
 
