@@ -58,8 +58,8 @@ def data_root() -> Path:
     pytest.skip("TRANSFERKIT_DATA not set: benchmark data absent")
 
 
-TINY_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]",
-              *"good bad great awful book blender novel kitchen this is the a it was very not love broke".split()]
+TINY_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "bad", "great", "awful", "book", "blender",
+              "novel", "kitchen", "this", "is", "the", "a", "it", "was", "very", "not", "love", "broke"]
 
 
 @pytest.fixture(scope="session")

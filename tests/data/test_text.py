@@ -19,7 +19,7 @@ def test_jsonl_domains_share_classes_and_keep_side_fields(reviews_jsonl: Path) -
     assert books.labels.tolist()[:4] == [0, 1, 0, 1]
     assert books.meta["rating"].tolist()[:2] == [1.0, 5.0]
     # a split keeps every item's side field with it
-    rest, held = books.split(0.25, seed=0)
+    _rest, held = books.split(0.25, seed=0)
     assert np.array_equal(held.meta["rating"], np.where(held.labels == 1, 5.0, 1.0))
 
 

@@ -111,7 +111,7 @@ def test_lora_trains_only_adapters_and_merges_to_the_same_function(tiny_text_mod
 
 def test_lora_bad_targets(tiny_text_model: Path) -> None:
     bb = create_backbone(f"hf:{tiny_text_model}")
-    with pytest.raises(ConfigError, match="name no nn.Linear layer"):
+    with pytest.raises(ConfigError, match=r"name no nn\.Linear layer"):
         add_lora(bb, targets=["nope"])
     with pytest.raises(ConfigError, match="found no attention projections"):
         add_lora(create_backbone("mlp", in_features=4))
