@@ -54,6 +54,14 @@ class DataConfig(_Strict):
     batch_size: Annotated[int, Field(ge=1, le=65536)] = 64
     eval_batch_size: Annotated[int, Field(ge=1, le=65536)] = 256
     num_workers: Annotated[int, Field(ge=0, le=64)] = 0
+    augment: bool = Field(
+        False, description="random resized crops and flips on training images (timm/torchvision backbones; not "
+        "for linear-probe, whose features are extracted once)"
+    )
+    augment_min_scale: Annotated[float, Field(gt=0.0, le=1.0)] = Field(
+        0.08, description="smallest crop area of data.augment's RandomResizedCrop (raise it where a small defect "
+        "must stay in the crop)"
+    )
     cache_mb: Annotated[int, Field(ge=0)] = Field(
         1024, description="keep each dataset's preprocessed inputs in RAM up to this many MiB (0: redo every epoch)"
     )

@@ -123,6 +123,10 @@ def fit(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False, progre
     probe_model = build_model(cfg, first)
     apply_strategy(probe_model, cfg.finetune)
     loss_terms(cfg, probe_model)  # unknown method or option -> ConfigError now, not after the run dir exists
+    if cfg.data.augment:
+        from transferkit.data.images import training_transform
+
+        training_transform(probe_model.backbone)  # a backbone with no image config -> ConfigError now
     _check_combination(cfg)
     run = RunDir(cfg.run_path)
     _check_resume(run, cfg, resume)
@@ -288,7 +292,14 @@ def _train(
     groups = param_groups(model, cfg.finetune, cfg.train.lr)
     phase = prefix + ("ft" if strategy == "lp-ft" else "train")
     engine = Engine(model, cfg.train, param_groups=groups, loss_terms=loss_terms(cfg, model), phase=phase, **common)
-    res = engine.fit(data.source_train, data.source_val, data.target_train, resume=resume)
+    train, target = data.source_train, data.target_train
+    if cfg.data.augment:  # random views each epoch for both training domains; validation stays deterministic
+        from transferkit.data.images import training_transform
+
+        tf = training_transform(model.backbone, cfg.data.augment_min_scale)
+        train = train.with_transform(tf)
+        target = target.with_transform(tf) if target is not None else None
+    res = engine.fit(train, data.source_val, target, resume=resume)
     return _result_dict(res)
 
 
@@ -304,6 +315,9 @@ def _check_combination(cfg: RunConfig) -> None:
             f"adapt.method {cfg.adapt.method!r} aligns features, but finetune.strategy 'linear-probe' freezes "
             "them: set model.bottleneck_dim (a trainable layer to align) or use another strategy"
         )
+    if cfg.data.augment and cfg.finetune.strategy == "linear-probe":
+        raise ConfigError("data.augment has no effect with finetune.strategy 'linear-probe' (its features are "
+                          "extracted once, without augmentation): drop data.augment or fine-tune")
     needs_pairs = cfg.adapt.method != "none" or cfg.model.bottleneck_dim is not None
     if needs_pairs and cfg.data.batch_size < 2:
         raise ConfigError("data.batch_size must be >= 2 with an adaptation method or a bottleneck (batch statistics)")

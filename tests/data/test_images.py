@@ -2,6 +2,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image, ImageFile
 
 from transferkit.data import images
@@ -165,3 +166,35 @@ def test_decompression_bomb_warning_is_an_error(tree: Path, monkeypatch: pytest.
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 12x10 = 120 pixels: a warning, not yet PIL's error
     with pytest.raises(DataError, match="DecompressionBomb"):
         load_image_folder(tree)
+
+
+def test_training_transform_draws_random_views_evaluation_stays_fixed(tree: Path) -> None:
+    from transferkit.data.images import training_transform
+    from transferkit.models.backbones import create_backbone
+
+    bb = create_backbone("torchvision:mobilenet_v2", image_size=32)
+    ds = load_image_folder(tree, "train")
+    img = ds.decode(0)
+    tf = training_transform(bb, min_scale=0.2)
+    torch.manual_seed(0)
+    views = [tf(img) for _ in range(4)]
+    assert all(v.shape == (3, 32, 32) for v in views)
+    assert any(not torch.equal(views[0], v) for v in views[1:])  # random crops / flips
+    assert torch.equal(bb.transform(img), bb.transform(img))
+    assert "RandomResizedCrop" in repr(tf) and "scale=(0.2, 1.0)" in repr(tf)
+
+
+def test_augment_needs_an_image_backbone_with_a_data_config(tree: Path, tmp_path: Path) -> None:
+    from transferkit.config import parse_config
+    from transferkit.errors import ConfigError
+    from transferkit.experiment import fit
+
+    cfg = parse_config({"name": "aug", "output_dir": str(tmp_path / "runs"), "data": {"source": str(tree),
+                        "augment": True, "val_fraction": 0.0, "eval_split": "val"}, "model": {"backbone": "lenet"}})
+    with pytest.raises(ConfigError, match="data.augment needs an image backbone from timm or torchvision"):
+        fit(cfg, progress=False)
+    assert not (tmp_path / "runs" / "aug").exists()
+    probe = cfg.model_copy(update={"finetune": cfg.finetune.model_copy(update={"strategy": "linear-probe"}),
+                                   "model": cfg.model.model_copy(update={"backbone": "torchvision:mobilenet_v2"})})
+    with pytest.raises(ConfigError, match="no effect with finetune.strategy 'linear-probe'"):
+        fit(probe, progress=False)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageFile
@@ -194,3 +195,28 @@ def _progress(paths: list[str] | list[Path]):
     from rich.progress import track
 
     yield from track(paths, description="Checking images", console=Console(stderr=True), transient=True)
+
+
+def training_transform(backbone: Any, min_scale: float = 0.08) -> Any:
+    """timm's training preprocessing for ``backbone``: RandomResizedCrop (area ``min_scale``..1), horizontal flip,
+    then the backbone's own normalisation; the evaluation transform stays resize + centre crop.
+
+    Raises:
+        ConfigError: the backbone has no image data config (a built-in or non-image backbone).
+    """
+    from timm.data import create_transform
+
+    from transferkit.errors import ConfigError
+    from transferkit.models.backbones import EnsureMode
+
+    cfg = getattr(backbone, "data_config", None)
+    if cfg is None:
+        raise ConfigError(
+            f"data.augment needs an image backbone from timm or torchvision (it builds timm's training transform "
+            f"from the backbone's input size and normalisation); {backbone.spec!r} has none: set data.augment=false"
+        )
+    from torchvision import transforms as T
+
+    tf = create_transform(**cfg, is_training=True, scale=(min_scale, 1.0), hflip=0.5, color_jitter=None,
+                          auto_augment=None)
+    return T.Compose([EnsureMode("RGB" if cfg["input_size"][0] == 3 else "L"), tf])

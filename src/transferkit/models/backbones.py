@@ -60,6 +60,9 @@ class Backbone(nn.Module):
         # What the backbone reads ("image", "vector", "text", "audio"): a dataset of another kind is refused
         # up front with a clear message instead of failing inside the first forward pass.
         self.input_kind = input_kind
+        # timm's data config (input size, interpolation, mean/std, crop) for image backbones: what a training
+        # transform with random crops and flips is built from (data.augment)
+        self.data_config: dict[str, Any] | None = None
         self.out_features = int(out_features)
         self.spec = spec
         self.kwargs = dict(kwargs or {})
@@ -306,7 +309,9 @@ def _timm_backbone(
     transform = _with_mode(tf, "RGB" if data_cfg["input_size"][0] == 3 else "L")
     groups = group_parameters(model, model.group_matcher(coarse=True))
     stage_names = [groups[k] for k in sorted(groups)]
-    return Backbone(model, model.num_features, spec, transform, stage_names, _with_size(kwargs, image_size))
+    bb = Backbone(model, model.num_features, spec, transform, stage_names, _with_size(kwargs, image_size))
+    bb.data_config = data_cfg
+    return bb
 
 
 def _with_size(kwargs: dict[str, Any], image_size: int | None) -> dict[str, Any]:
@@ -359,7 +364,9 @@ def _torchvision_backbone(
     transform = _with_mode(create_transform(**data_cfg, is_training=False), "RGB")
     top = [n for n, _ in model.named_children()]
     stage_names = _torchvision_stages(model, top)
-    return Backbone(model, out_features, spec, transform, stage_names, _with_size(kwargs, image_size))
+    bb = Backbone(model, out_features, spec, transform, stage_names, _with_size(kwargs, image_size))
+    bb.data_config = data_cfg
+    return bb
 
 
 def _torchvision_stages(model: nn.Module, top: list[str]) -> list[list[str]]:
