@@ -191,10 +191,10 @@ def test_augment_needs_an_image_backbone_with_a_data_config(tree: Path, tmp_path
 
     cfg = parse_config({"name": "aug", "output_dir": str(tmp_path / "runs"), "data": {"source": str(tree),
                         "augment": True, "val_fraction": 0.0, "eval_split": "val"}, "model": {"backbone": "lenet"}})
-    with pytest.raises(ConfigError, match="data.augment needs an image backbone from timm or torchvision"):
+    with pytest.raises(ConfigError, match=r"data\.augment needs an image backbone from timm or torchvision"):
         fit(cfg, progress=False)
     assert not (tmp_path / "runs" / "aug").exists()
     probe = cfg.model_copy(update={"finetune": cfg.finetune.model_copy(update={"strategy": "linear-probe"}),
                                    "model": cfg.model.model_copy(update={"backbone": "torchvision:mobilenet_v2"})})
-    with pytest.raises(ConfigError, match="no effect with finetune.strategy 'linear-probe'"):
+    with pytest.raises(ConfigError, match=r"no effect with finetune\.strategy 'linear-probe'"):
         fit(probe, progress=False)
