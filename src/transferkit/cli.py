@@ -68,7 +68,7 @@ def fit(
     pretrained: Annotated[
         bool | None, typer.Option("--pretrained", help="pretrained weights from an installed package")
     ] = None,
-    strategy: Annotated[str | None, typer.Option(help="full, linear-probe, partial, lp-ft")] = None,
+    strategy: Annotated[str | None, typer.Option(help="full, linear-probe, partial, lp-ft, lora")] = None,
     method: Annotated[str | None, typer.Option(help="domain adaptation: none, dann, mcc, ... (`methods`)")] = None,
     lam: Annotated[float | None, typer.Option("--lambda", help="weight λ of the transfer loss")] = None,
     epochs: Annotated[int | None, typer.Option(help="training epochs")] = None,

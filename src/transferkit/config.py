@@ -78,7 +78,10 @@ class DataConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    backbone: str = Field("lenet", description="backbone spec: lenet, mlp, timm:NAME, torchvision:NAME, file:PATH")
+    backbone: str = Field(
+        "lenet", description="backbone spec: lenet, mlp, logmel-cnn, timm:NAME, torchvision:NAME, hf:PATH, st:PATH, "
+        "onnx:PATH, file:PATH (`transferkit backbones`)"
+    )
     weights: str | None = Field(None, description="local weights file for the backbone")
     pretrained: bool = Field(False, description="use pretrained weights from an installed package (or --online)")
     backbone_kwargs: dict[str, Any] = Field(default_factory=dict)
