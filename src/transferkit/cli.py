@@ -188,7 +188,7 @@ def _check_classes(classes: list[str], ds: Any) -> None:
 @app.command()
 def predict(
     run: Annotated[Path, typer.Argument(help="run directory written by `transferkit fit`")],
-    data: Annotated[str, typer.Option(help="data to predict: a dataset name, a folder of images, .npz/.npy/.csv")],
+    data: Annotated[str, typer.Option(help="data to predict: a dataset name or a path (see `transferkit fit`)")],
     out: Annotated[Path, typer.Option(help="CSV file to write")] = Path("predictions.csv"),
     split: Annotated[str, typer.Option(help="split of --data")] = "test",
     seed: Annotated[int | None, typer.Option(help="which seed's model, for multi-seed runs")] = None,
