@@ -73,7 +73,7 @@ def test_unknown_key_without_a_close_match_lists_the_known_fields() -> None:
         ({"data": {"batch_size": 0}}, "data.batch_size", "0"),
         ({"data": {"val_fraction": 0.95}}, "data.val_fraction", "0.95"),
         ({"finetune": {"freeze_stages": -2}}, "finetune.freeze_stages", "-2"),
-        ({"finetune": {"strategy": "lora"}}, "finetune.strategy", "'lora'"),
+        ({"finetune": {"strategy": "adapters"}}, "finetune.strategy", "'adapters'"),
         ({"finetune": {"layer_decay": 0}}, "finetune.layer_decay", "0"),
         ({"seeds": [1, -1]}, "seeds.1", "-1"),
         ({"seeds": []}, "seeds", "[]"),

@@ -25,6 +25,7 @@ import torch
 from transferkit.adapt.methods import build_method, list_methods
 from transferkit.config import RunConfig, TrainConfig
 from transferkit.data import DomainDataset, check_label_sets, load_data
+from transferkit.data.tabular import check_feature_widths
 from transferkit.errors import ConfigError, DataError, RunDirError
 from transferkit.evaluate.predict import predict_outputs, score
 from transferkit.evaluate.report import write_aggregate_report, write_report
@@ -73,6 +74,9 @@ def load_run_data(cfg: RunConfig, seed: int) -> RunData:
         if not d.target:
             raise ConfigError(f"adapt.method {cfg.adapt.method!r} needs a target domain: set data.target")
         target_train = load_data(d.target, d.train_split, d.root).unlabelled()  # labels dropped here, for good
+    for other in (val, source_eval, target_eval, target_train):
+        if other is not None:
+            check_feature_widths(train, other)  # one MLP reads both: same width, columns, index base
     for other in (val, source_eval, target_eval):
         if other is not None:
             check_label_sets(train, other)
