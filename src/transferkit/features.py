@@ -20,6 +20,7 @@ import os
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -77,6 +78,9 @@ def iter_features(
     heap = heap_allocations() if dev.type == "cpu" else contextlib.nullcontext()
     with heap, make_progress(progress) as bar:
         task = bar.add_task(description, total=len(ds), stats=dataset.domain)
+        if getattr(ds.transform, "batch", None) is not None and ds.kind == "text":
+            yield from _length_sorted_features(model, ds, batch_size, dev, lambda k: bar.update(task, advance=k))
+            return
         for batch in loader:
             with torch.inference_mode():
                 x = batch["x"].to(dev, non_blocking=True)
@@ -85,6 +89,33 @@ def iter_features(
                 feats = model(x).float().cpu().numpy()
             bar.update(task, advance=len(x))
             yield feats, batch["y"].numpy().astype(np.int64)
+
+
+def _length_sorted_features(
+    model: torch.nn.Module, ds: DomainDataset, batch_size: int, dev: torch.device, advance: Any, chunk: int = 4096,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Features of a text dataset from batches of texts of like length, yielded in dataset order per chunk.
+
+    A text encoder trims each batch to its longest text, so batching texts of similar length wastes little
+    compute on padding. Sorting happens within chunks of ``chunk`` texts (tokenised together, which is also the
+    fast way to tokenise), and each chunk leaves in dataset order, so memory stays bounded.
+    """
+    for start in range(0, len(ds), chunk):
+        stop = min(start + chunk, len(ds))
+        tokens = ds.transform.batch([ds.decode(i) for i in range(start, stop)])  # type: ignore[union-attr]
+        order = torch.argsort(tokens[:, 1].sum(1), descending=True, stable=True)
+        out: np.ndarray | None = None
+        for b in range(0, len(order), batch_size):
+            idx = order[b : b + batch_size]
+            with torch.inference_mode():
+                feats = model(tokens[idx].to(dev, non_blocking=True)).float().cpu().numpy()
+            if out is None:
+                out = np.empty((stop - start, feats.shape[1]), np.float32)
+            out[idx.numpy()] = feats
+            advance(len(idx))
+        labels = ds.labels[start:stop] if ds.labels is not None else np.full(stop - start, -1)
+        assert out is not None
+        yield out, np.asarray(labels, dtype=np.int64)
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4
