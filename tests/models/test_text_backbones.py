@@ -132,3 +132,20 @@ def test_packaged_minilm_matches_sentence_transformers_encode() -> None:
     with torch.no_grad():
         torch.testing.assert_close(torch.nn.functional.normalize(hf(hf.transform.batch(TEXTS)), dim=1), ours,
                                    atol=1e-5, rtol=1e-4)
+
+
+def test_text_features_come_back_in_dataset_order(tiny_text_model: Path) -> None:
+    import numpy as np
+
+    from transferkit.data import DomainDataset
+    from transferkit.features import iter_features
+
+    texts = [("good " * (i % 7 + 1)).strip() + " book" for i in range(11)]
+    ds = DomainDataset(texts, np.arange(11) % 2, "t", ["a", "b"], "text")
+    bb = create_backbone(f"hf:{tiny_text_model}").eval()
+    batches = list(iter_features(bb, ds, batch_size=3, device="cpu", progress=False))
+    feats = np.concatenate([f for f, _ in batches])
+    assert np.concatenate([y for _, y in batches]).tolist() == ds.labels.tolist()
+    with torch.no_grad():
+        one_by_one = torch.cat([bb(bb.transform.batch([t])) for t in texts]).numpy()
+    np.testing.assert_allclose(feats, one_by_one, atol=1e-5)
