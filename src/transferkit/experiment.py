@@ -162,6 +162,8 @@ def fit_seed(
     t0 = time.perf_counter()
     result = _train(cfg, model, data, run, seed, resume=resume, progress=progress)
     kw = {"batch_size": cfg.data.eval_batch_size, "num_workers": cfg.data.num_workers, "device": cfg.train.device}
+    # A frozen backbone's features are cached: the guard and the scores run the head on them, not the backbone.
+    view, vdata = _evaluation_view(cfg, model, data, progress)
     evals: dict[str, Any] = {}
     guard = None
     if cfg.adapt.method != "none" and cfg.adapt.guard:
@@ -172,11 +174,12 @@ def fit_seed(
         _train(plain, baseline, replace(data, target_train=None), run, seed, prefix="source-only-", resume=resume,
                progress=progress)
         # Both models share one architecture, hence one preprocessing: computed once for all their predictions.
-        shared = _preprocessed(data, model, cfg.data.cache_mb * 2**20)
-        decision, gap = _guard(cfg, model, baseline, shared, kw)
+        shared = _preprocessed(vdata, view(model), cfg.data.cache_mb * 2**20)
+        decision, gap = _guard(cfg, view(model), view(baseline), shared, kw)
         if shared.target_eval is not None:  # reported, never used to decide
-            evals["target_adapted"] = score(model, shared.target_eval, **kw, preprocessed=_cached(shared.target_eval))
-            evals["target_source_only"] = score(baseline, shared.target_eval, **kw,
+            evals["target_adapted"] = score(view(model), shared.target_eval, **kw,
+                                            preprocessed=_cached(shared.target_eval))
+            evals["target_source_only"] = score(view(baseline), shared.target_eval, **kw,
                                                 preprocessed=_cached(shared.target_eval))
         if decision.keep == "source-only":
             model.load_state_dict(baseline.state_dict())
@@ -185,12 +188,12 @@ def fit_seed(
     merge_lora(model.backbone)  # adapters folded into their weights: the saved model needs no PEFT
     model.save(run.model)
 
-    if data.source_eval is not None:
-        evals["source"] = score(model, data.source_eval, **kw)
-    if data.target_eval is not None:
+    if vdata.source_eval is not None:
+        evals["source"] = score(view(model), vdata.source_eval, **kw)
+    if vdata.target_eval is not None:
         kept = f"target_{guard['keep'].replace('-', '_')}" if guard is not None else None
         # the guarded model is one of the two just scored: reuse its scores rather than predict a third time
-        evals["target"] = dict(evals[kept]) if kept in evals else score(model, data.target_eval, **kw)
+        evals["target"] = dict(evals[kept]) if kept in evals else score(view(model), vdata.target_eval, **kw)
     evals = {k: evals[k] for k in ("source", "target", "target_adapted", "target_source_only") if k in evals}
     report = {
         **_header(cfg, data),
@@ -201,6 +204,31 @@ def fit_seed(
     if guard is not None:
         report["guard"] = guard
     return write_report(run, report)
+
+
+def _evaluation_view(
+    cfg: RunConfig, model: TransferModel, data: RunData, progress: bool
+) -> tuple[Any, RunData]:
+    """``(view, data)`` to predict with: for a linear probe, the head alone on every split's cached features (the
+    frozen backbone computes nothing new, and a text or image encoder is by far the costliest part); otherwise the
+    model and the data as they are."""
+    if cfg.finetune.strategy != "linear-probe":
+        return (lambda m: m), data
+    kw = {"batch_size": None, "num_workers": cfg.data.num_workers, "device": cfg.train.device, "progress": progress}
+
+    def feats(ds: DomainDataset | None) -> DomainDataset | None:
+        return None if ds is None else cached_features(model.backbone, ds, **kw)
+
+    def view(m: TransferModel) -> TransferModel:
+        head = TransferModel(IdentityBackbone(m.backbone.out_features), m.classes, cfg.model.head_dropout,
+                             cfg.model.bottleneck_dim)
+        head.load_state_dict({k: v for k, v in m.state_dict().items() if not k.startswith("backbone.")},
+                             strict=False)
+        return head.eval()
+
+    return view, replace(data, source_train=feats(data.source_train), source_val=feats(data.source_val),
+                         source_eval=feats(data.source_eval), target_eval=feats(data.target_eval),
+                         target_train=feats(data.target_train))
 
 
 def candidate_outputs(cfg: RunConfig, seed: int, *, need_train_features: bool = False) -> Any:
