@@ -276,6 +276,9 @@ def feature_matrix(
         return np.asarray(cached_features(backbone, dataset, device=device, progress=progress).inputs, np.float32)
     if dataset.kind == "vector":
         return np.asarray(dataset.inputs, np.float32)
+    if dataset.kind in ("text", "audio"):
+        raise ConfigError(f"{dataset.domain!r} holds {dataset.kind}: give a backbone to measure on its features "
+                          "(raw texts and waveforms are not feature vectors)")
     first = dataset[0]["x"]
     out = np.empty((len(dataset), first.numel()), np.float32)
     for i in range(len(dataset)):

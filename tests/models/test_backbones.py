@@ -82,7 +82,7 @@ def test_mlp_without_in_features(kwargs: dict) -> None:
 
 
 def test_unknown_name_lists_the_known_ones() -> None:
-    with pytest.raises(ModelError, match=r"unknown backbone 'resnet'; known: .*lenet, mlp.*timm:NAME.*file:NAME"):
+    with pytest.raises(ModelError, match=r"unknown backbone 'resnet'; known: .*lenet, .*mlp.*timm:NAME.*file:NAME"):
         create_backbone("resnet")
 
 

@@ -22,7 +22,8 @@ __all__ = ["DomainDataset", "PairedLoader", "check_label_sets", "list_datasets",
 
 def load_data(spec: str, split: str = "train", root: str | Path | None = None) -> DomainDataset:
     """A registered name (``mnist-5k``), an ImageFolder tree, a ``.npz``/``.npy`` array file, a ``.csv``, or a
-    text table (JSON lines, or a CSV with a ``text`` column; options after ``?``, see :mod:`transferkit.data.text`).
+    text table (JSON lines, or a CSV with a ``text`` column; options after ``?``, see :mod:`transferkit.data.text`),
+    or speech: a folder of WAV files, or a CSV listing them (:mod:`transferkit.data.audio`).
 
     Feature files (:mod:`transferkit.data.tabular`): ``.csv`` / ``.tsv`` without a ``text`` column, ``.parquet``,
     and svmlight ``.svm`` / ``.svmlight`` / ``.libsvm``. A run config names data by one string, so their options

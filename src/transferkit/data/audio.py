@@ -516,8 +516,9 @@ def load_audio_spec(spec: str, split: str = "train") -> DomainDataset:
     these domains), ``exclude=a,b`` (drop these).
 
     Example:
-        >>> parse_audio_spec("recordings?exclude=george&pattern=(?P<label>\\\\d)_.*%26?\\\\.wav")[1]["pattern"]
-        '(?P<label>\\\\d)_.*&?\\\\.wav'
+        >>> path, options = parse_audio_spec("recordings?exclude=george,theo&csv=labels.csv")
+        >>> str(path), options
+        ('recordings', {'exclude': 'george,theo', 'csv': 'labels.csv'})
     """
     path, opts = parse_audio_spec(spec)
     domains = [d.strip() for d in opts.get("domain", "").split(",") if d.strip()]
