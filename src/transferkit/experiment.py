@@ -157,6 +157,8 @@ def fit_seed(
 
         return json.loads(run.report_json.read_text())
     run.path.mkdir(parents=True, exist_ok=True)
+    if cfg.train.threads is not None:  # before any feature extraction, not only once the engine starts
+        torch.set_num_threads(cfg.train.threads)
     torch.manual_seed(seed)
     model = build_model(cfg, data)
     t0 = time.perf_counter()
