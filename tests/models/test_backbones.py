@@ -146,6 +146,26 @@ def test_image_size_resizes_library_inputs_and_survives_a_reload(tmp_path: Path)
         assert again.transform(grey).shape == (3, 64, 64)
 
 
+def test_crop_pct_keeps_the_whole_image_and_survives_a_reload(tmp_path: Path) -> None:
+    from PIL import Image
+
+    img = Image.new("RGB", (64, 64), color=0)
+    img.paste((255, 255, 255), (0, 0, 4, 64))  # a white stripe at the left border
+    for spec in ("timm:resnet18", "torchvision:mobilenet_v2"):
+        default = create_backbone(spec, image_size=64)
+        whole = create_backbone(spec, image_size=64, crop_pct=1.0)
+        assert whole.kwargs == {"image_size": 64, "crop_pct": 1.0}
+        # the default centre crop (0.875 / 0.95) cuts part of the stripe off; the whole image keeps all of it
+        def stripe(bb: object) -> int:
+            return int((bb.transform(img)[0].mean(0) > 0).sum())  # type: ignore[attr-defined]
+
+        assert stripe(whole) == 4 and stripe(default) < 4
+        again = create_backbone(f"file:{save_backbone(whole, tmp_path / 'bb.safetensors')}")
+        assert torch.equal(again.transform(img), whole.transform(img))
+    with pytest.raises(ModelError, match="crop_pct must be a number"):
+        create_backbone("timm:resnet18", crop_pct=1.5)
+
+
 @pytest.mark.parametrize("size", [0, 3.5, "64", True])
 def test_bad_image_size(size: object) -> None:
     with pytest.raises(ModelError, match="image_size"):

@@ -269,8 +269,13 @@ def _mlp(in_features: int | None = None, hidden: int = 256, depth: int = 2, drop
 
 
 # -- timm and torchvision -----------------------------------------------------------------------
-def _input_size(data_cfg: dict[str, Any], image_size: int | None) -> dict[str, Any]:
-    """``image_size`` (backbone_kwargs) replaces the weights' resolution: small images, or CPU-sized training."""
+def _input_size(data_cfg: dict[str, Any], image_size: int | None, crop_pct: float | None = None) -> dict[str, Any]:
+    """``image_size`` (backbone_kwargs) replaces the weights' resolution: small images, or CPU-sized training;
+    ``crop_pct`` the evaluation centre crop's share (1.0: the whole image, where a detail near the border counts)."""
+    if crop_pct is not None:
+        if isinstance(crop_pct, bool) or not isinstance(crop_pct, (int, float)) or not 0.1 <= crop_pct <= 1.0:
+            raise ModelError(f"backbone_kwargs.crop_pct must be a number in [0.1, 1], got {crop_pct!r}")
+        data_cfg = {**data_cfg, "crop_pct": float(crop_pct)}
     if image_size is None:
         return data_cfg
     if not isinstance(image_size, int) or isinstance(image_size, bool) or not 8 <= image_size <= 4096:
@@ -279,7 +284,8 @@ def _input_size(data_cfg: dict[str, Any], image_size: int | None) -> dict[str, A
 
 
 def _timm_backbone(
-    name: str, *, weights: Any, pretrained: bool, online: bool, image_size: int | None = None, **kwargs: Any
+    name: str, *, weights: Any, pretrained: bool, online: bool, image_size: int | None = None,
+    crop_pct: float | None = None, **kwargs: Any
 ) -> Backbone:
     import timm
     from timm.data import create_transform, resolve_model_data_config
@@ -304,23 +310,26 @@ def _timm_backbone(
     data_cfg = dict(resolve_model_data_config(model))
     if pretrained and spec in pkg.PACKAGE_WEIGHTS_PREPROCESS:
         data_cfg.update(pkg.PACKAGE_WEIGHTS_PREPROCESS[spec])
-    data_cfg = _input_size(data_cfg, image_size)
+    data_cfg = _input_size(data_cfg, image_size, crop_pct)
     tf = create_transform(**data_cfg, is_training=False)
     transform = _with_mode(tf, "RGB" if data_cfg["input_size"][0] == 3 else "L")
     groups = group_parameters(model, model.group_matcher(coarse=True))
     stage_names = [groups[k] for k in sorted(groups)]
-    bb = Backbone(model, model.num_features, spec, transform, stage_names, _with_size(kwargs, image_size))
+    bb = Backbone(model, model.num_features, spec, transform, stage_names, _with_size(kwargs, image_size, crop_pct))
     bb.data_config = data_cfg
     return bb
 
 
-def _with_size(kwargs: dict[str, Any], image_size: int | None) -> dict[str, Any]:
-    """The kwargs saved with the model: ``image_size`` included, so a reloaded model preprocesses alike."""
-    return kwargs if image_size is None else {**kwargs, "image_size": image_size}
+def _with_size(kwargs: dict[str, Any], image_size: int | None, crop_pct: float | None = None) -> dict[str, Any]:
+    """The kwargs saved with the model: ``image_size`` and ``crop_pct`` included, so a reloaded model preprocesses
+    alike."""
+    extra = {k: v for k, v in (("image_size", image_size), ("crop_pct", crop_pct)) if v is not None}
+    return {**kwargs, **extra}
 
 
 def _torchvision_backbone(
-    name: str, *, weights: Any, pretrained: bool, online: bool, image_size: int | None = None, **kwargs: Any
+    name: str, *, weights: Any, pretrained: bool, online: bool, image_size: int | None = None,
+    crop_pct: float | None = None, **kwargs: Any
 ) -> Backbone:
     import torchvision
     from timm.data import create_transform
@@ -360,11 +369,11 @@ def _torchvision_backbone(
     }
     if pretrained and spec in pkg.PACKAGE_WEIGHTS_PREPROCESS:
         data_cfg.update(pkg.PACKAGE_WEIGHTS_PREPROCESS[spec])
-    data_cfg = _input_size(data_cfg, image_size)
+    data_cfg = _input_size(data_cfg, image_size, crop_pct)
     transform = _with_mode(create_transform(**data_cfg, is_training=False), "RGB")
     top = [n for n, _ in model.named_children()]
     stage_names = _torchvision_stages(model, top)
-    bb = Backbone(model, out_features, spec, transform, stage_names, _with_size(kwargs, image_size))
+    bb = Backbone(model, out_features, spec, transform, stage_names, _with_size(kwargs, image_size, crop_pct))
     bb.data_config = data_cfg
     return bb
 
