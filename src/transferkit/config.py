@@ -108,6 +108,10 @@ class FinetuneConfig(_Strict):
     )
     lp_epochs: Annotated[int, Field(ge=1)] = Field(10, description="epochs of the linear-probe phase (lp-ft)")
     lp_lr: Annotated[float, Field(gt=0.0)] | None = Field(None, description="LR of the linear-probe phase")
+    freeze_bn: bool = Field(
+        False, description="keep every BatchNorm's running statistics while fine-tuning (small batches; LP-FT, "
+        "whose head was fitted to features normalised by those statistics)"
+    )
     lora_r: Annotated[int, Field(ge=1, le=1024)] = Field(8, description="rank of the LoRA adapters (lora)")
     lora_alpha: Annotated[float, Field(gt=0.0)] = Field(16.0, description="LoRA scaling: updates are x alpha/r")
     lora_dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1

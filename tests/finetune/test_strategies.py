@@ -174,3 +174,25 @@ def test_linear_probe_puts_every_batchnorm_in_eval_mode(resnet_model: TransferMo
     resnet_model.train()
     assert not any(m.training for m in _batchnorms(resnet_model))
     apply_strategy(resnet_model, FinetuneConfig(strategy="full"))
+
+
+def test_freeze_bn_keeps_running_statistics_while_weights_train() -> None:
+    import torch
+
+    from transferkit.config import FinetuneConfig
+    from transferkit.finetune import apply_strategy
+    from transferkit.models.backbones import create_backbone
+    from transferkit.models.heads import TransferModel
+
+    model = TransferModel(create_backbone("torchvision:mobilenet_v2", image_size=32), ["a", "b"])
+    apply_strategy(model, FinetuneConfig(strategy="full", freeze_bn=True))
+    model.train()
+    bns = [m for m in model.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bns and not any(m.training for m in bns)
+    assert all(p.requires_grad for p in model.backbone.parameters())  # the affine weights still train
+    before = bns[0].running_mean.clone()
+    model(torch.randn(4, 3, 32, 32) * 5)
+    assert torch.equal(bns[0].running_mean, before)
+    apply_strategy(model, FinetuneConfig(strategy="full"))
+    model.train()
+    assert all(m.training for m in bns)

@@ -33,6 +33,7 @@ from transferkit.models.heads import TransferModel
 def apply_strategy(model: TransferModel, cfg: FinetuneConfig, phase: str = "ft") -> None:
     """Set ``requires_grad`` for the strategy (``phase`` "lp" of lp-ft freezes like a linear probe)."""
     backbone = model.backbone
+    backbone.freeze_bn_stats = cfg.freeze_bn
     n = len(backbone.stages())
     for p in model.parameters():
         p.requires_grad_(True)

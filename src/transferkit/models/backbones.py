@@ -63,6 +63,8 @@ class Backbone(nn.Module):
         # timm's data config (input size, interpolation, mean/std, crop) for image backbones: what a training
         # transform with random crops and flips is built from (data.augment)
         self.data_config: dict[str, Any] | None = None
+        # finetune.freeze_bn: every BatchNorm keeps its running statistics while the rest trains
+        self.freeze_bn_stats = False
         self.out_features = int(out_features)
         self.spec = spec
         self.kwargs = dict(kwargs or {})
@@ -99,7 +101,7 @@ class Backbone(nn.Module):
             for m in self.modules():
                 if isinstance(m, nn.modules.batchnorm._BatchNorm):
                     ps = list(m.parameters(recurse=False))
-                    if ps and not any(p.requires_grad for p in ps):
+                    if self.freeze_bn_stats or (ps and not any(p.requires_grad for p in ps)):
                         m.eval()
         return self
 
