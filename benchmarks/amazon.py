@@ -21,7 +21,6 @@ Needs the benchmark data root: TRANSFERKIT_DATA (e.g. ../shared/data) with amazo
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import shlex
 import statistics
@@ -32,6 +31,9 @@ from importlib.metadata import version
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import write_results
 
 from transferkit.adapt.methods import list_methods
 from transferkit.config import parse_config
@@ -121,12 +123,9 @@ def main() -> None:
                  + ", ".join(f"{m} {seconds[m] / 60:.1f} min" for m in methods) + f"; total {total / 60:.1f} min.")
     print("\n".join(lines[len(header):]), flush=True)
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        numbers = {"command": command, "date": str(date.today()), "seeds": seeds, "target_accuracy": values,
-                   "best_epoch": best_epochs, "seconds": seconds, "total_seconds": total}
-        out.with_suffix(".json").write_text(json.dumps(numbers, indent=2) + "\n", encoding="utf-8")
+        write_results(args.out, lines, {
+            "command": command, "date": str(date.today()), "seeds": seeds, "target_accuracy": values,
+            "best_epoch": best_epochs, "seconds": seconds, "total_seconds": total})
 
 
 def results_table(

