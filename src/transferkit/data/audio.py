@@ -43,7 +43,7 @@ from urllib.parse import unquote
 import numpy as np
 import torch
 
-from transferkit.data.domain import DomainDataset
+from transferkit.data.domain import DomainDataset, bad_files_error
 from transferkit.errors import DataError
 
 AUDIO_EXTENSIONS = frozenset({".wav"})
@@ -118,12 +118,8 @@ def verify_audio(paths: Iterable[str | Path]) -> None:
         if problem is not None:
             bad.append((str(path), problem))
     if bad:
-        listed = "\n".join(f"  {p}: {why}" for p, why in bad[:_MAX_LISTED])
-        more = f"\n  ... and {len(bad) - _MAX_LISTED} more" if len(bad) > _MAX_LISTED else ""
-        raise DataError(
-            f"{len(bad)} of {n} audio files cannot be used (missing, empty, truncated or not audio):\n"
-            f"{listed}{more}\nremove or replace these files, then run again"
-        )
+        raise bad_files_error(bad, n, "audio files cannot be used (missing, empty, truncated or not audio)",
+                              "remove or replace these files, then run again", _MAX_LISTED)
 
 
 def _soundfile() -> Any:

@@ -254,6 +254,13 @@ class DomainDataset(torch.utils.data.Dataset):
         return h.hexdigest()[:16]
 
 
+def bad_files_error(bad: list[tuple[str, str]], total: int, what: str, hint: str, most: int = 10) -> DataError:
+    """One error listing every unusable file (the first ``most``, then a count), so a user fixes them in one go."""
+    listed = "\n".join(f"  {p}: {why}" for p, why in bad[:most])
+    more = f"\n  ... and {len(bad) - most} more" if len(bad) > most else ""
+    return DataError(f"{len(bad)} of {total} {what}:\n{listed}{more}\n{hint}")
+
+
 def check_label_sets(source: DomainDataset, target: DomainDataset) -> None:
     """Refuse a target whose class names differ from the source's: a head cannot predict unseen classes."""
     if source.classes != target.classes:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageFile
 
-from transferkit.data.domain import DomainDataset
+from transferkit.data.domain import DomainDataset, bad_files_error
 from transferkit.errors import DataError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
@@ -136,12 +136,9 @@ def verify_images(paths: list[str] | list[Path]) -> None:
     finally:
         ImageFile.LOAD_TRUNCATED_IMAGES = saved
     if bad:
-        listed = "\n".join(f"  {p}: {why}" for p, why in bad[:_MAX_LISTED])
-        more = f"\n  ... and {len(bad) - _MAX_LISTED} more" if len(bad) > _MAX_LISTED else ""
-        raise DataError(
-            f"{len(bad)} of {len(paths)} image files cannot be read (corrupt, truncated or not an image):\n"
-            f"{listed}{more}\nremove or replace these files (or re-download the data set), then run again"
-        )
+        raise bad_files_error(bad, len(paths), "image files cannot be read (corrupt, truncated or not an image)",
+                              "remove or replace these files (or re-download the data set), then run again",
+                              _MAX_LISTED)
 
 
 # -- helpers -----------------------------------------------------------------------------------
