@@ -170,6 +170,12 @@ class TrainConfig(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     early_stopping_patience: Annotated[int, Field(ge=1)] | None = None
     keep_checkpoints: Annotated[int, Field(ge=1)] = Field(1, description="epoch checkpoints kept besides the best")
+    checkpoint_every_steps: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="also checkpoint within an epoch every this many steps (--resume continues at that step)"
+    )
+    checkpoint_every_minutes: Annotated[float, Field(gt=0.0)] | None = Field(
+        10.0, description="also checkpoint within an epoch when this many minutes passed since the last checkpoint"
+    )
     threads: Annotated[int, Field(ge=1)] | None = Field(None, description="torch intra-op threads (CPU)")
 
 

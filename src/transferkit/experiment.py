@@ -419,6 +419,13 @@ def _single_summary(report: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# Settings that change how a run is carried out, not what it computes: a resume may change them.
+RESUME_MAY_CHANGE = frozenset({
+    "train.threads", "train.checkpoint_every_steps", "train.checkpoint_every_minutes", "train.keep_checkpoints",
+    "data.num_workers", "data.cache_mb",
+})
+
+
 def _check_resume(run: RunDir, cfg: RunConfig, resume: bool) -> None:
     if not resume or not run.config.exists():
         return
@@ -426,7 +433,7 @@ def _check_resume(run: RunDir, cfg: RunConfig, resume: bool) -> None:
 
     old = yaml.safe_load(run.config.read_text(encoding="utf-8"))
     new = cfg.model_dump(mode="json")
-    changed = _diff(old, new)
+    changed = [k for k in _diff(old, new) if k not in RESUME_MAY_CHANGE]
     if changed:
         raise RunDirError(
             f"cannot resume {run.path}: the configuration changed since it started ({', '.join(changed[:5])}); "

@@ -151,7 +151,8 @@ def test_early_stopping_and_best_checkpoint_restored(tmp_path: Path) -> None:
 
     ckpts = run.checkpoints / "train"
     assert sorted(p.name for p in ckpts.iterdir()) == ["best", "epoch-0001"]  # keep_checkpoints=1
-    assert json.loads((ckpts / "best" / "meta.json").read_text()) == {"epoch": 0, "phase": "train", "complete": True}
+    meta = json.loads((ckpts / "best" / "meta.json").read_text())
+    assert meta == {"epoch": 0, "global_step": 4, "step_in_epoch": 0, "phase": "train", "complete": True}
     best = _checkpoint_model(ckpts / "best" / "model.safetensors")
     last = _checkpoint_model(ckpts / "epoch-0001" / "model.safetensors")
     assert not _equal_states(best, last)  # epoch 1 did change the weights ...
@@ -244,6 +245,73 @@ def test_resume_after_a_crash_while_checkpointing(tmp_path: Path, monkeypatch: p
     assert [r["epoch"] for r in read_jsonl(run.metrics)] == [0, 1, 2]  # epoch 1 is logged once, as redone
     assert [r["epoch"] for r in result.history] == [0, 1, 2]
     assert _equal_states(_model_state(resumed), _model_state(straight))
+
+
+class _Crash(Exception):
+    """Stands for a kill: raised from inside a step, after some mid-epoch checkpoints were written."""
+
+
+@pytest.mark.parametrize(
+    ("every", "accum"),
+    [({"checkpoint_every_steps": 2}, 1), ({"checkpoint_every_steps": 2}, 2), ({"checkpoint_every_minutes": 1e-9}, 1)],
+    ids=["every-2-steps", "grad-accum", "every-few-minutes"],
+)
+def test_mid_epoch_resume_is_bit_identical(tmp_path: Path, every: dict[str, Any], accum: int) -> None:
+    # 44 source items (6 steps of 8) and 20 target items (3 steps, cycled twice per epoch): the crash lands in
+    # epoch 1 with the source loader part-way through its pass and the target loader in its second pass.
+    train, val, target = _toy(44, seed=0), _toy(16, seed=1), _toy(20, seed=2).unlabelled()
+    cfg = _cfg(epochs=3, grad_accum_steps=accum, scheduler="cosine", warmup_epochs=0.5, **every)
+
+    def terms(log: list[float], crash_at: int | None = None) -> tuple[list[LossTerm], nn.Module]:
+        torch.manual_seed(7)
+        disc = nn.Linear(8, 1)
+
+        def fn(out: StepOutputs) -> torch.Tensor:
+            if crash_at is not None and len(log) == crash_at:
+                raise _Crash
+            log.append(out.progress)
+            return disc(out.target_features).pow(2).mean() + out.target_features.std()
+
+        return [source_cross_entropy(), LossTerm("disc", fn, weight=lambda p: 0.1 + p, module=disc)], disc
+
+    straight, straight_seen = _model(), []  # dropout on: the RNG state must resume exactly too
+    straight_terms, straight_disc = terms(straight_seen)
+    _engine(straight, cfg, run=RunDir(tmp_path / "a"), loss_terms=straight_terms, seed=3).fit(train, val, target)
+
+    run, crashed_seen = RunDir(tmp_path / "b"), []
+    with pytest.raises(_Crash):
+        _engine(_model(), cfg, run=run, loss_terms=terms(crashed_seen, crash_at=10)[0], seed=3).fit(
+            train, val, target
+        )
+    (ckpt,) = (run.checkpoints / "train").glob("step-*")
+    meta = json.loads((ckpt / "meta.json").read_text())
+    assert meta["epoch"] == 1 and 0 < meta["step_in_epoch"] < 6
+    assert [r["epoch"] for r in read_jsonl(run.metrics)] == [0]
+
+    resumed, resumed_seen = _model(seed=99), []  # a different init: the checkpoint must overwrite it
+    resumed_terms, resumed_disc = terms(resumed_seen)
+    result = _engine(resumed, cfg, run=run, loss_terms=resumed_terms, seed=3).fit(train, val, target, resume=True)
+
+    assert resumed_seen == straight_seen[-len(resumed_seen):]  # the λ schedule picks up at the exact step
+    assert len(resumed_seen) == 18 - 6 - meta["step_in_epoch"]
+    assert _equal_states(_model_state(resumed), _model_state(straight))
+    assert torch.equal(resumed_disc.weight, straight_disc.weight)
+    untimed = [{k: v for k, v in r.items() if k != "epoch_time_s"} for r in read_jsonl(run.metrics)]
+    assert untimed == [{k: v for k, v in r.items() if k != "epoch_time_s"}
+                       for r in read_jsonl(RunDir(tmp_path / "a").metrics)]
+    assert [r["epoch"] for r in result.history] == [0, 1, 2]
+    assert not list((run.checkpoints / "train").glob("step-*"))  # the epoch's own checkpoint replaced it
+
+
+def test_a_torn_mid_epoch_checkpoint_is_ignored(tmp_path: Path) -> None:
+    run = RunDir(tmp_path)
+    _engine(_model(), _cfg(epochs=1), run=run).fit(_toy(32, seed=0))
+    torn = run.checkpoints / "train" / "step-000000099"
+    torn.mkdir()
+    (torn / "model.safetensors").write_bytes(b"half a file")  # killed while writing: no meta.json
+    again = _model(seed=5)
+    result = _engine(again, _cfg(epochs=1), run=run).fit(_toy(32, seed=0), resume=True)
+    assert result.epochs_run == 1 and len(read_jsonl(run.metrics)) == 1
 
 
 def test_resume_of_an_early_stopped_run(tmp_path: Path) -> None:

@@ -322,13 +322,17 @@ class PairedLoader:
         return max(len(self.source), len(self.target))
 
     def __iter__(self) -> Iterator[tuple[Any, Any | None]]:
+        return self.iterate(0)
+
+    def iterate(self, start: int = 0) -> Iterator[tuple[Any, Any | None]]:
+        """The steps from ``start`` on. Resuming mid-epoch, the loaders' samplers are already positioned at
+        ``start`` (they skip what was seen), so only the number of remaining steps is decided here."""
         if self.target is None:
             for batch in self.source:
                 yield batch, None
             return
-        steps = len(self)
         src_it, tgt_it = _cycle(self.source), _cycle(self.target)
-        for _ in range(steps):
+        for _ in range(len(self) - start):
             yield next(src_it), next(tgt_it)
 
 

@@ -8,8 +8,11 @@ so that BatchNorm statistics cover both domains.
 
 Built on HF Accelerate: the same code runs on a CPU, one GPU (mixed precision where supported) or under
 ``accelerate launch``. Every epoch is checkpointed (safetensors for weights, ``weights_only`` state for
-the rest); ``resume=True`` continues from the last complete epoch. The checkpoint that is kept as "best" is
-chosen on the *source* validation split; target labels are never seen here.
+the rest), and within an epoch every ``checkpoint_every_steps`` steps or ``checkpoint_every_minutes``;
+``resume=True`` continues from the last complete checkpoint at its exact step: the samplers skip what the
+epoch already saw, and the RNGs, optimiser, LR schedule, λ schedule and the epoch's running sums are restored,
+so a resumed run computes what an uninterrupted one would (bit for bit on CPU with ``num_workers=0``). The
+checkpoint that is kept as "best" is chosen on the *source* validation split; target labels are never seen here.
 """
 
 from __future__ import annotations
@@ -105,18 +108,20 @@ class EpochSampler(torch.utils.data.Sampler[int]):
 
     def __init__(self, n: int, seed: int, shuffle: bool = True) -> None:
         self.n, self.seed, self.shuffle = n, seed, shuffle
-        self.epoch, self.passes = 0, 0
+        self.epoch, self.passes, self.skip = 0, 0, 0
 
-    def start_epoch(self, epoch: int) -> None:
-        self.epoch, self.passes = epoch, 0
+    def start_epoch(self, epoch: int, passes: int = 0, skip: int = 0) -> None:
+        """Position the sampler: pass ``passes`` of ``epoch``, its first ``skip`` items already seen (a resume)."""
+        self.epoch, self.passes, self.skip = epoch, passes, skip
 
     def __iter__(self) -> Iterator[int]:
+        skip, self.skip = self.skip, 0  # only the pass a resume lands in is partial
         if not self.shuffle:
-            yield from range(self.n)
+            yield from range(skip, self.n)
             return
         rng = np.random.default_rng([self.seed, self.epoch, self.passes])
         self.passes += 1
-        yield from rng.permutation(self.n).tolist()
+        yield from rng.permutation(self.n)[skip:].tolist()
 
     def __len__(self) -> int:
         return self.n
@@ -133,6 +138,9 @@ def make_loader(ds: DomainDataset, batch_size: int, *, shuffle: bool, seed: int,
         num_workers=num_workers,
         drop_last=drop_last,
         persistent_workers=num_workers > 0,
+        # Its own generator: every new iterator draws a worker base seed, which must not come from (and shift)
+        # the global RNG that dropout and the losses use, or a mid-epoch resume would not replay them exactly.
+        generator=torch.Generator().manual_seed(seed),
     )
 
 
@@ -294,17 +302,23 @@ class Engine:
         stopper = EarlyStopping(self.cfg.early_stopping_patience)
         history: list[dict[str, Any]] = []
         start_epoch, global_step = 0, 0
+        partial: dict[str, Any] | None = None  # the running sums of an epoch a mid-epoch checkpoint cut
         if resume and self.run is not None:
             state = self._load_last(model, extra, optimizer, scheduler)
             if state is not None:
-                start_epoch, global_step = int(state["epoch"]) + 1, int(state["global_step"])
+                global_step = int(state["global_step"])
                 stopper.load_state_dict(state["stopper"])
                 history = json.loads(state["history_json"])
+                if int(state.get("step_in_epoch", 0)) > 0:
+                    start_epoch, partial = int(state["epoch"]), json.loads(state["epoch_json"])
+                else:
+                    start_epoch = int(state["epoch"]) + 1
                 if stopper.should_stop:
-                    start_epoch = self.cfg.epochs
+                    start_epoch, partial = self.cfg.epochs, None
             self._forget_records_from(start_epoch)
 
         paired = PairedLoader(train_loader, target_loader)
+        every_steps, every_s = self.cfg.checkpoint_every_steps, self.cfg.checkpoint_every_minutes
         epoch = start_epoch - 1
         with make_progress(self.progress and acc.is_local_main_process) as bar:
             # One line per fit (epochs, last epoch's numbers) plus a transient bar over the current epoch's steps.
@@ -312,16 +326,21 @@ class Engine:
                 f"{self.phase} (seed {self.seed})", total=self.cfg.epochs, completed=start_epoch, stats=""
             )
             for epoch in range(start_epoch, self.cfg.epochs):
-                t0 = time.perf_counter()
+                first = 0 if partial is None else int(partial["step_in_epoch"])
                 for loader in (train_loader, target_loader):
                     if loader is not None:
-                        _set_epoch(loader, epoch)
+                        _position(loader, epoch, first, acc.num_processes)
                 model.train()
                 extra.train()
-                task = bar.add_task(f"  epoch {epoch + 1}/{self.cfg.epochs}", total=len(paired), stats="")
-                sums: dict[str, float] = {}
-                correct = seen = 0
-                for i, (src, tgt) in enumerate(paired):
+                task = bar.add_task(
+                    f"  epoch {epoch + 1}/{self.cfg.epochs}", total=len(paired), completed=first, stats=""
+                )
+                sums: dict[str, float] = dict(partial["sums"]) if partial else {}
+                correct, seen = (int(partial["correct"]), int(partial["seen"])) if partial else (0, 0)
+                t0 = time.perf_counter() - (float(partial["seconds"]) if partial else 0.0)
+                partial = None
+                last_save, since_save = time.monotonic(), 0
+                for i, (src, tgt) in enumerate(paired.iterate(first), start=first):
                     # Step every grad_accum_steps micro-batches and at the end of the epoch. Decided here, not by
                     # acc.accumulate: its end-of-data check follows whichever loader started last, which is
                     # wrong while one side of a source/target pair cycles.
@@ -342,6 +361,7 @@ class Engine:
                         scheduler.step()
                         optimizer.zero_grad(set_to_none=True)
                     global_step += 1
+                    since_save += 1
                     n = int(out.source_labels.numel())
                     for k, v in parts.items():
                         sums[k] = sums.get(k, 0.0) + v * n
@@ -350,6 +370,18 @@ class Engine:
                     bar.update(
                         task, advance=1, stats=f"loss {sums['loss'] / seen:.4f}  acc {correct / max(seen, 1):.3f}"
                     )
+                    # A mid-epoch checkpoint only where no gradient is half-accumulated, and never on the last step
+                    # (the epoch's own checkpoint follows).
+                    due = (every_steps is not None and since_save >= every_steps) or (
+                        every_s is not None and time.monotonic() - last_save >= 60.0 * every_s
+                    )
+                    if due and sync and i + 1 < len(paired) and self.run is not None:
+                        running = {"step_in_epoch": i + 1, "sums": sums, "correct": correct, "seen": seen,
+                                   "seconds": time.perf_counter() - t0}
+                        if acc.is_main_process:
+                            self._save_step(model, extra, optimizer, scheduler, epoch, global_step, stopper, history,
+                                            running)
+                        last_save, since_save = time.monotonic(), 0
                 record: dict[str, Any] = {
                     "phase": self.phase,
                     "seed": self.seed,
@@ -461,25 +493,10 @@ class Engine:
 
     def _save(self, model: nn.Module, extra: nn.Module, optimizer: Any, scheduler: Any, epoch: int,
               global_step: int, stopper: EarlyStopping, history: list[dict[str, Any]], improved: bool) -> None:
+        """The end-of-epoch checkpoint; it becomes ``best`` when the epoch improved, and replaces any mid-epoch one."""
         root = self._ckpt_dir
-        final = root / f"epoch-{epoch:04d}"
-        tmp = root / f".epoch-{epoch:04d}.partial"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True, exist_ok=True)
-        atomic_save_safetensors(self._weights(model, extra), tmp / "model.safetensors", {"epoch": str(epoch)})
-        state = {
-            "epoch": epoch,
-            "global_step": global_step,
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "rng": _rng_state(),
-            "stopper": stopper.state_dict(),
-            "history_json": json.dumps(history),
-        }
-        atomic_torch_save(state, tmp / "state.pt")
-        atomic_write_json(tmp / "meta.json", {"epoch": epoch, "phase": self.phase, "complete": True})
-        shutil.rmtree(final, ignore_errors=True)
-        tmp.rename(final)
+        final = self._write_checkpoint(f"epoch-{epoch:04d}", model, extra, self._state(
+            optimizer, scheduler, epoch, global_step, stopper, history))
         if improved:
             best_tmp = root / ".best.partial"
             shutil.rmtree(best_tmp, ignore_errors=True)
@@ -493,6 +510,57 @@ class Engine:
         kept = sorted(p for p in root.glob("epoch-*") if p.is_dir())
         for p in kept[: -self.cfg.keep_checkpoints]:
             shutil.rmtree(p, ignore_errors=True)
+        for p in root.glob("step-*"):
+            shutil.rmtree(p, ignore_errors=True)
+
+    def _save_step(self, model: nn.Module, extra: nn.Module, optimizer: Any, scheduler: Any, epoch: int,
+                   global_step: int, stopper: EarlyStopping, history: list[dict[str, Any]],
+                   running: dict[str, Any]) -> None:
+        """A mid-epoch checkpoint: the epoch's position and running sums besides the usual state; only the newest
+        is kept."""
+        state = self._state(optimizer, scheduler, epoch, global_step, stopper, history)
+        state.update(step_in_epoch=int(running["step_in_epoch"]), epoch_json=json.dumps(running))
+        name = f"step-{global_step:09d}"
+        self._write_checkpoint(name, model, extra, state)
+        for p in self._ckpt_dir.glob("step-*"):
+            if p.name != name:
+                shutil.rmtree(p, ignore_errors=True)
+
+    def _state(self, optimizer: Any, scheduler: Any, epoch: int, global_step: int, stopper: EarlyStopping,
+               history: list[dict[str, Any]]) -> dict[str, Any]:
+        state = {
+            "epoch": epoch,
+            "global_step": global_step,
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": _rng_state(),
+            "stopper": stopper.state_dict(),
+            "history_json": json.dumps(history),
+        }
+        scaler = getattr(self.accelerator, "scaler", None)
+        if scaler is not None:  # fp16 loss scaling
+            state["scaler"] = scaler.state_dict()
+        return state
+
+    def _write_checkpoint(self, name: str, model: nn.Module, extra: nn.Module, state: dict[str, Any]) -> Path:
+        """Write into a hidden folder and rename it into place: a kill at any moment leaves either the complete
+        checkpoint or none (``meta.json``, written last, marks it complete)."""
+        root = self._ckpt_dir
+        final, tmp = root / name, root / f".{name}.partial"
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            tmp.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RunDirError(f"cannot write checkpoint {tmp}: {exc.strerror or exc}") from exc
+        epoch = int(state["epoch"])
+        atomic_save_safetensors(self._weights(model, extra), tmp / "model.safetensors", {"epoch": str(epoch)})
+        atomic_torch_save(state, tmp / "state.pt")
+        atomic_write_json(tmp / "meta.json", {"epoch": epoch, "global_step": int(state["global_step"]),
+                                              "step_in_epoch": int(state.get("step_in_epoch", 0)),
+                                              "phase": self.phase, "complete": True})
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+        return final
 
     def _forget_records_from(self, start_epoch: int) -> None:
         """Drop this phase's metrics of epochs that will be redone (logged, but killed before the checkpoint)."""
@@ -506,18 +574,26 @@ class Engine:
             atomic_write_text(self.run.metrics, "".join(json.dumps(r) + "\n" for r in keep))
 
     def _load_last(self, model: nn.Module, extra: nn.Module, optimizer: Any, scheduler: Any) -> dict[str, Any] | None:
-        root = self._ckpt_dir
-        done = sorted(p for p in root.glob("epoch-*") if (p / "meta.json").exists())
-        if not done:
+        """Load the newest complete checkpoint (end of epoch or mid-epoch) into the model, optimiser, scheduler and
+        RNGs; return its state, or None when there is none."""
+        last = _newest_checkpoint(self._ckpt_dir)
+        if last is None:
             return None
-        last = done[-1]
         try:
             state = torch.load(last / "state.pt", map_location="cpu", weights_only=True)
         except Exception as exc:
             raise RunDirError(f"checkpoint {last / 'state.pt'} cannot be read safely: {exc}") from exc
         self._load_weights(model, extra, last / "model.safetensors")
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+        try:
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+        except (ValueError, KeyError) as exc:
+            raise RunDirError(
+                f"checkpoint {last} does not fit this run's optimiser ({exc}); did the configuration change?"
+            ) from exc
+        scaler = getattr(self.accelerator, "scaler", None)
+        if scaler is not None and "scaler" in state:
+            scaler.load_state_dict(state["scaler"])
         _set_rng_state(state["rng"])
         return state
 
@@ -565,12 +641,35 @@ def _with_model_transform(
     return ds.precomputed(cache_bytes, progress=progress)
 
 
-def _set_epoch(loader: Any, epoch: int) -> None:
+def _sampler_of(loader: Any) -> EpochSampler | None:
     sampler = getattr(loader, "sampler", None)
     if not isinstance(sampler, EpochSampler):
         sampler = getattr(getattr(loader, "batch_sampler", None), "sampler", None)
-    if isinstance(sampler, EpochSampler):
-        sampler.start_epoch(epoch)
+    return sampler if isinstance(sampler, EpochSampler) else None
+
+
+def _position(loader: Any, epoch: int, step: int, num_processes: int = 1) -> None:
+    """Point ``loader`` at step ``step`` of ``epoch``: the passes it has completed (a cycled loader) and the items
+    already taken from the current one. Each step takes ``batch_size`` items per process."""
+    sampler = _sampler_of(loader)
+    if sampler is None:
+        return
+    steps = max(1, len(loader))
+    per_step = int(getattr(loader, "batch_size", None) or getattr(loader.batch_sampler, "batch_size", 1))
+    sampler.start_epoch(epoch, passes=step // steps, skip=(step % steps) * per_step * num_processes)
+
+
+def _newest_checkpoint(root: Path) -> Path | None:
+    """The complete checkpoint (``meta.json`` present) with the most steps; an epoch's beats a mid-epoch one of the
+    same step."""
+    found = []
+    for p in [*root.glob("epoch-*"), *root.glob("step-*")]:
+        try:
+            meta = json.loads((p / "meta.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # no meta.json: killed before the checkpoint was complete
+        found.append(((int(meta.get("global_step", 0)), int(meta.get("epoch", -1)), p.name.startswith("epoch")), p))
+    return max(found)[1] if found else None
 
 
 def _seed_everything(seed: int) -> None:
