@@ -28,6 +28,8 @@ app = typer.Typer(
 )
 
 SeedsOpt = Annotated[str | None, typer.Option("--seeds", help="comma-separated seeds, e.g. 0,1,2 (mean ± std)")]
+TrustPickleOpt = Annotated[bool, typer.Option(
+    "--trust-pickle", help="accept a pickled weights file (torch.save(model)); unpickling runs code stored in it")]
 
 
 def _fail(message: str) -> None:
@@ -80,6 +82,7 @@ def fit(
     overwrite: Annotated[bool, typer.Option(help="replace an existing run directory")] = False,
     resume: Annotated[bool, typer.Option(help="continue a killed run from its last checkpoint")] = False,
     online: Annotated[bool, typer.Option(help="allow downloads from model hubs")] = False,
+    trust_pickle: TrustPickleOpt = False,
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
 ) -> None:
     """Fine-tune a backbone on labelled source data and score it on the source and target test splits.
@@ -102,7 +105,7 @@ def fit(
             "model.weights": weights, "model.pretrained": pretrained, "finetune.strategy": strategy,
             "adapt.method": method, "adapt.weight": lam,
             "train.epochs": epochs, "train.lr": lr, "data.batch_size": batch_size, "seeds": _parse_seeds(seeds),
-            "output_dir": output_dir, "online": online or None,
+            "output_dir": output_dir, "online": online or None, "model.trust_pickle": trust_pickle or None,
         }.items():
             if value is not None:
                 overrides[key] = value
@@ -238,6 +241,7 @@ def extract(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
     overwrite: Annotated[bool, typer.Option(help="replace an existing output file")] = False,
     online: Annotated[bool, typer.Option(help="allow downloads from model hubs")] = False,
+    trust_pickle: TrustPickleOpt = False,
 ) -> None:
     """Embed a dataset with a frozen backbone; features are streamed to an .npz batch by batch.
 
@@ -250,6 +254,7 @@ def extract(
         from transferkit.data import load_data
         from transferkit.features import extract_to_npz
         from transferkit.models.backbones import check_input_kind, create_backbone
+        from transferkit.models.pretrained import trusting_pickle
 
         if out.exists() and not overwrite:
             _fail(f"{out} already exists; pass --overwrite to replace it")
@@ -257,7 +262,8 @@ def extract(
             _fail(f"--out must end in .npz, got {out}")
         ds = load_data(data, split)
         kwargs = {"in_features": int(ds.inputs.shape[1])} if backbone == "mlp" else {}
-        bb = create_backbone(backbone, weights=weights, pretrained=pretrained, online=online, **kwargs)
+        with trusting_pickle(trust_pickle):
+            bb = create_backbone(backbone, weights=weights, pretrained=pretrained, online=online, **kwargs)
         check_input_kind(bb, ds)
         extract_to_npz(bb, ds, out, batch_size=batch_size, num_workers=num_workers, device=device)
     except TransferkitError as exc:
@@ -404,6 +410,7 @@ def measure(
     json_out: Annotated[Path | None, typer.Option("--json", help="also write the results to this JSON file")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda (feature extraction)")] = "auto",
     online: Annotated[bool, typer.Option(help="allow downloads from model hubs")] = False,
+    trust_pickle: TrustPickleOpt = False,
 ) -> None:
     """Measure the gap between two domains: MMD² with a permutation test, proxy A-distance, CORAL, Wasserstein.
 
@@ -417,6 +424,7 @@ def measure(
         from transferkit.features import feature_matrix
         from transferkit.measure.discrepancy import measure_gap, per_class_gap
         from transferkit.models.backbones import create_backbone
+        from transferkit.models.pretrained import trusting_pickle
 
         if max_samples < 10 or permutations < 1:
             _fail("--max-samples must be >= 10 and --permutations >= 1")
@@ -425,7 +433,8 @@ def measure(
         bb = None
         if backbone is not None:
             kwargs = {"in_features": int(src.inputs.shape[1])} if backbone == "mlp" else {}
-            bb = create_backbone(backbone, weights=weights, pretrained=pretrained, online=online, **kwargs)
+            with trusting_pickle(trust_pickle):
+                bb = create_backbone(backbone, weights=weights, pretrained=pretrained, online=online, **kwargs)
         xs, xt = feature_matrix(src, bb, device=device), feature_matrix(tgt, bb, device=device)
         if bb is None and xs.shape[1] != xt.shape[1]:
             _fail(f"the raw inputs differ in size ({xs.shape[1]} vs {xt.shape[1]} values): give --backbone to "

@@ -84,6 +84,10 @@ class ModelConfig(_Strict):
     )
     weights: str | None = Field(None, description="local weights file for the backbone")
     pretrained: bool = Field(False, description="use pretrained weights from an installed package (or --online)")
+    trust_pickle: bool = Field(
+        False, description="allow model.weights to be a pickle (torch.save(model)); unpickling runs code stored in "
+        "the file, so only for files from an author you trust"
+    )
     backbone_kwargs: dict[str, Any] = Field(default_factory=dict)
     head_dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
     bottleneck_dim: Annotated[int, Field(ge=1)] | None = Field(

@@ -122,6 +122,13 @@ def loss_terms(cfg: RunConfig, model: TransferModel) -> list[LossTerm]:
 
 def fit(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False, progress: bool = True) -> dict[str, Any]:
     """Run every seed of ``cfg`` and return the report aggregated over seeds (also written to disk)."""
+    from transferkit.models.pretrained import trusting_pickle
+
+    with trusting_pickle(cfg.model.trust_pickle):
+        return _fit(cfg, overwrite=overwrite, resume=resume, progress=progress)
+
+
+def _fit(cfg: RunConfig, *, overwrite: bool, resume: bool, progress: bool) -> dict[str, Any]:
     # Validate everything first: nothing is written if the data or the model cannot be used.
     first = load_run_data(cfg, cfg.seeds[0])
     probe_model = build_model(cfg, first)

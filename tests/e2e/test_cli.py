@@ -452,3 +452,20 @@ def test_rank_scores_every_candidate_and_writes_json(tmp_path: Path, tiny_npz: P
 def test_rank_bad_input_exits_2(tiny_npz: Path, args: list[str], needle: str) -> None:
     code, text = invoke("rank", "--data", tiny_npz, *args, "--no-progress")
     assert code == 2 and needle in text, text
+
+
+def test_fit_refuses_a_pickled_model_unless_trusted(tmp_path: Path, tiny_npz: Path) -> None:
+    import torch
+
+    from transferkit.models.backbones import create_backbone
+
+    pickled = tmp_path / "whole_body.pt"
+    torch.save(create_backbone("mlp", in_features=6).body, pickled)  # a whole module, not a state dict
+    args = ["fit", "--source", tiny_npz, "--backbone", "mlp", "--weights", pickled, "--epochs", "1",
+            "--output-dir", tmp_path / "runs", "--no-progress"]
+    code, out = invoke(*args, "--name", "refused")
+    assert code == 2 and "pickled" in out and "--trust-pickle" in out
+    assert not (tmp_path / "runs" / "refused").exists()
+    code, out = invoke(*args, "--name", "trusted", "--trust-pickle")
+    assert code == 0, out
+    assert "trust_pickle: true" in (tmp_path / "runs" / "trusted" / "config.yaml").read_text()

@@ -22,6 +22,7 @@ from transferkit.models.pretrained import (
     list_package_weights,
     load_state_dict_file,
     package_state_dict,
+    trusting_pickle,
 )
 
 ARCHS = ["timm:tf_efficientnet_lite0", "torchvision:mobilenet_v2"]
@@ -219,6 +220,18 @@ def test_pickled_module_is_refused(tmp_path: Path) -> None:
     message = str(err.value)
     assert str(path) in message
     assert "pickled" in message and "state_dict()" in message and "safetensors" in message
+
+
+def test_pickled_module_loads_when_trusted(tmp_path: Path) -> None:
+    path = tmp_path / "whole_model.pt"
+    module = nn.Linear(2, 2)
+    torch.save(module, path)
+    with pytest.raises(ModelError, match="--trust-pickle"):
+        load_state_dict_file(path)
+    with trusting_pickle():
+        _assert_same(load_state_dict_file(path), module.state_dict())
+    with pytest.raises(ModelError, match="pickled"):  # the permission ends with its block
+        load_state_dict_file(path)
 
 
 class _OpenPayload:

@@ -3,7 +3,8 @@
 Two jobs live here because both hand state dicts to :mod:`transferkit.models.backbones`:
 
 - :func:`load_state_dict_file` reads a user's ``.safetensors`` or ``torch.save``'d state dict. It never
-  unpickles arbitrary objects (``weights_only=True``), because a pickle can run any code when it is loaded.
+  unpickles arbitrary objects (``weights_only=True``), because a pickle can run any code when it is loaded --
+  unless the user says they trust the file (``--trust-pickle``, ``model.trust_pickle``, :func:`trusting_pickle`).
 - :func:`package_state_dict` finds ImageNet weights inside an installed pip package and renames their keys
   so that they load with ``strict=True`` into the model that timm / torchvision build with its 1000-class
   head. The packages are only *located* (``importlib.util.find_spec``), never imported: their metadata pins
@@ -28,10 +29,12 @@ Weights sets and the preprocessing they were trained with (also in :data:`PACKAG
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import importlib.util
 import pickle
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,7 +47,29 @@ __all__ = [
     "list_package_weights",
     "load_state_dict_file",
     "package_state_dict",
+    "trusting_pickle",
 ]
+
+# Set for the span of one command (or one run) whose user passed --trust-pickle: every weights file read inside
+# it, by whichever backbone builder, may then be a full pickle. A context variable rather than an argument, because
+# the builders of every backbone family (timm, torchvision, hf:, audio) read weights files.
+_TRUST_PICKLE: contextvars.ContextVar[bool] = contextvars.ContextVar("transferkit_trust_pickle", default=False)
+
+
+@contextlib.contextmanager
+def trusting_pickle(trust: bool = True) -> Iterator[None]:
+    """Within this block, weights files that are pickles (``torch.save(model)``) are unpickled, running any code
+    they hold: only for files from a source you trust.
+
+    Example:
+        >>> with trusting_pickle():
+        ...     pass  # create_backbone("lenet", weights="whole_model.pt") would now accept a pickled model
+    """
+    token = _TRUST_PICKLE.set(trust)
+    try:
+        yield
+    finally:
+        _TRUST_PICKLE.reset(token)
 
 _SAVE_HINT = (
     "save the weights with torch.save(model.state_dict(), path) or "
@@ -53,7 +78,8 @@ _SAVE_HINT = (
 
 
 def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a state dict without ever executing code stored in the file (no full unpickling)."""
+    """Read a state dict without ever executing code stored in the file (no full unpickling), except inside
+    :func:`trusting_pickle`."""
     path = Path(path)
     if not path.exists():
         raise ModelError(f"weights file {path} does not exist: check the path (relative paths start at {Path.cwd()})")
@@ -70,17 +96,31 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as exc:
-            raise ModelError(
-                f"weights file {path} holds a pickled Python object (e.g. a whole model saved with "
-                "torch.save(model)), not a state dict of tensors. transferkit does not unpickle such files, "
-                f"because unpickling an untrusted file can run arbitrary code; {_SAVE_HINT}"
-            ) from exc
+            if not _TRUST_PICKLE.get():
+                raise ModelError(
+                    f"weights file {path} holds a pickled Python object (e.g. a whole model saved with "
+                    "torch.save(model)), not a state dict of tensors. transferkit does not unpickle such files, "
+                    f"because unpickling an untrusted file can run arbitrary code; {_SAVE_HINT}. If you trust "
+                    "the file's author, pass --trust-pickle (or model.trust_pickle: true) to load it anyway"
+                ) from exc
+            obj = _unpickle_trusted(path)
         except Exception as exc:  # truncated zip, not a torch file at all, ...
             raise ModelError(
                 f"weights file {path} cannot be read by torch.load ({type(exc).__name__}: {exc}); it may be "
                 f"truncated or not a PyTorch file; {_SAVE_HINT}"
             ) from exc
     return _as_state_dict(obj, path)
+
+
+def _unpickle_trusted(path: Path) -> object:
+    """A full unpickle, asked for by the user; a whole ``nn.Module`` gives its state dict."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # the pickle names a class this environment does not have, ...
+        raise ModelError(
+            f"weights file {path} cannot be unpickled ({type(exc).__name__}: {exc}); {_SAVE_HINT}"
+        ) from exc
+    return obj.state_dict() if isinstance(obj, torch.nn.Module) else obj
 
 
 def _as_state_dict(obj: object, path: Path) -> dict[str, torch.Tensor]:
