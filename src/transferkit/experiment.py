@@ -58,6 +58,8 @@ def load_run_data(cfg: RunConfig, seed: int) -> RunData:
     train = load_data(d.source, d.train_split, d.root)
     if not train.is_labelled:
         raise DataError(f"source {d.source!r} has no labels; the source domain must be labelled")
+    if len(train.classes) < 2:
+        raise DataError(f"data.source {d.source!r} has one class only ({train.classes}); a classifier needs two")
     val = None
     if d.val_split is not None:
         val = load_data(d.source, d.val_split, d.root)
@@ -139,6 +141,7 @@ def _fit(cfg: RunConfig, *, overwrite: bool, resume: bool, progress: bool) -> di
 
         training_transform(probe_model.backbone)  # a backbone with no image config -> ConfigError now
     _check_combination(cfg)
+    _check_sizes(cfg, first)
     run = RunDir(cfg.run_path)
     _check_resume(run, cfg, resume)
     run.prepare(overwrite=overwrite, resume=resume)
@@ -362,6 +365,18 @@ def _check_combination(cfg: RunConfig) -> None:
     needs_pairs = cfg.adapt.method != "none" or cfg.model.bottleneck_dim is not None
     if needs_pairs and cfg.data.batch_size < 2:
         raise ConfigError("data.batch_size must be >= 2 with an adaptation method or a bottleneck (batch statistics)")
+
+
+def _check_sizes(cfg: RunConfig, data: RunData) -> None:
+    """Batch statistics (BatchNorm in a bottleneck, MMD, CORAL, a discriminator) need two items per domain."""
+    needs_pairs = cfg.adapt.method != "none" or cfg.model.bottleneck_dim is not None
+    if not needs_pairs:
+        return
+    for field, spec, ds in (("data.source", cfg.data.source, data.source_train),
+                            ("data.target", cfg.data.target, data.target_train)):
+        if ds is not None and len(ds) < 2:
+            raise DataError(f"{field} {spec!r} has {len(ds)} training item(s); an adaptation method or a bottleneck "
+                            "needs at least 2 per domain (batch statistics)")
 
 
 def _linear_probe(cfg: RunConfig, model: TransferModel, data: RunData, train_cfg: TrainConfig, *, phase: str,

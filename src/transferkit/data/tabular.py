@@ -104,6 +104,11 @@ def _read_npy(path: Path) -> np.ndarray:
 
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    if not zipfile.is_zipfile(path):  # np.load would read it as a .npy array or try to unpickle it
+        raise DataError(
+            f"cannot read {path} as a .npz archive: it is not a zip archive (truncated, or another format named "
+            ".npz, such as a numpy.save array); save it with numpy.savez"
+        )
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
@@ -131,8 +136,8 @@ def _inputs_kind(x: np.ndarray, path: Path, key: str) -> tuple[Kind, np.ndarray]
         if len(x) == 0:
             raise DataError(f"{path}: {key} holds no images")
         return "image", x
-    if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
-        raise DataError(f"{path}: {key} must be numeric, got dtype {x.dtype}")
+    if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_) or x.dtype.kind == "c":
+        raise DataError(f"{path}: {key} must be real numbers, got dtype {x.dtype}")
     if x.ndim != 2:
         raise DataError(
             f"{path}: {key} has shape {x.shape}; feature vectors must be 2-D (N, D), and images uint8 "
@@ -140,6 +145,8 @@ def _inputs_kind(x: np.ndarray, path: Path, key: str) -> tuple[Kind, np.ndarray]
         )
     if len(x) == 0:
         raise DataError(f"{path}: {key} holds no rows")
+    if x.shape[1] == 0:
+        raise DataError(f"{path}: {key} has shape {x.shape}: its rows hold no features")
     x = np.asarray(x, dtype=np.float32)
     bad = ~np.isfinite(x)
     if bad.any():
@@ -187,6 +194,11 @@ def _npz_labels(
         numeric = [a for a in all_labels if a.size and a.dtype.kind in "iuf" and np.isfinite(a).all()]
         top = max([int(y.max()), *(int(np.max(a)) for a in numeric)])  # every split's labels: shared indices
         names = [str(i) for i in range(top + 1)]
+    elif len(y) and y.max() >= len(names):
+        raise DataError(
+            f"{path}: label {int(y.max())} is out of range: 'classes' names {len(names)} classes, so labels must "
+            f"lie in 0..{len(names) - 1}"
+        )
     return y.astype(np.int64), names
 
 

@@ -152,7 +152,7 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
     try:
         with _open(path) as f:
             if name.endswith((".csv", ".tsv")):
-                return list(csv.DictReader(f, delimiter="\t" if name.endswith(".tsv") else ","))
+                return _csv_rows(csv.DictReader(f, delimiter="\t" if name.endswith(".tsv") else ","), path)
             rows = []
             for n, line in enumerate(f, start=1):
                 if not line.strip():
@@ -171,6 +171,22 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
         raise DataError(f"cannot read {path}: {exc}") from exc
 
 
+def _csv_rows(reader: csv.DictReader, path: Path) -> list[dict[str, Any]]:
+    """The rows of a text CSV; a row with more or fewer cells than the header is refused (an unquoted comma in a
+    text would otherwise shift its label into the next column)."""
+    rows = []
+    for row in reader:
+        extra, short = row.get(None), None in row.values()  # DictReader's restkey / restval for such rows
+        if extra or short:
+            cells = len(reader.fieldnames or []) + (len(extra) if extra else -sum(v is None for v in row.values()))
+            raise DataError(
+                f"{path}, line {reader.line_num}: {cells} cells but the header has {len(reader.fieldnames or [])} "
+                "columns; quote fields that hold the delimiter (\"like, this\")"
+            )
+        rows.append(row)
+    return rows
+
+
 def _label_key(value: Any) -> str:
     if isinstance(value, float) and value.is_integer():
         value = int(value)
@@ -178,6 +194,10 @@ def _label_key(value: Any) -> str:
 
 
 def _classes(values: list[Any], path: Path, label: str | None) -> list[str]:
+    nested = [i + 1 for i, v in enumerate(values) if isinstance(v, (dict, list))]
+    if nested:
+        raise DataError(f"{path}: label {label!r} is a list or an object in rows {nested[:5]}; each label must be one "
+                        "class name or integer")
     keys = [_label_key(v) if v is not None else "" for v in values]
     empty = [i + 1 for i, k in enumerate(keys) if k in ("", "None")]
     if empty:

@@ -308,6 +308,8 @@ class Engine:
             if state is not None:
                 global_step = int(state["global_step"])
                 stopper.load_state_dict(state["stopper"])
+                if acc.is_main_process:
+                    self._repair_best(stopper.best_epoch)
                 history = json.loads(state["history_json"])
                 if int(state.get("step_in_epoch", 0)) > 0:
                     start_epoch, partial = int(state["epoch"]), json.loads(state["epoch_json"])
@@ -498,20 +500,50 @@ class Engine:
         final = self._write_checkpoint(f"epoch-{epoch:04d}", model, extra, self._state(
             optimizer, scheduler, epoch, global_step, stopper, history))
         if improved:
-            best_tmp = root / ".best.partial"
-            shutil.rmtree(best_tmp, ignore_errors=True)
-            shutil.copytree(final, best_tmp)
-            old = root / ".best.old"
-            shutil.rmtree(old, ignore_errors=True)
-            if (root / "best").exists():
-                (root / "best").rename(old)
-            best_tmp.rename(root / "best")
-            shutil.rmtree(old, ignore_errors=True)
+            self._promote_best(final)
         kept = sorted(p for p in root.glob("epoch-*") if p.is_dir())
         for p in kept[: -self.cfg.keep_checkpoints]:
             shutil.rmtree(p, ignore_errors=True)
         for p in root.glob("step-*"):
             shutil.rmtree(p, ignore_errors=True)
+
+    def _promote_best(self, checkpoint: Path) -> None:
+        """Copy ``checkpoint`` to ``best``. A directory cannot be replaced atomically, so the copy is made complete
+        first (``meta.json`` copied last) and :meth:`_best_dir` knows which folder holds the best at any moment."""
+        root = self._ckpt_dir
+        new, old = root / ".best.partial", root / ".best.old"
+        shutil.rmtree(new, ignore_errors=True)
+        new.mkdir(parents=True)
+        for name in ("model.safetensors", "state.pt", "meta.json"):
+            shutil.copy2(checkpoint / name, new / name)
+        shutil.rmtree(old, ignore_errors=True)
+        if (root / "best").exists():
+            (root / "best").rename(old)
+        new.rename(root / "best")
+        shutil.rmtree(old, ignore_errors=True)
+
+    def _best_dir(self) -> Path | None:
+        """The best checkpoint, also after a kill in the middle of :meth:`_promote_best`: ``best``, else the complete
+        new copy, else the previous best."""
+        root = self._ckpt_dir
+        for p in (root / "best", root / ".best.partial", root / ".best.old"):
+            if (p / "meta.json").exists():
+                return p
+        return None
+
+    def _repair_best(self, best_epoch: int) -> None:
+        """On resume: a kill after an improving epoch's checkpoint but before (or while) it became ``best`` leaves
+        the wrong best behind; the early stopper knows the right epoch, whose checkpoint is the newest one."""
+        if best_epoch < 0:
+            return
+        current = self._best_dir()
+        if current is not None and json.loads((current / "meta.json").read_text())["epoch"] == best_epoch:
+            if current.name != "best":  # finish the interrupted promotion
+                current.rename(self._ckpt_dir / "best")
+            return
+        checkpoint = self._ckpt_dir / f"epoch-{best_epoch:04d}"
+        if (checkpoint / "meta.json").exists():
+            self._promote_best(checkpoint)
 
     def _save_step(self, model: nn.Module, extra: nn.Module, optimizer: Any, scheduler: Any, epoch: int,
                    global_step: int, stopper: EarlyStopping, history: list[dict[str, Any]],
@@ -600,7 +632,14 @@ class Engine:
     def _load_weights(self, model: nn.Module, extra: nn.Module, path: Path) -> None:
         from safetensors.torch import load_file
 
-        self._apply_weights(model, extra, load_file(str(path)), str(path))
+        try:
+            state = load_file(str(path))
+        except Exception as exc:  # safetensors' own error on a truncated or corrupt file
+            raise RunDirError(
+                f"checkpoint {path} cannot be read ({exc}); it is damaged: delete its folder to resume from an "
+                "earlier checkpoint, or start over with --overwrite"
+            ) from exc
+        self._apply_weights(model, extra, state, str(path))
 
     def _apply_weights(self, model: nn.Module, extra: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
         acc = self.accelerator
@@ -620,9 +659,9 @@ class Engine:
             if self._best_in_memory is not None:
                 self._apply_weights(model, extra, self._best_in_memory, "the best epoch")
             return
-        best = self._ckpt_dir / "best" / "model.safetensors"
-        if best.exists():
-            self._load_weights(model, extra, best)
+        best = self._best_dir()
+        if best is not None:
+            self._load_weights(model, extra, best / "model.safetensors")
 
 
 def _with_model_transform(
