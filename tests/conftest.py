@@ -15,20 +15,46 @@ class NetworkBlockedError(RuntimeError):
     pass
 
 
-_real_connect = socket.socket.connect
+_LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "", None}
+_real_connect, _real_connect_ex, _real_getaddrinfo = socket.socket.connect, socket.socket.connect_ex, socket.getaddrinfo
+
+
+def _is_loopback(address: object) -> bool:
+    """Loopback stays open: torch.distributed's gloo (multi-process tests) talks to 127.0.0.1."""
+    host = address[0] if isinstance(address, tuple) and address else address
+    return host in _LOOPBACK_NAMES or (isinstance(host, str) and host.startswith("127."))
+
+
+def _guard(self: socket.socket, address: object) -> None:
+    if self.family in (socket.AF_INET, socket.AF_INET6) and not _is_loopback(address):
+        raise NetworkBlockedError(f"test tried to open a network connection to {address!r}")
 
 
 def _guarded_connect(self: socket.socket, address: object) -> None:
-    if self.family in (socket.AF_INET, socket.AF_INET6):
-        raise NetworkBlockedError(f"test tried to open a network connection to {address!r}")
+    _guard(self, address)
     _real_connect(self, address)
+
+
+def _guarded_connect_ex(self: socket.socket, address: object) -> int:
+    _guard(self, address)
+    return _real_connect_ex(self, address)
+
+
+def _guarded_getaddrinfo(host: object, *args: object, **kwargs: object) -> list:
+    if not _is_loopback(host):
+        raise NetworkBlockedError(f"test tried to resolve the host name {host!r}")
+    return _real_getaddrinfo(host, *args, **kwargs)
 
 
 @pytest.fixture(autouse=True, scope="session")
 def _no_network() -> None:
     socket.socket.connect = _guarded_connect  # type: ignore[method-assign]
+    socket.socket.connect_ex = _guarded_connect_ex  # type: ignore[method-assign]
+    socket.getaddrinfo = _guarded_getaddrinfo  # type: ignore[assignment]
     yield
     socket.socket.connect = _real_connect  # type: ignore[method-assign]
+    socket.socket.connect_ex = _real_connect_ex  # type: ignore[method-assign]
+    socket.getaddrinfo = _real_getaddrinfo  # type: ignore[assignment]
 
 
 @pytest.fixture(autouse=True, scope="session")
