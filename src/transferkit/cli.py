@@ -118,6 +118,8 @@ def fit(
         report = run_fit(cfg, overwrite=overwrite, resume=resume, progress=progress)
     except TransferkitError as exc:
         _fail(str(exc))
+    if not report:  # another process of an `accelerate launch`: the main one reports
+        return
     _print_summary(report)
     console.print(f"run directory: {cfg.run_path}")
 

@@ -223,7 +223,7 @@ class RunConfig(_Strict):
             raise ConfigError(f"config file {p} does not exist")
         try:
             raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        except Exception as exc:  # YAMLError, UnicodeDecodeError, and PyYAML's constructors' own (`!!float x`)
             raise ConfigError(f"config file {p} is not valid YAML: {exc}") from exc
         if not isinstance(raw, dict):
             raise ConfigError(f"config file {p} must hold a mapping at the top level, got {type(raw).__name__}")
@@ -232,7 +232,10 @@ class RunConfig(_Strict):
 
 def parse_config(raw: dict[str, Any], overrides: dict[str, Any] | None = None, source: str = "config") -> RunConfig:
     """Validate a raw mapping (plus dotted ``overrides``) into a :class:`RunConfig` or raise ConfigError."""
-    data = _deep_copy(raw)
+    try:
+        data = _deep_copy(raw)
+    except RecursionError:
+        raise ConfigError(f"{source}: the configuration refers to itself (a YAML alias in its own anchor)") from None
     for dotted, value in (overrides or {}).items():
         _set_dotted(data, dotted, value)
     try:
@@ -248,7 +251,7 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise ConfigError(f"override {text!r} must look like section.field=value, e.g. train.lr=0.01")
     try:
         parsed = yaml.safe_load(value)
-    except yaml.YAMLError as exc:
+    except Exception as exc:  # YAMLError, and PyYAML's constructors' own errors (2020-13-45, !!timestamp 1-2-3)
         raise ConfigError(f"override {text!r}: value is not valid YAML: {exc}") from exc
     if isinstance(parsed, str) and _FLOAT_RE.match(parsed.strip()):
         parsed = float(parsed)  # YAML 1.1 reads "1e-4" as a string; a user means the number

@@ -35,7 +35,7 @@ from transferkit.finetune.lora import merge_lora
 from transferkit.models.backbones import check_input_kind, create_backbone
 from transferkit.models.heads import IdentityBackbone, TransferModel
 from transferkit.runs import RunDir, atomic_write_text
-from transferkit.train.engine import Engine, LossTerm, source_cross_entropy
+from transferkit.train.engine import Engine, LossTerm, get_accelerator, source_cross_entropy
 
 
 @dataclass
@@ -144,14 +144,21 @@ def _fit(cfg: RunConfig, *, overwrite: bool, resume: bool, progress: bool) -> di
     _check_sizes(cfg, first)
     run = RunDir(cfg.run_path)
     _check_resume(run, cfg, resume)
-    run.prepare(overwrite=overwrite, resume=resume)
-    atomic_write_text(run.config, cfg.to_yaml())
+    # Under `accelerate launch` every process runs this; only the main one writes the run directory (a failure
+    # there ends the launch, and with it the other processes).
+    acc = get_accelerator(cfg.train.device, cfg.train.mixed_precision, cfg.train.grad_accum_steps)
+    if acc.is_main_process:
+        run.prepare(overwrite=overwrite, resume=resume)
+        atomic_write_text(run.config, cfg.to_yaml())
+    acc.wait_for_everyone()
 
     per_seed = []
     for seed in cfg.seeds:
         seed_run = run if len(cfg.seeds) == 1 else run.seed(seed)
         data = first if seed == cfg.seeds[0] else load_run_data(cfg, seed)
         per_seed.append(fit_seed(cfg, seed, seed_run, data, resume=resume, progress=progress))
+    if not acc.is_main_process:
+        return {}  # the other processes only trained
     header = _header(cfg, first)
     if len(cfg.seeds) == 1:
         return {**header, "seeds": cfg.seeds, "summary": _single_summary(per_seed[0]), "per_seed": per_seed}
@@ -173,11 +180,7 @@ def fit_seed(
     model = build_model(cfg, data)
     t0 = time.perf_counter()
     result = _train(cfg, model, data, run, seed, resume=resume, progress=progress)
-    kw = {"batch_size": cfg.data.eval_batch_size, "num_workers": cfg.data.num_workers, "device": cfg.train.device}
-    # A frozen backbone's features are cached: the guard and the scores run the head on them, not the backbone.
-    view, vdata = _evaluation_view(cfg, model, data, progress)
-    evals: dict[str, Any] = {}
-    guard = None
+    baseline = None
     if cfg.adapt.method != "none" and cfg.adapt.guard:
         # The guard's twin: the same model, seed and settings without the transfer loss.
         torch.manual_seed(seed)
@@ -185,6 +188,14 @@ def fit_seed(
         plain = cfg.model_copy(update={"adapt": cfg.adapt.model_copy(update={"method": "none"})})
         _train(plain, baseline, replace(data, target_train=None), run, seed, prefix="source-only-", resume=resume,
                progress=progress)
+    if not get_accelerator(cfg.train.device, cfg.train.mixed_precision, cfg.train.grad_accum_steps).is_main_process:
+        return {}  # under `accelerate launch`, the main process scores, decides and writes
+    kw = {"batch_size": cfg.data.eval_batch_size, "num_workers": cfg.data.num_workers, "device": cfg.train.device}
+    # A frozen backbone's features are cached: the guard and the scores run the head on them, not the backbone.
+    view, vdata = _evaluation_view(cfg, model, data, progress)
+    evals: dict[str, Any] = {}
+    guard = None
+    if baseline is not None:
         # Both models share one architecture, hence one preprocessing: computed once for all their predictions.
         shared = _preprocessed(vdata, view(model), cfg.data.cache_mb * 2**20)
         decision, gap = _guard(cfg, view(model), view(baseline), shared, kw)

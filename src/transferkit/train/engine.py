@@ -74,18 +74,22 @@ class LossTerm:
     fn: Callable[[StepOutputs], torch.Tensor]
     weight: float | Callable[[float], float] = 1.0
     module: nn.Module | None = None
+    # Under `accelerate launch` with N processes, a term sees the whole step's batch (every process's items,
+    # gathered with gradients) unless it is a mean over items that DDP's gradient averaging already makes exact.
+    global_batch: bool = True
 
     def weight_at(self, progress: float) -> float:
         return float(self.weight(progress)) if callable(self.weight) else float(self.weight)
 
 
 def source_cross_entropy(label_smoothing: float = 0.0) -> LossTerm:
-    """The supervised term: cross-entropy on the labelled source batch."""
+    """The supervised term: cross-entropy on the labelled source batch (a mean over items: each process takes its
+    own share, and DDP's averaging of the gradients gives the global mean)."""
 
     def fn(out: StepOutputs) -> torch.Tensor:
         return F.cross_entropy(out.source_logits, out.source_labels, label_smoothing=label_smoothing)
 
-    return LossTerm("source_ce", fn)
+    return LossTerm("source_ce", fn, global_batch=False)
 
 
 @dataclass
@@ -283,21 +287,28 @@ class Engine:
             if val is not None
             else None
         )
-        steps_per_epoch = max(len(train_loader), len(target_loader) if target_loader is not None else 0)
-        opt_steps_per_epoch = math.ceil(steps_per_epoch / self.cfg.grad_accum_steps)
-        total_steps = opt_steps_per_epoch * self.cfg.epochs
-        factor = lr_multiplier(self.cfg.scheduler, total_steps, round(self.cfg.warmup_epochs * opt_steps_per_epoch))
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
         # The accelerator is shared by every fit of this process and keeps what it prepared: drop what an earlier
         # fit left (one that crashed included), or every model and dataset of a benchmark or sweep stays in RAM.
         acc.free_memory()
-        model, extra, optimizer = acc.prepare(self.model, self.extra, optimizer)
+        # The loss modules are called inside the loss terms, never through a DDP wrapper: they are moved, not
+        # prepared; with several processes they start equal and their gradients are averaged by hand.
+        raw_optimizer = optimizer
+        model, optimizer = acc.prepare(self.model, optimizer)
+        extra = self.extra.to(acc.device)
+        _broadcast_module(extra, acc.num_processes)
         prepared = acc.prepare(*(x for x in (train_loader, target_loader, val_loader) if x is not None))
         prepared = list(prepared) if isinstance(prepared, (list, tuple)) else [prepared]
         train_loader = prepared.pop(0)
         target_loader = prepared.pop(0) if target_loader is not None else None
         val_loader = prepared.pop(0) if val_loader is not None else None
+        # after prepare: under `accelerate launch` each process takes 1/N of the batches, and the schedules count
+        # the steps each process makes
+        steps_per_epoch = max(len(train_loader), len(target_loader) if target_loader is not None else 0)
+        opt_steps_per_epoch = math.ceil(steps_per_epoch / self.cfg.grad_accum_steps)
+        total_steps = opt_steps_per_epoch * self.cfg.epochs
+        factor = lr_multiplier(self.cfg.scheduler, total_steps, round(self.cfg.warmup_epochs * opt_steps_per_epoch))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(raw_optimizer, factor)
 
         stopper = EarlyStopping(self.cfg.early_stopping_patience)
         history: list[dict[str, Any]] = []
@@ -337,6 +348,8 @@ class Engine:
                 task = bar.add_task(
                     f"  epoch {epoch + 1}/{self.cfg.epochs}", total=len(paired), completed=first, stats=""
                 )
+                if partial is not None and not acc.is_main_process:  # the checkpoint holds every process's sums
+                    partial = {**partial, "sums": {}, "correct": 0, "seen": 0}
                 sums: dict[str, float] = dict(partial["sums"]) if partial else {}
                 correct, seen = (int(partial["correct"]), int(partial["seen"])) if partial else (0, 0)
                 t0 = time.perf_counter() - (float(partial["seconds"]) if partial else 0.0)
@@ -355,6 +368,7 @@ class Engine:
                         total, parts = self._loss(out, progress)
                         acc.backward(total)  # divided by grad_accum_steps
                     if sync:
+                        _average_gradients(extra, acc.num_processes)
                         if self.cfg.max_grad_norm is not None:
                             acc.clip_grad_norm_(
                                 [p for g in optimizer.param_groups for p in g["params"]], self.cfg.max_grad_norm
@@ -375,15 +389,18 @@ class Engine:
                     # A mid-epoch checkpoint only where no gradient is half-accumulated, and never on the last step
                     # (the epoch's own checkpoint follows).
                     due = (every_steps is not None and since_save >= every_steps) or (
-                        every_s is not None and time.monotonic() - last_save >= 60.0 * every_s
+                        every_s is not None and _clock_says(acc, time.monotonic() - last_save >= 60.0 * every_s)
                     )
                     if due and sync and i + 1 < len(paired) and self.run is not None:
-                        running = {"step_in_epoch": i + 1, "sums": sums, "correct": correct, "seen": seen,
+                        # the whole epoch's sums so far: the resumed main process starts from them, the others at 0
+                        g_sums, g_correct, g_seen = _sum_over_processes(acc, sums, correct, seen)
+                        running = {"step_in_epoch": i + 1, "sums": g_sums, "correct": g_correct, "seen": g_seen,
                                    "seconds": time.perf_counter() - t0}
                         if acc.is_main_process:
                             self._save_step(model, extra, optimizer, scheduler, epoch, global_step, stopper, history,
                                             running)
                         last_save, since_save = time.monotonic(), 0
+                sums, correct, seen = _sum_over_processes(acc, sums, correct, seen)
                 record: dict[str, Any] = {
                     "phase": self.phase,
                     "seed": self.seed,
@@ -419,6 +436,7 @@ class Engine:
                 if stopper.should_stop:
                     break
 
+        acc.wait_for_everyone()  # the main process wrote the checkpoints every process now reads
         self._restore_best(model, extra, stopper)
         # Drop Accelerate's autocast wrapper: the caller scores and saves the plain fp32 model.
         acc.unwrap_model(model, keep_fp32_wrapper=False)
@@ -448,9 +466,14 @@ class Engine:
             raise ValueError("the source batch holds unlabelled items")
         total = torch.zeros((), device=out.source_logits.device)
         parts: dict[str, float] = {}
+        whole: StepOutputs | None = None
         for term in self.loss_terms:
             w = term.weight_at(progress)
-            value = term.fn(out)
+            if term.global_batch and self.accelerator.num_processes > 1:
+                whole = whole or _gather_outputs(out)
+                value = term.fn(whole)
+            else:
+                value = term.fn(out)
             if not torch.isfinite(value):
                 raise TrainingError(
                     f"loss term {term.name!r} became {value.item()} at progress {progress:.3f}; "
@@ -680,11 +703,73 @@ def _with_model_transform(
     return ds.precomputed(cache_bytes, progress=progress)
 
 
+def _gather_outputs(out: StepOutputs) -> StepOutputs:
+    """The step's outputs over every process, concatenated in rank order (the batch one process would see with the
+    same global batch size). Gathered with autograd: each process's share gets the gradient of the global loss."""
+    from torch.distributed import _functional_collectives as fc
+
+    world = torch.distributed.group.WORLD
+
+    def cat(t: torch.Tensor | None, grad: bool = True) -> torch.Tensor | None:
+        if t is None:
+            return None
+        gather = fc.all_gather_single_autograd if grad else fc.all_gather_single
+        return fc.wait_tensor(gather(t.contiguous(), 0, world))
+
+    labels = cat(out.source_labels, grad=False)
+    assert labels is not None
+    # target_inputs / model stay local: only per-item terms (self-training's strong views) use them
+    return StepOutputs(cat(out.source_features), cat(out.source_logits), labels, cat(out.target_features),
+                       cat(out.target_logits), out.progress, out.target_inputs, out.model)
+
+
+def _clock_says(acc: Any, due: bool) -> bool:
+    """A time-based decision every process takes together (the main process's clock decides): a checkpoint
+    involves collective operations, which would hang if only some processes entered them."""
+    if acc.num_processes == 1:
+        return due
+    flag = torch.tensor([float(due)], device=acc.device)
+    torch.distributed.broadcast(flag, src=0)
+    return bool(flag.item())
+
+
+def _broadcast_module(module: nn.Module, num_processes: int) -> None:
+    """Start the loss modules from rank 0's initial weights on every process (DDP does this for the model)."""
+    if num_processes > 1:
+        for t in [*module.parameters(), *module.buffers()]:
+            torch.distributed.broadcast(t.data, src=0)
+
+
+def _average_gradients(module: nn.Module, num_processes: int) -> None:
+    """DDP averages the model's gradients; the loss modules are not wrapped, so theirs are averaged here."""
+    if num_processes > 1:
+        for p in module.parameters():
+            if p.grad is not None:
+                torch.distributed.all_reduce(p.grad)
+                p.grad /= num_processes
+
+
+def _sum_over_processes(acc: Any, sums: dict[str, float], correct: int, seen: int) -> tuple[dict[str, float], int, int]:
+    """An epoch's running sums over every process, so that its record describes the whole epoch."""
+    if acc.num_processes == 1:
+        return sums, correct, seen
+    keys = sorted(sums)
+    t = torch.tensor([*(sums[k] for k in keys), float(correct), float(seen)], dtype=torch.float64, device=acc.device)
+    t = acc.reduce(t, reduction="sum")
+    values = t.tolist()
+    return dict(zip(keys, values[: len(keys)], strict=True)), int(values[-2]), int(values[-1])
+
+
 def _sampler_of(loader: Any) -> EpochSampler | None:
-    sampler = getattr(loader, "sampler", None)
-    if not isinstance(sampler, EpochSampler):
-        sampler = getattr(getattr(loader, "batch_sampler", None), "sampler", None)
-    return sampler if isinstance(sampler, EpochSampler) else None
+    """The loader's EpochSampler, also inside Accelerate's wrappers (a BatchSamplerShard around the BatchSampler
+    under `accelerate launch`)."""
+    for path in (("sampler",), ("batch_sampler", "sampler"), ("batch_sampler", "batch_sampler", "sampler")):
+        obj = loader
+        for name in path:
+            obj = getattr(obj, name, None)
+        if isinstance(obj, EpochSampler):
+            return obj
+    return None
 
 
 def _position(loader: Any, epoch: int, step: int, num_processes: int = 1) -> None:
@@ -694,7 +779,7 @@ def _position(loader: Any, epoch: int, step: int, num_processes: int = 1) -> Non
     if sampler is None:
         return
     steps = max(1, len(loader))
-    per_step = int(getattr(loader, "batch_size", None) or getattr(loader.batch_sampler, "batch_size", 1))
+    per_step = int(getattr(loader, "batch_size", None) or getattr(loader.batch_sampler, "batch_size", None) or 1)
     sampler.start_epoch(epoch, passes=step // steps, skip=(step % steps) * per_step * num_processes)
 
 
