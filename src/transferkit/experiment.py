@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -166,7 +167,8 @@ def _fit(cfg: RunConfig, *, overwrite: bool, resume: bool, progress: bool) -> di
 
 
 def fit_seed(
-    cfg: RunConfig, seed: int, run: RunDir, data: RunData, *, resume: bool = False, progress: bool = True
+    cfg: RunConfig, seed: int, run: RunDir, data: RunData, *, resume: bool = False, progress: bool = True,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Train and evaluate one seed into ``run``; a finished seed is skipped when resuming."""
     if resume and run.report_json.exists() and run.model.exists():
@@ -179,7 +181,7 @@ def fit_seed(
     torch.manual_seed(seed)
     model = build_model(cfg, data)
     t0 = time.perf_counter()
-    result = _train(cfg, model, data, run, seed, resume=resume, progress=progress)
+    result = _train(cfg, model, data, run, seed, resume=resume, progress=progress, on_epoch=on_epoch)
     baseline = None
     if cfg.adapt.method != "none" and cfg.adapt.guard:
         # The guard's twin: the same model, seed and settings without the transfer loss.
@@ -187,7 +189,7 @@ def fit_seed(
         baseline = build_model(cfg, data)
         plain = cfg.model_copy(update={"adapt": cfg.adapt.model_copy(update={"method": "none"})})
         _train(plain, baseline, replace(data, target_train=None), run, seed, prefix="source-only-", resume=resume,
-               progress=progress)
+               progress=progress, on_epoch=on_epoch)
     if not get_accelerator(cfg.train.device, cfg.train.mixed_precision, cfg.train.grad_accum_steps).is_main_process:
         return {}  # under `accelerate launch`, the main process scores, decides and writes
     kw = {"batch_size": cfg.data.eval_batch_size, "num_workers": cfg.data.num_workers, "device": cfg.train.device}
@@ -324,10 +326,11 @@ def _guard(
 
 def _train(
     cfg: RunConfig, model: TransferModel, data: RunData, run: RunDir, seed: int, *, resume: bool, progress: bool,
-    prefix: str = "",
+    prefix: str = "", on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     strategy = cfg.finetune.strategy
     common = {
+        "on_epoch": on_epoch,
         "run": run,
         "seed": seed,
         "batch_size": cfg.data.batch_size,

@@ -188,6 +188,7 @@ class Engine:
         loss_terms: default: the source cross-entropy alone.
         run: where checkpoints and ``metrics.jsonl`` go; None trains without writing anything.
         phase: a name for this stage (``train``, ``lp``, ``ft``); checkpoints live in ``checkpoints/<phase>``.
+        on_epoch: called with each epoch's record (main process only): experiment trackers hook in here.
 
     Example:
         >>> import numpy as np
@@ -218,8 +219,10 @@ class Engine:
         num_workers: int = 0,
         cache_mb: int = 1024,
         progress: bool = True,
+        on_epoch: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.model = model
+        self.on_epoch = on_epoch
         self.cfg = config
         self.loss_terms = loss_terms if loss_terms is not None else [source_cross_entropy(config.label_smoothing)]
         names = [t.name for t in self.loss_terms]
@@ -428,6 +431,8 @@ class Engine:
                     stats=f"loss {record['train_loss']:.4f}  acc {record['train_acc']:.3f}"
                     + (f"  val_acc {record['val_acc']:.3f}" if "val_acc" in record else ""),
                 )
+                if self.on_epoch is not None and acc.is_main_process:
+                    self.on_epoch(record)  # experiment trackers (TensorBoard, MLflow, CSV)
                 if self.run is not None and acc.is_main_process:
                     append_jsonl(self.run.metrics, record)
                     self._save(model, extra, optimizer, scheduler, epoch, global_step, stopper, history, improved)
