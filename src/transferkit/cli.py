@@ -83,6 +83,9 @@ def fit(
     resume: Annotated[bool, typer.Option(help="continue a killed run from its last checkpoint")] = False,
     online: Annotated[bool, typer.Option(help="allow downloads from model hubs")] = False,
     trust_pickle: TrustPickleOpt = False,
+    log_to: Annotated[
+        str | None, typer.Option("--log-to", help="also track with: csv, tensorboard, mlflow (comma-separated)")
+    ] = None,
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
 ) -> None:
     """Fine-tune a backbone on labelled source data and score it on the source and target test splits.
@@ -94,6 +97,8 @@ def fit(
         transferkit fit -c examples/mnist_to_digits.yaml --set train.lr=0.01 --seeds 0,1,2
 
         transferkit fit --method dann --source mnist --target usps --epochs 20 --set adapt.schedule=ramp
+
+        transferkit fit -c examples/mnist_to_digits.yaml --log-to tensorboard,mlflow,csv
     """
     from transferkit.config import RunConfig, parse_config, parse_override
 
@@ -106,6 +111,7 @@ def fit(
             "adapt.method": method, "adapt.weight": lam,
             "train.epochs": epochs, "train.lr": lr, "data.batch_size": batch_size, "seeds": _parse_seeds(seeds),
             "output_dir": output_dir, "online": online or None, "model.trust_pickle": trust_pickle or None,
+            "tracking.log_to": [k.strip() for k in log_to.split(",") if k.strip()] if log_to else None,
         }.items():
             if value is not None:
                 overrides[key] = value

@@ -183,6 +183,18 @@ class TrainConfig(_Strict):
     threads: Annotated[int, Field(ge=1)] | None = Field(None, description="torch intra-op threads (CPU)")
 
 
+class TrackingConfig(_Strict):
+    """Where metrics go besides the run directory's own metrics.jsonl and report."""
+
+    log_to: list[Literal["csv", "tensorboard", "mlflow"]] = Field(
+        default_factory=list, description="csv (metrics.csv), tensorboard (<run>/tensorboard), mlflow"
+    )
+    mlflow_uri: str | None = Field(
+        None, description="MLflow tracking URI (a server or a database); default: sqlite:///<output_dir>/mlflow.db"
+    )
+    experiment: str = Field("transferkit", description="MLflow experiment name")
+
+
 class RunConfig(_Strict):
     name: str = "run"
     output_dir: str = "runs"
@@ -193,6 +205,7 @@ class RunConfig(_Strict):
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
     adapt: AdaptConfig = Field(default_factory=AdaptConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
     @field_validator("name")
     @classmethod

@@ -157,13 +157,34 @@ def _fit(cfg: RunConfig, *, overwrite: bool, resume: bool, progress: bool) -> di
     for seed in cfg.seeds:
         seed_run = run if len(cfg.seeds) == 1 else run.seed(seed)
         data = first if seed == cfg.seeds[0] else load_run_data(cfg, seed)
-        per_seed.append(fit_seed(cfg, seed, seed_run, data, resume=resume, progress=progress))
+        trackers = _open_trackers(cfg, seed_run, seed) if acc.is_main_process else None
+        try:
+            report = fit_seed(cfg, seed, seed_run, data, resume=resume, progress=progress,
+                              on_epoch=trackers.log_epoch if trackers is not None else None)
+            if trackers is not None:
+                trackers.log_report(report)
+        finally:
+            if trackers is not None:
+                trackers.close()
+        per_seed.append(report)
     if not acc.is_main_process:
         return {}  # the other processes only trained
     header = _header(cfg, first)
     if len(cfg.seeds) == 1:
         return {**header, "seeds": cfg.seeds, "summary": _single_summary(per_seed[0]), "per_seed": per_seed}
     return write_aggregate_report(run, per_seed, header)
+
+
+def _open_trackers(cfg: RunConfig, run: RunDir, seed: int) -> Any:
+    from transferkit.train.tracking import open_trackers
+
+    t = cfg.tracking
+    if not t.log_to:
+        return None
+    run.path.mkdir(parents=True, exist_ok=True)
+    name = cfg.name if len(cfg.seeds) == 1 else f"{cfg.name}/seed-{seed}"
+    return open_trackers(t.log_to, run, run_name=name, config=cfg.model_dump(mode="json"), mlflow_uri=t.mlflow_uri,
+                         experiment=t.experiment, output_dir=cfg.output_dir)
 
 
 def fit_seed(
@@ -458,7 +479,7 @@ def _single_summary(report: dict[str, Any]) -> dict[str, Any]:
 # Settings that change how a run is carried out, not what it computes: a resume may change them.
 RESUME_MAY_CHANGE = frozenset({
     "train.threads", "train.checkpoint_every_steps", "train.checkpoint_every_minutes", "train.keep_checkpoints",
-    "data.num_workers", "data.cache_mb",
+    "data.num_workers", "data.cache_mb", "tracking.log_to", "tracking.mlflow_uri", "tracking.experiment",
 })
 
 

@@ -431,13 +431,13 @@ class Engine:
                     stats=f"loss {record['train_loss']:.4f}  acc {record['train_acc']:.3f}"
                     + (f"  val_acc {record['val_acc']:.3f}" if "val_acc" in record else ""),
                 )
-                if self.on_epoch is not None and acc.is_main_process:
-                    self.on_epoch(record)  # experiment trackers (TensorBoard, MLflow, CSV)
                 if self.run is not None and acc.is_main_process:
                     append_jsonl(self.run.metrics, record)
                     self._save(model, extra, optimizer, scheduler, epoch, global_step, stopper, history, improved)
                 elif self.run is None and improved:
                     self._best_in_memory = {k: v.detach().clone() for k, v in self._weights(model, extra).items()}
+                if self.on_epoch is not None and acc.is_main_process:
+                    self.on_epoch(record)  # experiment trackers (TensorBoard, MLflow, CSV), once the epoch is safe
                 if stopper.should_stop:
                     break
 
