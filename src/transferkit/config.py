@@ -181,6 +181,10 @@ class TrainConfig(_Strict):
         10.0, description="also checkpoint within an epoch when this many minutes passed since the last checkpoint"
     )
     threads: Annotated[int, Field(ge=1)] | None = Field(None, description="torch intra-op threads (CPU)")
+    sync_bn: bool = Field(
+        False, description="under `accelerate launch` on GPUs: BatchNorm statistics over every process's batch "
+        "(torch.nn.SyncBatchNorm)"
+    )
 
 
 class TrackingConfig(_Strict):

@@ -52,6 +52,9 @@ class MethodSpec:
     default_weight: float = 1.0
     options: dict[str, Any] = field(default_factory=dict)
     aligns_features: bool = False  # its loss moves the features: needs something trainable under them
+    # computed on the step's batch gathered from every process under `accelerate launch`; False for a mean over
+    # items that uses more than the gathered tensors (self-training's strong views of the local inputs)
+    global_batch: bool = True
 
 # What each option must be: a positive integer, a positive number, a number >= 0, a share in [0, 1], a flag.
 _OPTION_KINDS = {
@@ -125,7 +128,7 @@ def build_method(
     else:
         raise ConfigError(f"adapt.schedule must be 'constant' or 'ramp', got {schedule!r}")
     fn, module = spec.build(feature_dim, num_classes, opts)
-    return [LossTerm(name, fn, w, module)]
+    return [LossTerm(name, fn, w, module, global_batch=spec.global_batch)]
 
 
 def _target(out: StepOutputs) -> tuple[torch.Tensor, torch.Tensor]:
@@ -287,6 +290,6 @@ for _spec in (
                options={"delta": 1.0}, aligns_features=True),
     MethodSpec("self-training", "confident target pseudo-labels, learnt on strongly augmented images",
                "Lee, ICML-W 2013; Sohn et al. (FixMatch), NeurIPS 2020", _self_training,
-               options={"threshold": 0.9, "strong_views": True}),
+               options={"threshold": 0.9, "strong_views": True}, global_batch=False),
 ):
     _register(_spec)

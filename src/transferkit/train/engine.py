@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import random
 import shutil
 import time
@@ -156,6 +157,9 @@ def get_accelerator(device: str = "auto", mixed_precision: str = "auto", grad_ac
     from accelerate import Accelerator
 
     cuda = torch.cuda.is_available() and device != "cpu"
+    launched = os.environ.get("ACCELERATE_MIXED_PRECISION")  # `accelerate launch --mixed_precision X` / its config
+    if mixed_precision == "auto" and launched in ("no", "fp16", "bf16"):
+        mixed_precision = launched if cuda else "no"
     if mixed_precision == "auto":
         mixed_precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "no"
     key = (not cuda, mixed_precision)
@@ -297,6 +301,10 @@ class Engine:
         # The loss modules are called inside the loss terms, never through a DDP wrapper: they are moved, not
         # prepared; with several processes they start equal and their gradients are averaged by hand.
         raw_optimizer = optimizer
+        if self.cfg.sync_bn and acc.num_processes > 1:
+            if acc.device.type == "cpu":
+                raise ConfigError("train.sync_bn needs GPUs: torch's SyncBatchNorm does not run on CPU processes")
+            self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)  # same parameters, same keys
         model, optimizer = acc.prepare(self.model, optimizer)
         extra = self.extra.to(acc.device)
         _broadcast_module(extra, acc.num_processes)
