@@ -233,7 +233,10 @@ def _tridiagonalize(gram: np.ndarray, rhs: np.ndarray) -> _Tridiagonal:
         sigma, info = lapack.dsterf(diag, off)
         if info != 0:
             raise np.linalg.LinAlgError(f"tridiagonal eigenvalues did not converge (dsterf info={info})")
-    return _Tridiagonal(diag, off, np.clip(sigma, 0.0, None), qt_rhs)
+    # eigenvalues within rounding (k·ε·σ_max) of 0 are 0: left as noise, they entered the evidence through
+    # log(1 + σ/t) where the search stops at t = 1e-12·σ_max, and the score changed with the order of the items
+    sigma[sigma <= k * np.finfo(np.float64).eps * max(float(sigma.max()), 0.0)] = 0.0
+    return _Tridiagonal(diag, off, sigma, qt_rhs)
 
 
 def _class_sums(f: np.ndarray, y: np.ndarray, c: int) -> np.ndarray:

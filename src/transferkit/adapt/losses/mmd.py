@@ -32,9 +32,27 @@ def gaussian_bandwidths(sq_dists: torch.Tensor, num_kernels: int = 5, mult: floa
     return median * mult**powers
 
 
+def pairwise_sq_dists(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``‖a_i - b_j‖²`` for all pairs ``(N, D), (M, D) -> (N, M)``, with values within rounding of 0 set to 0.
+
+    For more than 25 rows ``torch.cdist`` computes ``‖a‖² + ‖b‖² - 2a·b``, whose rounding error (up to about
+    ``(D + 2)·ε·(‖a‖² + ‖b‖²)``) leaves duplicated rows at a small distance that depends on their positions.
+    Where most pairs are duplicates the median bandwidth drops to its 1e-12 floor, and that noise would decide
+    the kernel values: the MMD² of a collapsed batch (a few distinct rows, float64) with itself came out up to
+    0.5 instead of 0, and changed with the order of the rows.
+    """
+    sq = torch.cdist(a, b).pow(2)
+    with torch.no_grad():
+        tol = 4 * (a.shape[1] + 2) * torch.finfo(sq.dtype).eps
+        rounding = torch.add(a.detach().pow(2).sum(1, keepdim=True), b.detach().pow(2).sum(1)).mul_(tol)
+        within = torch.le(sq, rounding)
+        del rounding
+    return sq.masked_fill_(within, 0.0)
+
+
 def multi_gaussian_kernel(z: torch.Tensor, num_kernels: int = 5, mult: float = 2.0) -> torch.Tensor:
     """Mean of Gaussian kernels over the bandwidth family, on all pairs of rows of ``z`` ``(N, D)`` -> ``(N, N)``."""
-    sq = torch.cdist(z, z).pow(2)
+    sq = pairwise_sq_dists(z, z)
     bw = gaussian_bandwidths(sq, num_kernels, mult)
     return torch.exp(-sq.unsqueeze(0) / bw.view(-1, 1, 1)).mean(0)
 
