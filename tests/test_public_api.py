@@ -11,3 +11,11 @@ def test_all_names_exist_and_are_public() -> None:
 def test_every_error_is_a_transferkit_error() -> None:
     for name in ("ConfigError", "DataError", "ModelError", "RunDirError"):
         assert issubclass(getattr(transferkit, name), transferkit.TransferkitError)
+
+
+def test_the_scikit_learn_estimator_is_exported() -> None:
+    from sklearn.base import is_classifier
+
+    from transferkit.estimator import TransferClassifier
+
+    assert transferkit.TransferClassifier is TransferClassifier and is_classifier(transferkit.TransferClassifier())

@@ -16,6 +16,7 @@ from transferkit.errors import DataError as DataError
 from transferkit.errors import ModelError as ModelError
 from transferkit.errors import RunDirError as RunDirError
 from transferkit.errors import TransferkitError as TransferkitError
+from transferkit.estimator import TransferClassifier as TransferClassifier
 from transferkit.evaluate.metrics import classification_metrics as classification_metrics
 from transferkit.experiment import fit as fit
 from transferkit.features import extract_to_npz as extract_to_npz
@@ -35,6 +36,7 @@ __all__ = [
     "ModelError",
     "RunConfig",
     "RunDirError",
+    "TransferClassifier",
     "TransferModel",
     "TransferkitError",
     "classification_metrics",

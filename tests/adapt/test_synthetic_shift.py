@@ -1,10 +1,12 @@
 """Adaptation methods against source-only on a fixed, seeded synthetic shift: two moons rotated by 30°.
 
-The methods listed here beat source-only by a clear margin on this shift (a regression guard: the MDD sign
-error was caught this way). entropy minimisation and MCC rely on the cluster assumption, so they are checked on
-a shift built for it: two Gaussian classes moved along their axis. coral, cdan+e, afn and self-training beat
-source-only on neither toy shift (they do on MNIST<->USPS, see benchmarks/README.md); they are not asserted
-here rather than being tuned until they pass.
+The methods listed here beat source-only by a clear margin on this shift. entropy minimisation and MCC rely on
+the cluster assumption, so they are checked on a shift built for it: two Gaussian classes moved along their axis.
+coral, cdan+e, afn and self-training beat source-only on neither toy shift (they do on MNIST<->USPS, see
+benchmarks/README.md); they are not asserted here rather than being tuned until they pass. Neither is MDD: over
+seeds 0-3 it reached 0.742, 0.928, 0.707, 0.707 against source-only's 0.697, 0.700, 0.703, 0.687 (seed 0 passed
+the +0.1 margin only until the random stream changed), so it only beats source-only reliably on real data; its
+loss is checked against hand-computed values in test_losses.py (which is what guards against a sign error).
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ def source_only() -> float:
     return _target_accuracy("none")
 
 
-@pytest.mark.parametrize("method", ["dan", "jan", "dann", "cdan", "mdd", "bnm"])
+@pytest.mark.parametrize("method", ["dan", "jan", "dann", "cdan", "bnm"])
 def test_method_beats_source_only(method: str, source_only: float) -> None:
     assert source_only < 0.8  # the shift is real
     assert _target_accuracy(method) > source_only + 0.1

@@ -7,12 +7,13 @@ import math
 import numpy as np
 import pytest
 
-from transferkit.errors import DataError
+from transferkit.errors import ConfigError, DataError
 from transferkit.measure.selection import (
     VALIDATORS,
     Candidate,
     collapse_check,
     dev,
+    domain_scorer,
     importance_weights,
     info_max,
     iwcv,
@@ -122,3 +123,39 @@ def test_select_errors_and_missing_inputs() -> None:
             VALIDATORS[name][0](bare)
     with pytest.raises(DataError, match="NaN"):
         target_entropy(Candidate("nan", target_logits=np.full((3, 2), np.nan)))
+
+
+# -- domain_scorer: a validator as a scikit-learn scorer ------------------------------------------------
+def _fitted_logreg(seed: int = 0) -> tuple[object, np.ndarray, np.ndarray, np.ndarray]:
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(seed)
+    Xs = rng.normal(size=(120, 3))
+    ys = np.where(Xs[:, 0] + 0.3 * rng.normal(size=120) > 0, "pos", "neg")
+    Xt = rng.normal(size=(80, 3)) + 0.5
+    return LogisticRegression().fit(Xs, ys), Xs, ys, Xt
+
+
+def test_domain_scorer_is_the_validator_on_the_estimator_outputs() -> None:
+    clf, Xs, ys, Xt = _fitted_logreg()
+    target = Candidate("t", np.log(clf.predict_proba(Xt)))
+    for name in ("snd", "entropy", "info_max"):
+        assert domain_scorer(Xt, name)(clf, Xs, ys) == pytest.approx(VALIDATORS[name][0](target))
+    # held-out labels are matched to classes_ (strings here): source_accuracy is the fold's accuracy
+    assert domain_scorer(Xt, "source_accuracy")(clf, Xs[:40], ys[:40]) == pytest.approx(clf.score(Xs[:40], ys[:40]))
+
+
+def test_domain_scorer_guards_against_collapse_and_checks_its_inputs() -> None:
+    from sklearn.dummy import DummyClassifier
+
+    clf, Xs, ys, Xt = _fitted_logreg()
+    constant = DummyClassifier(strategy="most_frequent").fit(Xs, ys)  # every target item in one class
+    assert domain_scorer(Xt, "source_accuracy")(constant, Xs, ys) == float("-inf")
+    assert domain_scorer(Xt, "source_accuracy", guard=False)(constant, Xs, ys) == pytest.approx(constant.score(Xs, ys))
+    with pytest.raises(ConfigError, match="unknown validator"):
+        domain_scorer(Xt, "accuracy")
+    with pytest.raises(DataError, match="transform"):  # iwcv/dev read features; a LogisticRegression has none
+        domain_scorer(Xt, "dev")(clf, Xs, ys)
+    with pytest.raises(DataError, match="not among the classes"):
+        domain_scorer(Xt, "source_accuracy")(clf, Xs[:3], ["pos", "neg", "maybe"])
+    assert "validator='snd'" in repr(domain_scorer(Xt)) and "80 items" in repr(domain_scorer(Xt))

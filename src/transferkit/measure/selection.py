@@ -24,6 +24,9 @@ Example:
     >>> collapsed = Candidate("collapsed", target_logits=np.tile([9.0, 0, 0, 0], (100, 1)))
     >>> select([good, collapsed], "entropy").chosen
     'good'
+
+:func:`domain_scorer` turns a validator into a scikit-learn scorer, so that ``GridSearchCV`` / ``cross_validate``
+choose a :class:`~transferkit.estimator.TransferClassifier`'s hyper-parameters without target labels.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from transferkit.errors import DataError
+from transferkit.errors import ConfigError, DataError
 
 
 @dataclass
@@ -206,3 +209,105 @@ def select(candidates: list[Candidate], validator: str, *, guard: bool = True, *
     allowed = [n for n in scores if n not in rejected]
     chosen = max(allowed, key=lambda n: scores[n]) if allowed else None
     return Selection(chosen, validator, scores, rejected)
+
+
+# -- scikit-learn scorer ----------------------------------------------------------------------------
+_NEEDS_FEATURES = frozenset({"iwcv", "dev"})
+
+
+class DomainScorer:
+    """A scikit-learn scorer ``(estimator, X_val, y_val) -> float`` that scores with a label-free validator.
+
+    Made by :func:`domain_scorer`, which documents it. Holds the unlabelled target inputs; the held-out source fold
+    and its labels come from the cross-validation that calls it.
+    """
+
+    def __init__(self, X_target: Any, validator: str = "snd", *, X_source: Any = None, guard: bool = True,
+                 collapse_score: float = float("-inf")) -> None:
+        if validator not in VALIDATORS:
+            raise ConfigError(f"unknown validator {validator!r}; choose from {sorted(VALIDATORS)}")
+        if X_target is None:
+            raise ConfigError("domain_scorer needs the unlabelled target inputs (X_target)")
+        self.X_target = X_target
+        self.validator = validator
+        self.X_source = X_source
+        self.guard = guard
+        self.collapse_score = collapse_score
+
+    def __repr__(self) -> str:
+        return f"domain_scorer(X_target=<{_num_rows(self.X_target)} items>, validator={self.validator!r})"
+
+    def candidate(self, estimator: Any, X_val: Any, y_val: Any = None) -> Candidate:
+        """The estimator's outputs as a :class:`Candidate`: on the held-out source fold (with its labels) and on
+        the unlabelled target. Logits are the log of ``predict_proba`` (every validator reads them through a
+        softmax, which gives the probabilities back); features come from ``transform``."""
+        classes = list(estimator.classes_)
+        target_logits = _log_proba(estimator, self.X_target)
+        cand = Candidate(f"{type(estimator).__name__}", target_logits)
+        if y_val is not None:
+            index = {c: i for i, c in enumerate(classes)}
+            y = np.asarray(y_val).ravel()
+            unknown = sorted({str(v) for v in y if v not in index})
+            if unknown:
+                raise DataError(f"domain_scorer: held-out labels {unknown[:5]} are not among the classes the "
+                                f"estimator was fitted on ({classes[:10]})")
+            cand.source_val_labels = np.array([index[v] for v in y], dtype=np.int64)
+            cand.source_val_logits = _log_proba(estimator, X_val)
+        if self.validator in _NEEDS_FEATURES:
+            if not hasattr(estimator, "transform"):
+                raise DataError(f"validator {self.validator!r} needs the estimator's features (a `transform` "
+                                f"method), which {type(estimator).__name__} lacks; use snd, entropy or info_max")
+            cand.source_val_features = np.asarray(estimator.transform(X_val))
+            cand.target_features = np.asarray(estimator.transform(self.X_target))
+            cand.source_train_features = (np.asarray(estimator.transform(self.X_source)) if self.X_source is not None
+                                          else cand.source_val_features)
+        return cand
+
+    def __call__(self, estimator: Any, X_val: Any, y_val: Any = None) -> float:
+        cand = self.candidate(estimator, X_val, y_val)
+        if self.guard and collapse_check(cand.target_logits).collapsed:
+            return float(self.collapse_score)
+        return float(VALIDATORS[self.validator][0](cand))
+
+
+def domain_scorer(X_target: Any, validator: str = "snd", *, X_source: Any = None, guard: bool = True,
+                  collapse_score: float = float("-inf")) -> DomainScorer:
+    """A scikit-learn scorer that judges a fitted classifier by a label-free validator (higher is better).
+
+    Cross-validation (``GridSearchCV(..., scoring=domain_scorer(Xt))``) calls it with each fitted candidate and the
+    held-out *source* fold ``(X_val, y_val)``; it adds the estimator's outputs on the unlabelled target ``X_target``
+    and scores them with ``validator`` (:data:`VALIDATORS`): ``snd``, ``entropy`` and ``info_max`` read the target
+    predictions only; ``source_accuracy`` the held-out fold; ``iwcv`` and ``dev`` both, plus features (the
+    estimator's ``transform``) for their domain classifier, which is fitted on ``X_source`` when given, else on the
+    held-out fold. Target labels are never asked for, so none can leak into the choice.
+
+    Any classifier with ``predict_proba`` and ``classes_`` can be scored, a ``Pipeline`` included (it applies its
+    own preprocessing to ``X_target``): pass ``X_target`` as the pipeline's *input*, not as its last step's input.
+
+    With ``guard`` (the default), a candidate whose target predictions collapse onto few classes
+    (:func:`collapse_check`) scores ``collapse_score`` (-inf: ranked last; scikit-learn warns about non-finite
+    scores) whatever its validator says: published validators are known to favour collapsed models.
+
+    Example:
+        >>> import numpy as np
+        >>> from sklearn.linear_model import LogisticRegression
+        >>> rng = np.random.default_rng(0)
+        >>> Xs, Xt = rng.normal(size=(60, 3)), rng.normal(size=(40, 3)) + 0.3
+        >>> ys = (Xs[:, 0] > 0).astype(int)
+        >>> scorer = domain_scorer(Xt, "info_max")
+        >>> round(scorer(LogisticRegression().fit(Xs, ys), Xs, ys), 3) > 0
+        True
+    """
+    return DomainScorer(X_target, validator, X_source=X_source, guard=guard, collapse_score=collapse_score)
+
+
+def _log_proba(estimator: Any, X: Any) -> np.ndarray:
+    p = np.asarray(estimator.predict_proba(X), dtype=np.float64)
+    return np.log(np.clip(p, 1e-300, None))
+
+
+def _num_rows(X: Any) -> int | str:
+    try:
+        return len(X)
+    except TypeError:
+        return "?"
