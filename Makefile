@@ -19,9 +19,13 @@ demo: $(STAMP)
 	$(BIN)/transferkit demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 test-slow: $(STAMP)
+	@# The report's browser test needs headless Chromium: installed (Debian package) only if missing; without it,
+	@# that test skips with the reason.
+	command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) || echo "chromium not installed: its test will skip"
 	$(BIN)/python -m pytest -q -m slow
 
 lint: $(STAMP)

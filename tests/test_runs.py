@@ -197,3 +197,16 @@ def test_find_model_single_and_multi_seed(tmp_path: Path) -> None:
 def test_find_model_of_a_missing_run(tmp_path: Path) -> None:
     with pytest.raises(RunDirError, match="does not exist"):
         RunDir(tmp_path / "ghost").find_model()
+
+
+def test_atomic_files_get_the_permissions_a_plain_open_would_give(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    from transferkit.runs import atomic_write_text
+
+    atomic_write_text(tmp_path / "a.txt", "x")
+    with open(tmp_path / "b.txt", "w") as f:  # what the user's umask gives a file, not mkstemp's owner-only 0600
+        f.write("x")
+    assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == stat.S_IMODE((tmp_path / "b.txt").stat().st_mode)
+    assert os.access(tmp_path / "a.txt", os.R_OK)

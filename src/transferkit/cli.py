@@ -501,7 +501,7 @@ def report(
     except TransferkitError as exc:
         _fail(str(exc))
     console.print(rd.report_md.read_text(encoding="utf-8"), markup=False, highlight=False)
-    console.print(f"report: {rd.report_md}")
+    console.print(f"report: {rd.report_md} and {rd.path / 'report.html'}")
 
 
 @app.command()

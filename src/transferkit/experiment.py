@@ -29,13 +29,13 @@ from transferkit.data import DomainDataset, check_label_sets, load_data
 from transferkit.data.tabular import check_feature_widths
 from transferkit.errors import ConfigError, DataError, RunDirError
 from transferkit.evaluate.predict import predict_outputs, score
-from transferkit.evaluate.report import write_aggregate_report, write_report
+from transferkit.evaluate.report import FEATURE_MAP, write_aggregate_report, write_report
 from transferkit.features import cached_features
 from transferkit.finetune import apply_strategy, param_groups
 from transferkit.finetune.lora import merge_lora
 from transferkit.models.backbones import check_input_kind, create_backbone
 from transferkit.models.heads import IdentityBackbone, TransferModel
-from transferkit.runs import RunDir, atomic_write_text
+from transferkit.runs import RunDir, atomic_path, atomic_write_text
 from transferkit.train.engine import Engine, LossTerm, get_accelerator, source_cross_entropy
 
 
@@ -218,10 +218,11 @@ def fit_seed(
     view, vdata = _evaluation_view(cfg, model, data, progress)
     evals: dict[str, Any] = {}
     guard = None
+    candidates = None
     if baseline is not None:
         # Both models share one architecture, hence one preprocessing: computed once for all their predictions.
         shared = _preprocessed(vdata, view(model), cfg.data.cache_mb * 2**20)
-        decision, gap = _guard(cfg, view(model), view(baseline), shared, kw)
+        decision, gap, candidates = _guard(cfg, view(model), view(baseline), shared, kw)
         if shared.target_eval is not None:  # reported, never used to decide
             evals["target_adapted"] = score(view(model), shared.target_eval, **kw,
                                             preprocessed=_cached(shared.target_eval))
@@ -234,6 +235,8 @@ def fit_seed(
     merge_lora(model.backbone)  # adapters folded into their weights: the saved model needs no PEFT
     model.save(run.model)
 
+    # the report's 2-D map of the features: the guard's candidates hold them already, before and after adaptation
+    _save_feature_map(run, view(model), vdata, candidates, kw)
     if vdata.source_eval is not None:
         evals["source"] = score(view(model), vdata.source_eval, **kw)
     if vdata.target_eval is not None:
@@ -325,9 +328,10 @@ def _preprocessed(data: RunData, model: TransferModel, max_bytes: int) -> RunDat
 
 def _guard(
     cfg: RunConfig, adapted: TransferModel, baseline: TransferModel, data: RunData, kw: dict[str, Any]
-) -> tuple[Any, dict[str, Any]]:
-    """The negative-transfer guard's decision (:mod:`transferkit.measure.guard`), from label-free outputs only,
-    and the domain gap on each model's features: before (source-only) and after adaptation."""
+) -> tuple[Any, dict[str, Any], tuple[Any, Any]]:
+    """The negative-transfer guard's decision (:mod:`transferkit.measure.guard`), from label-free outputs only; the
+    domain gap on each model's features, before (source-only) and after adaptation; and the two candidates
+    ``(source-only, adapted)``, whose source-validation and target features are the report's feature map."""
     from transferkit.measure.guard import guard_decision, guard_signals
 
     val = data.source_val if data.source_val is not None else data.source_train
@@ -336,13 +340,74 @@ def _guard(
     train = data.source_train
     if len(train) > 2000:
         train = train.subset(np.sort(np.random.default_rng(0).choice(len(train), 2000, replace=False)))
-    candidates = [_candidate(name, m, val, data.target_train, train, kw)
-                  for name, m in (("source-only", baseline), ("adapted", adapted))]
-    decision = guard_decision(*candidates, max_source_drop=cfg.adapt.guard_max_source_drop,
+    source_only, adapted_c = (_candidate(name, m, val, data.target_train, train, kw)
+                              for name, m in (("source-only", baseline), ("adapted", adapted)))
+    decision = guard_decision(source_only, adapted_c, max_source_drop=cfg.adapt.guard_max_source_drop,
                               gap_alpha=cfg.adapt.guard_gap_alpha, absent_weight=cfg.adapt.guard_absent_weight,
                               flip_check=cfg.adapt.guard_flip_check, validator=cfg.adapt.guard_validator)
-    decision.numbers["signals"] = guard_signals(*candidates)
-    return decision, decision.numbers.pop("gap", {})
+    decision.numbers["signals"] = guard_signals(source_only, adapted_c)
+    return decision, decision.numbers.pop("gap", {}), (source_only, adapted_c)
+
+
+FEATURE_MAP_ITEMS = 500  # per domain: enough for a readable t-SNE, small on disk (and quick to embed)
+
+
+def _sample(n: int, k: int = FEATURE_MAP_ITEMS, seed: int = 0) -> np.ndarray:
+    """Sorted indices of at most ``k`` of ``n`` items, the same for every call with the same arguments."""
+    return np.arange(n) if n <= k else np.sort(np.random.default_rng(seed).choice(n, k, replace=False))
+
+
+def _save_feature_map(run: RunDir, model: TransferModel, data: RunData, candidates: tuple[Any, Any] | None,
+                      kw: dict[str, Any]) -> None:
+    """``feature_map.npz``: up to 500 source and 500 target feature vectors for the report's 2-D map (at most 50
+    wide: see :func:`_leading_components`).
+
+    With the guard, the features its candidates computed on the source validation and the unlabelled target
+    train split: ``before_*`` from the source-only twin, ``after_*`` from the adapted model, for the same items.
+    Otherwise only ``after_*``, predicted here on a subsample (``note`` says why there is no "before"). The
+    source items' labels may colour the map; target labels are never read (their domain colours them)."""
+    arrays: dict[str, np.ndarray] = {}
+    val_name = "source validation" if data.source_val is not None else "source train"
+    if candidates is not None:
+        before, after = candidates
+        si, ti = _sample(len(after.source_val_features)), _sample(len(after.target_features))
+        arrays.update(after_source=after.source_val_features[si], after_target=after.target_features[ti],
+                      before_source=before.source_val_features[si], before_target=before.target_features[ti],
+                      source_labels=np.asarray(after.source_val_labels)[si])
+        splits, note = (val_name, "target train (unlabelled)"), ""
+    else:
+        source = next(d for d in (data.source_val, data.source_eval, data.source_train) if d is not None)
+        target = data.target_train if data.target_train is not None else data.target_eval
+        if target is None:
+            return  # no target domain: nothing to map against
+        source_name = "source evaluation" if source is data.source_eval else val_name
+        target_name = "target train (unlabelled)" if target is data.target_train else "target evaluation"
+        fs, _, ys = predict_outputs(model, source.subset(_sample(len(source))), **kw)
+        ft, _, _ = predict_outputs(model, target.subset(_sample(len(target))).unlabelled(), **kw)
+        arrays.update(after_source=fs.numpy(), after_target=ft.numpy(), source_labels=ys.numpy())
+        splits = (source_name, target_name)
+        note = ("a source-only run (adapt.method none) has no adaptation to compare with"
+                if data.target_train is None else
+                "the negative-transfer guard was off (adapt.guard false), so no source-only twin was trained")
+    for model_name in ("before", "after"):
+        if f"{model_name}_source" in arrays:
+            arrays[f"{model_name}_source"], arrays[f"{model_name}_target"] = _leading_components(
+                arrays[f"{model_name}_source"], arrays[f"{model_name}_target"])
+    with atomic_path(run.path / FEATURE_MAP) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, **arrays, source_split=np.array(splits[0]), target_split=np.array(splits[1]),
+                            note=np.array(note))
+
+
+def _leading_components(source: np.ndarray, target: np.ndarray, k: int = 50) -> tuple[np.ndarray, np.ndarray]:
+    """Both domains' features projected together onto their ``k`` leading principal components when wider (the
+    map embeds those anyway: t-SNE starts from 50 components, PCA keeps 2), as float32: a small file."""
+    both = np.concatenate([source, target]).astype(np.float64)
+    if both.shape[1] > k and len(both) > 1:
+        both -= both.mean(0)
+        _, _, vt = np.linalg.svd(both, full_matrices=False)
+        both = both @ vt[:k].T
+    both = both.astype(np.float32)
+    return both[: len(source)], both[len(source):]
 
 
 def _train(

@@ -46,6 +46,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes it owner-only; a plain open() would not
         os.replace(tmp_path, path)
     except OSError as exc:
         tmp_path.unlink(missing_ok=True)
@@ -53,6 +54,15 @@ def atomic_path(path: Path) -> Iterator[Path]:
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+def _read_umask() -> int:
+    mask = os.umask(0)  # reading the umask means setting it: put it back at once (done once, at import)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
 
 
 def atomic_write_text(path: Path, text: str) -> Path:

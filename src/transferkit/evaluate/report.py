@@ -1,4 +1,5 @@
-"""The run report: ``report.json`` for programs, ``report.md`` and PNG plots for people.
+"""The run report: ``report.json`` for programs, ``report.md``, PNG plots and a self-contained ``report.html``
+(:mod:`transferkit.evaluate.html`) for people.
 
 Every report says how the checkpoint was chosen, because a number is only as honest as its selection rule:
 transferkit selects on the source validation split (or keeps the last epoch), never on target labels.
@@ -9,11 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from transferkit.evaluate.html import REPORT_HTML, render_html
 from transferkit.evaluate.metrics import format_mean_std, mean_std
-from transferkit.evaluate.plots import plot_confusion_matrix, plot_learning_curves
+from transferkit.evaluate.plots import plot_confusion_matrix, plot_feature_map, plot_learning_curves
 from transferkit.runs import RunDir, atomic_write_json, atomic_write_text, read_jsonl
 
 SCALARS = ("accuracy", "macro_f1", "ece")
+FEATURE_MAP = "feature_map.npz"  # written by transferkit.experiment.fit_seed
 
 
 def aggregate(per_seed: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
@@ -42,10 +45,42 @@ def write_report(run: RunDir, report: dict[str, Any]) -> dict[str, Any]:
             f"{role}: {metrics.get('domain', '')} (acc {metrics['accuracy']:.3f})",
         )
         plots[f"confusion matrix ({role})"] = png.name
+    fmap = _plot_feature_map(run, report)
+    if fmap is not None:
+        plots["feature map"] = fmap.name
     report["plots"] = plots
     atomic_write_json(run.report_json, report)
     atomic_write_text(run.report_md, render_markdown(report))
+    atomic_write_text(run.path / REPORT_HTML, render_html(report, run.path))
     return report
+
+
+def _plot_feature_map(run: RunDir, report: dict[str, Any]) -> Path | None:
+    """``feature_map.png`` from the seed's ``feature_map.npz`` (source and target features, before and after
+    adaptation); ``report["feature_map"]`` says what it shows. None (and no such key) without the npz."""
+    import zipfile
+
+    import numpy as np
+
+    report.pop("feature_map", None)
+    path = run.path / FEATURE_MAP
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError, zipfile.BadZipFile):
+        return None  # unreadable: the report says there is no map rather than failing
+    after = (arrays["after_source"], arrays["after_target"])
+    before = (arrays["before_source"], arrays["before_target"]) if "before_source" in arrays else None
+    png, method = plot_feature_map(after, run.path / "feature_map.png", before=before,
+                                   source_labels=arrays.get("source_labels"), classes=report.get("classes"),
+                                   title=report.get("name", ""))
+    text = {k: str(arrays[k]) if k in arrays else default
+            for k, default in (("source_split", "source"), ("target_split", "target"), ("note", ""))}
+    report["feature_map"] = {"embedding": method, "n_source": len(after[0]), "n_target": len(after[1]),
+                             "before": before is not None, **text}
+    return png
 
 
 def write_aggregate_report(run: RunDir, per_seed: list[dict[str, Any]], header: dict[str, Any]) -> dict[str, Any]:
@@ -58,6 +93,11 @@ def write_aggregate_report(run: RunDir, per_seed: list[dict[str, Any]], header: 
     report["plots"] = {"learning curves": curves.name} if curves else {}
     atomic_write_json(run.report_json, report)
     atomic_write_text(run.report_md, render_markdown(report))
+    for seed_report in per_seed:  # the aggregate page links each seed's page: write any that is missing
+        seed_run = run.seed(seed_report["seed"])
+        if seed_run.path.is_dir() and not (seed_run.path / REPORT_HTML).exists():
+            atomic_write_text(seed_run.path / REPORT_HTML, render_html(seed_report, seed_run.path))
+    atomic_write_text(run.path / REPORT_HTML, render_html(report, run.path))
     return report
 
 
