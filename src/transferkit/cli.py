@@ -73,6 +73,8 @@ def fit(
     strategy: Annotated[str | None, typer.Option(help="full, linear-probe, partial, lp-ft, lora")] = None,
     method: Annotated[str | None, typer.Option(help="domain adaptation: none, dann, mcc, ... (`methods`)")] = None,
     lam: Annotated[float | None, typer.Option("--lambda", help="weight λ of the transfer loss")] = None,
+    target_labels_per_class: Annotated[int | None, typer.Option(
+        help="also train on K labelled target items per class (joint, or semi-supervised with --method)")] = None,
     epochs: Annotated[int | None, typer.Option(help="training epochs")] = None,
     lr: Annotated[float | None, typer.Option(help="learning rate")] = None,
     batch_size: Annotated[int | None, typer.Option(help="batch size")] = None,
@@ -108,7 +110,7 @@ def fit(
         for key, value in {
             "name": name, "data.source": source, "data.target": target, "model.backbone": backbone,
             "model.weights": weights, "model.pretrained": pretrained, "finetune.strategy": strategy,
-            "adapt.method": method, "adapt.weight": lam,
+            "adapt.method": method, "adapt.weight": lam, "data.target_labels_per_class": target_labels_per_class,
             "train.epochs": epochs, "train.lr": lr, "data.batch_size": batch_size, "seeds": _parse_seeds(seeds),
             "output_dir": output_dir, "online": online or None, "model.trust_pickle": trust_pickle or None,
             "tracking.log_to": [k.strip() for k in log_to.split(",") if k.strip()] if log_to else None,

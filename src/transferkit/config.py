@@ -47,6 +47,10 @@ class DataConfig(_Strict):
     source_per_class: Annotated[int, Field(ge=1)] | None = Field(
         None, description="train on only K labelled source items per class (few-shot), chosen by seed"
     )
+    target_labels_per_class: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="train on K labelled target items per class too (from the target train split, chosen by "
+        "seed): joint L_s + λ_t·L_t with adapt.method none, semi-supervised adaptation with a method"
+    )
     val_fraction: Annotated[float, Field(ge=0.0, lt=0.9)] = Field(
         0.1, description="share of the training split held out to select the checkpoint (0: keep the last)"
     )
@@ -129,6 +133,9 @@ class AdaptConfig(_Strict):
 
     method: str = Field("none", description="none or a method name (`transferkit methods`)")
     weight: Annotated[float, Field(ge=0.0)] | None = Field(None, description="λ; default: the method's own")
+    target_weight: Annotated[float, Field(ge=0.0)] = Field(
+        1.0, description="λ_t: weight of the cross-entropy on the labelled target items (data.target_labels_per_class)"
+    )
     schedule: Literal["constant", "ramp"] = Field(
         "constant", description="λ(p): constant, or ramp = λ·(2/(1+exp(-10p)) - 1)"
     )

@@ -36,7 +36,13 @@ from transferkit.finetune.lora import merge_lora
 from transferkit.models.backbones import check_input_kind, create_backbone
 from transferkit.models.heads import IdentityBackbone, TransferModel
 from transferkit.runs import RunDir, atomic_path, atomic_write_text
-from transferkit.train.engine import Engine, LossTerm, get_accelerator, source_cross_entropy
+from transferkit.train.engine import (
+    Engine,
+    LossTerm,
+    get_accelerator,
+    source_cross_entropy,
+    target_cross_entropy,
+)
 
 
 @dataclass
@@ -48,6 +54,7 @@ class RunData:
     source_eval: DomainDataset | None
     target_eval: DomainDataset | None
     target_train: DomainDataset | None = None  # unlabelled: what an adaptation method may see of the target
+    target_labelled: DomainDataset | None = None  # data.target_labels_per_class items of the target train split
 
     @property
     def classes(self) -> list[str]:
@@ -72,18 +79,46 @@ def load_run_data(cfg: RunConfig, seed: int) -> RunData:
     target_eval = load_data(d.target, d.eval_split, d.root) if d.target else None
     if target_eval is not None and not target_eval.is_labelled:
         target_eval = None  # an unlabelled target can be adapted to, not scored; the report says so
-    target_train = None
-    if cfg.adapt.method != "none":
-        if not d.target:
-            raise ConfigError(f"adapt.method {cfg.adapt.method!r} needs a target domain: set data.target")
+    target_train = target_labelled = None
+    if cfg.adapt.method != "none" and not d.target:
+        raise ConfigError(f"adapt.method {cfg.adapt.method!r} needs a target domain: set data.target")
+    if d.target_labels_per_class is not None:
+        target_train, target_labelled = _labelled_few(cfg, train, seed)
+    elif cfg.adapt.method != "none":
         target_train = load_data(d.target, d.train_split, d.root).unlabelled()  # labels dropped here, for good
-    for other in (val, source_eval, target_eval, target_train):
+    if cfg.adapt.method == "none":
+        target_train = None  # joint training without adaptation: only the labelled few are trained on
+    for other in (val, source_eval, target_eval, target_train, target_labelled):
         if other is not None:
             check_feature_widths(train, other)  # one MLP reads both: same width, columns, index base
     for other in (val, source_eval, target_eval):
         if other is not None:
             check_label_sets(train, other)
-    return RunData(train, val, source_eval, target_eval, target_train)
+    return RunData(train, val, source_eval, target_eval, target_train, target_labelled)
+
+
+def _labelled_few(cfg: RunConfig, source: DomainDataset, seed: int) -> tuple[DomainDataset, DomainDataset]:
+    """``(unlabelled rest, labelled few)`` of the target train split: K items per class, chosen by ``seed``, keep
+    their labels (joint / semi-supervised training); every other item loses its labels."""
+    d = cfg.data
+    k = d.target_labels_per_class
+    assert k is not None
+    if not d.target:
+        raise ConfigError("data.target_labels_per_class needs a target domain: set data.target")
+    if d.eval_split == d.train_split:
+        raise ConfigError(f"data.target_labels_per_class takes labelled items from the {d.train_split!r} split, "
+                          f"which also scores the model (data.eval_split): score on another split")
+    full = load_data(d.target, d.train_split, d.root)
+    if not full.is_labelled:
+        raise DataError(f"data.target {d.target!r} has no labels in its {d.train_split!r} split, so "
+                        f"data.target_labels_per_class cannot pick {k} labelled items per class")
+    check_label_sets(source, full)
+    try:
+        chosen = full.per_class_indices(k, seed=seed)
+    except DataError as exc:
+        raise DataError(f"data.target_labels_per_class = {k}: {exc}") from None
+    rest = np.setdiff1d(np.arange(len(full)), chosen)
+    return full.subset(rest).unlabelled(), full.subset(chosen)
 
 
 def _optional_split(spec: str, split: str, root: str | None) -> DomainDataset | None:
@@ -115,12 +150,16 @@ def build_model(cfg: RunConfig, data: RunData) -> TransferModel:
 
 
 def loss_terms(cfg: RunConfig, model: TransferModel) -> list[LossTerm]:
-    """The source cross-entropy plus the adaptation method's terms: L = L_src + λ(p) · L_transfer."""
+    """The source cross-entropy, the adaptation method's terms and, with labelled target items, their
+    cross-entropy: L = L_src + λ(p) · L_transfer + λ_t · L_tgt."""
     a = cfg.adapt
     transfer = build_method(
         a.method, model.feature_dim, len(model.classes), weight=a.weight, schedule=a.schedule, options=a.options
     )
-    return [source_cross_entropy(cfg.train.label_smoothing), *transfer]
+    terms = [source_cross_entropy(cfg.train.label_smoothing), *transfer]
+    if cfg.data.target_labels_per_class is not None:  # L = L_s + λ_t · L_t (+ λ · L_transfer)
+        terms.append(target_cross_entropy(cfg.adapt.target_weight, cfg.train.label_smoothing))
+    return terms
 
 
 def fit(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False, progress: bool = True) -> dict[str, Any]:
@@ -436,14 +475,15 @@ def _train(
     groups = param_groups(model, cfg.finetune, cfg.train.lr)
     phase = prefix + ("ft" if strategy == "lp-ft" else "train")
     engine = Engine(model, cfg.train, param_groups=groups, loss_terms=loss_terms(cfg, model), phase=phase, **common)
-    train, target = data.source_train, data.target_train
+    train, target, few = data.source_train, data.target_train, data.target_labelled
     if cfg.data.augment:  # random views each epoch for both training domains; validation stays deterministic
         from transferkit.data.images import training_transform
 
         tf = training_transform(model.backbone, cfg.data.augment_min_scale)
         train = train.with_transform(tf)
         target = target.with_transform(tf) if target is not None else None
-    res = engine.fit(train, data.source_val, target, resume=resume)
+        few = few.with_transform(tf) if few is not None else None
+    res = engine.fit(train, data.source_val, target, resume=resume, labelled_target=few)
     return _result_dict(res)
 
 
@@ -497,8 +537,9 @@ def _linear_probe(cfg: RunConfig, model: TransferModel, data: RunData, train_cfg
         terms = terms[:1]  # lp phase of lp-ft: frozen features, nothing to align yet; the ft phase aligns
     adapting = len(terms) > 1 and data.target_train is not None
     target_f = cached_features(model.backbone, data.target_train, **kw) if adapting else None
+    few_f = cached_features(model.backbone, data.target_labelled, **kw) if data.target_labelled is not None else None
     engine = Engine(probe, train_cfg, loss_terms=terms, phase=phase, **common)
-    res = engine.fit(train_f, val_f, target_f, resume=resume)
+    res = engine.fit(train_f, val_f, target_f, resume=resume, labelled_target=few_f)
     trained = {k: v for k, v in probe.state_dict().items() if not k.startswith("backbone.")}
     model.load_state_dict(trained, strict=False)
     return _result_dict(res)
@@ -511,6 +552,14 @@ def _result_dict(res: Any) -> dict[str, Any]:
         "epochs_run": res.epochs_run,
         "stopped_early": res.stopped_early,
     }
+
+
+def _target_label_use(cfg: RunConfig) -> str:
+    k = cfg.data.target_labels_per_class
+    if k is None:
+        return "; target labels are used only to score the selected model"
+    return (f"; {k} labelled target item(s) per class from the {cfg.data.train_split!r} split were trained on; the "
+            f"{cfg.data.eval_split!r} split's labels only score the selected model")
 
 
 def _header(cfg: RunConfig, data: RunData) -> dict[str, Any]:
@@ -530,7 +579,7 @@ def _header(cfg: RunConfig, data: RunData) -> dict[str, Any]:
         "target": cfg.data.target,
         "method": cfg.adapt.method,
         "classes": data.classes,
-        "selection": selection + "; target labels are used only to score the selected model" + scored,
+        "selection": selection + _target_label_use(cfg) + scored,
     }
 
 

@@ -125,22 +125,33 @@ def test_paired_loader_cycles_the_shorter_side() -> None:
     assert len(paired) == 5
     steps = list(paired)
     assert len(steps) == 5
-    assert [s["index"].tolist() for s, _ in steps] == [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]]
-    assert [t["index"].tolist() for _, t in steps] == [[0, 1], [2, 3], [0, 1], [2, 3], [0, 1]]
-    assert all(t["y"].tolist() == [-1, -1] for _, t in steps)
+    assert [s["index"].tolist() for s, _, _ in steps] == [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]]
+    assert [t["index"].tolist() for _, t, _ in steps] == [[0, 1], [2, 3], [0, 1], [2, 3], [0, 1]]
+    assert all(t["y"].tolist() == [-1, -1] for _, t, _ in steps)
+    assert all(few is None for _, _, few in steps)
 
 
 def test_paired_loader_longer_target() -> None:
     paired = PairedLoader(DataLoader(_vectors(2), batch_size=2), DataLoader(_vectors(6), batch_size=2))
     assert len(paired) == 3
-    assert [s["index"].tolist() for s, _ in paired] == [[0, 1]] * 3
+    assert [s["index"].tolist() for s, _, _ in paired] == [[0, 1]] * 3
 
 
 def test_paired_loader_without_target() -> None:
     paired = PairedLoader(DataLoader(_vectors(6), batch_size=4))
     assert len(paired) == 2
     steps = list(paired)
-    assert len(steps) == 2 and all(t is None for _, t in steps)
+    assert len(steps) == 2 and all(t is None for _, t, _ in steps)
+
+
+@pytest.mark.parametrize("with_target", [True, False])
+def test_paired_loader_cycles_the_labelled_few_without_setting_the_length(with_target: bool) -> None:
+    source = DataLoader(_vectors(8), batch_size=2)  # 4 batches
+    target = DataLoader(_vectors(6, labelled=False), batch_size=2) if with_target else None
+    few = DataLoader(_vectors(3), batch_size=2)  # 2 batches: [0, 1], [2]
+    steps = list(PairedLoader(source, target, few))
+    assert len(steps) == 4
+    assert [f["index"].tolist() for _, _, f in steps] == [[0, 1], [2], [0, 1], [2]]
 
 
 def test_paired_loader_empty_side_is_an_error() -> None:

@@ -209,6 +209,10 @@ class DomainDataset(torch.utils.data.Dataset):
 
     def per_class(self, k: int, seed: int = 0) -> DomainDataset:
         """``k`` labelled items of every class, chosen reproducibly by ``seed`` (few-shot training sets)."""
+        return self.subset(self.per_class_indices(k, seed))
+
+    def per_class_indices(self, k: int, seed: int = 0) -> np.ndarray:
+        """The sorted indices :meth:`per_class` picks (the rest of the set is what they were not)."""
         if self.labels is None:
             raise DataError(f"dataset {self.domain!r} is unlabelled; cannot pick {k} items per class")
         if k < 1:
@@ -222,7 +226,7 @@ class DomainDataset(torch.utils.data.Dataset):
                     f"dataset {self.domain!r}: class {self.classes[c]!r} has {len(members)} items, fewer than {k}"
                 )
             chosen.append(rng.choice(members, size=k, replace=False))
-        return self.subset(np.sort(np.concatenate(chosen)))
+        return np.sort(np.concatenate(chosen))
 
     def class_counts(self) -> dict[str, int]:
         if self.labels is None:
@@ -308,32 +312,40 @@ def _open_image(path: Path) -> Image.Image:
 class PairedLoader:
     """Iterate source and target loaders together; the shorter side cycles (reshuffled each pass).
 
-    One epoch lasts as long as the longer loader, so every item of both domains is seen at least once.
-    Each step yields ``(source_batch, target_batch)``; with no target loader the target is None.
+    One epoch lasts as long as the longer of source and target, so every item of both domains is seen at least
+    once. ``labelled`` (a few labelled target items, for joint or semi-supervised training) always cycles and never
+    sets the epoch's length. Each step yields ``(source_batch, target_batch, labelled_batch)``; absent loaders give
+    None.
     """
 
-    def __init__(self, source: Any, target: Any | None = None) -> None:
+    def __init__(self, source: Any, target: Any | None = None, labelled: Any | None = None) -> None:
         self.source = source
         self.target = target
+        self.labelled = labelled
 
     def __len__(self) -> int:
         if self.target is None:
             return len(self.source)
         return max(len(self.source), len(self.target))
 
-    def __iter__(self) -> Iterator[tuple[Any, Any | None]]:
+    def __iter__(self) -> Iterator[tuple[Any, Any | None, Any | None]]:
         return self.iterate(0)
 
-    def iterate(self, start: int = 0) -> Iterator[tuple[Any, Any | None]]:
+    def iterate(self, start: int = 0) -> Iterator[tuple[Any, Any | None, Any | None]]:
         """The steps from ``start`` on. Resuming mid-epoch, the loaders' samplers are already positioned at
         ``start`` (they skip what was seen), so only the number of remaining steps is decided here."""
-        if self.target is None:
+        few = _cycle(self.labelled) if self.labelled is not None else None
+
+        def labelled() -> Any | None:
+            return next(few) if few is not None else None
+
+        if self.target is None:  # the source alone sets the length: one pass
             for batch in self.source:
-                yield batch, None
+                yield batch, None, labelled()
             return
         src_it, tgt_it = _cycle(self.source), _cycle(self.target)
         for _ in range(len(self) - start):
-            yield next(src_it), next(tgt_it)
+            yield next(src_it), next(tgt_it), labelled()
 
 
 def _cycle(loader: Any) -> Iterator[Any]:

@@ -62,6 +62,10 @@ class StepOutputs:
     progress: float
     target_inputs: torch.Tensor | None = None
     model: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None  # for terms needing more views
+    # a few labelled target items (joint or semi-supervised training): their features, logits and labels
+    labelled_features: torch.Tensor | None = None
+    labelled_logits: torch.Tensor | None = None
+    labelled_labels: torch.Tensor | None = None
 
 
 @dataclass
@@ -81,6 +85,17 @@ class LossTerm:
 
     def weight_at(self, progress: float) -> float:
         return float(self.weight(progress)) if callable(self.weight) else float(self.weight)
+
+
+def target_cross_entropy(weight: float | Callable[[float], float] = 1.0, label_smoothing: float = 0.0) -> LossTerm:
+    """L_t of ``L = L_s + λ·L_t``: cross-entropy on the batch of labelled target items (``fit(labelled_target=)``)."""
+
+    def fn(out: StepOutputs) -> torch.Tensor:
+        if out.labelled_logits is None or out.labelled_labels is None:
+            raise ConfigError("the target cross-entropy needs labelled target items (data.target_labels_per_class)")
+        return F.cross_entropy(out.labelled_logits, out.labelled_labels, label_smoothing=label_smoothing)
+
+    return LossTerm("target_ce", fn, weight, global_batch=False)
 
 
 def source_cross_entropy(label_smoothing: float = 0.0) -> LossTerm:
@@ -253,9 +268,14 @@ class Engine:
         target: DomainDataset | None = None,
         *,
         resume: bool = False,
+        labelled_target: DomainDataset | None = None,
     ) -> FitResult:
+        """Train on ``train`` (labelled source), with unlabelled ``target`` batches for adaptation terms and, for joint
+        or semi-supervised training, batches of ``labelled_target`` (a few labelled target items, cycled)."""
         if not train.is_labelled:
             raise ValueError(f"the training set {train.domain!r} must be labelled")
+        if labelled_target is not None and not labelled_target.is_labelled:
+            raise ValueError(f"the labelled target set {labelled_target.domain!r} has no labels")
         acc = self.accelerator
         if self.run is not None:
             self.run.path.mkdir(parents=True, exist_ok=True)
@@ -278,11 +298,18 @@ class Engine:
 
         # Datasets without a transform of their own get the backbone's preprocessing, as at prediction time.
         show_bar = self.progress and acc.is_local_main_process
-        train, val, target = (
-            _with_model_transform(d, self.model, self.cache_bytes, show_bar) for d in (train, val, target)
+        train, val, target, labelled_target = (
+            _with_model_transform(d, self.model, self.cache_bytes, show_bar)
+            for d in (train, val, target, labelled_target)
         )
         train_loader = make_loader(
             train, self.batch_size, shuffle=True, seed=self.seed, num_workers=self.num_workers
+        )
+        labelled_loader = (
+            make_loader(labelled_target, min(self.batch_size, len(labelled_target)), shuffle=True,
+                        seed=self.seed + 15485863, num_workers=self.num_workers)
+            if labelled_target is not None
+            else None
         )
         target_loader = (
             make_loader(target, self.batch_size, shuffle=True, seed=self.seed + 7919, num_workers=self.num_workers)
@@ -309,11 +336,13 @@ class Engine:
         model, optimizer = acc.prepare(self.model, optimizer)
         extra = self.extra.to(acc.device)
         _broadcast_module(extra, acc.num_processes)
-        prepared = acc.prepare(*(x for x in (train_loader, target_loader, val_loader) if x is not None))
+        loaders = (train_loader, target_loader, val_loader, labelled_loader)
+        prepared = acc.prepare(*(x for x in loaders if x is not None))
         prepared = list(prepared) if isinstance(prepared, (list, tuple)) else [prepared]
         train_loader = prepared.pop(0)
         target_loader = prepared.pop(0) if target_loader is not None else None
         val_loader = prepared.pop(0) if val_loader is not None else None
+        labelled_loader = prepared.pop(0) if labelled_loader is not None else None
         # after prepare: under `accelerate launch` each process takes 1/N of the batches, and the schedules count
         # the steps each process makes
         steps_per_epoch = max(len(train_loader), len(target_loader) if target_loader is not None else 0)
@@ -342,7 +371,7 @@ class Engine:
                     start_epoch, partial = self.cfg.epochs, None
             self._forget_records_from(start_epoch)
 
-        paired = PairedLoader(train_loader, target_loader)
+        paired = PairedLoader(train_loader, target_loader, labelled_loader)
         every_steps, every_s = self.cfg.checkpoint_every_steps, self.cfg.checkpoint_every_minutes
         epoch = start_epoch - 1
         with make_progress(self.progress and acc.is_local_main_process) as bar:
@@ -352,7 +381,7 @@ class Engine:
             )
             for epoch in range(start_epoch, self.cfg.epochs):
                 first = 0 if partial is None else int(partial["step_in_epoch"])
-                for loader in (train_loader, target_loader):
+                for loader in (train_loader, target_loader, labelled_loader):
                     if loader is not None:
                         _position(loader, epoch, first, acc.num_processes)
                 model.train()
@@ -367,7 +396,7 @@ class Engine:
                 t0 = time.perf_counter() - (float(partial["seconds"]) if partial else 0.0)
                 partial = None
                 last_save, since_save = time.monotonic(), 0
-                for i, (src, tgt) in enumerate(paired.iterate(first), start=first):
+                for i, (src, tgt, few) in enumerate(paired.iterate(first), start=first):
                     # Step every grad_accum_steps micro-batches and at the end of the epoch. Decided here, not by
                     # acc.accumulate: its end-of-data check follows whichever loader started last, which is
                     # wrong while one side of a source/target pair cycles.
@@ -376,7 +405,7 @@ class Engine:
                         # over micro-batches: ceil(steps / accum) * accum overcounts them when accum does not
                         # divide the epoch, and progress would stop short of 1
                         progress = min(1.0, global_step / max(1, steps_per_epoch * self.cfg.epochs))
-                        out = self._forward(model, src, tgt, progress)
+                        out = self._forward(model, src, tgt, progress, few)
                         total, parts = self._loss(out, progress)
                         acc.backward(total)  # divided by grad_accum_steps
                     if sync:
@@ -465,15 +494,21 @@ class Engine:
 
     # -- one step -------------------------------------------------------------------------------
     def _forward(
-        self, model: nn.Module, src: dict[str, Any], tgt: dict[str, Any] | None, progress: float
+        self, model: nn.Module, src: dict[str, Any], tgt: dict[str, Any] | None, progress: float,
+        few: dict[str, Any] | None = None,
     ) -> StepOutputs:
-        xs, ys = src["x"], src["y"]
-        if tgt is None:
-            f, logits = model(xs)
-            return StepOutputs(f, logits, ys, None, None, progress)
-        n = xs.shape[0]
-        f, logits = model(torch.cat([xs, tgt["x"]], 0))
-        return StepOutputs(f[:n], logits[:n], ys, f[n:], logits[n:], progress, tgt["x"], model)
+        """One forward pass over source, target and labelled-target items together (BatchNorm sees them all)."""
+        parts = [x for x in (src["x"], None if tgt is None else tgt["x"], None if few is None else few["x"])
+                 if x is not None]
+        f, logits = model(torch.cat(parts, 0) if len(parts) > 1 else parts[0])
+        n = src["x"].shape[0]
+        m = n + (tgt["x"].shape[0] if tgt is not None else 0)
+        out = StepOutputs(f[:n], logits[:n], src["y"], None, None, progress)
+        if tgt is not None:
+            out.target_features, out.target_logits, out.target_inputs, out.model = f[n:m], logits[n:m], tgt["x"], model
+        if few is not None:
+            out.labelled_features, out.labelled_logits, out.labelled_labels = f[m:], logits[m:], few["y"]
+        return out
 
     def _loss(self, out: StepOutputs, progress: float) -> tuple[torch.Tensor, dict[str, float]]:
         if (out.source_labels == UNLABELLED).any():
@@ -734,7 +769,8 @@ def _gather_outputs(out: StepOutputs) -> StepOutputs:
     assert labels is not None
     # target_inputs / model stay local: only per-item terms (self-training's strong views) use them
     return StepOutputs(cat(out.source_features), cat(out.source_logits), labels, cat(out.target_features),
-                       cat(out.target_logits), out.progress, out.target_inputs, out.model)
+                       cat(out.target_logits), out.progress, out.target_inputs, out.model, out.labelled_features,
+                       out.labelled_logits, out.labelled_labels)
 
 
 def _clock_says(acc: Any, due: bool) -> bool:
