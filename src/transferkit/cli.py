@@ -63,10 +63,13 @@ def _parse_seeds(text: str | None) -> list[int] | None:
 def fit(
     config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML run config (flags override it)")] = None,
     name: Annotated[str | None, typer.Option(help="run name: the folder under --output-dir")] = None,
-    source: Annotated[str | None, typer.Option(help="labelled source/training data: a dataset name or a path")] = None,
+    source: Annotated[list[str] | None, typer.Option(
+        help="labelled source/training data: a dataset name or a path; repeat it for several sources")] = None,
     target: Annotated[str | None, typer.Option(help="target domain, scored with its labels only at the end")] = None,
     backbone: Annotated[str | None, typer.Option(help="lenet, mlp, timm:NAME, torchvision:NAME, file:PATH")] = None,
     weights: Annotated[str | None, typer.Option(help="local weights file for the backbone")] = None,
+    init_from: Annotated[str | None, typer.Option(
+        help="start from an earlier run's model.safetensors (pre-train on the source, then fine-tune)")] = None,
     pretrained: Annotated[
         bool | None, typer.Option("--pretrained", help="pretrained weights from an installed package")
     ] = None,
@@ -101,6 +104,9 @@ def fit(
         transferkit fit --method dann --source mnist --target usps --epochs 20 --set adapt.schedule=ramp
 
         transferkit fit -c examples/mnist_to_digits.yaml --log-to tensorboard,mlflow,csv
+
+        transferkit fit --source amazon-books --source amazon-dvd --source amazon-electronics --target amazon-kitchen
+        --backbone mlp --method dann
     """
     from transferkit.config import RunConfig, parse_config, parse_override
 
@@ -108,8 +114,9 @@ def fit(
     try:
         overrides: dict[str, Any] = {}
         for key, value in {
-            "name": name, "data.source": source, "data.target": target, "model.backbone": backbone,
-            "model.weights": weights, "model.pretrained": pretrained, "finetune.strategy": strategy,
+            "name": name, "data.source": (source[0] if len(source) == 1 else source) if source else None,
+            "data.target": target, "model.backbone": backbone, "model.weights": weights, "model.init_from": init_from,
+            "model.pretrained": pretrained, "finetune.strategy": strategy,
             "adapt.method": method, "adapt.weight": lam, "data.target_labels_per_class": target_labels_per_class,
             "train.epochs": epochs, "train.lr": lr, "data.batch_size": batch_size, "seeds": _parse_seeds(seeds),
             "output_dir": output_dir, "online": online or None, "model.trust_pickle": trust_pickle or None,
@@ -133,13 +140,17 @@ def fit(
 
 
 def _print_summary(report: dict[str, Any]) -> None:
+    from transferkit.evaluate.html import scalar_columns
     from transferkit.evaluate.metrics import format_mean_std
 
     table = Table(title=f"{report['name']}: {report['backbone']} ({report['strategy']}), seeds {report['seeds']}")
-    for col in ("evaluated on", "accuracy (%)", "macro-F1 (%)", "ECE (%)"):
-        table.add_column(col, justify="left" if col == "evaluated on" else "right")
+    cols = scalar_columns(report)
+    table.add_column("evaluated on")
+    for _, label, _, _ in cols:
+        table.add_column(label, justify="right")
     for role, m in report["summary"].items():
-        table.add_row(role, *(format_mean_std(m[k]["values"]) for k in ("accuracy", "macro_f1", "ece")))
+        table.add_row(role, *(format_mean_std(m[k]["values"], scale, 1 if scale > 1 else 3) if k in m else "–"
+                              for k, _, scale, _ in cols))
     console.print(table)
     console.print(f"checkpoint selection: {report['selection']}")
 
@@ -166,25 +177,34 @@ def evaluate(
         from transferkit.evaluate.predict import score
         from transferkit.models.heads import TransferModel
         from transferkit.runs import RunDir, atomic_write_json
+        from transferkit.tasks import attach_targets
 
         rd = RunDir(run)
         model = TransferModel.load(rd.find_model(seed))
         ds = load_data(data, split)
-        if not ds.is_labelled:
+        if not ds.is_labelled and model.primary_kind == "classification":
             _fail(f"{data!r} ({split}) has no labels; use `transferkit predict` for unlabelled data")
-        _check_classes(model.classes, ds)
-        metrics = score(model, ds, batch_size=batch_size, progress=True)
+        if model.primary_kind == "classification":
+            _check_classes(model.classes, ds)
+        metrics = score(model, attach_targets(ds, model.tasks), batch_size=batch_size, progress=True)
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in f"{Path(data).name}-{split}")
         out = atomic_write_json(rd.path / "evaluations" / f"{safe}.json", metrics)
     except TransferkitError as exc:
         _fail(str(exc))
+    from transferkit.tasks import scalars_of
+
     table = Table(title=f"{run} on {data} ({split}), n={metrics['n']}")
-    for col in ("accuracy (%)", "macro-F1 (%)", "ECE (%)"):
-        table.add_column(col, justify="right")
-    table.add_row(*(f"{100 * metrics[k]:.2f}" for k in ("accuracy", "macro_f1", "ece")))
+    for _, label, _, _ in scalars_of(metrics):
+        table.add_column(label, justify="right")
+    table.add_row(*(f"{scale * metrics[k]:.{2 if scale > 1 else 3}f}" for k, _, scale, _ in scalars_of(metrics)))
     console.print(table)
-    per = ", ".join(f"{c}: {'–' if v is None else f'{100 * v:.1f}'}" for c, v in metrics["per_class_accuracy"].items())
-    console.print(f"per-class accuracy (%): {per}")
+    if "per_class_accuracy" in metrics:
+        per = ", ".join(f"{c}: {'–' if v is None else f'{100 * v:.1f}'}"
+                        for c, v in metrics["per_class_accuracy"].items())
+        console.print(f"per-class accuracy (%): {per}")
+    for name, h in metrics.get("heads", {}).items():
+        shown = ", ".join(f"{label} {scale * h[k]:.{2 if scale > 1 else 3}f}" for k, label, scale, _ in scalars_of(h))
+        console.print(f"head {name} ({h['kind']}): {shown}")
     console.print(f"written: {out}")
 
 

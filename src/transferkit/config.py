@@ -40,7 +40,18 @@ class _Strict(BaseModel):
 class DataConfig(_Strict):
     """Where the data comes from. ``source`` is labelled; ``target`` labels only score the final model."""
 
-    source: str = Field("mnist-5k", description="dataset name (`transferkit datasets`) or a path")
+    source: str | list[str] = Field(
+        "mnist-5k", description="dataset name (`transferkit datasets`) or a path; a list of them for several source "
+        "domains (multi-source), each keeping its own name"
+    )
+    multi_source: Literal["per-source", "pooled"] = Field(
+        "per-source", description="several sources: per-source (a (k+1)-way domain discriminator; MMD/CORAL from "
+        "each source to the target, averaged) or pooled (one source domain made of all of them)"
+    )
+    source_weighting: Literal["none", "discrepancy"] = Field(
+        "none", description="several sources: weight each source's items (task loss and transfer terms) by its "
+        "measured closeness to the target, w_k ∝ exp(-MMD²_k / mean MMD²), mean 1"
+    )
     target: str | None = Field(None, description="target domain: scored with its labels, never trained on them")
     train_split: str = "train"
     eval_split: str = Field("test", description="split on which the selected model is scored")
@@ -71,6 +82,22 @@ class DataConfig(_Strict):
     )
     root: str | None = Field(None, description="benchmark data root (default: $TRANSFERKIT_DATA)")
 
+    @field_validator("source")
+    @classmethod
+    def _sources(cls, v: str | list[str]) -> str | list[str]:
+        if isinstance(v, list):
+            if not v:
+                raise ValueError("give at least one source")
+            if len(set(v)) != len(v):
+                raise ValueError(f"the sources must be distinct, got {v}")
+            return v[0] if len(v) == 1 else v
+        return v
+
+    @property
+    def sources(self) -> list[str]:
+        """The source domains as a list (one item for a single source)."""
+        return list(self.source) if isinstance(self.source, list) else [self.source]
+
     @model_validator(mode="after")
     def _selection_split_is_not_the_scored_split(self) -> DataConfig:
         if self.val_split is not None and self.val_split == self.eval_split:
@@ -97,11 +124,74 @@ class ModelConfig(_Strict):
     bottleneck_dim: Annotated[int, Field(ge=1)] | None = Field(
         None, description="Linear-BN-ReLU bottleneck between backbone and head (where domains are aligned)"
     )
+    heads: list[HeadConfig] = Field(
+        default_factory=list, description="task heads on the shared features (multi-task, regression); default: "
+        "one classification head on the dataset's classes"
+    )
+    head_weighting: Literal["fixed", "uncertainty"] = Field(
+        "fixed", description="combine the heads' losses with their fixed weights, or learn them (homoscedastic "
+        "uncertainty, Kendall et al., 2018)"
+    )
+    init_from: str | None = Field(
+        None, description="a transferkit model file (an earlier run's model.safetensors) to start from: its backbone "
+        "and bottleneck, and its heads where their names and sizes match (sequential pre-train, then fine-tune)"
+    )
 
     @model_validator(mode="after")
     def _weights_xor_pretrained(self) -> ModelConfig:
         if self.weights is not None and self.pretrained:
             raise ValueError("give either model.weights or model.pretrained, not both")
+        if self.init_from is not None and (self.weights is not None or self.pretrained):
+            raise ValueError("model.init_from gives every weight already: drop model.weights / model.pretrained")
+        return self
+
+    @field_validator("heads")
+    @classmethod
+    def _distinct_heads(cls, v: list[HeadConfig]) -> list[HeadConfig]:
+        names = [h.name for h in v]
+        clash = sorted({n for n in names if names.count(n) > 1})
+        if clash:
+            raise ValueError(f"head names must be distinct; {', '.join(map(repr, clash))} is used more than once")
+        return v
+
+    @property
+    def primary_kind(self) -> str:
+        return self.heads[0].kind if self.heads else "classification"
+
+
+HeadKind = Literal["classification", "multilabel", "regression"]
+
+
+class HeadConfig(_Strict):
+    """One task head on the shared features. The first head of ``model.heads`` is the primary one: it selects the
+    checkpoint (validation accuracy, or MAE for regression) and its outputs are what adaptation methods read."""
+
+    name: str = Field(description="the head's name in reports and the saved model")
+    kind: HeadKind = "classification"
+    field: str = Field(
+        "label", description="what the head predicts: `label` (the dataset's classes) or a per-item field of the "
+        "dataset (a text table's numeric column such as `rating`, FSDD's `speaker`, a multi-label column)"
+    )
+    weight: Annotated[float, Field(ge=0.0)] = Field(1.0, description="its loss weight (model.head_weighting fixed)")
+    loss: Literal["auto", "cross-entropy", "bce", "mse", "huber"] = Field(
+        "auto", description="auto: cross-entropy (classification), bce (multilabel), mse (regression)"
+    )
+    huber_delta: Annotated[float, Field(gt=0.0)] = Field(1.0, description="the Huber loss's threshold (loss huber)")
+
+    @field_validator("name")
+    @classmethod
+    def _safe_head_name(cls, v: str) -> str:
+        if not _NAME_RE.match(v):
+            raise ValueError("use letters, digits, '.', '_' and '-' only")
+        return v
+
+    @model_validator(mode="after")
+    def _loss_fits_kind(self) -> HeadConfig:
+        allowed = {"classification": ("auto", "cross-entropy"), "multilabel": ("auto", "bce"),
+                   "regression": ("auto", "mse", "huber")}[self.kind]
+        if self.loss not in allowed:
+            raise ValueError(f"head {self.name!r}: a {self.kind} head takes loss {' or '.join(allowed)}, "
+                             f"got {self.loss!r}")
         return self
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -36,6 +36,7 @@ from transferkit.finetune.lora import merge_lora
 from transferkit.models.backbones import check_input_kind, create_backbone
 from transferkit.models.heads import IdentityBackbone, TransferModel
 from transferkit.runs import RunDir, atomic_path, atomic_write_text
+from transferkit.tasks import Task, attach_targets, build_tasks, head_loss_terms
 from transferkit.train.engine import (
     Engine,
     LossTerm,
@@ -55,6 +56,8 @@ class RunData:
     target_eval: DomainDataset | None
     target_train: DomainDataset | None = None  # unlabelled: what an adaptation method may see of the target
     target_labelled: DomainDataset | None = None  # data.target_labels_per_class items of the target train split
+    tasks: list[Task] = field(default_factory=list)  # the model's heads (model.heads), built on the source
+    source_names: list[str] = field(default_factory=list)  # several sources: their names, by source index
 
     @property
     def classes(self) -> list[str]:
@@ -63,19 +66,19 @@ class RunData:
 
 def load_run_data(cfg: RunConfig, seed: int) -> RunData:
     d = cfg.data
-    train = load_data(d.source, d.train_split, d.root)
+    train = load_sources(d.sources, d.train_split, d.root)
     if not train.is_labelled:
         raise DataError(f"source {d.source!r} has no labels; the source domain must be labelled")
     if len(train.classes) < 2:
         raise DataError(f"data.source {d.source!r} has one class only ({train.classes}); a classifier needs two")
     val = None
     if d.val_split is not None:
-        val = load_data(d.source, d.val_split, d.root)
+        val = load_sources(d.sources, d.val_split, d.root)
     if d.source_per_class is not None:
         train = train.per_class(d.source_per_class, seed=seed)
     if val is None and d.val_fraction > 0:
         train, val = train.split(d.val_fraction, seed=seed)
-    source_eval = _optional_split(d.source, d.eval_split, d.root) if d.eval_split != d.train_split else None
+    source_eval = _optional_split(d.sources, d.eval_split, d.root) if d.eval_split != d.train_split else None
     target_eval = load_data(d.target, d.eval_split, d.root) if d.target else None
     if target_eval is not None and not target_eval.is_labelled:
         target_eval = None  # an unlabelled target can be adapted to, not scored; the report says so
@@ -94,7 +97,49 @@ def load_run_data(cfg: RunConfig, seed: int) -> RunData:
     for other in (val, source_eval, target_eval):
         if other is not None:
             check_label_sets(train, other)
-    return RunData(train, val, source_eval, target_eval, target_train, target_labelled)
+    tasks = build_tasks(cfg.model.heads, train)
+    train, val, source_eval, target_eval = (attach_targets(ds, tasks) for ds in (train, val, source_eval, target_eval))
+    names = list(d.sources) if len(d.sources) > 1 else []
+    return RunData(train, val, source_eval, target_eval, target_train, target_labelled, tasks, names)
+
+
+def load_sources(specs: list[str], split: str, root: str | None) -> DomainDataset:
+    """One source domain, or several as one dataset whose items carry their source's index (``meta["source_index"]``,
+    emitted in ``item["t"]``); the sources must share one label set and one kind of input."""
+    parts = [load_data(spec, split, root) for spec in specs]
+    if len(parts) == 1:
+        return parts[0]
+    first = parts[0]
+    for spec, ds in zip(specs[1:], parts[1:], strict=True):
+        if ds.kind != first.kind:
+            raise DataError(f"sources {specs[0]!r} and {spec!r} hold different inputs ({first.kind} and {ds.kind}); "
+                            "several sources must be of one modality")
+        if ds.is_labelled != first.is_labelled:
+            raise DataError(f"of the sources {specs[0]!r} and {spec!r} only one is labelled; every source must be")
+        if ds.classes != first.classes:
+            shared = sorted(set(ds.classes) & set(first.classes))
+            raise DataError(
+                f"sources {specs[0]!r} and {spec!r} have different label sets ({first.classes[:10]} and "
+                f"{ds.classes[:10]}; {len(shared)} shared); several sources must share one label set, with the same "
+                "class names"
+            )
+        check_feature_widths(first, ds)
+    n = [len(p) for p in parts]
+    arrays = all(isinstance(p.inputs, np.ndarray) for p in parts) and len({p.inputs.shape[1:] for p in parts}) == 1
+    # one array where the sources' inputs stack (feature vectors, images of one size), a list of items otherwise
+    inputs: Any = np.concatenate([p.inputs for p in parts]) if arrays else [x for p in parts for x in list(p.inputs)]
+    labels = np.concatenate([p.labels for p in parts]) if first.is_labelled else None
+    meta: dict[str, Any] = {"split": split, "sources": list(specs),
+                            "source_index": np.repeat(np.arange(len(parts), dtype=np.int64), n)}
+    for key, value in first.meta.items():  # per-item fields every source has (a text table's rating)
+        if (isinstance(value, np.ndarray) and value.shape[:1] == (n[0],)
+                and all(isinstance(p.meta.get(key), np.ndarray) and p.meta[key].shape[:1] == (len(p),)
+                        and p.meta[key].shape[1:] == value.shape[1:] for p in parts)):
+            meta[key] = np.concatenate([p.meta[key] for p in parts])
+    if first.kind == "vector":
+        meta.update({k: v for k, v in first.meta.items() if k in ("format", "n_features", "zero_based")})
+    return DomainDataset(inputs, labels, "+".join(p.domain for p in parts), list(first.classes), first.kind,
+                         meta=meta, emit=("source_index",))
 
 
 def _labelled_few(cfg: RunConfig, source: DomainDataset, seed: int) -> tuple[DomainDataset, DomainDataset]:
@@ -121,9 +166,10 @@ def _labelled_few(cfg: RunConfig, source: DomainDataset, seed: int) -> tuple[Dom
     return full.subset(rest).unlabelled(), full.subset(chosen)
 
 
-def _optional_split(spec: str, split: str, root: str | None) -> DomainDataset | None:
+def _optional_split(specs: list[str], split: str, root: str | None) -> DomainDataset | None:
+    spec = specs[0] if len(specs) == 1 else ", ".join(specs)
     try:
-        return load_data(spec, split, root)
+        return load_sources(specs, split, root)
     except DataError as exc:
         if "split" in str(exc).lower():
             from transferkit.train.callbacks import console
@@ -144,19 +190,47 @@ def build_model(cfg: RunConfig, data: RunData) -> TransferModel:
         cfg.model.backbone, weights=cfg.model.weights, pretrained=cfg.model.pretrained, online=cfg.online, **kwargs
     )
     check_input_kind(backbone, data.source_train)
-    return TransferModel(
-        backbone, data.classes, head_dropout=cfg.model.head_dropout, bottleneck_dim=cfg.model.bottleneck_dim
-    )
+    model = TransferModel(backbone, data.classes, head_dropout=cfg.model.head_dropout,
+                          bottleneck_dim=cfg.model.bottleneck_dim, tasks=data.tasks or None)
+    if cfg.model.init_from is not None:
+        _init_from(model, cfg.model.init_from)
+    return model
+
+
+def _init_from(model: TransferModel, path: str) -> None:
+    """Start from an earlier run's model: its backbone and bottleneck must fit; a head is taken where its name and
+    shape match (the same label set), and starts fresh otherwise."""
+    from pathlib import Path
+
+    from transferkit.models.pretrained import load_state_dict_file
+
+    if not Path(path).is_file():
+        raise ConfigError(f"model.init_from: {path} is not a file (give an earlier run's model.safetensors)")
+    state = load_state_dict_file(path)
+    own = model.state_dict()
+    body = [k for k in own if k.startswith(("backbone.", "bottleneck."))]
+    missing = [k for k in body if k not in state]
+    wrong = [k for k in body if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or wrong:
+        raise ConfigError(f"model.init_from: {path} does not fit this backbone and bottleneck (missing "
+                          f"{missing[:3]}, other shapes {wrong[:3]}); use the same model.backbone and "
+                          "model.bottleneck_dim as the run that wrote it")
+    take = {k: v for k, v in state.items() if k in own and tuple(v.shape) == tuple(own[k].shape)
+            and (k in body or k.startswith(("head.", "aux_heads.")))}
+    model.load_state_dict(take, strict=False)
 
 
 def loss_terms(cfg: RunConfig, model: TransferModel) -> list[LossTerm]:
     """The source cross-entropy, the adaptation method's terms and, with labelled target items, their
     cross-entropy: L = L_src + λ(p) · L_transfer + λ_t · L_tgt."""
     a = cfg.adapt
-    transfer = build_method(
-        a.method, model.feature_dim, len(model.classes), weight=a.weight, schedule=a.schedule, options=a.options
-    )
-    terms = [source_cross_entropy(cfg.train.label_smoothing), *transfer]
+    k = len(cfg.data.sources) if cfg.data.multi_source == "per-source" else 1
+    transfer = build_method(a.method, model.feature_dim, len(model.classes), weight=a.weight, schedule=a.schedule,
+                            options=a.options, num_sources=k)
+    default = len(model.tasks) == 1 and model.tasks[0].field == "label" and model.primary_kind == "classification"
+    supervised = ([source_cross_entropy(cfg.train.label_smoothing)] if default and not cfg.model.heads else
+                  head_loss_terms(model.tasks, cfg.model.head_weighting, cfg.train.label_smoothing))
+    terms = [*supervised, *transfer]
     if cfg.data.target_labels_per_class is not None:  # L = L_s + λ_t · L_t (+ λ · L_transfer)
         terms.append(target_cross_entropy(cfg.adapt.target_weight, cfg.train.label_smoothing))
     return terms
@@ -241,15 +315,17 @@ def fit_seed(
     torch.manual_seed(seed)
     model = build_model(cfg, data)
     t0 = time.perf_counter()
-    result = _train(cfg, model, data, run, seed, resume=resume, progress=progress, on_epoch=on_epoch)
+    weights = _source_weights(cfg, model, data, progress) if cfg.data.source_weighting == "discrepancy" else None
+    result = _train(cfg, model, data, run, seed, resume=resume, progress=progress, on_epoch=on_epoch,
+                    source_weights=weights)
     baseline = None
-    if cfg.adapt.method != "none" and cfg.adapt.guard:
+    if cfg.adapt.method != "none" and cfg.adapt.guard and model.primary_kind == "classification":
         # The guard's twin: the same model, seed and settings without the transfer loss.
         torch.manual_seed(seed)
         baseline = build_model(cfg, data)
         plain = cfg.model_copy(update={"adapt": cfg.adapt.model_copy(update={"method": "none"})})
         _train(plain, baseline, replace(data, target_train=None), run, seed, prefix="source-only-", resume=resume,
-               progress=progress, on_epoch=on_epoch)
+               progress=progress, on_epoch=on_epoch, source_weights=weights)
     if not get_accelerator(cfg.train.device, cfg.train.mixed_precision, cfg.train.grad_accum_steps).is_main_process:
         return {}  # under `accelerate launch`, the main process scores, decides and writes
     kw = {"batch_size": cfg.data.eval_batch_size, "num_workers": cfg.data.num_workers, "device": cfg.train.device}
@@ -291,7 +367,38 @@ def fit_seed(
     }
     if guard is not None:
         report["guard"] = guard
+    elif cfg.adapt.method != "none" and cfg.adapt.guard:
+        report["guard_note"] = (f"the negative-transfer guard reads class predictions; the primary head is "
+                                f"{model.primary_kind}, so it did not run")
+    if weights is not None:
+        report["source_weights"] = dict(zip(data.source_names, weights, strict=True))
     return write_report(run, report)
+
+
+def _source_weights(cfg: RunConfig, model: TransferModel, data: RunData, progress: bool) -> list[float]:
+    """``w_k ∝ exp(-MMD²_k / mean_j MMD²_j)``, mean 1: each source's closeness to the target, measured before training
+    (on raw feature vectors, else on the initial backbone's features), on up to 1,000 items of each domain."""
+    from transferkit.measure.discrepancy import mmd2
+
+    if len(data.source_names) < 2 or data.target_train is None:
+        raise ConfigError("data.source_weighting discrepancy needs several sources (data.source: a list) and an "
+                          "adaptation method with a target (it weighs the sources against the target)")
+    rng = np.random.default_rng(0)
+
+    def sample(ds: DomainDataset) -> np.ndarray:
+        idx = np.sort(rng.choice(len(ds), min(1000, len(ds)), replace=False))
+        part = ds.subset(idx).unlabelled()
+        if part.kind == "vector" and isinstance(part.inputs, np.ndarray):
+            return np.asarray(part.inputs, np.float32)
+        return np.asarray(cached_features(model.backbone, part, device=cfg.train.device, progress=progress).inputs)
+
+    source, target = data.source_train, data.target_train
+    xt = sample(target)
+    index = source.meta["source_index"]
+    gaps = np.asarray([max(mmd2(sample(source.subset(np.flatnonzero(index == k))), xt), 0.0)
+                       for k in range(len(data.source_names))])
+    w = np.exp(-gaps / max(gaps.mean(), 1e-12))
+    return [float(v) for v in w / w.mean()]
 
 
 def _evaluation_view(
@@ -309,7 +416,7 @@ def _evaluation_view(
 
     def view(m: TransferModel) -> TransferModel:
         head = TransferModel(IdentityBackbone(m.backbone.out_features), m.classes, cfg.model.head_dropout,
-                             cfg.model.bottleneck_dim)
+                             cfg.model.bottleneck_dim, tasks=m.tasks)
         head.load_state_dict({k: v for k, v in m.state_dict().items() if not k.startswith("backbone.")},
                              strict=False)
         return head.eval()
@@ -452,9 +559,11 @@ def _leading_components(source: np.ndarray, target: np.ndarray, k: int = 50) -> 
 def _train(
     cfg: RunConfig, model: TransferModel, data: RunData, run: RunDir, seed: int, *, resume: bool, progress: bool,
     prefix: str = "", on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    source_weights: list[float] | None = None,
 ) -> dict[str, Any]:
     strategy = cfg.finetune.strategy
     common = {
+        "source_weights": source_weights,
         "on_epoch": on_epoch,
         "run": run,
         "seed": seed,
@@ -505,6 +614,19 @@ def _check_combination(cfg: RunConfig) -> None:
     needs_pairs = cfg.adapt.method != "none" or cfg.model.bottleneck_dim is not None
     if needs_pairs and cfg.data.batch_size < 2:
         raise ConfigError("data.batch_size must be >= 2 with an adaptation method or a bottleneck (batch statistics)")
+    kind = cfg.model.primary_kind
+    if kind != "classification":
+        if (method is not None and not method.aligns_features) or cfg.adapt.method in ("jan", "cdan", "cdan+e", "mdd"):
+            raise ConfigError(
+                f"adapt.method {cfg.adapt.method!r} reads class predictions, but the primary head "
+                f"{cfg.model.heads[0].name!r} is {kind}: use a feature-alignment method (dan, coral, dann, afn) or "
+                "put a classification head first"
+            )
+        if cfg.data.target_labels_per_class is not None:
+            raise ConfigError("data.target_labels_per_class picks labelled target items per class: it needs a "
+                              "classification primary head (the first of model.heads)")
+    if len(cfg.data.sources) == 1 and cfg.data.source_weighting != "none":
+        raise ConfigError("data.source_weighting weighs several sources: give data.source a list of them")
 
 
 def _check_sizes(cfg: RunConfig, data: RunData) -> None:
@@ -512,10 +634,10 @@ def _check_sizes(cfg: RunConfig, data: RunData) -> None:
     needs_pairs = cfg.adapt.method != "none" or cfg.model.bottleneck_dim is not None
     if not needs_pairs:
         return
-    for field, spec, ds in (("data.source", cfg.data.source, data.source_train),
-                            ("data.target", cfg.data.target, data.target_train)):
+    for name, spec, ds in (("data.source", cfg.data.source, data.source_train),
+                           ("data.target", cfg.data.target, data.target_train)):
         if ds is not None and len(ds) < 2:
-            raise DataError(f"{field} {spec!r} has {len(ds)} training item(s); an adaptation method or a bottleneck "
+            raise DataError(f"{name} {spec!r} has {len(ds)} training item(s); an adaptation method or a bottleneck "
                             "needs at least 2 per domain (batch statistics)")
 
 
@@ -528,7 +650,7 @@ def _linear_probe(cfg: RunConfig, model: TransferModel, data: RunData, train_cfg
     train_f = cached_features(model.backbone, data.source_train, **kw)
     val_f = cached_features(model.backbone, data.source_val, **kw) if data.source_val is not None else None
     probe = TransferModel(IdentityBackbone(model.backbone.out_features), model.classes, cfg.model.head_dropout,
-                          cfg.model.bottleneck_dim)
+                          cfg.model.bottleneck_dim, tasks=model.tasks)
     on_top = {k: v for k, v in model.state_dict().items() if not k.startswith("backbone.")}
     probe.load_state_dict(on_top, strict=False)
     terms = loss_terms(cfg, probe)
@@ -546,12 +668,15 @@ def _linear_probe(cfg: RunConfig, model: TransferModel, data: RunData, train_cfg
 
 
 def _result_dict(res: Any) -> dict[str, Any]:
-    return {
+    out = {
         "best_epoch": res.best_epoch,
         "best_val_acc": res.best_val_acc,
         "epochs_run": res.epochs_run,
         "stopped_early": res.stopped_early,
     }
+    if res.val_metric != "val_acc":
+        out[f"best_{res.val_metric}"] = res.best_val
+    return out
 
 
 def _target_label_use(cfg: RunConfig) -> str:
@@ -566,8 +691,9 @@ def _header(cfg: RunConfig, data: RunData) -> dict[str, Any]:
     scored = "" if data.target_eval is not None or not cfg.data.target else (
         "; the target has no labels, so it is not scored"
     )
+    measure = {"classification": "accuracy", "regression": "MAE", "multilabel": "micro-F1"}[cfg.model.primary_kind]
     selection = (
-        "best source-validation accuracy"
+        f"best source-validation {measure}"
         if data.source_val is not None
         else "last epoch (no validation split; val_fraction = 0)"
     )
@@ -580,12 +706,16 @@ def _header(cfg: RunConfig, data: RunData) -> dict[str, Any]:
         "method": cfg.adapt.method,
         "classes": data.classes,
         "selection": selection + _target_label_use(cfg) + scored,
+        **({"heads": [t.to_json() for t in data.tasks]} if cfg.model.heads else {}),
+        **({"multi_source": cfg.data.multi_source} if len(cfg.data.sources) > 1 else {}),
     }
 
 
 def _single_summary(report: dict[str, Any]) -> dict[str, Any]:
+    from transferkit.tasks import scalars_of
+
     return {
-        role: {m: {"mean": v[m], "std": 0.0, "values": [v[m]]} for m in ("accuracy", "macro_f1", "ece")}
+        role: {m: {"mean": v[m], "std": 0.0, "values": [v[m]]} for m, *_ in scalars_of(v)}
         for role, v in report["evaluations"].items()
     }
 

@@ -226,6 +226,7 @@ def cached_features(
         feats.meta = {**dataset.meta, "features_from": whole.meta["features_from"]}
         feats.domain = dataset.domain
         feats.origin = None
+        feats.emit = dataset.emit  # extra heads' targets and source indices travel with their items
         return feats
     key = cache_key(backbone, dataset)
     path = Path(cache_dir) if cache_dir is not None else default_cache_dir()
@@ -237,6 +238,7 @@ def cached_features(
     feats = load_features(file)
     feats.labels = dataset.labels  # the cache stores them too; keep the caller's (None for unlabelled)
     feats.meta = {**dataset.meta, "features_from": str(file)}
+    feats.emit = dataset.emit
     return feats
 
 

@@ -99,10 +99,14 @@ def build_method(
     weight: float | None = None,
     schedule: str = "constant",
     options: dict[str, Any] | None = None,
+    num_sources: int = 1,
 ) -> list[LossTerm]:
     """The loss terms of method ``name`` (none for ``"none"``), weighted by ``λ`` (``weight``) under ``schedule``.
 
-    ``schedule`` is ``constant`` (λ throughout) or ``ramp`` (``λ · (2/(1+exp(-10p)) - 1)``).
+    ``schedule`` is ``constant`` (λ throughout) or ``ramp`` (``λ · (2/(1+exp(-10p)) - 1)``). With ``num_sources``
+    k > 1 (the step's source items carry their source index), ``dann`` trains a (k+1)-way discriminator (each source
+    and the target) and the statistic-matching methods (``dan``, ``jan``, ``coral``) average their loss between each
+    source and the target (:data:`PER_SOURCE`); every other method treats the sources as one pooled domain.
     """
     if name == "none":
         return []
@@ -127,8 +131,61 @@ def build_method(
         w = dann_ramp(lam)
     else:
         raise ConfigError(f"adapt.schedule must be 'constant' or 'ramp', got {schedule!r}")
-    fn, module = spec.build(feature_dim, num_classes, opts)
+    if num_sources > 1 and name == "dann":
+        fn, module = _dann_multi(feature_dim, num_sources, opts)
+    else:
+        fn, module = spec.build(feature_dim, num_classes, opts)
+        if num_sources > 1 and name in PER_SOURCE:
+            fn = _per_source(fn)
     return [LossTerm(name, fn, w, module, global_batch=spec.global_batch)]
+
+
+# methods that measure one source against the target: with several sources, one loss per source, averaged
+PER_SOURCE = frozenset({"dan", "jan", "coral"})
+
+
+def _per_source(fn: Callable[[StepOutputs], torch.Tensor]) -> Callable[[StepOutputs], torch.Tensor]:
+    """``fn`` between each source's items of the step and the target, averaged with the sources' weights (sources
+    with fewer than two items in the step are left out of it: a statistic needs two)."""
+    from dataclasses import replace
+
+    def multi(out: StepOutputs) -> torch.Tensor:
+        if out.source_domains is None:
+            raise ConfigError("a per-source loss needs each source item's source index (several data.source)")
+        total, norm = out.source_features.sum() * 0.0, 0.0
+        for k in out.source_domains.unique().tolist():
+            mask = out.source_domains == k
+            if int(mask.sum()) < 2:
+                continue
+            w = float(out.source_weights[mask][0]) if out.source_weights is not None else 1.0
+            part = replace(out, source_features=out.source_features[mask], source_logits=out.source_logits[mask],
+                           source_labels=out.source_labels[mask])
+            total, norm = total + w * fn(part), norm + w
+        return total / norm if norm > 0 else total
+
+    return multi
+
+
+def _dann_multi(d: int, k: int, o: dict[str, Any]) -> tuple[Callable[[StepOutputs], torch.Tensor], nn.Module]:
+    """DANN with a (k+1)-way discriminator: it names each item's domain (source 0..k-1, or the target k) behind a
+    gradient reversal layer, so the features lose what tells any source from the target and the sources apart."""
+    disc = DomainDiscriminator(d, o["hidden"], outputs=k + 1)
+
+    def fn(out: StepOutputs) -> torch.Tensor:
+        ft, _ = _target(out)
+        if out.source_domains is None:
+            raise ConfigError("a (k+1)-way discriminator needs each source item's source index (several data.source)")
+        f = grad_reverse(torch.cat([out.source_features, ft]), _grl_coeff(o, out.progress))
+        domains = torch.cat([out.source_domains, torch.full((len(ft),), k, device=ft.device, dtype=torch.long)])
+        ce = torch.nn.functional.cross_entropy(disc(f), domains, reduction="none")
+        n = out.source_features.shape[0]
+        w = torch.ones_like(ce)
+        if out.source_weights is not None:
+            w[:n] = out.source_weights
+        # both sides count equally, as in the two-domain loss: the mean over the sources plus the mean over the target
+        return (ce[:n] * w[:n]).sum() / w[:n].sum() + ce[n:].mean()
+
+    return fn, disc
 
 
 def _target(out: StepOutputs) -> tuple[torch.Tensor, torch.Tensor]:

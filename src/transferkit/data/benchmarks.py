@@ -376,6 +376,7 @@ def _fsdd_loader(name: str, speakers: tuple[str, ...]) -> DatasetLoader:
             np.asarray([d for _, d, _ in rows], dtype=np.int64), name, list(DIGIT_CLASSES), "audio",
             meta={"root": str(folder), "split": split, "speakers": list(speakers),
                   "item_domains": np.asarray([s for s, _, _ in rows], dtype=str),
+                  "speaker": np.asarray([s for s, _, _ in rows], dtype=str),  # a second task: who speaks
                   "item_indices": np.asarray([i for _, _, i in rows], dtype=np.int64)},
         )
 

@@ -36,8 +36,8 @@ class DomainDataset(torch.utils.data.Dataset):
         transform: turns one decoded item (a PIL image, or a float tensor for vectors) into a tensor;
             usually the backbone's preprocessing.
 
-    Items are dicts ``{"x": tensor, "y": int, "index": int}`` with ``y = -1`` when unlabelled, so the
-    default collate function batches them and unlabelled data needs no special case.
+    Items are dicts ``{"x": tensor, "y": int, "index": int}`` (plus ``"t"``, the ``emit`` fields) with ``y = -1``
+    when unlabelled, so the default collate function batches them and unlabelled data needs no special case.
 
     Example:
         >>> import numpy as np
@@ -57,6 +57,8 @@ class DomainDataset(torch.utils.data.Dataset):
     # (the dataset this one was cut from, the indices into it): lets a feature cache extract the whole dataset
     # once and serve every split and seed's subset of it from that one file
     origin: tuple[DomainDataset, np.ndarray] | None = field(default=None, repr=False)
+    # per-item arrays of ``meta`` that items carry in ``item["t"]`` (extra heads' targets, a source's index)
+    emit: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         n = len(self.inputs)
@@ -93,6 +95,8 @@ class DomainDataset(torch.utils.data.Dataset):
             item = self.decode(index)
             x = self.transform(item) if self.transform is not None else _default_to_tensor(item)
         y = int(self.labels[index]) if self.labels is not None else UNLABELLED
+        if self.emit:
+            return {"x": x, "y": y, "index": index, "t": {k: torch.as_tensor(self.meta[k][index]) for k in self.emit}}
         return {"x": x, "y": y, "index": index}
 
     def decode(self, index: int) -> Any:
@@ -169,8 +173,9 @@ class DomainDataset(torch.utils.data.Dataset):
         return replace(self, cache=cache)
 
     def unlabelled(self) -> DomainDataset:
-        """The same inputs without labels (what an adaptation method may see of a target)."""
-        return replace(self, labels=None)
+        """The same inputs without labels or any head's targets (what an adaptation method may see of a target)."""
+        meta = {k: v for k, v in self.meta.items() if not k.startswith("task:")}
+        return replace(self, labels=None, meta=meta, emit=())
 
     def subset(self, indices: Sequence[int] | np.ndarray) -> DomainDataset:
         idx = np.asarray(indices, dtype=np.int64)

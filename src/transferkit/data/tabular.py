@@ -93,7 +93,27 @@ def load_arrays(path: str | Path, split: str = "train") -> DomainDataset:
         all_labels = [arrays[k] for k in arrays if k == "y" or k.startswith("y_")]
         y = ys[0] if len(ys) == 1 else np.concatenate([np.asarray(v).ravel() for v in ys])
         labels, classes = _npz_labels(y, all_labels, _npz_class_names(arrays, path), path)
-    return DomainDataset(x, labels, path.stem, classes, kind, meta={"path": str(path), "split": split})
+    meta: dict[str, Any] = {"path": str(path), "split": split, **_npz_fields(arrays, [k for _, _, k in parts])}
+    return DomainDataset(x, labels, path.stem, classes, kind, meta=meta)
+
+
+def _npz_fields(arrays: dict[str, np.ndarray], x_keys: list[str]) -> dict[str, np.ndarray]:
+    """Per-item side fields of the split(s) read, for extra heads (``model.heads``): ``<name>_<split>`` next to
+    ``x_<split>`` (or ``<name>`` next to ``x``) with one row per input, e.g. ``rating_train`` or ``tags_train``."""
+    suffixes = [k[1:] for k in x_keys]  # "_train", or "" for the whole-file "x"
+    first = suffixes[0]
+    names = {k[: -len(first)] for k in arrays if k.endswith(first)} if first else set(arrays)
+    out = {}
+    for name in sorted(names - {"", "x", "y", "classes"}):
+        if name.startswith(("x_", "y_")):
+            continue
+        keys = [name + suf for suf in suffixes]
+        if not all(k in arrays for k in keys):
+            continue
+        parts = [arrays[k] for k in keys]
+        if all(p.ndim >= 1 and len(p) == len(arrays[x]) for p, x in zip(parts, x_keys, strict=True)):
+            out[name] = parts[0] if len(parts) == 1 else np.concatenate(parts)
+    return out
 
 
 def _read_npy(path: Path) -> np.ndarray:

@@ -19,6 +19,23 @@ from transferkit.evaluate.metrics import format_mean_std
 
 REPORT_HTML = "report.html"
 SCALARS = (("accuracy", "accuracy (%)"), ("macro_f1", "macro-F1 (%)"), ("ece", "ECE (%)"))
+
+
+def scalar_columns(report: dict[str, Any]) -> tuple[tuple[str, str, float, bool], ...]:
+    """The primary head's scalar metrics in ``report``: accuracy / macro-F1 / ECE, MAE / RMSE / R² (regression) or
+    micro-F1 / macro-F1 / exact match (multi-label), as ``(key, label, scale, higher is better)``."""
+    from transferkit.tasks import KIND_SCALARS, scalars_of
+
+    evals = report.get("evaluations") or {}
+    first = next(iter(evals.values()), None)
+    if first is None:
+        summary = report.get("summary") or {}
+        first = {k: v["mean"] for k, v in next(iter(summary.values()), {}).items()}
+    return scalars_of(first) or KIND_SCALARS["classification"]
+
+
+def _value(x: Any, scale: float) -> str:
+    return _pct(x, 2) if scale > 1 else _num(x, 3)
 ROLE_NOTES = {
     "source": "the selected model on the source evaluation split",
     "target": "the final model on the target (its labels score it, nothing else)",
@@ -107,7 +124,7 @@ def _seed_page(report: dict[str, Any], run_dir: Path) -> str:
     sections.append(("feature-map", _map_heading(report), _feature_map_section(report, run_dir, plots)))
     sections.append(("curves", "Learning curves", _curves(report, run_dir, plots)))
     sections.append(("confusion", "Confusion matrices", _confusions(report, run_dir, plots)))
-    if report.get("evaluations"):
+    if report.get("evaluations") and all("per_class_accuracy" in m for m in report["evaluations"].values()):
         sections.append(("per-class", "Per-class accuracy", _per_class(report)))
     sections.append(("config", "Configuration", _config(run_dir)))
     up = ""
@@ -176,15 +193,16 @@ def _results_single(report: dict[str, Any]) -> str:
     evals = report.get("evaluations", {})
     if not evals:
         return '<p class="muted">Nothing was scored (no labelled evaluation split).</p>'
+    cols = scalar_columns(report)
     head = "<tr><th>evaluated on</th><th>domain</th><th class=\"num\">n</th>" + "".join(
-        f'<th class="num">{e(label)}</th>' for _, label in SCALARS) + "</tr>"
+        f'<th class="num">{e(label)}</th>' for _, label, _, _ in cols) + "</tr>"
     rows = []
     for role in _ordered(evals):
         m = evals[role]
-        cells = "".join(f'<td class="num">{_pct(m.get(k), 2)}</td>' for k, _ in SCALARS)
+        cells = "".join(f'<td class="num">{_value(m.get(k), scale)}</td>' for k, _, scale, _ in cols)
         rows.append(f'<tr><td><b>{e(role)}</b><div class="note">{e(ROLE_NOTES.get(role, ""))}</div></td>'
                     f'<td>{e(m.get("domain", ""))}</td><td class="num">{e(m.get("n", ""))}</td>{cells}</tr>')
-    out = f"<table><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
+    out = f"<table><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>" + _heads_table(evals)
     fit = report.get("fit")
     if fit:
         best = fit.get("best_epoch")
@@ -192,6 +210,8 @@ def _results_single(report: dict[str, Any]) -> str:
                 f"{e(best + 1 if isinstance(best, int) else best)}")
         if fit.get("best_val_acc") is not None:
             text += f" (source validation accuracy {_pct(fit['best_val_acc'], 2)}%)"
+        if fit.get("best_val_mae") is not None:
+            text += f" (source validation MAE {_num(fit['best_val_mae'], 4)})"
         text += ", stopped early." if fit.get("stopped_early") else "."
         out += f"<p>{text}</p>"
     return out
@@ -202,25 +222,46 @@ def _results_aggregate(report: dict[str, Any]) -> str:
     per_seed = report.get("per_seed", [])
     if not summary:
         return '<p class="muted">Nothing was scored (no labelled evaluation split).</p>'
-    head = "<tr><th>evaluated on</th>" + "".join(f'<th class="num">{e(label)}</th>' for _, label in SCALARS) + "</tr>"
+    cols = scalar_columns(report)
+    head = "<tr><th>evaluated on</th>" + "".join(f'<th class="num">{e(label)}</th>' for _, label, _, _ in cols)
+    head += "</tr>"
     rows = []
     for role in _ordered(summary):
-        cells = "".join(f'<td class="num">{e(format_mean_std(summary[role][k]["values"]))}</td>' for k, _ in SCALARS)
+        cells = "".join(
+            f'<td class="num">{e(format_mean_std(summary[role][k]["values"], scale, 1 if scale > 1 else 3))}</td>'
+            for k, _, scale, _ in cols)
         rows.append(f'<tr><td><b>{e(role)}</b><div class="note">{e(ROLE_NOTES.get(role, ""))}</div></td>{cells}</tr>')
-    n = len(per_seed) or len(next(iter(summary.values()))["accuracy"]["values"])
+    n = len(per_seed) or len(next(iter(summary.values()))[cols[0][0]]["values"])
     out = (f"<table><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
            f'<p class="note">Mean ± sample standard deviation over {n} seeds.</p>')
     if per_seed:
         seeds = [r.get("seed") for r in per_seed]
-        head = "<tr><th>accuracy (%)</th>" + "".join(f'<th class="num">seed {e(s)}</th>' for s in seeds) + "</tr>"
+        key, label, scale, _ = cols[0]
+        head = f"<tr><th>{e(label)}</th>" + "".join(f'<th class="num">seed {e(s)}</th>' for s in seeds) + "</tr>"
         rows = []
         for role in _ordered(summary):
             cells = "".join(
-                f'<td class="num">{_pct(r.get("evaluations", {}).get(role, {}).get("accuracy"), 2)}</td>'
+                f'<td class="num">{_value(r.get("evaluations", {}).get(role, {}).get(key), scale)}</td>'
                 for r in per_seed)
             rows.append(f"<tr><td>{e(role)}</td>{cells}</tr>")
         out += f"<h3>Per seed</h3><table><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
     return out
+
+
+def _heads_table(evals: dict[str, Any]) -> str:
+    """Every head's metrics, when the model has several (multi-task)."""
+    from transferkit.tasks import KIND_SCALARS
+
+    rows = []
+    for role in _ordered(evals):
+        for name, h in evals[role].get("heads", {}).items():
+            shown = ", ".join(f"{label} {_value(h.get(k), scale)}" for k, label, scale, _ in KIND_SCALARS[h["kind"]])
+            rows.append(f"<tr><td>{e(role)}</td><td>{e(name)}</td><td>{e(h['kind'])}</td>"
+                        f'<td class="num">{e(h.get("n", ""))}</td><td>{e(shown)}</td></tr>')
+    if not rows:
+        return ""
+    return ("<h3>Every head</h3><table><thead><tr><th>evaluated on</th><th>head</th><th>kind</th>"
+            f'<th class="num">n</th><th>metrics</th></tr></thead><tbody>{"".join(rows)}</tbody></table>')
 
 
 def _per_class(report: dict[str, Any]) -> str:

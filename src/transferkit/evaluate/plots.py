@@ -16,22 +16,29 @@ from transferkit.runs import atomic_path
 
 
 def plot_learning_curves(records: Sequence[dict[str, Any]], path: str | Path, title: str = "") -> Path | None:
-    """Loss and accuracy per epoch (train and source-validation), one line per phase and seed."""
+    """Loss and accuracy per epoch (train and source-validation), one line per phase and seed; a regression primary
+    head shows its validation MAE instead of accuracy."""
     if not records:
         return None
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8))
     keys = sorted({(r.get("phase", "train"), r.get("seed", 0)) for r in records})
+    mae = not any("train_acc" in r or "val_acc" in r for r in records)
     for phase, seed in keys:
         rs = [r for r in records if r.get("phase", "train") == phase and r.get("seed", 0) == seed]
         epochs = [r["epoch"] + 1 for r in rs]
         label = phase if len({k[1] for k in keys}) == 1 else f"{phase} s{seed}"
         ax_loss.plot(epochs, [r["train_loss"] for r in rs], marker=".", label=f"{label} train")
-        ax_acc.plot(epochs, [r["train_acc"] for r in rs], marker=".", label=f"{label} train")
-        if any("val_acc" in r for r in rs):
+        if any("train_acc" in r for r in rs):
+            ax_acc.plot(epochs, [r.get("train_acc") for r in rs], marker=".", label=f"{label} train")
+        val = "val_mae" if mae else "val_acc"
+        if any(val in r for r in rs):
             ax_loss.plot(epochs, [r.get("val_loss") for r in rs], ls="--", marker=".", label=f"{label} val")
-            ax_acc.plot(epochs, [r.get("val_acc") for r in rs], ls="--", marker=".", label=f"{label} val")
+            ax_acc.plot(epochs, [r.get(val) for r in rs], ls="--", marker=".", label=f"{label} val")
     ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
-    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy (source)", ylim=(0, 1.02))
+    if mae:
+        ax_acc.set(xlabel="epoch", ylabel="MAE", title="validation MAE (source)")
+    else:
+        ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy (source)", ylim=(0, 1.02))
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)

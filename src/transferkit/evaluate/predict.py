@@ -67,9 +67,66 @@ def predict_outputs(
     return torch.cat(feats), torch.cat(outs), torch.cat(ys)
 
 
+@torch.inference_mode()
+def predict_heads(
+    model: TransferModel, dataset: DomainDataset, *, batch_size: int = 256, num_workers: int = 0,
+    device: str = "auto", preprocessed: bool = False, progress: bool = False,
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Every head's outputs (raw: logits, standardised regression values) and the targets the dataset holds for
+    them, by task name, in dataset order."""
+    from transferkit.tasks import batch_targets
+
+    dev = pick_device(device)
+    ds = dataset if preprocessed or model.transform is None else dataset.with_transform(model.transform)
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    was_training = model.training
+    model.eval().to(dev)
+    outs: dict[str, list[torch.Tensor]] = {}
+    targets: dict[str, list[torch.Tensor]] = {}
+    try:
+        with make_progress(progress) as bar:
+            task = bar.add_task(f"predict {dataset.domain}", total=len(ds), stats="")
+            for batch in loader:
+                f, primary = model(batch["x"].to(dev))
+                for name, o in model.head_outputs(f, primary).items():
+                    outs.setdefault(name, []).append(o.float().cpu())
+                for name, t in batch_targets(batch, model.tasks).items():
+                    targets.setdefault(name, []).append(t)
+                bar.update(task, advance=len(batch["y"]))
+    finally:
+        model.train(was_training)
+    return {k: torch.cat(v) for k, v in outs.items()}, {k: torch.cat(v) for k, v in targets.items()}
+
+
 def score(model: TransferModel, dataset: DomainDataset, **kwargs: Any) -> dict[str, Any]:
-    """Classification metrics of ``model`` on a labelled ``dataset``."""
-    logits, labels = predict_logits(model, dataset, **kwargs)
-    metrics = classification_metrics(logits, labels, model.classes)
+    """Metrics of ``model`` on a labelled ``dataset``: its primary head's (classification, regression or multi-label
+    ones) and, with several heads, every head's under ``heads``."""
+    tasks = getattr(model, "tasks", [])
+    if len(tasks) <= 1 and model.primary_kind == "classification" and (not tasks or tasks[0].field == "label"):
+        logits, labels = predict_logits(model, dataset, **kwargs)
+        metrics = classification_metrics(logits, labels, model.classes)
+        metrics["domain"] = dataset.domain
+        return metrics
+    from transferkit.errors import DataError
+    from transferkit.tasks import task_metrics
+
+    outs, targets = predict_heads(model, dataset, **kwargs)
+    primary = tasks[0]
+    if primary.name not in targets:
+        raise DataError(f"{dataset.domain!r} has no targets for the primary head {primary.name!r} "
+                        f"(field {primary.field!r}); it cannot be scored")
+    if primary.field == "label" and bool((targets[primary.name] < 0).any()):
+        raise DataError(f"{dataset.domain!r} is unlabelled; unlabelled data cannot be scored")
+    metrics = task_metrics(primary, outs[primary.name], targets[primary.name])
+    if metrics is None:
+        raise DataError(f"no item of {dataset.domain!r} has a class the head {primary.name!r} knows")
     metrics["domain"] = dataset.domain
+    heads = {}
+    for t in tasks:
+        if t.name in targets:
+            m = task_metrics(t, outs[t.name], targets[t.name])
+            if m is not None:
+                heads[t.name] = {"kind": t.kind, **m}
+    if len(tasks) > 1:
+        metrics["heads"] = heads
     return metrics

@@ -11,11 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from transferkit.evaluate.html import REPORT_HTML, render_html
+from transferkit.evaluate.html import scalar_columns as _scalar_columns
 from transferkit.evaluate.metrics import format_mean_std, mean_std
 from transferkit.evaluate.plots import plot_confusion_matrix, plot_feature_map, plot_learning_curves
 from transferkit.runs import RunDir, atomic_write_json, atomic_write_text, read_jsonl
+from transferkit.tasks import KIND_SCALARS, scalars_of
 
-SCALARS = ("accuracy", "macro_f1", "ece")
+SCALARS = ("accuracy", "macro_f1", "ece")  # a classification head's; see transferkit.tasks.KIND_SCALARS for others
 FEATURE_MAP = "feature_map.npz"  # written by transferkit.experiment.fit_seed
 
 
@@ -25,7 +27,7 @@ def aggregate(per_seed: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, A
     roles = [r for r in per_seed[0]["evaluations"]] if per_seed else []
     for role in roles:
         out[role] = {}
-        for metric in SCALARS:
+        for metric, *_ in scalars_of(per_seed[0]["evaluations"][role]):
             values = [rep["evaluations"][role][metric] for rep in per_seed if role in rep["evaluations"]]
             m, s = mean_std(values)
             out[role][metric] = {"mean": m, "std": s, "values": values}
@@ -40,6 +42,8 @@ def write_report(run: RunDir, report: dict[str, Any]) -> dict[str, Any]:
         plots["learning curves"] = curves.name
     classes = report["classes"]
     for role, metrics in report.get("evaluations", {}).items():
+        if "confusion_matrix" not in metrics:
+            continue  # a regression or multi-label primary head
         png = plot_confusion_matrix(
             metrics["confusion_matrix"], classes, run.path / f"confusion_{role}.png",
             f"{role}: {metrics.get('domain', '')} (acc {metrics['accuracy']:.3f})",
@@ -111,20 +115,24 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
     ]
     if "summary" in report:
-        lines += ["| evaluated on | accuracy (%) | macro-F1 (%) | ECE (%) |", "|---|---|---|---|"]
         for role, metrics in report["summary"].items():
-            cells = [format_mean_std(metrics[m]["values"]) for m in SCALARS]
+            cols = [c for c in _scalar_columns(report) if c[0] in metrics]
+            if role == next(iter(report["summary"])):
+                lines += ["| evaluated on | " + " | ".join(c[1] for c in cols) + " |", "|---" * (len(cols) + 1) + "|"]
+            cells = [format_mean_std(metrics[k]["values"], scale=scale, digits=1 if scale > 1 else 3)
+                     for k, _, scale, _ in cols]
             lines.append(f"| {role} | " + " | ".join(cells) + " |")
         lines += ["", "Mean ± sample std over seeds.", ""]
     else:
         evals = report.get("evaluations", {})
-        lines += ["| evaluated on | domain | n | accuracy (%) | macro-F1 (%) | ECE (%) |", "|---|---|---|---|---|---|"]
+        cols = _scalar_columns(report)
+        lines += ["| evaluated on | domain | n | " + " | ".join(c[1] for c in cols) + " |",
+                  "|---" * (len(cols) + 3) + "|"]
         for role, m in evals.items():
-            lines.append(
-                f"| {role} | {m.get('domain', '')} | {m['n']} | {100 * m['accuracy']:.2f} | "
-                f"{100 * m['macro_f1']:.2f} | {100 * m['ece']:.2f} |"
-            )
-        if evals:
+            cells = [f"{scale * m[k]:.{2 if scale > 1 else 3}f}" for k, _, scale, _ in cols]
+            lines.append(f"| {role} | {m.get('domain', '')} | {m['n']} | " + " | ".join(cells) + " |")
+        lines += _head_lines(evals)
+        if evals and all("per_class_accuracy" in m for m in evals.values()):
             lines += ["", "## Per-class accuracy (%)", ""]
             roles = list(evals)
             lines.append("| class | " + " | ".join(roles) + " |")
@@ -140,6 +148,7 @@ def render_markdown(report: dict[str, Any]) -> str:
             lines += ["", f"Trained {fit['epochs_run']} epochs in {fit['seconds']:.1f} s; "
                       f"selected epoch {fit['best_epoch'] + 1}"
                       + (f" (source val acc {fit['best_val_acc']:.4f})" if fit.get("best_val_acc") is not None else "")
+                      + (f" (source val MAE {fit['best_val_mae']:.4f})" if fit.get("best_val_mae") is not None else "")
                       + (", stopped early" if fit.get("stopped_early") else "") + "."]
     lines += _guard_lines(report)
     if report.get("plots"):
@@ -147,6 +156,19 @@ def render_markdown(report: dict[str, Any]) -> str:
         for title, file in report["plots"].items():
             lines.append(f"![{title}]({Path(file).name})")
     return "\n".join(lines) + "\n"
+
+
+def _head_lines(evals: dict[str, Any]) -> list[str]:
+    """Every head's metrics (multi-task runs)."""
+    rows = [(role, name, h) for role, m in evals.items() for name, h in m.get("heads", {}).items()]
+    if not rows:
+        return []
+    lines = ["", "## Heads", "", "| evaluated on | head | kind | n | metrics |", "|---|---|---|---|---|"]
+    for role, name, h in rows:
+        shown = ", ".join(f"{label} {scale * h[k]:.{2 if scale > 1 else 3}f}" for k, label, scale, _ in
+                          KIND_SCALARS[h["kind"]])
+        lines.append(f"| {role} | {name} | {h['kind']} | {h['n']} | {shown} |")
+    return lines
 
 
 def _guard_lines(report: dict[str, Any]) -> list[str]:

@@ -17,6 +17,7 @@ from transferkit.models.backbones import Backbone, backbone_metadata, create_bac
 
 META_CLASSES = "transferkit.classes"
 META_HEAD = "transferkit.head"
+META_TASKS = "transferkit.tasks"
 
 
 class ClassifierHead(nn.Module):
@@ -31,6 +32,15 @@ class ClassifierHead(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.fc(self.dropout(features))
+
+
+def _head_for(task: Any, in_features: int, dropout: float) -> nn.Module:
+    """A linear head of the task's width; a classifier keeps its two-class minimum."""
+    if task.kind == "classification":
+        return ClassifierHead(in_features, task.outputs, dropout)
+    head = ClassifierHead(in_features, 2, dropout)  # same layout (dropout -> fc), any width
+    head.fc = nn.Linear(in_features, task.outputs)
+    return head
 
 
 class Bottleneck(nn.Module):
@@ -50,16 +60,18 @@ class Bottleneck(nn.Module):
 class DomainDiscriminator(nn.Module):
     """Tells source (logit > 0) from target features: two hidden layers with BatchNorm, one logit out."""
 
-    def __init__(self, in_features: int, hidden: int = 1024) -> None:
+    def __init__(self, in_features: int, hidden: int = 1024, outputs: int = 1) -> None:
         super().__init__()
         self.net = nn.Sequential(
             nn.Linear(in_features, hidden), nn.BatchNorm1d(hidden), nn.ReLU(),
             nn.Linear(hidden, hidden), nn.BatchNorm1d(hidden), nn.ReLU(),
-            nn.Linear(hidden, 1),
+            nn.Linear(hidden, outputs),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x).squeeze(1)
+        """One logit per item (source vs target), or ``outputs`` logits (k sources and the target)."""
+        out = self.net(x)
+        return out.squeeze(1) if out.shape[1] == 1 else out
 
 
 class IdentityBackbone(Backbone):
@@ -71,23 +83,43 @@ class IdentityBackbone(Backbone):
 
 
 class TransferModel(nn.Module):
-    """``forward(x) -> (features, logits)``: the features feed adaptation losses, the logits the task loss."""
+    """``forward(x) -> (features, logits)``: the features feed adaptation losses, the logits the task loss.
+
+    With several ``tasks`` (:mod:`transferkit.tasks`), ``head`` is the first (primary) task's and ``forward`` returns
+    its outputs; the other heads sit in ``aux_heads`` and :meth:`head_outputs` runs them all on the features."""
 
     def __init__(
-        self, backbone: Backbone, classes: list[str], head_dropout: float = 0.0, bottleneck_dim: int | None = None
+        self, backbone: Backbone, classes: list[str], head_dropout: float = 0.0, bottleneck_dim: int | None = None,
+        tasks: list[Any] | None = None,
     ) -> None:
+        from transferkit.tasks import default_task
+
         super().__init__()
         self.backbone = backbone
-        self.classes = list(classes)
+        self.tasks = list(tasks) if tasks else [default_task(classes)]
+        primary = self.tasks[0]
+        # the classes of the primary head when it classifies; the dataset's otherwise (reports, the guard)
+        self.classes = list(primary.classes) if primary.kind == "classification" else list(classes)
         self.bottleneck = Bottleneck(backbone.out_features, bottleneck_dim) if bottleneck_dim else nn.Identity()
         self.feature_dim = bottleneck_dim or backbone.out_features
-        self.head = ClassifierHead(self.feature_dim, len(classes), head_dropout)
+        self.head = _head_for(primary, self.feature_dim, head_dropout)
+        self.aux_heads = nn.ModuleDict({t.name: _head_for(t, self.feature_dim, head_dropout) for t in self.tasks[1:]})
         self.head_dropout = head_dropout
         self.bottleneck_dim = bottleneck_dim
+
+    @property
+    def primary_kind(self) -> str:
+        return str(self.tasks[0].kind)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.bottleneck(self.backbone(x))
         return features, self.head(features)
+
+    def head_outputs(self, features: torch.Tensor, primary: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Every head's outputs on ``features`` by task name (``primary``: the primary head's, when computed)."""
+        out = {self.tasks[0].name: primary if primary is not None else self.head(features)}
+        out.update({name: head(features) for name, head in self.aux_heads.items()})
+        return out
 
     @property
     def transform(self) -> Any:
@@ -97,6 +129,7 @@ class TransferModel(nn.Module):
         meta = backbone_metadata(self.backbone)
         meta[META_CLASSES] = json.dumps(self.classes)
         meta[META_HEAD] = json.dumps({"dropout": self.head_dropout, "bottleneck_dim": self.bottleneck_dim})
+        meta[META_TASKS] = json.dumps([t.to_json() for t in self.tasks])
         return meta
 
     def save(self, path: str | Path) -> Path:
@@ -115,10 +148,13 @@ class TransferModel(nn.Module):
         from transferkit.models.backbones import META_KWARGS, META_SPEC
 
         backbone = create_backbone(meta[META_SPEC], **json.loads(meta.get(META_KWARGS, "{}")))
+        from transferkit.tasks import Task
+
         head = json.loads(meta.get(META_HEAD, "{}"))
+        tasks = [Task.from_json(t) for t in json.loads(meta[META_TASKS])] if META_TASKS in meta else None
         model = cls(
             backbone, json.loads(meta[META_CLASSES]), head_dropout=float(head.get("dropout", 0.0)),
-            bottleneck_dim=head.get("bottleneck_dim"),
+            bottleneck_dim=head.get("bottleneck_dim"), tasks=tasks,
         )
         state = load_state_dict_file(path)
         try:

@@ -66,6 +66,12 @@ class StepOutputs:
     labelled_features: torch.Tensor | None = None
     labelled_logits: torch.Tensor | None = None
     labelled_labels: torch.Tensor | None = None
+    # every task head's outputs on the source batch and their targets, by task name (transferkit.tasks)
+    source_heads: dict[str, torch.Tensor] | None = None
+    source_targets: dict[str, torch.Tensor] | None = None
+    # several sources: each source item's source index (0..k-1) and its weight (data.source_weighting)
+    source_domains: torch.Tensor | None = None
+    source_weights: torch.Tensor | None = None
 
 
 @dataclass
@@ -100,10 +106,16 @@ def target_cross_entropy(weight: float | Callable[[float], float] = 1.0, label_s
 
 def source_cross_entropy(label_smoothing: float = 0.0) -> LossTerm:
     """The supervised term: cross-entropy on the labelled source batch (a mean over items: each process takes its
-    own share, and DDP's averaging of the gradients gives the global mean)."""
+    own share, and DDP's averaging of the gradients gives the global mean). With weighted sources
+    (``out.source_weights``), a weighted mean."""
 
     def fn(out: StepOutputs) -> torch.Tensor:
-        return F.cross_entropy(out.source_logits, out.source_labels, label_smoothing=label_smoothing)
+        if (out.source_labels == UNLABELLED).any():
+            raise ValueError("the source batch holds unlabelled items")
+        if out.source_weights is None:
+            return F.cross_entropy(out.source_logits, out.source_labels, label_smoothing=label_smoothing)
+        ce = F.cross_entropy(out.source_logits, out.source_labels, label_smoothing=label_smoothing, reduction="none")
+        return (ce * out.source_weights).sum() / out.source_weights.sum()
 
     return LossTerm("source_ce", fn, global_batch=False)
 
@@ -115,6 +127,9 @@ class FitResult:
     epochs_run: int
     stopped_early: bool
     history: list[dict[str, Any]] = field(default_factory=list)
+    # what selected the checkpoint: val_acc, or val_mae (regression) / val_micro_f1 (multi-label) primary heads
+    val_metric: str = "val_acc"
+    best_val: float | None = None
 
 
 class EpochSampler(torch.utils.data.Sampler[int]):
@@ -239,8 +254,13 @@ class Engine:
         cache_mb: int = 1024,
         progress: bool = True,
         on_epoch: Callable[[dict[str, Any]], None] | None = None,
+        source_weights: list[float] | None = None,
     ) -> None:
         self.model = model
+        self.source_weights = source_weights
+        # the model's task heads (transferkit.tasks): what the step computes besides the primary head's outputs
+        self.tasks = list(getattr(model, "tasks", None) or [])
+        self.primary_kind = getattr(model, "primary_kind", "classification")
         self.on_epoch = on_epoch
         self.cfg = config
         self.loss_terms = loss_terms if loss_terms is not None else [source_cross_entropy(config.label_smoothing)]
@@ -372,6 +392,7 @@ class Engine:
             self._forget_records_from(start_epoch)
 
         paired = PairedLoader(train_loader, target_loader, labelled_loader)
+        val_metric = {"regression": "val_mae", "multilabel": "val_micro_f1"}.get(self.primary_kind, "val_acc")
         every_steps, every_s = self.cfg.checkpoint_every_steps, self.cfg.checkpoint_every_minutes
         epoch = start_epoch - 1
         with make_progress(self.progress and acc.is_local_main_process) as bar:
@@ -422,11 +443,11 @@ class Engine:
                     n = int(out.source_labels.numel())
                     for k, v in parts.items():
                         sums[k] = sums.get(k, 0.0) + v * n
-                    correct += int((out.source_logits.argmax(1) == out.source_labels).sum())
+                    if self.primary_kind == "classification":
+                        correct += int((out.source_logits.argmax(1) == out.source_labels).sum())
                     seen += n
-                    bar.update(
-                        task, advance=1, stats=f"loss {sums['loss'] / seen:.4f}  acc {correct / max(seen, 1):.3f}"
-                    )
+                    acc_text = f"  acc {correct / max(seen, 1):.3f}" if self.primary_kind == "classification" else ""
+                    bar.update(task, advance=1, stats=f"loss {sums['loss'] / seen:.4f}{acc_text}")
                     # A mid-epoch checkpoint only where no gradient is half-accumulated, and never on the last step
                     # (the epoch's own checkpoint follows).
                     due = (every_steps is not None and since_save >= every_steps) or (
@@ -448,15 +469,17 @@ class Engine:
                     "epoch": epoch,
                     "step": global_step,
                     "lr": optimizer.param_groups[0]["lr"],
-                    "train_acc": correct / max(seen, 1),
                 }
+                if self.primary_kind == "classification":
+                    record["train_acc"] = correct / max(seen, 1)
                 record.update(
                     {("train_loss" if k == "loss" else f"loss/{k}"): v / max(seen, 1) for k, v in sums.items()}
                 )
                 if val_loader is not None:
-                    val_loss, val_acc = self._validate(model, val_loader)
-                    record.update(val_loss=val_loss, val_acc=val_acc)
-                    improved = stopper.update(val_acc, epoch)
+                    val_loss, val_score = self._validate(model, val_loader)
+                    record.update({"val_loss": val_loss, val_metric: val_score})
+                    # the stopper keeps the highest: an error (MAE) counts negated
+                    improved = stopper.update(-val_score if val_metric == "val_mae" else val_score, epoch)
                 else:
                     improved = stopper.update(float(epoch), epoch)  # no validation split: keep the last epoch
                 record["best"] = improved
@@ -466,8 +489,9 @@ class Engine:
                 bar.update(
                     run_task,
                     advance=1,
-                    stats=f"loss {record['train_loss']:.4f}  acc {record['train_acc']:.3f}"
-                    + (f"  val_acc {record['val_acc']:.3f}" if "val_acc" in record else ""),
+                    stats=f"loss {record['train_loss']:.4f}"
+                    + (f"  acc {record['train_acc']:.3f}" if "train_acc" in record else "")
+                    + (f"  {val_metric} {record[val_metric]:.3f}" if val_metric in record else ""),
                 )
                 if self.run is not None and acc.is_main_process:
                     append_jsonl(self.run.metrics, record)
@@ -484,12 +508,17 @@ class Engine:
         # Drop Accelerate's autocast wrapper: the caller scores and saves the plain fp32 model.
         acc.unwrap_model(model, keep_fp32_wrapper=False)
         acc.free_memory()
+        best = stopper.best if val_loader is not None and stopper.best_epoch >= 0 else None
+        if best is not None and val_metric == "val_mae":
+            best = -best
         return FitResult(
             best_epoch=stopper.best_epoch,
-            best_val_acc=stopper.best if val_loader is not None and stopper.best_epoch >= 0 else None,
+            best_val_acc=best if val_metric == "val_acc" else None,
             epochs_run=len(history),
             stopped_early=stopper.should_stop and len(history) < self.cfg.epochs,
             history=history,
+            val_metric=val_metric,
+            best_val=best,
         )
 
     # -- one step -------------------------------------------------------------------------------
@@ -504,6 +533,17 @@ class Engine:
         n = src["x"].shape[0]
         m = n + (tgt["x"].shape[0] if tgt is not None else 0)
         out = StepOutputs(f[:n], logits[:n], src["y"], None, None, progress)
+        if len(self.tasks) > 1 or self.primary_kind != "classification":
+            from transferkit.tasks import batch_targets
+
+            core = self.accelerator.unwrap_model(model)
+            out.source_heads = core.head_outputs(f[:n], logits[:n])
+            out.source_targets = batch_targets(src, self.tasks)
+        domains = src.get("t", {}).get("source_index")
+        if domains is not None:
+            out.source_domains = domains.long()
+            if self.source_weights is not None:
+                out.source_weights = torch.as_tensor(self.source_weights, dtype=f.dtype, device=f.device)[domains]
         if tgt is not None:
             out.target_features, out.target_logits, out.target_inputs, out.model = f[n:m], logits[n:m], tgt["x"], model
         if few is not None:
@@ -511,8 +551,6 @@ class Engine:
         return out
 
     def _loss(self, out: StepOutputs, progress: float) -> tuple[torch.Tensor, dict[str, float]]:
-        if (out.source_labels == UNLABELLED).any():
-            raise ValueError("the source batch holds unlabelled items")
         total = torch.zeros((), device=out.source_logits.device)
         parts: dict[str, float] = {}
         whole: StepOutputs | None = None
@@ -535,7 +573,11 @@ class Engine:
 
     @torch.inference_mode()
     def _validate(self, model: nn.Module, loader: Any) -> tuple[float, float]:
+        """``(loss, score)`` of the primary head on the validation split: accuracy, MAE (regression, in the target's
+        unit) or micro-F1 (multi-label)."""
         model.eval()
+        if self.primary_kind != "classification":
+            return self._validate_task(model, loader)
         loss_sum, correct, n = 0.0, 0, 0
         for batch in loader:
             _, logits = model(batch["x"])
@@ -544,6 +586,23 @@ class Engine:
             correct += int((logits.argmax(1) == y).sum())
             n += int(y.numel())
         return loss_sum / max(n, 1), correct / max(n, 1)
+
+    def _validate_task(self, model: nn.Module, loader: Any) -> tuple[float, float]:
+        from transferkit.tasks import batch_targets, multilabel_metrics, task_loss
+
+        task = self.tasks[0]
+        outs, ys = [], []
+        for batch in loader:
+            _, primary = model(batch["x"])
+            target = batch_targets(batch, [task])[task.name]
+            primary, target = self.accelerator.gather_for_metrics((primary, target))
+            outs.append(primary.float())
+            ys.append(target)
+        o, y = torch.cat(outs), torch.cat(ys)
+        loss = float(task_loss(task, o, y))
+        if task.kind == "regression":
+            return loss, float((task.decode(o) - y.float().reshape(len(y), -1)).abs().mean())
+        return loss, float(multilabel_metrics(o, y, task.classes)["micro_f1"])
 
     def _optimizer(self, groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
         if self.cfg.optimizer == "sgd":
@@ -767,10 +826,12 @@ def _gather_outputs(out: StepOutputs) -> StepOutputs:
 
     labels = cat(out.source_labels, grad=False)
     assert labels is not None
-    # target_inputs / model stay local: only per-item terms (self-training's strong views) use them
+    # target_inputs / model stay local: only per-item terms (self-training's strong views) use them; so do the task
+    # heads' outputs (their losses are means over items)
     return StepOutputs(cat(out.source_features), cat(out.source_logits), labels, cat(out.target_features),
                        cat(out.target_logits), out.progress, out.target_inputs, out.model, out.labelled_features,
-                       out.labelled_logits, out.labelled_labels)
+                       out.labelled_logits, out.labelled_labels, out.source_heads, out.source_targets,
+                       cat(out.source_domains, grad=False), cat(out.source_weights, grad=False))
 
 
 def _clock_says(acc: Any, due: bool) -> bool:

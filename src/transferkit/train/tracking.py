@@ -68,7 +68,7 @@ def _scores(report: dict[str, Any]) -> dict[str, float]:
     """``{"target/accuracy": 0.91, ...}`` from a seed's report (``evaluations``) or an aggregate one (``summary``)."""
     out: dict[str, float] = {}
     for role, metrics in (report.get("evaluations") or {}).items():
-        for name in ("accuracy", "macro_f1", "ece"):
+        for name in ("accuracy", "macro_f1", "ece", "mae", "rmse", "r2", "micro_f1", "exact_match"):
             if isinstance(metrics.get(name), (int, float)):
                 out[f"{role}/{name}"] = float(metrics[name])
     return out

@@ -1,0 +1,333 @@
+"""Task heads beyond one classifier: what each head predicts, how its loss and its metrics are computed.
+
+A :class:`Task` is the data side of a head: its kind (classification, multi-label, regression), the dataset field it
+reads (``label`` -- the dataset's classes -- or a per-item array in ``DomainDataset.meta`` such as a text table's
+``rating`` or FSDD's ``speaker``), its output width, and for regression the source mean and spread its head is
+trained in (a head learns standardised targets whatever their unit; :meth:`Task.decode` turns outputs back).
+
+Tasks are built from the config's ``model.heads`` on the source training split (:func:`build_tasks`), attached to
+every labelled split (:func:`attach_targets`), and saved with the model so that a loaded model knows its heads.
+With no ``model.heads`` a run has one task, the classifier on ``label`` -- the model and files of every earlier
+release.
+
+Example:
+    >>> import numpy as np
+    >>> from transferkit.data.domain import DomainDataset
+    >>> ds = DomainDataset(np.zeros((4, 2), np.float32), np.array([0, 1, 0, 1]), "toy", ["a", "b"], "vector",
+    ...                    meta={"stars": np.array([1.0, 5.0, 2.0, 4.0])})
+    >>> from transferkit.config import HeadConfig
+    >>> [t.outputs for t in build_tasks([HeadConfig(name="y"), HeadConfig(name="s", kind="regression",
+    ...                                  field="stars")], ds)]
+    [2, 1]
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from transferkit.errors import ConfigError, DataError
+
+LABEL = "label"  # the field that means the dataset's own class labels
+TARGET_KEY = "task:"  # meta key prefix of a task's prepared targets
+IGNORE = -1  # a classification target the head cannot know (a value not seen in the source): not scored
+
+
+@dataclass(frozen=True)
+class Task:
+    """One head's task (see the module docstring)."""
+
+    name: str
+    kind: str  # classification | multilabel | regression
+    field: str = LABEL
+    classes: tuple[str, ...] = ()  # class / label names (classification, multilabel)
+    outputs: int = 1
+    weight: float = 1.0
+    loss: str = "cross-entropy"
+    huber_delta: float = 1.0
+    offset: tuple[float, ...] = ()  # regression: the source mean of each output...
+    scale: tuple[float, ...] = ()  # ...and its standard deviation (targets are standardised by them)
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["classes"], d["offset"], d["scale"] = list(self.classes), list(self.offset), list(self.scale)
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Task:
+        return cls(**{**d, "classes": tuple(d.get("classes", ())), "offset": tuple(d.get("offset", ())),
+                      "scale": tuple(d.get("scale", ()))})
+
+    def decode(self, outputs: torch.Tensor) -> torch.Tensor:
+        """Regression outputs in the target's own unit (identity for the other kinds)."""
+        if self.kind != "regression":
+            return outputs
+        return outputs * torch.tensor(self.scale, dtype=outputs.dtype, device=outputs.device) + torch.tensor(
+            self.offset, dtype=outputs.dtype, device=outputs.device)
+
+    def encode(self, targets: torch.Tensor) -> torch.Tensor:
+        """Regression targets standardised by the source statistics, shaped like the head's outputs."""
+        t = targets.float().reshape(targets.shape[0], -1)
+        off = torch.tensor(self.offset, dtype=t.dtype, device=t.device)
+        return (t - off) / torch.tensor(self.scale, dtype=t.dtype, device=t.device)
+
+
+def default_task(classes: Sequence[str]) -> Task:
+    """The single classifier on the dataset's classes: every run without ``model.heads``."""
+    return Task(LABEL, "classification", LABEL, tuple(classes), len(classes))
+
+
+def build_tasks(heads: Sequence[Any], source: Any) -> list[Task]:
+    """The tasks of ``model.heads`` (:class:`~transferkit.config.HeadConfig`), their classes and statistics read
+    from the labelled source training split ``source``; the default classifier when ``heads`` is empty."""
+    if not heads:
+        return [default_task(source.classes)]
+    return [_build_task(h, source) for h in heads]
+
+
+def _build_task(h: Any, ds: Any) -> Task:
+    loss = h.loss if h.loss != "auto" else {"classification": "cross-entropy", "multilabel": "bce",
+                                            "regression": "mse"}[h.kind]
+    base = Task(h.name, h.kind, h.field, weight=float(h.weight), loss=loss, huber_delta=float(h.huber_delta))
+    if h.field == LABEL:
+        if h.kind != "classification":
+            raise ConfigError(f"model.heads: head {h.name!r} reads `label`, the dataset's classes, so it must be a "
+                              f"classification head (got {h.kind}); a {h.kind} head reads a per-item field")
+        if not ds.is_labelled:
+            raise DataError(f"head {h.name!r} reads the labels of {ds.domain!r}, which has none")
+        return replace(base, classes=tuple(ds.classes), outputs=len(ds.classes))
+    raw = field_values(ds, h.field, h.name)
+    if h.kind == "regression":
+        values = _regression_values(raw, ds.domain, h.name, h.field)
+        mean, std = values.mean(0), values.std(0)
+        std = np.where(std > 0, std, 1.0)
+        return replace(base, outputs=values.shape[1], offset=tuple(map(float, mean)), scale=tuple(map(float, std)))
+    if h.kind == "classification":
+        if raw.ndim != 1:
+            raise DataError(f"head {h.name!r}: field {h.field!r} of {ds.domain!r} holds {raw.ndim}-D values; a "
+                            "classification head needs one value per item")
+        classes = tuple(sorted({str(v) for v in raw.tolist()}))
+        if len(classes) < 2:
+            raise DataError(f"head {h.name!r}: field {h.field!r} of {ds.domain!r} has one value only "
+                            f"({classes}); a classifier needs two")
+        return replace(base, classes=classes, outputs=len(classes))
+    names = _multilabel_names(raw, ds, h.field)
+    return replace(base, classes=names, outputs=len(names))
+
+
+def field_values(ds: Any, field: str, head: str) -> np.ndarray:
+    """The per-item array ``field`` of ``ds.meta`` (one row per item), or a DataError naming the fields there are."""
+    value = ds.meta.get(field)
+    n = len(ds)
+    if not isinstance(value, np.ndarray) or value.shape[:1] != (n,):
+        have = sorted(k for k, v in ds.meta.items() if isinstance(v, np.ndarray) and v.shape[:1] == (n,)
+                      and not k.startswith(TARGET_KEY))
+        raise DataError(f"head {head!r} reads field {field!r}, which {ds.domain!r} does not have per item; its "
+                        f"per-item fields: {', '.join(have) or 'none'} (or `label`, its classes)")
+    return value
+
+
+def _regression_values(raw: np.ndarray, domain: str, head: str, field: str) -> np.ndarray:
+    try:
+        values = np.asarray(raw, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DataError(f"head {head!r}: field {field!r} of {domain!r} is not numeric; a regression head needs "
+                        "numbers") from None
+    values = values.reshape(len(values), -1)
+    bad = np.flatnonzero(~np.isfinite(values).all(1))
+    if len(bad):
+        shown = ", ".join(str(i) for i in bad[:10]) + (" ..." if len(bad) > 10 else "")
+        raise DataError(f"head {head!r}: field {field!r} of {domain!r} has NaN or Inf at {len(bad)} item(s) "
+                        f"(indices {shown}); drop those items or fill them in")
+    return values
+
+
+def _multilabel_names(raw: np.ndarray, ds: Any, field: str) -> tuple[str, ...]:
+    if raw.ndim == 2:
+        names = ds.meta.get(f"{field}_names")
+        return tuple(str(n) for n in names) if names is not None else tuple(f"{field}[{j}]" for j in
+                                                                           range(raw.shape[1]))
+    return tuple(sorted({p for v in raw.tolist() for p in _split_labels(v)}))
+
+
+def _split_labels(v: Any) -> list[str]:
+    return [p.strip() for p in str(v).split("|") if p.strip()]
+
+
+def attach_targets(ds: Any, tasks: Sequence[Task]) -> Any:
+    """``ds`` with each task's targets prepared (class indices, 0/1 rows, floats) in ``meta`` and emitted in its items
+    (``item["t"][name]``). A split without labels or without a task's field is returned without that task."""
+    if ds is None:
+        return None
+    meta = dict(ds.meta)
+    emit = [k for k in ds.emit if not k.startswith(TARGET_KEY)]
+    for t in tasks:
+        if t.field == LABEL:
+            continue  # item["y"] already
+        if t.field not in ds.meta:
+            continue  # e.g. an unlabelled target split: nothing to score
+        raw = field_values(ds, t.field, t.name)
+        key = TARGET_KEY + t.name
+        if t.kind == "regression":
+            meta[key] = _regression_values(raw, ds.domain, t.name, t.field).astype(np.float32)
+        elif t.kind == "classification":
+            index = {c: i for i, c in enumerate(t.classes)}
+            meta[key] = np.asarray([index.get(str(v), IGNORE) for v in raw.tolist()], dtype=np.int64)
+        else:
+            meta[key] = _multilabel_rows(raw, t)
+        emit.append(key)
+    return replace(ds, meta=meta, emit=tuple(emit))
+
+
+def _multilabel_rows(raw: np.ndarray, t: Task) -> np.ndarray:
+    if raw.ndim == 2:
+        if raw.shape[1] != t.outputs:
+            raise DataError(f"head {t.name!r}: field {t.field!r} has {raw.shape[1]} labels per item, the source "
+                            f"had {t.outputs}")
+        rows = np.asarray(raw, dtype=np.float32)
+        if not np.isin(rows, (0.0, 1.0)).all():
+            raise DataError(f"head {t.name!r}: multi-label field {t.field!r} must hold 0/1 values")
+        return rows
+    index = {c: i for i, c in enumerate(t.classes)}
+    rows = np.zeros((len(raw), t.outputs), np.float32)
+    for i, v in enumerate(raw.tolist()):
+        for p in _split_labels(v):
+            if p in index:
+                rows[i, index[p]] = 1.0
+    return rows
+
+
+def batch_targets(batch: dict[str, Any], tasks: Sequence[Task]) -> dict[str, torch.Tensor]:
+    """Each task's targets in a collated batch (``y`` for ``label``, else ``t["task:<name>"]``); absent ones left
+    out."""
+    out = {}
+    extra = batch.get("t", {})
+    for t in tasks:
+        if t.field == LABEL:
+            out[t.name] = batch["y"]
+        elif TARGET_KEY + t.name in extra:
+            out[t.name] = extra[TARGET_KEY + t.name]
+    return out
+
+
+# -- losses ------------------------------------------------------------------------------------------
+def task_loss(task: Task, outputs: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0,
+              weights: torch.Tensor | None = None) -> torch.Tensor:
+    """The head's loss on one batch, a mean over items (weighted by ``weights``, one per item, when given):
+    cross-entropy (items of an unknown class left out), BCE with logits, or MSE / Huber on standardised targets."""
+    if task.kind == "classification":
+        if task.field == LABEL and bool((targets < 0).any()):
+            raise ValueError("the source batch holds unlabelled items")
+        known = (targets >= 0).float()
+        per_item = F.cross_entropy(outputs, targets.clamp(min=0), label_smoothing=label_smoothing,
+                                   reduction="none") * known
+    elif task.kind == "multilabel":
+        known = torch.ones(len(targets), device=outputs.device)
+        per_item = F.binary_cross_entropy_with_logits(outputs, targets.float(), reduction="none").mean(1)
+    else:
+        known = torch.ones(len(targets), device=outputs.device)
+        y, o = task.encode(targets), outputs.float()
+        per_item = (F.huber_loss(o, y, delta=task.huber_delta, reduction="none") if task.loss == "huber"
+                    else F.mse_loss(o, y, reduction="none")).mean(1)
+    w = known if weights is None else known * weights
+    return (per_item * w).sum() / w.sum().clamp(min=1e-12)
+
+
+def head_loss_terms(tasks: Sequence[Task], weighting: str = "fixed", label_smoothing: float = 0.0) -> list[Any]:
+    """The engine's loss terms for the task heads: one per head (``task/<name>``, weighted by its fixed weight), or
+    one ``tasks`` term with :class:`UncertaintyWeights` (``weighting="uncertainty"``)."""
+    from transferkit.train.engine import LossTerm
+
+    def loss_of(t: Task) -> Any:
+        def fn(out: Any) -> torch.Tensor:
+            if out.source_heads is None or out.source_targets is None or t.name not in out.source_targets:
+                raise DataError(f"the source batch has no targets for head {t.name!r} (field {t.field!r})")
+            return task_loss(t, out.source_heads[t.name], out.source_targets[t.name], label_smoothing,
+                             out.source_weights)
+        return fn
+
+    if weighting == "fixed":
+        return [LossTerm(f"task/{t.name}", loss_of(t), t.weight, global_batch=False) for t in tasks]
+    fns = [loss_of(t) for t in tasks]
+    module = UncertaintyWeights([t.name for t in tasks])
+    return [LossTerm("tasks", lambda out: module([fn(out) for fn in fns]), 1.0, module, global_batch=False)]
+
+
+class UncertaintyWeights(nn.Module):
+    """Learnt task weights (Kendall, Gal & Cipolla, CVPR 2018): ``Σ_i exp(-s_i) · L_i + s_i`` with ``s_i = log σ_i²``
+    trained with the model, so a noisier task gets a smaller weight; ``s_i`` starts at 0 (weight 1)."""
+
+    def __init__(self, names: Sequence[str]) -> None:
+        super().__init__()
+        self.names = list(names)
+        self.log_vars = nn.Parameter(torch.zeros(len(self.names)))
+
+    def forward(self, losses: Sequence[torch.Tensor]) -> torch.Tensor:
+        s = self.log_vars
+        return sum((torch.exp(-s[i]) * loss + s[i] for i, loss in enumerate(losses)), torch.zeros((), device=s.device))
+
+    def weights(self) -> dict[str, float]:
+        return {n: float(math.exp(-float(v))) for n, v in zip(self.names, self.log_vars.detach(), strict=True)}
+
+
+# -- metrics -----------------------------------------------------------------------------------------
+def regression_metrics(pred: torch.Tensor, target: torch.Tensor) -> dict[str, Any]:
+    """MAE, RMSE and R² (averaged over outputs when there are several), in the target's unit."""
+    from torchmetrics.functional import mean_absolute_error, mean_squared_error, r2_score
+
+    p, y = pred.double().reshape(len(pred), -1), target.double().reshape(len(target), -1)
+    if len(y) == 0:
+        raise DataError("cannot score an empty evaluation set")
+    r2 = float(r2_score(p, y, multioutput="uniform_average")) if len(y) > 1 else float("nan")
+    return {"n": len(y), "mae": float(mean_absolute_error(p, y)),
+            "rmse": float(mean_squared_error(p, y, squared=False)), "r2": r2}
+
+
+def multilabel_metrics(logits: torch.Tensor, target: torch.Tensor, names: Sequence[str]) -> dict[str, Any]:
+    """Micro- and macro-F1 and exact-match (subset) accuracy at threshold 0.5."""
+    from torchmetrics.functional.classification import multilabel_exact_match, multilabel_f1_score
+
+    probs, y = logits.float().sigmoid(), target.long()
+    k = len(names)
+    return {"n": len(y), "micro_f1": float(multilabel_f1_score(probs, y, num_labels=k, average="micro")),
+            "macro_f1": float(multilabel_f1_score(probs, y, num_labels=k, average="macro")),
+            "exact_match": float(multilabel_exact_match(probs, y, num_labels=k))}
+
+
+def task_metrics(task: Task, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, Any] | None:
+    """The head's metrics on a labelled split; None when no item has a target the head knows."""
+    from transferkit.evaluate.metrics import classification_metrics
+
+    if task.kind == "regression":
+        return regression_metrics(task.decode(outputs.float()), targets)
+    if task.kind == "multilabel":
+        return multilabel_metrics(outputs, targets, task.classes)
+    keep = targets >= 0
+    if not bool(keep.any()):
+        return None
+    return classification_metrics(outputs[keep], targets[keep], list(task.classes))
+
+
+# the scalar metrics of each kind, as (key, label, scale to percent or not, higher is better)
+KIND_SCALARS: dict[str, tuple[tuple[str, str, float, bool], ...]] = {
+    "classification": (("accuracy", "accuracy (%)", 100.0, True), ("macro_f1", "macro-F1 (%)", 100.0, True),
+                       ("ece", "ECE (%)", 100.0, False)),
+    "multilabel": (("micro_f1", "micro-F1 (%)", 100.0, True), ("macro_f1", "macro-F1 (%)", 100.0, True),
+                   ("exact_match", "exact match (%)", 100.0, True)),
+    "regression": (("mae", "MAE", 1.0, False), ("rmse", "RMSE", 1.0, False), ("r2", "R²", 1.0, True)),
+}
+
+
+def scalars_of(metrics: dict[str, Any]) -> tuple[tuple[str, str, float, bool], ...]:
+    """The scalar metrics an evaluation holds (classification, multi-label or regression ones)."""
+    for kind in ("classification", "regression", "multilabel"):
+        if KIND_SCALARS[kind][0][0] in metrics:
+            return KIND_SCALARS[kind]
+    return ()
