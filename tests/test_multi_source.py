@@ -42,19 +42,25 @@ def test_per_source_coral_is_the_weighted_mean_of_each_source_against_the_target
     assert float(pooled.fn(out)) == pytest.approx(float(coral_loss(out.source_features, out.target_features)))
 
 
-def test_multi_source_dann_has_a_k_plus_1_way_discriminator() -> None:
-    (term,) = build_method("dann", 4, 3, num_sources=3, options={"hidden": 8})
+def test_multi_source_dann_k_plus_1_way_and_per_source() -> None:
+    (term,) = build_method("dann", 4, 3, num_sources=3, multi_source="k+1-way", options={"hidden": 8})
     assert term.module.net[-1].out_features == 4
     out = _out(3)
     value = term.fn(out)
     scalar = float(value.detach())
-    # at initialisation a (k+1)-way discriminator is near chance on both sides: about 2·log(4)
-    assert math.isfinite(scalar) and 1.5 < scalar < 4.5
+    # at initialisation a (k+1)-way discriminator is near chance on both sides: about log(4) = 1.39
+    assert math.isfinite(scalar) and 0.8 < scalar < 2.5
     value.backward()
     assert term.module.net[0].weight.grad is not None
     with pytest.raises(ConfigError, match="source index"):
         term.fn(StepOutputs(out.source_features, out.source_logits, out.source_labels, out.target_features,
                             out.target_logits, 0.5))
+    (per,) = build_method("dann", 4, 3, num_sources=3, options={"hidden": 8})  # the default: one per source
+    assert len(per.module) == 3 and all(d.net[-1].out_features == 1 for d in per.module)
+    value = per.fn(_out(3, weights=[1.0, 1.0, 0.0]))  # the third source weighs nothing: its discriminator idles
+    value.backward()
+    assert per.module[0].net[0].weight.grad is not None and per.module[2].net[0].weight.grad.abs().sum() == 0
+    assert 0.3 < float(value.detach()) < 1.2  # near the binary chance level log(2) = 0.69
 
 
 def _blobs(path: Path, shift: float, seed: int, classes: tuple[str, str] = ("a", "b")) -> Path:

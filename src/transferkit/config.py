@@ -44,9 +44,10 @@ class DataConfig(_Strict):
         "mnist-5k", description="dataset name (`transferkit datasets`) or a path; a list of them for several source "
         "domains (multi-source), each keeping its own name"
     )
-    multi_source: Literal["per-source", "pooled"] = Field(
-        "per-source", description="several sources: per-source (a (k+1)-way domain discriminator; MMD/CORAL from "
-        "each source to the target, averaged) or pooled (one source domain made of all of them)"
+    multi_source: Literal["per-source", "k+1-way", "pooled"] = Field(
+        "per-source", description="several sources: per-source (DANN: one discriminator per source against the target; "
+        "DAN/JAN/CORAL: one loss per source, averaged), k+1-way (DANN: one discriminator naming each source and the "
+        "target), or pooled (all of them as one source domain)"
     )
     source_weighting: Literal["none", "discrepancy"] = Field(
         "none", description="several sources: weight each source's items (task loss and transfer terms) by its "

@@ -224,9 +224,9 @@ def loss_terms(cfg: RunConfig, model: TransferModel) -> list[LossTerm]:
     """The source cross-entropy, the adaptation method's terms and, with labelled target items, their
     cross-entropy: L = L_src + λ(p) · L_transfer + λ_t · L_tgt."""
     a = cfg.adapt
-    k = len(cfg.data.sources) if cfg.data.multi_source == "per-source" else 1
+    k = len(cfg.data.sources) if cfg.data.multi_source != "pooled" else 1
     transfer = build_method(a.method, model.feature_dim, len(model.classes), weight=a.weight, schedule=a.schedule,
-                            options=a.options, num_sources=k)
+                            options=a.options, num_sources=k, multi_source=cfg.data.multi_source)
     default = len(model.tasks) == 1 and model.tasks[0].field == "label" and model.primary_kind == "classification"
     supervised = ([source_cross_entropy(cfg.train.label_smoothing)] if default and not cfg.model.heads else
                   head_loss_terms(model.tasks, cfg.model.head_weighting, cfg.train.label_smoothing))
@@ -704,7 +704,9 @@ def _header(cfg: RunConfig, data: RunData) -> dict[str, Any]:
         "source": cfg.data.source,
         "target": cfg.data.target,
         "method": cfg.adapt.method,
-        "classes": data.classes,
+        # the primary head's classes (what the confusion matrices and per-class tables are about)
+        "classes": list(data.tasks[0].classes) if data.tasks and data.tasks[0].kind == "classification"
+        else data.classes,
         "selection": selection + _target_label_use(cfg) + scored,
         **({"heads": [t.to_json() for t in data.tasks]} if cfg.model.heads else {}),
         **({"multi_source": cfg.data.multi_source} if len(cfg.data.sources) > 1 else {}),

@@ -100,13 +100,16 @@ def build_method(
     schedule: str = "constant",
     options: dict[str, Any] | None = None,
     num_sources: int = 1,
+    multi_source: str = "per-source",
 ) -> list[LossTerm]:
     """The loss terms of method ``name`` (none for ``"none"``), weighted by ``λ`` (``weight``) under ``schedule``.
 
     ``schedule`` is ``constant`` (λ throughout) or ``ramp`` (``λ · (2/(1+exp(-10p)) - 1)``). With ``num_sources``
-    k > 1 (the step's source items carry their source index), ``dann`` trains a (k+1)-way discriminator (each source
-    and the target) and the statistic-matching methods (``dan``, ``jan``, ``coral``) average their loss between each
-    source and the target (:data:`PER_SOURCE`); every other method treats the sources as one pooled domain.
+    k > 1 (the step's source items carry their source index), ``dann`` trains one binary discriminator per source
+    against the target (``multi_source="per-source"``, as MDAN, Zhao et al., 2018) or one (k+1)-way discriminator
+    naming each item's domain (``"k+1-way"``), and the statistic-matching methods (``dan``, ``jan``, ``coral``) average
+    their loss between each source and the target (:data:`PER_SOURCE`); every other method treats the sources as one
+    pooled domain.
     """
     if name == "none":
         return []
@@ -132,7 +135,8 @@ def build_method(
     else:
         raise ConfigError(f"adapt.schedule must be 'constant' or 'ramp', got {schedule!r}")
     if num_sources > 1 and name == "dann":
-        fn, module = _dann_multi(feature_dim, num_sources, opts)
+        build = _dann_k_plus_1 if multi_source == "k+1-way" else _dann_per_source
+        fn, module = build(feature_dim, num_sources, opts)
     else:
         fn, module = spec.build(feature_dim, num_classes, opts)
         if num_sources > 1 and name in PER_SOURCE:
@@ -166,7 +170,33 @@ def _per_source(fn: Callable[[StepOutputs], torch.Tensor]) -> Callable[[StepOutp
     return multi
 
 
-def _dann_multi(d: int, k: int, o: dict[str, Any]) -> tuple[Callable[[StepOutputs], torch.Tensor], nn.Module]:
+def _dann_per_source(d: int, k: int, o: dict[str, Any]) -> tuple[Callable[[StepOutputs], torch.Tensor], nn.Module]:
+    """DANN with one discriminator per source, each telling its source from the target; their losses averaged with
+    the sources' weights. The sources are not asked to look alike, only each like the target."""
+    discs = nn.ModuleList([DomainDiscriminator(d, o["hidden"]) for _ in range(k)])
+
+    def fn(out: StepOutputs) -> torch.Tensor:
+        ft, _ = _target(out)
+        if out.source_domains is None:
+            raise ConfigError("per-source discriminators need each source item's source index (several data.source)")
+        coeff = _grl_coeff(o, out.progress)
+        ft_rev = grad_reverse(ft, coeff)
+        total, norm = ft.sum() * 0.0, 0.0
+        for j in range(k):
+            mask = out.source_domains == j
+            if int(mask.sum()) < 2:
+                continue  # BatchNorm in the discriminator needs two items
+            w = float(out.source_weights[mask][0]) if out.source_weights is not None else 1.0
+            fs = grad_reverse(out.source_features[mask], coeff)
+            logits = discs[j](torch.cat([fs, ft_rev]))
+            n = int(mask.sum())
+            total, norm = total + w * domain_bce(logits[:n], logits[n:]), norm + w
+        return total / norm if norm > 0 else total
+
+    return fn, discs
+
+
+def _dann_k_plus_1(d: int, k: int, o: dict[str, Any]) -> tuple[Callable[[StepOutputs], torch.Tensor], nn.Module]:
     """DANN with a (k+1)-way discriminator: it names each item's domain (source 0..k-1, or the target k) behind a
     gradient reversal layer, so the features lose what tells any source from the target and the sources apart."""
     disc = DomainDiscriminator(d, o["hidden"], outputs=k + 1)
@@ -182,8 +212,8 @@ def _dann_multi(d: int, k: int, o: dict[str, Any]) -> tuple[Callable[[StepOutput
         w = torch.ones_like(ce)
         if out.source_weights is not None:
             w[:n] = out.source_weights
-        # both sides count equally, as in the two-domain loss: the mean over the sources plus the mean over the target
-        return (ce[:n] * w[:n]).sum() / w[:n].sum() + ce[n:].mean()
+        # both sides count equally, as in the two-domain loss: the mean of the sources' and the target's mean
+        return 0.5 * ((ce[:n] * w[:n]).sum() / w[:n].sum() + ce[n:].mean())
 
     return fn, disc
 

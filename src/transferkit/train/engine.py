@@ -261,6 +261,8 @@ class Engine:
         # the model's task heads (transferkit.tasks): what the step computes besides the primary head's outputs
         self.tasks = list(getattr(model, "tasks", None) or [])
         self.primary_kind = getattr(model, "primary_kind", "classification")
+        # the primary head predicts the dataset's own labels (item["y"]), not another per-item field
+        self.primary_reads_labels = not self.tasks or self.tasks[0].field == "label"
         self.on_epoch = on_epoch
         self.cfg = config
         self.loss_terms = loss_terms if loss_terms is not None else [source_cross_entropy(config.label_smoothing)]
@@ -444,7 +446,9 @@ class Engine:
                     for k, v in parts.items():
                         sums[k] = sums.get(k, 0.0) + v * n
                     if self.primary_kind == "classification":
-                        correct += int((out.source_logits.argmax(1) == out.source_labels).sum())
+                        truth = (out.source_labels if self.primary_reads_labels or out.source_targets is None
+                                 else out.source_targets[self.tasks[0].name])
+                        correct += int((out.source_logits.argmax(1) == truth).sum())
                     seen += n
                     acc_text = f"  acc {correct / max(seen, 1):.3f}" if self.primary_kind == "classification" else ""
                     bar.update(task, advance=1, stats=f"loss {sums['loss'] / seen:.4f}{acc_text}")
@@ -533,7 +537,7 @@ class Engine:
         n = src["x"].shape[0]
         m = n + (tgt["x"].shape[0] if tgt is not None else 0)
         out = StepOutputs(f[:n], logits[:n], src["y"], None, None, progress)
-        if len(self.tasks) > 1 or self.primary_kind != "classification":
+        if self.tasks:
             from transferkit.tasks import batch_targets
 
             core = self.accelerator.unwrap_model(model)
@@ -576,7 +580,7 @@ class Engine:
         """``(loss, score)`` of the primary head on the validation split: accuracy, MAE (regression, in the target's
         unit) or micro-F1 (multi-label)."""
         model.eval()
-        if self.primary_kind != "classification":
+        if self.primary_kind != "classification" or not self.primary_reads_labels:
             return self._validate_task(model, loader)
         loss_sum, correct, n = 0.0, 0, 0
         for batch in loader:
@@ -602,6 +606,9 @@ class Engine:
         loss = float(task_loss(task, o, y))
         if task.kind == "regression":
             return loss, float((task.decode(o) - y.float().reshape(len(y), -1)).abs().mean())
+        if task.kind == "classification":  # a per-item field's classes; items of a class the head lacks left out
+            known = y >= 0
+            return loss, float((o.argmax(1)[known] == y[known]).float().mean()) if bool(known.any()) else 0.0
         return loss, float(multilabel_metrics(o, y, task.classes)["micro_f1"])
 
     def _optimizer(self, groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
