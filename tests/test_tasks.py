@@ -187,3 +187,31 @@ def test_regression_primary_refuses_methods_that_read_class_predictions(tmp_path
     with pytest.raises(ConfigError, match="reads class predictions.*dan, coral, dann"):
         fit(_cfg(tmp_path, "r2", heads, **{"adapt.method": "mcc"}), progress=False)
     assert not (tmp_path / "runs" / "r2").exists()  # refused before anything was written
+
+
+def test_cli_fit_evaluate_predict_with_heads(tmp_path: Path) -> None:
+    import csv
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from transferkit.cli import app
+
+    cfg = _cfg(tmp_path, "cli", [{"name": "v", "kind": "regression", "field": "value"},
+                                 {"name": "g", "kind": "classification", "field": "group"}])
+    path = tmp_path / "heads.yaml"
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    runner = CliRunner()
+    result = runner.invoke(app, ["fit", "-c", str(path), "--epochs", "3", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "MAE" in result.output and "R²" in result.output
+    run = str(tmp_path / "runs" / "cli")
+    result = runner.invoke(app, ["evaluate", run, "--data", str(tmp_path / "tgt.npz"), "--split", "test"])
+    assert result.exit_code == 0, result.output
+    assert "head g (classification)" in result.output and "head v (regression)" in result.output
+    out = tmp_path / "preds.csv"
+    result = runner.invoke(app, ["predict", run, "--data", str(tmp_path / "tgt.npz"), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 100 and set(rows[0]) == {"index", "input", "v", "g", "g_confidence"}
+    assert rows[0]["g"] in ("p", "q") and float(rows[0]["v"]) == float(rows[0]["v"])

@@ -227,7 +227,8 @@ def predict(
     seed: Annotated[int | None, typer.Option(help="which seed's model, for multi-seed runs")] = None,
     batch_size: Annotated[int, typer.Option(help="batch size")] = 256,
 ) -> None:
-    """Predict classes for new data and write a CSV (index, input, label, prediction, confidence).
+    """Predict classes for new data and write a CSV (index, input, label, prediction, confidence); a model with
+    several heads or a regression head writes one column per head instead.
 
     Example:
 
@@ -241,6 +242,10 @@ def predict(
 
         model = TransferModel.load(RunDir(run).find_model(seed))
         ds = load_data(data, split)
+        if len(model.tasks) > 1 or model.tasks[0].field != "label":
+            _predict_heads_csv(model, ds, out, batch_size)
+            console.print(f"wrote {len(ds)} predictions to {out}")
+            return
         logits, labels = predict_logits(model, ds, batch_size=batch_size, progress=True)
         probs = logits.softmax(1)
         conf, pred = probs.max(1)
@@ -254,6 +259,33 @@ def predict(
     except TransferkitError as exc:
         _fail(str(exc))
     console.print(f"wrote {len(ds)} predictions to {out}")
+
+
+def _predict_heads_csv(model: Any, ds: Any, out: Path, batch_size: int) -> None:
+    """One column per head (two for a classifier: its class and confidence): a model with ``model.heads``."""
+    from transferkit.evaluate.predict import predict_heads
+    from transferkit.runs import atomic_path
+
+    outs, _ = predict_heads(model, ds.unlabelled(), batch_size=batch_size, progress=True)
+    columns: list[tuple[str, list[str]]] = []
+    for t in model.tasks:
+        o = outs[t.name]
+        if t.kind == "classification":
+            conf, pred = o.softmax(1).max(1)
+            columns += [(t.name, [t.classes[int(i)] for i in pred]), (f"{t.name}_confidence",
+                                                                      [f"{float(c):.6f}" for c in conf])]
+        elif t.kind == "multilabel":
+            on = o.sigmoid() >= 0.5
+            columns.append((t.name, ["|".join(c for c, b in zip(t.classes, row, strict=True) if b) for row in on]))
+        else:
+            values = t.decode(o)
+            columns.append((t.name, [";".join(f"{float(v):.6g}" for v in row) for row in values]))
+    with atomic_path(out) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["index", "input", *(name for name, _ in columns)])
+        for i in range(len(ds)):
+            src = ds.inputs[i] if not hasattr(ds.inputs, "shape") else ""
+            w.writerow([i, src, *(values[i] for _, values in columns)])
 
 
 @app.command()
