@@ -22,6 +22,8 @@ from transferkit.experiment import fit as fit
 from transferkit.features import extract_to_npz as extract_to_npz
 from transferkit.models.backbones import create_backbone as create_backbone
 from transferkit.models.heads import TransferModel as TransferModel
+from transferkit.tasks import Task as Task
+from transferkit.tasks import regression_metrics as regression_metrics
 from transferkit.train.engine import Engine as Engine
 from transferkit.train.engine import LossTerm as LossTerm
 
@@ -36,6 +38,7 @@ __all__ = [
     "ModelError",
     "RunConfig",
     "RunDirError",
+    "Task",
     "TransferClassifier",
     "TransferModel",
     "TransferkitError",
@@ -45,4 +48,5 @@ __all__ = [
     "fit",
     "load_data",
     "parse_config",
+    "regression_metrics",
 ]
