@@ -139,6 +139,8 @@ def test_unlabelled_drops_every_head_target(tmp_path: Path) -> None:
     tasks = build_tasks([HeadConfig(name="v", kind="regression", field="value")], ds)
     blind = attach_targets(ds, tasks).unlabelled()
     assert "t" not in blind[0] and not any(k.startswith("task:") for k in blind.meta)
+    assert not {"value", "tags", "group"} & set(blind.meta)  # the raw per-item fields go too
+    assert "t" not in attach_targets(blind, tasks)[0]  # nothing left to attach to an unlabelled split
 
 
 # -- end to end ------------------------------------------------------------------------------------------
@@ -215,3 +217,59 @@ def test_cli_fit_evaluate_predict_with_heads(tmp_path: Path) -> None:
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == 100 and set(rows[0]) == {"index", "input", "v", "g", "g_confidence"}
     assert rows[0]["g"] in ("p", "q") and float(rows[0]["v"]) == float(rows[0]["v"])
+
+
+def test_regression_only_data_without_classes(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 2)).astype(np.float32)
+    path = tmp_path / "reg.npz"
+    np.savez(path, x_train=x[:240], value_train=3 * x[:240, 0], x_test=x[240:], value_test=3 * x[240:, 0])
+    cfg = parse_config({"name": "r", "output_dir": str(tmp_path / "runs"), "data": {"source": str(path)},
+                        "model": {"backbone": "mlp", "backbone_kwargs": {"hidden": 16, "depth": 1, "dropout": 0.0},
+                                  "heads": [{"name": "v", "kind": "regression", "field": "value"}]},
+                        "train": {"epochs": 10, "lr": 0.03, "device": "cpu"}})
+    report = fit(cfg, progress=False)
+    assert report["summary"]["source"]["r2"]["values"][0] > 0.8
+
+
+def test_a_primary_head_on_another_field_skips_the_guard_and_refuses_few_labels(tmp_path: Path) -> None:
+    heads = [{"name": "g", "kind": "classification", "field": "group"}, {"name": "y"}]
+    report = fit(_cfg(tmp_path, "g", heads, **{"adapt.method": "dann", "adapt.guard": True, "train.epochs": 2}),
+                 progress=False)
+    seed = report["per_seed"][0]
+    assert "guard" not in seed and "'group'" in seed["guard_note"]
+    assert report["classes"] == ["p", "q"] and seed["evaluations"]["source"]["heads"]["y"]["n"] == 100
+    with pytest.raises(ConfigError, match="classification head on `label`"):
+        fit(_cfg(tmp_path, "g2", heads, **{"data.target_labels_per_class": 2}), progress=False)
+
+
+def test_lp_ft_trains_every_head_in_its_linear_probe_phase(tmp_path: Path) -> None:
+    from transferkit.runs import read_jsonl
+
+    heads = [{"name": "y"}, {"name": "v", "kind": "regression", "field": "value"}]
+    fit(_cfg(tmp_path, "lpft", heads, **{"finetune.strategy": "lp-ft", "finetune.lp_epochs": 1, "train.epochs": 1,
+                                         "adapt.method": "dan"}), progress=False)
+    records = read_jsonl(tmp_path / "runs" / "lpft" / "metrics.jsonl")
+    lp = next(r for r in records if r["phase"] == "lp")
+    ft = next(r for r in records if r["phase"] == "ft")
+    assert {"loss/task/y", "loss/task/v"} <= set(lp) and "loss/dan" not in lp  # nothing to align in lp
+    assert {"loss/task/y", "loss/task/v", "loss/dan"} <= set(ft)
+
+
+def test_init_from_keeps_a_regression_heads_predictions(tmp_path: Path) -> None:
+    from transferkit.experiment import build_model, load_run_data
+
+    heads = [{"name": "v", "kind": "regression", "field": "value"}]
+    first = _cfg(tmp_path, "pre", heads, **{"train.epochs": 2})
+    fit(first, progress=False)
+    old = TransferModel.load(tmp_path / "runs" / "pre" / "model.safetensors").eval()
+    # the target's values have another mean and spread, so its head is standardised differently
+    second = parse_config(first.model_dump(mode="json"), {
+        "name": "ft", "data.source": str(tmp_path / "tgt.npz"),
+        "model.init_from": str(tmp_path / "runs" / "pre" / "model.safetensors")})
+    new = build_model(second, load_run_data(second, 0)).eval()
+    assert new.tasks[0].offset != old.tasks[0].offset
+    x = torch.randn(5, 2)
+    with torch.no_grad():
+        before, after = old.tasks[0].decode(old(x)[1]), new.tasks[0].decode(new(x)[1])
+    assert torch.allclose(before, after, atol=1e-4)

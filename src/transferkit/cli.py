@@ -182,10 +182,15 @@ def evaluate(
         rd = RunDir(run)
         model = TransferModel.load(rd.find_model(seed))
         ds = load_data(data, split)
-        if not ds.is_labelled and model.primary_kind == "classification":
+        primary = model.tasks[0]
+        if primary.field == "label" and not ds.is_labelled:
             _fail(f"{data!r} ({split}) has no labels; use `transferkit predict` for unlabelled data")
-        if model.primary_kind == "classification":
-            _check_classes(model.classes, ds)
+        if primary.field != "label" and primary.field not in ds.meta:
+            _fail(f"{data!r} ({split}) has no {primary.field!r} for the primary head {primary.name!r}; use "
+                  "`transferkit predict` for data without it")
+        label_task = next((t for t in model.tasks if t.field == "label"), None)
+        if label_task is not None and ds.is_labelled:
+            _check_classes(list(label_task.classes), ds)
         metrics = score(model, attach_targets(ds, model.tasks), batch_size=batch_size, progress=True)
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in f"{Path(data).name}-{split}")
         out = atomic_write_json(rd.path / "evaluations" / f"{safe}.json", metrics)

@@ -159,6 +159,17 @@ class ModelConfig(_Strict):
     def primary_kind(self) -> str:
         return self.heads[0].kind if self.heads else "classification"
 
+    @property
+    def primary_reads_labels(self) -> bool:
+        """The primary head classifies the dataset's own labels (what the guard, few target labels and label-free
+        selection compare against)."""
+        return not self.heads or (self.heads[0].field == "label" and self.heads[0].kind == "classification")
+
+    @property
+    def reads_labels(self) -> bool:
+        """Some head is trained on the dataset's own class labels."""
+        return not self.heads or any(h.field == "label" for h in self.heads)
+
 
 HeadKind = Literal["classification", "multilabel", "regression"]
 

@@ -67,9 +67,10 @@ class RunData:
 def load_run_data(cfg: RunConfig, seed: int) -> RunData:
     d = cfg.data
     train = load_sources(d.sources, d.train_split, d.root)
-    if not train.is_labelled:
+    needs_labels = cfg.model.reads_labels  # a head trains on the classes (always, without model.heads)
+    if needs_labels and not train.is_labelled:
         raise DataError(f"source {d.source!r} has no labels; the source domain must be labelled")
-    if len(train.classes) < 2:
+    if needs_labels and len(train.classes) < 2:
         raise DataError(f"data.source {d.source!r} has one class only ({train.classes}); a classifier needs two")
     val = None
     if d.val_split is not None:
@@ -78,9 +79,15 @@ def load_run_data(cfg: RunConfig, seed: int) -> RunData:
         train = train.per_class(d.source_per_class, seed=seed)
     if val is None and d.val_fraction > 0:
         train, val = train.split(d.val_fraction, seed=seed)
+    tasks = build_tasks(cfg.model.heads, train)  # the heads' fields must be on the source train split
+    if val is not None and not _scorable(val, tasks[0]):
+        raise DataError(f"the validation split of {d.source!r} has no {tasks[0].field!r} for the primary head "
+                        f"{tasks[0].name!r}, so it cannot choose the checkpoint")
     source_eval = _optional_split(d.sources, d.eval_split, d.root) if d.eval_split != d.train_split else None
+    if source_eval is not None and not _scorable(source_eval, tasks[0]):
+        source_eval = None
     target_eval = load_data(d.target, d.eval_split, d.root) if d.target else None
-    if target_eval is not None and not target_eval.is_labelled:
+    if target_eval is not None and not _scorable(target_eval, tasks[0]):
         target_eval = None  # an unlabelled target can be adapted to, not scored; the report says so
     target_train = target_labelled = None
     if cfg.adapt.method != "none" and not d.target:
@@ -95,12 +102,23 @@ def load_run_data(cfg: RunConfig, seed: int) -> RunData:
         if other is not None:
             check_feature_widths(train, other)  # one MLP reads both: same width, columns, index base
     for other in (val, source_eval, target_eval):
-        if other is not None:
+        if other is not None and (needs_labels or (other.is_labelled and train.is_labelled)):
             check_label_sets(train, other)
-    tasks = build_tasks(cfg.model.heads, train)
     train, val, source_eval, target_eval = (attach_targets(ds, tasks) for ds in (train, val, source_eval, target_eval))
     names = list(d.sources) if len(d.sources) > 1 else []
     return RunData(train, val, source_eval, target_eval, target_train, target_labelled, tasks, names)
+
+
+def _same(a: Any, b: Any) -> bool:
+    return bool(np.array_equal(a, b)) if isinstance(a, np.ndarray) or isinstance(b, np.ndarray) else a == b
+
+
+def _scorable(ds: DomainDataset, primary: Task) -> bool:
+    """Whether ``ds`` holds what the primary head predicts: its labels, or the per-item field it reads."""
+    if primary.field == "label":
+        return ds.is_labelled
+    value = ds.meta.get(primary.field)
+    return isinstance(value, np.ndarray) and value.shape[:1] == (len(ds),)
 
 
 def load_sources(specs: list[str], split: str, root: str | None) -> DomainDataset:
@@ -136,8 +154,9 @@ def load_sources(specs: list[str], split: str, root: str | None) -> DomainDatase
                 and all(isinstance(p.meta.get(key), np.ndarray) and p.meta[key].shape[:1] == (len(p),)
                         and p.meta[key].shape[1:] == value.shape[1:] for p in parts)):
             meta[key] = np.concatenate([p.meta[key] for p in parts])
-    if first.kind == "vector":
-        meta.update({k: v for k, v in first.meta.items() if k in ("format", "n_features", "zero_based")})
+    for key in ("format", "n_features", "zero_based", "zero_based_from", "features"):  # what width checks compare
+        if key in first.meta and all(_same(p.meta.get(key), first.meta[key]) for p in parts):
+            meta[key] = first.meta[key]
     return DomainDataset(inputs, labels, "+".join(p.domain for p in parts), list(first.classes), first.kind,
                          meta=meta, emit=("source_index",))
 
@@ -198,11 +217,16 @@ def build_model(cfg: RunConfig, data: RunData) -> TransferModel:
 
 
 def _init_from(model: TransferModel, path: str) -> None:
-    """Start from an earlier run's model: its backbone and bottleneck must fit; a head is taken where its name and
-    shape match (the same label set), and starts fresh otherwise."""
+    """Start from an earlier run's model: its backbone and bottleneck must fit. A head is taken where the earlier model
+    has a head of the same name and kind predicting the same classes (a regression head's weights are rescaled
+    from the earlier source's target statistics to this one's); any other head starts fresh."""
+    import json
     from pathlib import Path
 
+    from transferkit.models.backbones import read_metadata
+    from transferkit.models.heads import META_CLASSES, META_TASKS
     from transferkit.models.pretrained import load_state_dict_file
+    from transferkit.tasks import default_task
 
     if not Path(path).is_file():
         raise ConfigError(f"model.init_from: {path} is not a file (give an earlier run's model.safetensors)")
@@ -215,9 +239,37 @@ def _init_from(model: TransferModel, path: str) -> None:
         raise ConfigError(f"model.init_from: {path} does not fit this backbone and bottleneck (missing "
                           f"{missing[:3]}, other shapes {wrong[:3]}); use the same model.backbone and "
                           "model.bottleneck_dim as the run that wrote it")
-    take = {k: v for k, v in state.items() if k in own and tuple(v.shape) == tuple(own[k].shape)
-            and (k in body or k.startswith(("head.", "aux_heads.")))}
+    take = {k: state[k] for k in body}
+    meta = read_metadata(path)
+    if META_TASKS in meta:
+        old = [Task.from_json(t) for t in json.loads(meta[META_TASKS])]
+    else:  # a model file from before model.heads: one classifier on its classes
+        old = [default_task(json.loads(meta.get(META_CLASSES, "[]")))]
+    old_prefix = {t.name: ("head." if i == 0 else f"aux_heads.{t.name}.") for i, t in enumerate(old)}
+    by_name = {t.name: t for t in old}
+    for i, t in enumerate(model.tasks):
+        was = by_name.get(t.name)
+        if was is None or was.kind != t.kind or was.classes != t.classes or was.outputs != t.outputs:
+            continue  # another task: this head starts fresh
+        prefix = "head." if i == 0 else f"aux_heads.{t.name}."
+        weights = {k[len(old_prefix[t.name]):]: v for k, v in state.items() if k.startswith(old_prefix[t.name])}
+        if t.kind == "regression":
+            weights = _restandardised(weights, was, t)
+        take.update({prefix + k: v for k, v in weights.items() if prefix + k in own})
     model.load_state_dict(take, strict=False)
+
+
+def _restandardised(weights: dict[str, torch.Tensor], was: Task, now: Task) -> dict[str, torch.Tensor]:
+    """A regression head's weights re-expressed for ``now``'s standardisation: the same predictions in the target's
+    unit (``y = (W f + b)·s_old + m_old = (W' f + b')·s_new + m_new``)."""
+    s_old, m_old = torch.tensor(was.scale), torch.tensor(was.offset)
+    s_new, m_new = torch.tensor(now.scale), torch.tensor(now.offset)
+    out = dict(weights)
+    if "fc.weight" in out:
+        out["fc.weight"] = out["fc.weight"] * (s_old / s_new)[:, None]
+    if "fc.bias" in out:
+        out["fc.bias"] = (out["fc.bias"] * s_old + m_old - m_new) / s_new
+    return out
 
 
 def loss_terms(cfg: RunConfig, model: TransferModel) -> list[LossTerm]:
@@ -319,7 +371,7 @@ def fit_seed(
     result = _train(cfg, model, data, run, seed, resume=resume, progress=progress, on_epoch=on_epoch,
                     source_weights=weights)
     baseline = None
-    if cfg.adapt.method != "none" and cfg.adapt.guard and model.primary_kind == "classification":
+    if cfg.adapt.method != "none" and cfg.adapt.guard and cfg.model.primary_reads_labels:
         # The guard's twin: the same model, seed and settings without the transfer loss.
         torch.manual_seed(seed)
         baseline = build_model(cfg, data)
@@ -368,8 +420,9 @@ def fit_seed(
     if guard is not None:
         report["guard"] = guard
     elif cfg.adapt.method != "none" and cfg.adapt.guard:
-        report["guard_note"] = (f"the negative-transfer guard reads class predictions; the primary head is "
-                                f"{model.primary_kind}, so it did not run")
+        report["guard_note"] = ("the negative-transfer guard compares class predictions with the dataset's labels; "
+                                f"the primary head {model.tasks[0].name!r} predicts {model.tasks[0].kind} "
+                                f"{model.tasks[0].field!r}, so it did not run")
     if weights is not None:
         report["source_weights"] = dict(zip(data.source_names, weights, strict=True))
     return write_report(run, report)
@@ -431,6 +484,9 @@ def candidate_outputs(cfg: RunConfig, seed: int, *, need_train_features: bool = 
     its outputs on the source validation split and on the unlabelled target train split."""
     if not cfg.data.target:
         raise ConfigError("label-free selection needs a target domain: set data.target")
+    if not cfg.model.primary_reads_labels:
+        raise ConfigError("label-free selection scores class predictions: the first of model.heads must be a "
+                          "classification head on `label`")
     run = RunDir(cfg.run_path)
     model = TransferModel.load(run.find_model(seed if len(cfg.seeds) > 1 else None))
     data = load_run_data(cfg, seed)
@@ -596,6 +652,10 @@ def _train(
     return _result_dict(res)
 
 
+# feature-alignment methods whose loss also reads the class predictions (a softmax, a classification margin)
+READS_CLASSES = frozenset({"jan", "cdan", "cdan+e", "mdd"})
+
+
 def _check_combination(cfg: RunConfig) -> None:
     """Settings that are each valid but cannot work together."""
     from transferkit.features import pick_device
@@ -615,16 +675,16 @@ def _check_combination(cfg: RunConfig) -> None:
     if needs_pairs and cfg.data.batch_size < 2:
         raise ConfigError("data.batch_size must be >= 2 with an adaptation method or a bottleneck (batch statistics)")
     kind = cfg.model.primary_kind
-    if kind != "classification":
-        if (method is not None and not method.aligns_features) or cfg.adapt.method in ("jan", "cdan", "cdan+e", "mdd"):
-            raise ConfigError(
-                f"adapt.method {cfg.adapt.method!r} reads class predictions, but the primary head "
-                f"{cfg.model.heads[0].name!r} is {kind}: use a feature-alignment method (dan, coral, dann, afn) or "
-                "put a classification head first"
-            )
-        if cfg.data.target_labels_per_class is not None:
-            raise ConfigError("data.target_labels_per_class picks labelled target items per class: it needs a "
-                              "classification primary head (the first of model.heads)")
+    reads_classes = (method is not None and not method.aligns_features) or cfg.adapt.method in READS_CLASSES
+    if kind != "classification" and reads_classes:
+        raise ConfigError(
+            f"adapt.method {cfg.adapt.method!r} reads class predictions, but the primary head "
+            f"{cfg.model.heads[0].name!r} is {kind}: use a feature-alignment method (dan, coral, dann, afn) or "
+            "put a classification head first"
+        )
+    if cfg.data.target_labels_per_class is not None and not cfg.model.primary_reads_labels:
+        raise ConfigError("data.target_labels_per_class picks labelled target items per class and trains the primary "
+                          "head on their labels: the first of model.heads must be a classification head on `label`")
     if len(cfg.data.sources) == 1 and cfg.data.source_weighting != "none":
         raise ConfigError("data.source_weighting weighs several sources: give data.source a list of them")
 
@@ -656,8 +716,8 @@ def _linear_probe(cfg: RunConfig, model: TransferModel, data: RunData, train_cfg
     terms = loss_terms(cfg, probe)
     method = list_methods().get(cfg.adapt.method)
     if method is not None and method.aligns_features and cfg.model.bottleneck_dim is None:
-        terms = terms[:1]  # lp phase of lp-ft: frozen features, nothing to align yet; the ft phase aligns
-    adapting = len(terms) > 1 and data.target_train is not None
+        terms = [t for t in terms if t.name != cfg.adapt.method]  # lp of lp-ft: frozen features, nothing to align
+    adapting = any(t.name == cfg.adapt.method for t in terms) and data.target_train is not None
     target_f = cached_features(model.backbone, data.target_train, **kw) if adapting else None
     few_f = cached_features(model.backbone, data.target_labelled, **kw) if data.target_labelled is not None else None
     engine = Engine(probe, train_cfg, loss_terms=terms, phase=phase, **common)

@@ -163,7 +163,8 @@ def _split_labels(v: Any) -> list[str]:
 
 def attach_targets(ds: Any, tasks: Sequence[Task]) -> Any:
     """``ds`` with each task's targets prepared (class indices, 0/1 rows, floats) in ``meta`` and emitted in its items
-    (``item["t"][name]``). A split without labels or without a task's field is returned without that task."""
+    (``item["t"][name]``). A task whose field the split lacks is left out (an unlabelled split, made by
+    :meth:`~transferkit.data.domain.DomainDataset.unlabelled`, has no per-item fields left to attach)."""
     if ds is None:
         return None
     meta = dict(ds.meta)

@@ -173,8 +173,11 @@ class DomainDataset(torch.utils.data.Dataset):
         return replace(self, cache=cache)
 
     def unlabelled(self) -> DomainDataset:
-        """The same inputs without labels or any head's targets (what an adaptation method may see of a target)."""
-        meta = {k: v for k, v in self.meta.items() if not k.startswith("task:")}
+        """The same inputs without labels, any head's targets or any other per-item field (a star rating, a speaker):
+        what an adaptation method may see of a target."""
+        n = len(self)
+        meta = {k: v for k, v in self.meta.items()
+                if not k.startswith("task:") and not (isinstance(v, np.ndarray) and v.shape[:1] == (n,))}
         return replace(self, labels=None, meta=meta, emit=())
 
     def subset(self, indices: Sequence[int] | np.ndarray) -> DomainDataset:

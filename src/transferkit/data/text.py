@@ -121,8 +121,10 @@ def load_text_table(
     extra = [c for c in columns if c not in (text, label, domain_column, "split")]
     for column in extra:  # numeric side fields (a star rating) travel along for reports and regression
         values = [rows[i].get(column) for i in keep]
-        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-            meta[column] = np.asarray(values, dtype=np.float64)
+        numbers = [isinstance(v, (int, float)) and not isinstance(v, bool) for v in values]
+        if any(numbers) and all(ok or v is None for ok, v in zip(numbers, values, strict=True)):
+            # a missing value stays as NaN, so a regression head on this field names the items that lack it
+            meta[column] = np.asarray([np.nan if v is None else v for v in values], dtype=np.float64)
     return DomainDataset(texts, labels, name, classes, "text", meta=meta)
 
 

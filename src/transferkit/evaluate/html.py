@@ -212,6 +212,8 @@ def _results_single(report: dict[str, Any]) -> str:
             text += f" (source validation accuracy {_pct(fit['best_val_acc'], 2)}%)"
         if fit.get("best_val_mae") is not None:
             text += f" (source validation MAE {_num(fit['best_val_mae'], 4)})"
+        if fit.get("best_val_micro_f1") is not None:
+            text += f" (source validation micro-F1 {_pct(fit['best_val_micro_f1'], 2)}%)"
         text += ", stopped early." if fit.get("stopped_early") else "."
         out += f"<p>{text}</p>"
     return out

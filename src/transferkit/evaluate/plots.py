@@ -22,7 +22,8 @@ def plot_learning_curves(records: Sequence[dict[str, Any]], path: str | Path, ti
         return None
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8))
     keys = sorted({(r.get("phase", "train"), r.get("seed", 0)) for r in records})
-    mae = not any("train_acc" in r or "val_acc" in r for r in records)
+    val = next((k for k in ("val_acc", "val_mae", "val_micro_f1") if any(k in r for r in records)), "val_acc")
+    mae = val == "val_mae"
     for phase, seed in keys:
         rs = [r for r in records if r.get("phase", "train") == phase and r.get("seed", 0) == seed]
         epochs = [r["epoch"] + 1 for r in rs]
@@ -30,13 +31,14 @@ def plot_learning_curves(records: Sequence[dict[str, Any]], path: str | Path, ti
         ax_loss.plot(epochs, [r["train_loss"] for r in rs], marker=".", label=f"{label} train")
         if any("train_acc" in r for r in rs):
             ax_acc.plot(epochs, [r.get("train_acc") for r in rs], marker=".", label=f"{label} train")
-        val = "val_mae" if mae else "val_acc"
         if any(val in r for r in rs):
             ax_loss.plot(epochs, [r.get("val_loss") for r in rs], ls="--", marker=".", label=f"{label} val")
             ax_acc.plot(epochs, [r.get(val) for r in rs], ls="--", marker=".", label=f"{label} val")
     ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
     if mae:
         ax_acc.set(xlabel="epoch", ylabel="MAE", title="validation MAE (source)")
+    elif val == "val_micro_f1":
+        ax_acc.set(xlabel="epoch", ylabel="micro-F1", title="micro-F1 (source)", ylim=(0, 1.02))
     else:
         ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy (source)", ylim=(0, 1.02))
     for ax in (ax_loss, ax_acc):

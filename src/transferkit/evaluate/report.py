@@ -149,6 +149,8 @@ def render_markdown(report: dict[str, Any]) -> str:
                       f"selected epoch {fit['best_epoch'] + 1}"
                       + (f" (source val acc {fit['best_val_acc']:.4f})" if fit.get("best_val_acc") is not None else "")
                       + (f" (source val MAE {fit['best_val_mae']:.4f})" if fit.get("best_val_mae") is not None else "")
+                      + (f" (source val micro-F1 {fit['best_val_micro_f1']:.4f})"
+                         if fit.get("best_val_micro_f1") is not None else "")
                       + (", stopped early" if fit.get("stopped_early") else "") + "."]
     lines += _guard_lines(report)
     if report.get("plots"):

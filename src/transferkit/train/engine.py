@@ -294,7 +294,7 @@ class Engine:
     ) -> FitResult:
         """Train on ``train`` (labelled source), with unlabelled ``target`` batches for adaptation terms and, for joint
         or semi-supervised training, batches of ``labelled_target`` (a few labelled target items, cycled)."""
-        if not train.is_labelled:
+        if not train.is_labelled and (not self.tasks or any(t.field == "label" for t in self.tasks)):
             raise ValueError(f"the training set {train.domain!r} must be labelled")
         if labelled_target is not None and not labelled_target.is_labelled:
             raise ValueError(f"the labelled target set {labelled_target.domain!r} has no labels")
