@@ -118,7 +118,7 @@ def test_build_tasks_reads_fields_and_refuses_bad_ones(tmp_path: Path) -> None:
     assert tasks[2].classes == ("p", "q")
     item = attach_targets(ds, tasks)[0]
     assert set(item["t"]) == {"task:v", "task:g", "task:m"}
-    with pytest.raises(DataError, match="does not have per item.*group, tags, value"):
+    with pytest.raises(DataError, match=r"does not have per item.*group, tags, value"):
         build_tasks([HeadConfig(name="s", kind="regression", field="stars")], ds)
     with pytest.raises(ConfigError, match="must be a classification head"):
         build_tasks([HeadConfig(name="s", kind="regression", field="label")], ds)
@@ -186,7 +186,7 @@ def test_regression_primary_with_feature_alignment(tmp_path: Path) -> None:
 
 def test_regression_primary_refuses_methods_that_read_class_predictions(tmp_path: Path) -> None:
     heads = [{"name": "v", "kind": "regression", "field": "value"}]
-    with pytest.raises(ConfigError, match="reads class predictions.*dan, coral, dann"):
+    with pytest.raises(ConfigError, match=r"reads class predictions.*dan, coral, dann"):
         fit(_cfg(tmp_path, "r2", heads, **{"adapt.method": "mcc"}), progress=False)
     assert not (tmp_path / "runs" / "r2").exists()  # refused before anything was written
 
