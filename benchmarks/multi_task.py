@@ -11,6 +11,8 @@ accuracy), 0-4 to score (FSDD's conventional test split). Ways:
 - ``speaker-first``: both heads with the speaker head primary (the epoch is chosen on the speaker).
 
     TRANSFERKIT_DATA=../shared/data .venv/bin/python benchmarks/multi_task.py --jobs 2
+    # less data: K training recordings per digit (over all speakers), chosen by seed
+    TRANSFERKIT_DATA=../shared/data .venv/bin/python benchmarks/multi_task.py --jobs 2 --per-class 10,30
 """
 
 from __future__ import annotations
@@ -33,8 +35,9 @@ def run_one(job: Job) -> dict[str, Any]:
     a = job["args"]
     way = job["way"]
     cfg = parse_config({
-        "name": f"fsdd-{way}-s{job['seed']}", "output_dir": a["output_dir"], "seeds": [job["seed"]],
-        "data": {"source": "fsdd", "train_split": "fit", "val_split": "val", "eval_split": "test", "batch_size": 64},
+        "name": f"fsdd-{way}-k{job['per_class']}-s{job['seed']}", "output_dir": a["output_dir"], "seeds": [job["seed"]],
+        "data": {"source": "fsdd", "train_split": "fit", "val_split": "val", "eval_split": "test", "batch_size": 64,
+                 "source_per_class": job["per_class"]},
         "model": {"backbone": "logmel-cnn",
                   "backbone_kwargs": {"sample_rate": 8000, "seconds": 1.0, "n_mels": 32, "hop_length": 160,
                                       "conv": "1d", "channels": [64, 64, 64]},
@@ -52,19 +55,25 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ways", default=",".join(HEADS))
     p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--per-class", default=None, help="train on K recordings per digit only (comma-separated Ks)")
     common_args(p, "multi-task")
     args = p.parse_args()
     header(args)
     seeds = [int(s) for s in args.seeds.split(",")]
     ways = args.ways.split(",")
-    rows = run_all([{"way": w, "seed": s, "args": vars(args)} for w in ways for s in seeds], run_one, args)
-    print(f"\n### FSDD test split (recordings 0-4 of all six speakers), accuracy %, mean ± std over seeds "
-          f"{args.seeds}\n")
-    print("| heads | digit | speaker |")
-    print("|---|---|---|")
-    for w in ways:
-        cells = [mean_std([r[f"r_{h}"] for r in rows if r["way"] == w and f"r_{h}" in r]) for h in ("digit", "speaker")]
-        print(f"| {w} | " + " | ".join(cells) + " |")
+    sizes = [int(k) for k in args.per_class.split(",")] if args.per_class else [None]
+    jobs = [{"way": w, "per_class": k, "seed": s, "args": vars(args)} for k in sizes for w in ways for s in seeds]
+    rows = run_all(jobs, run_one, args)
+    for k in sizes:
+        data = "recordings 10-49 of every digit and speaker" if k is None else f"{k} recordings per digit"
+        print(f"\n### trained on {data}; FSDD test split (recordings 0-4 of all six speakers), accuracy %, "
+              f"mean ± std over seeds {args.seeds}\n")
+        print("| heads | digit | speaker |")
+        print("|---|---|---|")
+        for w in ways:
+            cells = [mean_std([r[f"r_{h}"] for r in rows if r["way"] == w and r["per_class"] == k and f"r_{h}" in r])
+                     for h in ("digit", "speaker")]
+            print(f"| {w} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

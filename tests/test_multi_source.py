@@ -115,6 +115,9 @@ def test_per_source_dann_with_discrepancy_weights_end_to_end(tmp_path: Path) -> 
     # the third source sits 4 units away from the target; the first two within 0.5
     assert weights[names[2]] < 0.5 < min(weights[names[0]], weights[names[1]])
     assert seed["multi_source"] == "per-source" and "target" in seed["evaluations"]
+    run = tmp_path / "runs" / "ms"
+    assert "Source weights" in (run / "report.md").read_text() and "Source weights" in (run / "report.html").read_text()
+    assert " + " in (run / "report.md").read_text().splitlines()[3]  # the sources, named
 
 
 def test_cli_takes_several_sources(tmp_path: Path) -> None:

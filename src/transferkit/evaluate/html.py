@@ -158,7 +158,8 @@ def _page(report: dict[str, Any], sections: list[tuple[str, str, str]], nav_extr
     from transferkit import __version__
 
     name = report.get("name") or "run"
-    route = f'<span class="src">{e(report.get("source"))}</span>'
+    source = report.get("source")
+    route = f'<span class="src">{e(" + ".join(source) if isinstance(source, list) else source)}</span>'
     if report.get("target"):
         route += f'<span class="arrow">→</span><span class="tgt">{e(report["target"])}</span>'
     seeds = report.get("seeds", [report["seed"]] if "seed" in report else [])
@@ -203,6 +204,9 @@ def _results_single(report: dict[str, Any]) -> str:
         rows.append(f'<tr><td><b>{e(role)}</b><div class="note">{e(ROLE_NOTES.get(role, ""))}</div></td>'
                     f'<td>{e(m.get("domain", ""))}</td><td class="num">{e(m.get("n", ""))}</td>{cells}</tr>')
     out = f"<table><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>" + _heads_table(evals)
+    if report.get("source_weights"):
+        shown = ", ".join(f"{name} {w:.2f}" for name, w in report["source_weights"].items())
+        out += (f"<p>Source weights (MMD² to the target, measured before training; mean 1): {e(shown)}.</p>")
     fit = report.get("fit")
     if fit:
         best = fit.get("best_epoch")

@@ -105,11 +105,16 @@ def write_aggregate_report(run: RunDir, per_seed: list[dict[str, Any]], header: 
     return report
 
 
+def _sources(source: Any) -> str:
+    return " + ".join(source) if isinstance(source, list) else str(source)
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     lines = [f"# transferkit run `{report.get('name', '')}`", ""]
     lines += [
         f"- backbone: `{report.get('backbone')}`, strategy: `{report.get('strategy')}`",
-        f"- source: `{report.get('source')}`" + (f", target: `{report['target']}`" if report.get("target") else ""),
+        f"- source: `{_sources(report.get('source'))}`"
+        + (f", target: `{report['target']}`" if report.get("target") else ""),
         f"- checkpoint selection: {report.get('selection', 'n/a')}",
         f"- seeds: {report.get('seeds', report.get('seed'))}",
         "",
@@ -132,6 +137,9 @@ def render_markdown(report: dict[str, Any]) -> str:
             cells = [f"{scale * m[k]:.{2 if scale > 1 else 3}f}" for k, _, scale, _ in cols]
             lines.append(f"| {role} | {m.get('domain', '')} | {m['n']} | " + " | ".join(cells) + " |")
         lines += _head_lines(evals)
+        if report.get("source_weights"):
+            lines += ["", "Source weights (MMD² to the target, measured before training; mean 1): "
+                      + ", ".join(f"{name} {w:.2f}" for name, w in report["source_weights"].items())]
         if evals and all("per_class_accuracy" in m for m in evals.values()):
             lines += ["", "## Per-class accuracy (%)", ""]
             roles = list(evals)
