@@ -52,6 +52,10 @@ def test_multi_source_dann_k_plus_1_way_and_per_source() -> None:
     assert math.isfinite(scalar) and 0.8 < scalar < 2.5
     value.backward()
     assert term.module.net[0].weight.grad is not None
+    with torch.no_grad():  # a discriminator that cannot tell: every domain equally likely, CE = log(k+1) per side
+        term.module.net[-1].weight.zero_()
+        term.module.net[-1].bias.zero_()
+    assert float(term.fn(out).detach()) == pytest.approx(math.log(4))
     with pytest.raises(ConfigError, match="source index"):
         term.fn(StepOutputs(out.source_features, out.source_logits, out.source_labels, out.target_features,
                             out.target_logits, 0.5))
@@ -61,6 +65,11 @@ def test_multi_source_dann_k_plus_1_way_and_per_source() -> None:
     value.backward()
     assert per.module[0].net[0].weight.grad is not None and per.module[2].net[0].weight.grad.abs().sum() == 0
     assert 0.3 < float(value.detach()) < 1.2  # near the binary chance level log(2) = 0.69
+    with torch.no_grad():
+        for d in per.module:
+            d.net[-1].weight.zero_()
+            d.net[-1].bias.zero_()
+    assert float(per.fn(_out(3)).detach()) == pytest.approx(math.log(2))
 
 
 def _blobs(path: Path, shift: float, seed: int, classes: tuple[str, str] = ("a", "b")) -> Path:
