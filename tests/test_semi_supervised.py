@@ -124,3 +124,16 @@ def test_cli_target_labels_per_class(tmp_path: Path) -> None:
                                       "--set", "train.device=cpu"])
     assert result.exit_code == 0, result.output
     assert "target_labels_per_class: 3" in (tmp_path / "runs" / "cli" / "config.yaml").read_text()
+
+
+def test_target_weight_follows_its_schedule(tmp_path: Path) -> None:
+    from transferkit.experiment import build_model, loss_terms
+
+    cfg = _cfg(tmp_path, "sched", **{"data.target_labels_per_class": 2, "adapt.target_weight": 0.5,
+                                     "adapt.target_schedule": "ramp"})
+    terms = {t.name: t for t in loss_terms(cfg, build_model(cfg, load_run_data(cfg, 0)))}
+    ramp = terms["target_ce"]
+    assert ramp.weight_at(0.0) == 0.0 and ramp.weight_at(1.0) == pytest.approx(0.5 * (2 / (1 + math.exp(-10)) - 1))
+    flat = parse_config(cfg.model_dump(mode="json"), {"adapt.target_schedule": "constant"})
+    assert {t.name: t for t in loss_terms(flat, build_model(flat, load_run_data(flat, 0)))}[
+        "target_ce"].weight_at(0.0) == 0.5

@@ -241,6 +241,9 @@ class AdaptConfig(_Strict):
     schedule: Literal["constant", "ramp"] = Field(
         "constant", description="λ(p): constant, or ramp = λ·(2/(1+exp(-10p)) - 1)"
     )
+    target_schedule: Literal["constant", "ramp"] = Field(
+        "constant", description="λ_t(p) of the labelled target items' loss: constant, or the same ramp"
+    )
     options: dict[str, Any] = Field(default_factory=dict, description="method options (see `transferkit methods`)")
     guard: bool = Field(True, description="also train source-only and fall back to it when adaptation looks worse")
     guard_max_source_drop: Annotated[float, Field(ge=0.0, le=1.0)] = Field(

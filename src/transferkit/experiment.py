@@ -284,7 +284,10 @@ def loss_terms(cfg: RunConfig, model: TransferModel) -> list[LossTerm]:
                   head_loss_terms(model.tasks, cfg.model.head_weighting, cfg.train.label_smoothing))
     terms = [*supervised, *transfer]
     if cfg.data.target_labels_per_class is not None:  # L = L_s + λ_t · L_t (+ λ · L_transfer)
-        terms.append(target_cross_entropy(cfg.adapt.target_weight, cfg.train.label_smoothing))
+        from transferkit.train.schedules import constant, dann_ramp
+
+        lam_t = (dann_ramp if cfg.adapt.target_schedule == "ramp" else constant)(cfg.adapt.target_weight)
+        terms.append(target_cross_entropy(lam_t, cfg.train.label_smoothing))
     return terms
 
 
