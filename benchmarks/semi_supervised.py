@@ -11,6 +11,8 @@ Five ways to use them, LeNet from scratch, the same seed choosing the same K ite
 - ``semi-da``: joint plus an unsupervised method (``--method``, default MCC) on the unlabelled rest of the target.
 - K = 0 rows: ``source-only`` and the same method without labels (``unsupervised-da``), the curve's start.
 
+Steps: every run that sees the source takes the same number of optimiser steps: ``--epochs`` epochs as long as the
+longer domain (runs without unlabelled target batches get as many epochs of the source as make the same count).
 Checkpoints: the source runs select on a 10% source validation split; runs that train on the K·10 target items
 alone have no validation split (K = 1 leaves nothing to hold out) and keep their last epoch, after ``--few-steps``
 optimiser steps. Target test labels only score.
@@ -47,6 +49,20 @@ def _per_task(text: str, task: str) -> int:
     return int(dict(part.split("=") for part in text.split(","))[task])
 
 
+TARGET_TRAIN = {"usps": 7291, "mnist": 60000}
+
+
+def _source_items(a: dict[str, Any]) -> int:
+    return round(10 * a["source_per_class"] * 0.9)  # 10% held out for validation
+
+
+def _steps(job: Job) -> int:
+    """Optimiser steps of a run that pairs source and target batches (an epoch as long as the longer domain)."""
+    tgt = job["task"].split("-")[1]
+    per_epoch = math.ceil(max(_source_items(job["args"]), TARGET_TRAIN[tgt]) / 64)
+    return _per_task(job["args"]["epochs"], job["task"]) * per_epoch
+
+
 def _source_run(job: Job) -> str:
     return f"{job['task']}-source-only-k0-s{job['seed']}"
 
@@ -74,6 +90,10 @@ def run_one(job: Job) -> dict[str, Any]:
         if k:
             raw["data"]["target_labels_per_class"] = k
         raw["adapt"]["method"] = a["method"] if way in ("semi-da", "unsupervised-da") else "none"
+        if raw["adapt"]["method"] == "none":
+            # without unlabelled target batches an epoch is one pass over the source: give these runs as many steps
+            # as the runs that pair every source batch with a target batch
+            raw["train"]["epochs"] = math.ceil(_steps(job) / math.ceil(_source_items(a) / 64))
     report = fit(parse_config(raw), overwrite=True, progress=False)
     role = "source" if few else "target"  # a target-only run's "source" is the target domain
     return {"r_acc": report["summary"][role]["accuracy"]["values"][0]}
