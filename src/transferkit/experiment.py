@@ -36,7 +36,7 @@ from transferkit.finetune.lora import merge_lora
 from transferkit.models.backbones import check_input_kind, create_backbone
 from transferkit.models.heads import IdentityBackbone, TransferModel
 from transferkit.runs import RunDir, atomic_path, atomic_write_text
-from transferkit.tasks import Task, attach_targets, build_tasks, head_loss_terms
+from transferkit.tasks import Task, attach_targets, build_tasks, head_loss_terms, is_default
 from transferkit.train.engine import (
     Engine,
     LossTerm,
@@ -279,8 +279,7 @@ def loss_terms(cfg: RunConfig, model: TransferModel) -> list[LossTerm]:
     k = len(cfg.data.sources) if cfg.data.multi_source != "pooled" else 1
     transfer = build_method(a.method, model.feature_dim, len(model.classes), weight=a.weight, schedule=a.schedule,
                             options=a.options, num_sources=k, multi_source=cfg.data.multi_source)
-    default = len(model.tasks) == 1 and model.tasks[0].field == "label" and model.primary_kind == "classification"
-    supervised = ([source_cross_entropy(cfg.train.label_smoothing)] if default and not cfg.model.heads else
+    supervised = ([source_cross_entropy(cfg.train.label_smoothing)] if is_default(model.tasks) else
                   head_loss_terms(model.tasks, cfg.model.head_weighting, cfg.train.label_smoothing))
     terms = [*supervised, *transfer]
     if cfg.data.target_labels_per_class is not None:  # L = L_s + λ_t · L_t (+ λ · L_transfer)

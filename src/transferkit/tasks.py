@@ -84,6 +84,11 @@ def default_task(classes: Sequence[str]) -> Task:
     return Task(LABEL, "classification", LABEL, tuple(classes), len(classes))
 
 
+def is_default(tasks: Sequence[Task]) -> bool:
+    """One classifier called ``label`` on the dataset's classes: the plain source cross-entropy trains it."""
+    return len(tasks) == 1 and tasks[0].name == LABEL and tasks[0].field == LABEL and tasks[0].kind == "classification"
+
+
 def build_tasks(heads: Sequence[Any], source: Any) -> list[Task]:
     """The tasks of ``model.heads`` (:class:`~transferkit.config.HeadConfig`), their classes and statistics read
     from the labelled source training split ``source``; the default classifier when ``heads`` is empty."""

@@ -263,6 +263,10 @@ class Engine:
         self.primary_kind = getattr(model, "primary_kind", "classification")
         # the primary head predicts the dataset's own labels (item["y"]), not another per-item field
         self.primary_reads_labels = not self.tasks or self.tasks[0].field == "label"
+        from transferkit.tasks import is_default
+
+        # only models with several heads or another kind of head need every head's outputs and targets each step
+        self.needs_heads = bool(self.tasks) and not is_default(self.tasks)
         self.on_epoch = on_epoch
         self.cfg = config
         self.loss_terms = loss_terms if loss_terms is not None else [source_cross_entropy(config.label_smoothing)]
@@ -537,11 +541,11 @@ class Engine:
         n = src["x"].shape[0]
         m = n + (tgt["x"].shape[0] if tgt is not None else 0)
         out = StepOutputs(f[:n], logits[:n], src["y"], None, None, progress)
-        if self.tasks:
+        if self.needs_heads:
             from transferkit.tasks import batch_targets
 
-            core = self.accelerator.unwrap_model(model)
-            out.source_heads = core.head_outputs(f[:n], logits[:n])
+            with self.accelerator.autocast():  # the extra heads run outside the wrapped forward: same precision
+                out.source_heads = self.model.head_outputs(f[:n], logits[:n])  # the module inside any wrapper
             out.source_targets = batch_targets(src, self.tasks)
         domains = src.get("t", {}).get("source_index")
         if domains is not None:
