@@ -165,11 +165,15 @@ def test_multi_task_run_scores_every_head_and_reloads(tmp_path: Path) -> None:
 
 def test_uncertainty_weighted_heads_train_their_weights(tmp_path: Path) -> None:
     heads = [{"name": "y"}, {"name": "v", "kind": "regression", "field": "value"}]
-    fit(_cfg(tmp_path, "uw", heads, **{"model.head_weighting": "uncertainty"}), progress=False)
+    report = fit(_cfg(tmp_path, "uw", heads, **{"model.head_weighting": "uncertainty"}), progress=False)
     from transferkit.runs import read_jsonl
 
     records = read_jsonl(tmp_path / "runs" / "uw" / "metrics.jsonl")
     assert "loss/tasks" in records[-1] and "loss/task/y" not in records[-1]
+    learnt = report["per_seed"][0]["fit"]["head_weights"]  # the selected epoch's exp(-s_i), in the report
+    assert set(learnt) == {"y", "v"} and all(w > 0 and w != 1.0 for w in learnt.values())
+    assert f"y {learnt['y']:.2f}, v {learnt['v']:.2f}" in (tmp_path / "runs" / "uw" / "report.md").read_text()
+    assert "Learnt head weights" in (tmp_path / "runs" / "uw" / "report.html").read_text()
 
 
 def test_regression_primary_with_feature_alignment(tmp_path: Path) -> None:

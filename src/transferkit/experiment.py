@@ -36,7 +36,7 @@ from transferkit.finetune.lora import merge_lora
 from transferkit.models.backbones import check_input_kind, create_backbone
 from transferkit.models.heads import IdentityBackbone, TransferModel
 from transferkit.runs import RunDir, atomic_path, atomic_write_text
-from transferkit.tasks import Task, attach_targets, build_tasks, head_loss_terms, is_default
+from transferkit.tasks import Task, UncertaintyWeights, attach_targets, build_tasks, head_loss_terms, is_default
 from transferkit.train.engine import (
     Engine,
     LossTerm,
@@ -651,7 +651,7 @@ def _train(
         target = target.with_transform(tf) if target is not None else None
         few = few.with_transform(tf) if few is not None else None
     res = engine.fit(train, data.source_val, target, resume=resume, labelled_target=few)
-    return _result_dict(res)
+    return _result_dict(res, engine)
 
 
 # feature-alignment methods whose loss also reads the class predictions (a softmax, a classification margin)
@@ -726,10 +726,10 @@ def _linear_probe(cfg: RunConfig, model: TransferModel, data: RunData, train_cfg
     res = engine.fit(train_f, val_f, target_f, resume=resume, labelled_target=few_f)
     trained = {k: v for k, v in probe.state_dict().items() if not k.startswith("backbone.")}
     model.load_state_dict(trained, strict=False)
-    return _result_dict(res)
+    return _result_dict(res, engine)
 
 
-def _result_dict(res: Any) -> dict[str, Any]:
+def _result_dict(res: Any, engine: Engine) -> dict[str, Any]:
     out = {
         "best_epoch": res.best_epoch,
         "best_val_acc": res.best_val_acc,
@@ -738,6 +738,9 @@ def _result_dict(res: Any) -> dict[str, Any]:
     }
     if res.val_metric != "val_acc":
         out[f"best_{res.val_metric}"] = res.best_val
+    learnt = [m for m in engine.extra.values() if isinstance(m, UncertaintyWeights)]
+    if learnt:  # the weights the selected epoch trained with (the engine restored the loss modules with the model)
+        out["head_weights"] = learnt[0].weights()
     return out
 
 

@@ -18,6 +18,8 @@ from typing import Any
 from transferkit.evaluate.metrics import format_mean_std
 
 REPORT_HTML = "report.html"
+# model.head_weighting uncertainty: exp(-s_i) per head, as the selected epoch left them
+LEARNT_WEIGHTS = "Learnt head weights exp(−s_i) at the selected epoch: "
 SCALARS = (("accuracy", "accuracy (%)"), ("macro_f1", "macro-F1 (%)"), ("ece", "ECE (%)"))
 
 
@@ -220,6 +222,9 @@ def _results_single(report: dict[str, Any]) -> str:
             text += f" (source validation micro-F1 {_pct(fit['best_val_micro_f1'], 2)}%)"
         text += ", stopped early." if fit.get("stopped_early") else "."
         out += f"<p>{text}</p>"
+        if fit.get("head_weights"):
+            shown = ", ".join(f"{name} {w:.2f}" for name, w in fit["head_weights"].items())
+            out += f"<p>{e(LEARNT_WEIGHTS)}{e(shown)}.</p>"
     return out
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from transferkit.evaluate.html import REPORT_HTML, render_html
+from transferkit.evaluate.html import LEARNT_WEIGHTS, REPORT_HTML, render_html
 from transferkit.evaluate.html import scalar_columns as _scalar_columns
 from transferkit.evaluate.metrics import format_mean_std, mean_std
 from transferkit.evaluate.plots import plot_confusion_matrix, plot_feature_map, plot_learning_curves
@@ -160,6 +160,8 @@ def render_markdown(report: dict[str, Any]) -> str:
                       + (f" (source val micro-F1 {fit['best_val_micro_f1']:.4f})"
                          if fit.get("best_val_micro_f1") is not None else "")
                       + (", stopped early" if fit.get("stopped_early") else "") + "."]
+            if fit.get("head_weights"):
+                lines += ["", LEARNT_WEIGHTS + ", ".join(f"{n} {w:.2f}" for n, w in fit["head_weights"].items())]
     lines += _guard_lines(report)
     if report.get("plots"):
         lines += ["", "## Plots", ""]
