@@ -63,6 +63,7 @@ KNOWN_SHA256 = {
     "amazon_svmlight/kitchen_test.svmlight": "e1502b97a824eb12314be4447394fa736fecb781c0724e6529cd6733ac7ff6d8",
     "amazon_text/amazon_multidomain_raw_text.jsonl.gz":
         "fe392cc6b71b7ff6bf8a3e271c63acc6f7f2e2aaca385d5ade83028108f3e02e",
+    "20newsgroups/20newsgroups_bydate.jsonl.gz": "54e92d0836d5a61a5d12b0ca226d00174ea46a9b235c5f516b2d15d86434fba9",
 }
 AMAZON_TEXT_FILE = "amazon_text/amazon_multidomain_raw_text.jsonl.gz"
 AMAZON_TEXT_TEST_FRACTION = 0.2  # fixed stratified split of each domain's 2,000 reviews; the seed never changes

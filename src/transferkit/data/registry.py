@@ -68,4 +68,4 @@ def load_dataset(name: str, split: str = "train", root: str | Path | None = None
 
 def _ensure_builtins() -> None:
     # Importing the modules registers their datasets; done lazily so `import transferkit` stays fast.
-    from transferkit.data import benchmarks, builtin  # noqa: F401
+    from transferkit.data import benchmarks, builtin, newsgroups  # noqa: F401
