@@ -46,7 +46,7 @@ def _child(fn: Callable[[Job], dict[str, Any]], job: Job) -> dict[str, Any]:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(job.get("threads", 1))  # a warm-up run that extracts features may take every core
     t0 = time.perf_counter()
     out = fn(job)
     return {**{k: v for k, v in job.items() if k != "args"}, **out, "seconds": round(time.perf_counter() - t0, 1)}
@@ -57,8 +57,8 @@ def run_all(jobs: list[Job], fn: Callable[[Job], dict[str, Any]], args: argparse
     path = Path(args.results_jsonl)
     path.parent.mkdir(parents=True, exist_ok=True)
     done = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
-    key = lambda j: json.dumps({k: v for k, v in j.items() if k not in ("args", "seconds") and not  # noqa: E731
-                                k.startswith("r_")}, sort_keys=True)
+    key = lambda j: json.dumps({k: v for k, v in j.items() if k not in ("args", "seconds", "threads")  # noqa: E731
+                                and not k.startswith("r_")}, sort_keys=True)
     have = {key(r) for r in done} if args.skip_done else set()
     todo = [j for j in jobs if key(j) not in have]
     print(f"# {len(jobs)} runs, {len(jobs) - len(todo)} already done", flush=True)

@@ -152,6 +152,18 @@ def test_cache_key_changes_with_weights_and_data(spy_extract: list[Path]) -> Non
     assert cache_key(bb, ds.unlabelled()) != cache_key(bb, ds)
 
 
+def test_a_relabelled_subset_reads_the_whole_datasets_features(spy_extract: list[Path]) -> None:
+    from dataclasses import replace
+
+    bb, ds = _mlp(), _vectors()
+    whole = cached_features(bb, ds, device="cpu", progress=False)
+    part = replace(ds.subset([1, 4, 6]), labels=np.array([1, 0, 1]), classes=["odd", "even"], domain="part")
+    feats = cached_features(bb, part, device="cpu", progress=False)
+    assert len(spy_extract) == 1  # served from the whole dataset's file
+    assert np.array_equal(feats.inputs, whole.inputs[[1, 4, 6]])
+    assert feats.labels.tolist() == [1, 0, 1] and feats.classes == ["odd", "even"] and feats.domain == "part"
+
+
 def test_cached_features_keeps_the_callers_labels(spy_extract: list[Path], tmp_path: Path) -> None:
     bb = _mlp()
     unl = cached_features(bb, _vectors(labelled=False), cache_dir=tmp_path / "own", device="cpu", progress=False)

@@ -222,7 +222,7 @@ def cached_features(
         whole = cached_features(backbone, root, cache_dir=cache_dir, batch_size=batch_size, num_workers=num_workers,
                                 device=device, progress=progress)
         feats = whole.subset(idx)
-        feats.labels = dataset.labels
+        feats.labels, feats.classes = dataset.labels, dataset.classes  # a subset may name its classes anew
         feats.meta = {**dataset.meta, "features_from": whole.meta["features_from"]}
         feats.domain = dataset.domain
         feats.origin = None

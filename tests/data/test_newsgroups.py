@@ -62,3 +62,14 @@ def test_bad_split_and_a_corrupt_file(data_root: Path, tmp_path: Path) -> None:
         f.write(json.dumps({"split": "train", "label": 3, "category": "sci.space", "text": "x"}) + "\n")
     with pytest.raises(DataError, match="checksum mismatch"):
         load_dataset("20newsgroups", "train", root=root)
+
+
+
+def test_a_pair_is_a_subset_of_the_twenty_way_split(data_root: Path) -> None:
+    """So a frozen encoder's cached features of ``20newsgroups`` serve every pair (no second extraction)."""
+    pair = load_dataset("20newsgroups-sci-vs-talk-target", "test", root=data_root)
+    whole, idx = pair.origin
+    assert whole.domain == "20newsgroups" and len(whole) == 7532 and len(idx) == len(pair)
+    assert whole.fingerprint() == load_dataset("20newsgroups", "test", root=data_root).fingerprint()
+    assert [whole.inputs[i] for i in idx[:5]] == pair.inputs[:5]
+    assert len(pair.meta["category"]) == len(pair.meta["group"]) == len(pair)

@@ -96,25 +96,23 @@ def _read(path: str, size: int, mtime_ns: int) -> tuple[tuple[str, ...], np.ndar
     return tuple(texts), label_array, split_array
 
 
-def _rows(name: str, split: str, root: Path | None) -> tuple[Path, tuple[str, ...], np.ndarray, np.ndarray]:
+def _twenty_way(name: str, split: str, root: Path | None) -> DomainDataset:
     if split not in NEWSGROUPS_SPLITS:
         raise DataError(f"dataset {name!r} has splits {', '.join(NEWSGROUPS_SPLITS)}; got {split!r}")
     path = verified_file(root, NEWSGROUPS_FILE, name, [NEWSGROUPS_FILE])
     texts, labels, splits = _read(*_file_key(path))
-    keep = np.ones(len(labels), dtype=bool) if split == "all" else splits == split
-    return path, texts, labels, keep
+    index = np.flatnonzero(np.ones(len(labels), dtype=bool) if split == "all" else splits == split)
+    y = labels[index].copy()
+    groups = np.asarray([group_of(CATEGORIES[i]) for i in y], dtype=str)
+    return DomainDataset([texts[i] for i in index], y, "20newsgroups", list(CATEGORIES), "text",
+                         meta={"path": str(path), "split": split, "group": groups})
 
 
 @register_dataset("20newsgroups", "20 Newsgroups, 20 topics, posts as raw text, with each post's top-level `group` "
                   "(benchmark root: 20newsgroups/); splits train 11,314 / test 7,532 / all")
 def load_newsgroups(split: str = "train", root: Path | None = None) -> DomainDataset:
     """The 20-way task; ``meta["group"]`` is each post's top-level group, a field for a second head."""
-    path, texts, labels, keep = _rows("20newsgroups", split, root)
-    index = np.flatnonzero(keep)
-    y = labels[index].copy()
-    groups = np.asarray([group_of(CATEGORIES[i]) for i in y], dtype=str)
-    return DomainDataset([texts[i] for i in index], y, "20newsgroups", list(CATEGORIES), "text",
-                         meta={"path": str(path), "split": split, "group": groups})
+    return _twenty_way("20newsgroups", split, root)
 
 
 def _pair_loader(a: str, b: str, role: str) -> DatasetLoader:
@@ -122,12 +120,16 @@ def _pair_loader(a: str, b: str, role: str) -> DatasetLoader:
     wanted = pair_categories(a, b, role)
 
     def load(split: str = "train", root: Path | None = None) -> DomainDataset:
-        path, texts, labels, keep = _rows(name, split, root)
-        categories = np.asarray(CATEGORIES, dtype=str)[labels]
-        index = np.flatnonzero(keep & np.isin(categories, wanted))
+        from dataclasses import replace
+
+        whole = _twenty_way(name, split, root)
+        categories = np.asarray(CATEGORIES, dtype=str)[whole.labels]
+        index = np.flatnonzero(np.isin(categories, wanted))
         y = np.asarray([0 if group_of(c) == a else 1 for c in categories[index]], dtype=np.int64)
-        return DomainDataset([texts[i] for i in index], y, name, [a, b], "text",
-                             meta={"path": str(path), "split": split, "category": categories[index].copy()})
+        # a subset of the 20-way split: a frozen encoder's cached features of 20newsgroups serve every pair
+        part = whole.subset(index)
+        return replace(part, labels=y, classes=[a, b], domain=name,
+                       meta={**part.meta, "category": categories[index]})
 
     load.__name__ = load.__qualname__ = f"load_{name.replace('-', '_')}"
     load.__doc__ = f"20 Newsgroups, {a} vs {b}, the {role} sub-categories: {', '.join(wanted)}."
