@@ -17,7 +17,7 @@ The group is a function of the topic, so the second head brings no new labels: w
 shared bottleneck is shaped, which matters most when labels are few (``--per-class``).
 
     TRANSFERKIT_DATA=../shared/data .venv/bin/python benchmarks/multi_task_newsgroups.py --jobs 2
-    TRANSFERKIT_DATA=../shared/data .venv/bin/python benchmarks/multi_task_newsgroups.py --jobs 2 --per-class 5,20
+    TRANSFERKIT_DATA=../shared/data .venv/bin/python benchmarks/multi_task_newsgroups.py --jobs 2 --per-class all,5,20
 """
 
 from __future__ import annotations
@@ -63,13 +63,14 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ways", default=",".join(HEADS))
     p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--per-class", default=None, help="train on K posts per topic only (comma-separated Ks)")
+    p.add_argument("--per-class", default=None,
+                   help="train on K posts per topic only (comma-separated Ks; `all`: the whole train split)")
     common_args(p, "multi-task-newsgroups")
     args = p.parse_args()
     header(args)
     seeds = [int(s) for s in args.seeds.split(",")]
     ways = args.ways.split(",")
-    sizes = [int(k) for k in args.per_class.split(",")] if args.per_class else [None]
+    sizes = [None if k == "all" else int(k) for k in args.per_class.split(",")] if args.per_class else [None]
     # extract the features once, before the parallel runs (they would all extract the same at once)
     run_all([{"way": ways[0], "per_class": sizes[0], "seed": seeds[0], "args": vars(args)}], run_one,
             argparse.Namespace(**{**vars(args), "jobs": 1}))
