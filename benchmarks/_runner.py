@@ -81,6 +81,14 @@ def run_all(jobs: list[Job], fn: Callable[[Job], dict[str, Any]], args: argparse
     return [latest[key(j)] for j in jobs if key(j) in latest]
 
 
+def run_warm(first: list[Job], jobs: list[Job], fn: Callable[[Job], dict[str, Any]],
+             args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Run ``first`` one at a time with every core (runs that extract and cache features, which parallel runs
+    would all do at once), then every job of ``jobs`` not yet done (the warm-up runs count)."""
+    run_all([{**j, "threads": args.jobs} for j in first], fn, argparse.Namespace(**{**vars(args), "jobs": 1}))
+    return run_all(jobs, fn, argparse.Namespace(**{**vars(args), "skip_done": True}))
+
+
 def mean_std(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
     if not values:
         return "–"

@@ -25,7 +25,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from _runner import Job, common_args, header, mean_std, run_all
+from _runner import Job, common_args, header, mean_std, run_warm
 
 TOPIC = {"name": "topic"}
 GROUP = {"name": "group", "kind": "classification", "field": "group"}
@@ -47,7 +47,8 @@ def run_one(job: Job) -> dict[str, Any]:
         "model": {"backbone": "st:all-MiniLM-L6-v2", "bottleneck_dim": 256, "heads": HEADS[way],
                   "head_weighting": "uncertainty" if way == "both-uncertainty" else "fixed"},
         "finetune": {"strategy": "linear-probe"},
-        "train": {"epochs": a["epochs"], "lr": 1e-3, "threads": 1, "device": "cpu", "checkpoint_every_minutes": None},
+        "train": {"epochs": a["epochs"], "lr": 1e-3, "threads": job.get("threads", 1), "device": "cpu",
+                  "checkpoint_every_minutes": None},
     })
     report = fit(cfg, overwrite=True, progress=False)
     seed = report["per_seed"][0]
@@ -71,12 +72,8 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     ways = args.ways.split(",")
     sizes = [None if k == "all" else int(k) for k in args.per_class.split(",")] if args.per_class else [None]
-    # extract the features once, before the parallel runs (they would all extract the same at once)
-    run_all([{"way": ways[0], "per_class": sizes[0], "seed": seeds[0], "args": vars(args)}], run_one,
-            argparse.Namespace(**{**vars(args), "jobs": 1}))
-    rest = argparse.Namespace(**{**vars(args), "skip_done": True})  # the warm-up run counts: not run twice
     jobs = [{"way": w, "per_class": k, "seed": s, "args": vars(args)} for k in sizes for w in ways for s in seeds]
-    rows = run_all(jobs, run_one, rest)
+    rows = run_warm(jobs[:1], jobs, run_one, args)
     for k in sizes:
         data = "the train split (less 10% to choose the epoch)" if k is None else f"{k} posts per topic"
         print(f"\n### trained on {data}; bydate test split (7,532 posts), accuracy %, mean ± std over seeds "

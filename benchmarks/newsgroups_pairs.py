@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from _runner import Job, common_args, header, mean_std, run_all
+from _runner import Job, common_args, header, mean_std, run_warm
 
 
 def run_one(job: Job) -> dict[str, Any]:
@@ -53,13 +53,9 @@ def main() -> None:
     header(args)
     seeds = [int(s) for s in args.seeds.split(",")]
     tasks, methods = args.tasks.split(","), args.methods.split(",")
-    # extract each pair's features once, with every core, before the parallel runs
-    first = [{"task": t, "method": methods[0], "seed": seeds[0], "threads": args.jobs, "args": vars(args)}
-             for t in tasks]
-    run_all(first, run_one, argparse.Namespace(**{**vars(args), "jobs": 1}))
-    rest = argparse.Namespace(**{**vars(args), "skip_done": True})  # the warm-up runs count: not run twice
-    rows = run_all([{"task": t, "method": m, "seed": s, "args": vars(args)} for t in tasks for m in methods
-                    for s in seeds], run_one, rest)
+    first = [{"task": t, "method": methods[0], "seed": seeds[0], "args": vars(args)} for t in tasks]
+    rows = run_warm(first, [{"task": t, "method": m, "seed": s, "args": vars(args)} for t in tasks for m in methods
+                            for s in seeds], run_one, args)
     print(f"\n### target test accuracy %, mean ± std over seeds {args.seeds}\n")
     print("| task | " + " | ".join(methods) + " |")
     print("|---" * (len(methods) + 1) + "|")

@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from _runner import Job, common_args, header, mean_std, run_all
+from _runner import Job, common_args, header, mean_std, run_warm
 
 
 def run_one(job: Job) -> dict[str, Any]:
@@ -36,7 +36,8 @@ def run_one(job: Job) -> dict[str, Any]:
                   "heads": [{"name": "stars", "kind": "regression", "field": "rating"}]},
         "finetune": {"strategy": "linear-probe"},
         "adapt": {"method": "none" if job["way"] == "source-only" else job["way"], "guard": False},
-        "train": {"epochs": a["epochs"], "lr": 1e-3, "threads": 1, "device": "cpu", "checkpoint_every_minutes": None},
+        "train": {"epochs": a["epochs"], "lr": 1e-3, "threads": job.get("threads", 1), "device": "cpu",
+                  "checkpoint_every_minutes": None},
     })
     report = fit(cfg, overwrite=True, progress=False)
     ev = report["per_seed"][0]["evaluations"]
@@ -54,12 +55,9 @@ def main() -> None:
     header(args)
     seeds = [int(s) for s in args.seeds.split(",")]
     tasks, ways = args.tasks.split(","), args.ways.split(",")
-    # extract every domain's features once, before the parallel runs (they would all extract the same at once)
     first = [{"task": t, "way": "source-only", "seed": seeds[0], "args": vars(args)} for t in tasks]
-    run_all(first, run_one, argparse.Namespace(**{**vars(args), "jobs": 1}))
-    rest = argparse.Namespace(**{**vars(args), "skip_done": True})  # the warm-up runs count: not run twice
-    rows = run_all([{"task": t, "way": w, "seed": s, "args": vars(args)} for t in tasks for w in ways for s in seeds],
-                   run_one, rest)
+    rows = run_warm(first, [{"task": t, "way": w, "seed": s, "args": vars(args)} for t in tasks for w in ways
+                            for s in seeds], run_one, args)
     print(f"\n### star rating, target test MAE in stars (lower is better), mean ± std over seeds {args.seeds}\n")
     print("| task | " + " | ".join(ways) + " |")
     print("|---" * (len(ways) + 1) + "|")
