@@ -76,6 +76,17 @@ def test_uncertainty_weighting_by_hand() -> None:
     # exp(-0)·2 + 0 + exp(-log 4)·8 + log 4
     assert float(w([torch.tensor(2.0), torch.tensor(8.0)]).detach()) == pytest.approx(2 + 2 + math.log(4.0))
     assert w.weights() == pytest.approx({"a": 1.0, "b": 0.25})
+    started = UncertaintyWeights(["a", "b"], [2.0, 0.5])  # each head starts at its fixed weight
+    assert started.weights() == pytest.approx({"a": 2.0, "b": 0.5})
+    # exp(-s)·L + s with s = -log w: 2·3 - log 2 + 0.5·4 - log 0.5
+    assert float(started([torch.tensor(3.0), torch.tensor(4.0)]).detach()) == pytest.approx(6 + 2 - math.log(2)
+                                                                                             - math.log(0.5))
+    from transferkit.tasks import head_loss_terms
+
+    zero = [Task("a", "classification", "label", ("x", "y"), 2), Task("b", "regression", "v", weight=0.0)]
+    with pytest.raises(ConfigError, match=r"must be > 0 \(head 'b'\)"):
+        head_loss_terms(zero, "uncertainty")
+    assert [t.name for t in head_loss_terms(zero, "fixed")] == ["task/a", "task/b"]  # weight 0 is fine when fixed
 
 
 # -- data -----------------------------------------------------------------------------------------------

@@ -184,7 +184,9 @@ class HeadConfig(_Strict):
         "label", description="what the head predicts: `label` (the dataset's classes) or a per-item field of the "
         "dataset (a text table's numeric column such as `rating`, FSDD's `speaker`, a multi-label column)"
     )
-    weight: Annotated[float, Field(ge=0.0)] = Field(1.0, description="its loss weight (model.head_weighting fixed)")
+    weight: Annotated[float, Field(ge=0.0)] = Field(
+        1.0, description="its loss weight (model.head_weighting fixed); its starting weight, > 0, with uncertainty"
+    )
     loss: Literal["auto", "cross-entropy", "bce", "mse", "huber"] = Field(
         "auto", description="auto: cross-entropy (classification), bce (multilabel), mse (regression)"
     )

@@ -261,19 +261,25 @@ def head_loss_terms(tasks: Sequence[Task], weighting: str = "fixed", label_smoot
 
     if weighting == "fixed":
         return [LossTerm(f"task/{t.name}", loss_of(t), t.weight, global_batch=False) for t in tasks]
+    if any(t.weight <= 0 for t in tasks):
+        zero = ", ".join(repr(t.name) for t in tasks if t.weight <= 0)
+        raise ConfigError(f"model.head_weighting uncertainty starts each head at its weight, so it must be > 0 "
+                          f"(head {zero}); drop a head rather than weigh it 0")
     fns = [loss_of(t) for t in tasks]
-    module = UncertaintyWeights([t.name for t in tasks])
+    module = UncertaintyWeights([t.name for t in tasks], [t.weight for t in tasks])
     return [LossTerm("tasks", lambda out: module([fn(out) for fn in fns]), 1.0, module, global_batch=False)]
 
 
 class UncertaintyWeights(nn.Module):
     """Learnt task weights (Kendall, Gal & Cipolla, CVPR 2018): ``Σ_i exp(-s_i) · L_i + s_i`` with ``s_i = log σ_i²``
-    trained with the model, so a noisier task gets a smaller weight; ``s_i`` starts at 0 (weight 1)."""
+    trained with the model, so a noisier task gets a smaller weight. ``s_i`` starts at ``-log w_i``: each head
+    starts at its fixed weight ``w_i`` (1 by default)."""
 
-    def __init__(self, names: Sequence[str]) -> None:
+    def __init__(self, names: Sequence[str], initial: Sequence[float] | None = None) -> None:
         super().__init__()
         self.names = list(names)
-        self.log_vars = nn.Parameter(torch.zeros(len(self.names)))
+        start = torch.ones(len(self.names)) if initial is None else torch.as_tensor(initial, dtype=torch.float32)
+        self.log_vars = nn.Parameter(-torch.log(start))
 
     def forward(self, losses: Sequence[torch.Tensor]) -> torch.Tensor:
         s = self.log_vars
