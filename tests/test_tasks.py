@@ -288,3 +288,22 @@ def test_init_from_keeps_a_regression_heads_predictions(tmp_path: Path) -> None:
     with torch.no_grad():
         before, after = old.tasks[0].decode(old(x)[1]), new.tasks[0].decode(new(x)[1])
     assert torch.allclose(before, after, atol=1e-4)
+
+
+def test_a_target_class_the_source_lacks_is_counted_not_scored(tmp_path: Path) -> None:
+    from transferkit.tasks import task_metrics
+
+    task = Task("g", "classification", "group", ("p", "q"), 2)
+    m = task_metrics(task, torch.tensor([[2.0, 0.0], [0.0, 2.0], [2.0, 0.0]]), torch.tensor([0, -1, 1]))
+    assert m["n"] == 2 and m["unknown"] == 1 and m["accuracy"] == pytest.approx(0.5)
+    assert "unknown" not in task_metrics(task, torch.tensor([[2.0, 0.0]]), torch.tensor([0]))
+
+    cfg = _cfg(tmp_path, "gr", [{"name": "y"}, {"name": "g", "kind": "classification", "field": "group"}],
+               **{"train.epochs": 2})
+    _table(tmp_path / "tgt.npz", 0.5, 1, groups=("p", "r"))  # the target's second group is one the source lacks
+    ev = fit(cfg, progress=False)["per_seed"][0]["evaluations"]
+    g = ev["target"]["heads"]["g"]
+    assert g["unknown"] > 0 and g["n"] + g["unknown"] == ev["target"]["n"]
+    assert "unknown" not in ev["source"]["heads"]["g"]
+    md = (tmp_path / "runs" / "gr" / "report.md").read_text()
+    assert f"{g['n']} (+{g['unknown']} of a class the source lacks, not scored)" in md

@@ -209,7 +209,8 @@ def evaluate(
         console.print(f"per-class accuracy (%): {per}")
     for name, h in metrics.get("heads", {}).items():
         shown = ", ".join(f"{label} {scale * h[k]:.{2 if scale > 1 else 3}f}" for k, label, scale, _ in scalars_of(h))
-        console.print(f"head {name} ({h['kind']}): {shown}")
+        left_out = f"; {h['unknown']} item(s) of a class the source lacks, not scored" if h.get("unknown") else ""
+        console.print(f"head {name} ({h['kind']}): {shown}{left_out}")
     console.print(f"written: {out}")
 
 

@@ -324,7 +324,10 @@ def task_metrics(task: Task, outputs: torch.Tensor, targets: torch.Tensor) -> di
     keep = targets >= 0
     if not bool(keep.any()):
         return None
-    return classification_metrics(outputs[keep], targets[keep], list(task.classes))
+    metrics = classification_metrics(outputs[keep], targets[keep], list(task.classes))
+    if not bool(keep.all()):  # items whose value the source never had: left out of the score, counted
+        metrics["unknown"] = int((~keep).sum())
+    return metrics
 
 
 # the scalar metrics of each kind, as (key, label, scale to percent or not, higher is better)

@@ -267,8 +267,10 @@ def _heads_table(evals: dict[str, Any]) -> str:
     for role in _ordered(evals):
         for name, h in evals[role].get("heads", {}).items():
             shown = ", ".join(f"{label} {_value(h.get(k), scale)}" for k, label, scale, _ in KIND_SCALARS[h["kind"]])
+            n = f"{h.get('n', '')} (+{h['unknown']} not scored: a class the source lacks)" if h.get("unknown") else \
+                h.get("n", "")
             rows.append(f"<tr><td>{e(role)}</td><td>{e(name)}</td><td>{e(h['kind'])}</td>"
-                        f'<td class="num">{e(h.get("n", ""))}</td><td>{e(shown)}</td></tr>')
+                        f'<td class="num">{e(n)}</td><td>{e(shown)}</td></tr>')
     if not rows:
         return ""
     return ("<h3>Every head</h3><table><thead><tr><th>evaluated on</th><th>head</th><th>kind</th>"

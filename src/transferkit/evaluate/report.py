@@ -179,7 +179,8 @@ def _head_lines(evals: dict[str, Any]) -> list[str]:
     for role, name, h in rows:
         shown = ", ".join(f"{label} {scale * h[k]:.{2 if scale > 1 else 3}f}" for k, label, scale, _ in
                           KIND_SCALARS[h["kind"]])
-        lines.append(f"| {role} | {name} | {h['kind']} | {h['n']} | {shown} |")
+        n = f"{h['n']} (+{h['unknown']} of a class the source lacks, not scored)" if h.get("unknown") else h["n"]
+        lines.append(f"| {role} | {name} | {h['kind']} | {n} | {shown} |")
     return lines
 
 
