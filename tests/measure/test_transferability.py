@@ -55,23 +55,43 @@ def _dense_evidence(f: np.ndarray, y: np.ndarray, alpha: float, beta: float) -> 
     )
 
 
+def _null_evidence(y: np.ndarray) -> float:
+    """Evidence / N of the model ``w = 0`` with its best noise precision ``β = N/‖y‖²``: the limit ``α/β -> ∞``
+    that MacKay's updates head for when the features say nothing about ``y``."""
+    n = len(y)
+    return -0.5 * (1.0 + math.log(2 * math.pi)) - 0.5 * math.log(float(y @ y) / n)
+
+
 def _direct_logme(f: np.ndarray, y: np.ndarray) -> float:
-    """MacKay's updates with dense matrices in the original space, one class after another."""
+    """MacKay's updates with dense matrices in the original space, one class after another.
+
+    Where the features carry no signal for a class the updates run towards ``α/β -> ∞``: the effective number of
+    parameters γ = D - α·tr(A⁻¹) is then a difference of two nearly equal numbers and can round to zero or below
+    (on some CPUs' BLAS, not others). The reference then takes the limit itself (the evidence of ``w = 0``), as the
+    library does, instead of feeding a non-positive α to a logarithm.
+    """
     n, d = f.shape
+    top = float(np.linalg.eigvalsh(f.T @ f).max())
     out = []
     for c in range(int(y.max()) + 1):
         yc = (y == c).astype(float)
-        alpha, beta = 1.0, 1.0
+        alpha, beta, limit = 1.0, 1.0, False
         for _ in range(5000):
             a = alpha * np.eye(d) + beta * f.T @ f
             m = beta * np.linalg.solve(a, f.T @ yc)
             gamma = d - alpha * np.trace(np.linalg.inv(a))
+            if not gamma > 0 or not m @ m > 0:
+                limit = True
+                break
             new_alpha, new_beta = gamma / (m @ m), (n - gamma) / np.sum((f @ m - yc) ** 2)
             change = abs(new_alpha / new_beta - alpha / beta) / (alpha / beta)
             alpha, beta = new_alpha, new_beta
+            if alpha / beta > 1e12 * max(top, 1.0):
+                limit = True
+                break
             if change < 1e-13:
                 break
-        out.append(_dense_evidence(f, yc, alpha, beta) / n)
+        out.append(_null_evidence(yc) if limit else _dense_evidence(f, yc, alpha, beta) / n)
     return float(np.mean(out))
 
 
@@ -159,6 +179,21 @@ def _direct_transrate(f: np.ndarray, y: np.ndarray, eps: float = 1e-4) -> float:
 def test_logme_matches_dense_fixed_point(n: int, d: int, c: int, rank: int | None, sep: float) -> None:
     f, y = _blobs(n, d, c, sep=sep, seed=n + d, rank=rank)
     assert logme(f, y, tol=1e-13, max_iter=5000) == pytest.approx(_direct_logme(f, y), rel=1e-9, abs=1e-11)
+
+
+def test_logme_of_features_that_say_nothing_is_the_evidence_of_w_zero() -> None:
+    # Features orthogonal to every class indicator (and centred): Fᵀy = 0, so the posterior mean is 0 for any α, β
+    # and the evidence rises all the way to α/β -> ∞. The library must take that limit itself, with no log(0).
+    rng = np.random.default_rng(4)
+    n, c = 90, 3
+    y = np.arange(n) % c
+    indicators = np.eye(c)[y]
+    raw = rng.normal(size=(n, 12))
+    f = raw - indicators @ np.linalg.lstsq(indicators, raw, rcond=None)[0]  # each class's mean removed
+    assert np.abs(f.T @ indicators).max() < 1e-9
+    expected = float(np.mean([_null_evidence((y == k).astype(float)) for k in range(c)]))
+    assert logme(f, y) == pytest.approx(expected, rel=1e-9)
+    assert logme(f, y) == pytest.approx(_direct_logme(f, y), rel=1e-9)
 
 
 def test_logme_is_the_maximum_of_the_evidence() -> None:
