@@ -606,7 +606,7 @@ def test_evaluate_a_truncated_model_file_names_it(trained_run: Path, tmp_path: P
     run, _ = _copy_run(trained_run, tmp_path)
     _truncate(run / "model.safetensors")
     code, text = _invoke("evaluate", run, "--data", _vectors(tmp_path / "toy.npz", n=16), "--split", "train")
-    assert code == 2 and "model.safetensors is not a readable safetensors file" in text and "Traceback" not in text
+    assert code == 2 and "model.safetensors is truncated" in text and "Traceback" not in text
     assert not (run / "evaluations").exists()
 
 

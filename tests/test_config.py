@@ -171,7 +171,7 @@ def test_from_yaml_errors_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=rf"config file {missing} does not exist"):
         RunConfig.from_yaml(missing)
 
-    with pytest.raises(ConfigError, match="does not exist"):
+    with pytest.raises(ConfigError, match="is not a file"):
         RunConfig.from_yaml(tmp_path)  # a folder is not a config file
 
 

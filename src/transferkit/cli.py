@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -30,6 +29,8 @@ app = typer.Typer(
 SeedsOpt = Annotated[str | None, typer.Option("--seeds", help="comma-separated seeds, e.g. 0,1,2 (mean ± std)")]
 TrustPickleOpt = Annotated[bool, typer.Option(
     "--trust-pickle", help="accept a pickled weights file (torch.save(model)); unpickling runs code stored in it")]
+TrustCodeOpt = Annotated[bool, typer.Option(
+    "--trust-remote-code", help="let a transformers model folder run the Python code its config names")]
 
 
 def _fail(message: str) -> None:
@@ -37,14 +38,26 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
+@app.callback()
+def _every_command() -> None:
+    """Every command starts offline (:mod:`transferkit.network`); only ``--online`` lifts it."""
+    from transferkit.network import set_offline
+
+    set_offline(True)
+
+
 def _offline(online: bool) -> None:
-    """Keep the Hugging Face libraries off the network unless the user asked for it."""
-    if online:
-        for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
-            os.environ.pop(k, None)
-    else:
-        for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
-            os.environ[k] = "1"
+    """Offline for every library of this process (hub variables and sockets) unless the user passed --online."""
+    from transferkit.network import set_offline
+
+    set_offline(not online)
+
+
+def _trust_code(ctx: typer.Context, trust: bool) -> None:
+    """Code in model folders may run for the rest of this command only if the user passed --trust-remote-code."""
+    from transferkit.models.pretrained import trusting_remote_code
+
+    ctx.with_resource(trusting_remote_code(trust))
 
 
 def _parse_seeds(text: str | None) -> list[int] | None:
@@ -61,6 +74,7 @@ def _parse_seeds(text: str | None) -> list[int] | None:
 
 @app.command()
 def fit(
+    ctx: typer.Context,
     config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML run config (flags override it)")] = None,
     name: Annotated[str | None, typer.Option(help="run name: the folder under --output-dir")] = None,
     source: Annotated[list[str] | None, typer.Option(
@@ -88,6 +102,7 @@ def fit(
     resume: Annotated[bool, typer.Option(help="continue a killed run from its last checkpoint")] = False,
     online: Annotated[bool, typer.Option(help="allow downloads from model hubs")] = False,
     trust_pickle: TrustPickleOpt = False,
+    trust_remote_code: TrustCodeOpt = False,
     log_to: Annotated[
         str | None, typer.Option("--log-to", help="also track with: csv, tensorboard, mlflow (comma-separated)")
     ] = None,
@@ -111,6 +126,7 @@ def fit(
     from transferkit.config import RunConfig, parse_config, parse_override
 
     _offline(online)
+    _trust_code(ctx, trust_remote_code)
     try:
         overrides: dict[str, Any] = {}
         for key, value in {
@@ -157,11 +173,13 @@ def _print_summary(report: dict[str, Any]) -> None:
 
 @app.command()
 def evaluate(
+    ctx: typer.Context,
     run: Annotated[Path, typer.Argument(help="run directory written by `transferkit fit`")],
     data: Annotated[str, typer.Option(help="labelled data to score on: a dataset name or a path")],
     split: Annotated[str, typer.Option(help="split of --data")] = "test",
     seed: Annotated[int | None, typer.Option(help="which seed's model, for multi-seed runs")] = None,
     batch_size: Annotated[int, typer.Option(help="batch size")] = 256,
+    trust_remote_code: TrustCodeOpt = False,
 ) -> None:
     """Score a trained run on labelled data: accuracy, macro-F1, ECE, per-class accuracy.
 
@@ -172,6 +190,7 @@ def evaluate(
         transferkit evaluate runs/mnist-lenet --data digits-uci --split test
     """
     _offline(False)
+    _trust_code(ctx, trust_remote_code)
     try:
         from transferkit.data import load_data
         from transferkit.evaluate.predict import score
@@ -226,12 +245,14 @@ def _check_classes(classes: list[str], ds: Any) -> None:
 
 @app.command()
 def predict(
+    ctx: typer.Context,
     run: Annotated[Path, typer.Argument(help="run directory written by `transferkit fit`")],
     data: Annotated[str, typer.Option(help="data to predict: a dataset name or a path (see `transferkit fit`)")],
     out: Annotated[Path, typer.Option(help="CSV file to write")] = Path("predictions.csv"),
     split: Annotated[str, typer.Option(help="split of --data")] = "test",
     seed: Annotated[int | None, typer.Option(help="which seed's model, for multi-seed runs")] = None,
     batch_size: Annotated[int, typer.Option(help="batch size")] = 256,
+    trust_remote_code: TrustCodeOpt = False,
 ) -> None:
     """Predict classes for new data and write a CSV (index, input, label, prediction, confidence); a model with
     several heads or a regression head writes one column per head instead.
@@ -240,6 +261,8 @@ def predict(
 
         transferkit predict runs/mnist-lenet --data digits-uci --split test --out preds.csv
     """
+    _offline(False)
+    _trust_code(ctx, trust_remote_code)
     try:
         from transferkit.data import load_data
         from transferkit.evaluate.predict import predict_logits
@@ -296,6 +319,7 @@ def _predict_heads_csv(model: Any, ds: Any, out: Path, batch_size: int) -> None:
 
 @app.command()
 def extract(
+    ctx: typer.Context,
     data: Annotated[str, typer.Option(help="data to embed: a dataset name or a path")],
     out: Annotated[Path, typer.Option(help=".npz file to write (features, labels, classes, domain)")],
     backbone: Annotated[str, typer.Option(help="backbone spec")] = "lenet",
@@ -310,6 +334,7 @@ def extract(
     overwrite: Annotated[bool, typer.Option(help="replace an existing output file")] = False,
     online: Annotated[bool, typer.Option(help="allow downloads from model hubs")] = False,
     trust_pickle: TrustPickleOpt = False,
+    trust_remote_code: TrustCodeOpt = False,
 ) -> None:
     """Embed a dataset with a frozen backbone; features are streamed to an .npz batch by batch.
 
@@ -318,6 +343,7 @@ def extract(
         transferkit extract --data digits-uci --backbone timm:tf_efficientnet_lite0 --pretrained --out uci.npz
     """
     _offline(online)
+    _trust_code(ctx, trust_remote_code)
     try:
         from transferkit.data import load_data
         from transferkit.features import extract_to_npz
@@ -341,6 +367,7 @@ def extract(
 
 @app.command()
 def sweep(
+    ctx: typer.Context,
     config: Annotated[Path, typer.Argument(help="YAML run config: the base of every run")],
     over: Annotated[list[str], typer.Option(
         "--over", help="key=v1,v2,... or key=low:high[:log] (method, lambda, lr, epochs, or a.b)")],
@@ -352,6 +379,7 @@ def sweep(
     set_: Annotated[list[str] | None, typer.Option("--set", help="override a base field: section.field=value")] = None,
     overwrite: Annotated[bool, typer.Option(help="replace an existing sweep directory")] = False,
     online: Annotated[bool, typer.Option(help="allow downloads from model hubs")] = False,
+    trust_remote_code: TrustCodeOpt = False,
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
 ) -> None:
     """Train a grid of runs and choose one without target labels (collapsed candidates are rejected).
@@ -365,6 +393,7 @@ def sweep(
     from transferkit.config import RunConfig, parse_override
 
     _offline(online)
+    _trust_code(ctx, trust_remote_code)
     try:
         overrides: dict[str, Any] = {"name": name} if name else {}
         for item in set_ or []:
@@ -401,6 +430,7 @@ def sweep(
 
 @app.command()
 def rank(
+    ctx: typer.Context,
     data: Annotated[str, typer.Option(help="labelled target data: a dataset name or a path")],
     backbones: Annotated[str, typer.Option(help="comma-separated candidates; SPEC+pretrained for package weights")],
     metrics: Annotated[str, typer.Option(help="comma-separated: logme, hscore, gbc, transrate, leep, nce")]
@@ -412,6 +442,7 @@ def rank(
     json_out: Annotated[Path | None, typer.Option("--json", help="also write the ranking to this JSON file")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda (feature extraction)")] = "auto",
     online: Annotated[bool, typer.Option(help="allow downloads from model hubs")] = False,
+    trust_remote_code: TrustCodeOpt = False,
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
 ) -> None:
     """Rank backbones for a labelled target task by transferability, before fine-tuning any of them.
@@ -421,6 +452,7 @@ def rank(
         transferkit rank --data digits-uci --backbones timm:tf_efficientnet_lite0+pretrained,timm:tf_efficientnet_lite0
     """
     _offline(online)
+    _trust_code(ctx, trust_remote_code)
     try:
         from transferkit.data import load_data
         from transferkit.measure.ranking import rank_backbones
@@ -459,6 +491,7 @@ def rank(
 
 @app.command()
 def measure(
+    ctx: typer.Context,
     source: Annotated[str, typer.Option(help="source data: a dataset name or a path")],
     target: Annotated[str, typer.Option(help="target data: a dataset name or a path")],
     backbone: Annotated[str | None, typer.Option(help="measure on this backbone's features (default: raw inputs)")]
@@ -479,6 +512,7 @@ def measure(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda (feature extraction)")] = "auto",
     online: Annotated[bool, typer.Option(help="allow downloads from model hubs")] = False,
     trust_pickle: TrustPickleOpt = False,
+    trust_remote_code: TrustCodeOpt = False,
 ) -> None:
     """Measure the gap between two domains: MMD² with a permutation test, proxy A-distance, CORAL, Wasserstein.
 
@@ -487,6 +521,7 @@ def measure(
         transferkit measure --source mnist-5k --target digits-uci --backbone timm:tf_efficientnet_lite0 --pretrained
     """
     _offline(online)
+    _trust_code(ctx, trust_remote_code)
     try:
         from transferkit.data import load_data
         from transferkit.features import feature_matrix

@@ -33,8 +33,18 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _FLOAT_RE = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 
 
+# A config may come from someone else: bounded so that no file can make parsing hang or exhaust memory (a YAML
+# "billion laughs" of nested aliases loads instantly but expands to 10⁹ values when copied).
+MAX_CONFIG_BYTES = 1 << 20
+MAX_CONFIG_NODES = 100_000
+MAX_CONFIG_DEPTH = 32
+MAX_NAME_LENGTH = 100  # a run or head name becomes a folder or file name: far below the file system's 255 bytes
+MAX_SEED = 2**32 - 1  # numpy's seeds stop there
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # NaN and ±inf are refused everywhere: `weight_decay: 1e400` (inf in YAML) trained a model of NaN weights
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class DataConfig(_Strict):
@@ -184,7 +194,7 @@ class HeadConfig(_Strict):
         "label", description="what the head predicts: `label` (the dataset's classes) or a per-item field of the "
         "dataset (a text table's numeric column such as `rating`, FSDD's `speaker`, a multi-label column)"
     )
-    weight: Annotated[float, Field(ge=0.0)] = Field(
+    weight: Annotated[float, Field(ge=0.0, le=1e6)] = Field(
         1.0, description="its loss weight (model.head_weighting fixed); its starting weight, > 0, with uncertainty"
     )
     loss: Literal["auto", "cross-entropy", "bce", "mse", "huber"] = Field(
@@ -195,8 +205,8 @@ class HeadConfig(_Strict):
     @field_validator("name")
     @classmethod
     def _safe_head_name(cls, v: str) -> str:
-        if not _NAME_RE.match(v):
-            raise ValueError("use letters, digits, '.', '_' and '-' only")
+        if not _NAME_RE.fullmatch(v) or len(v) > MAX_NAME_LENGTH:
+            raise ValueError(f"use up to {MAX_NAME_LENGTH} letters, digits, '.', '_' and '-' only")
         return v
 
     @model_validator(mode="after")
@@ -236,8 +246,8 @@ class AdaptConfig(_Strict):
     """Domain adaptation: L = L_source + λ(p) · L_transfer, with unlabelled target batches."""
 
     method: str = Field("none", description="none or a method name (`transferkit methods`)")
-    weight: Annotated[float, Field(ge=0.0)] | None = Field(None, description="λ; default: the method's own")
-    target_weight: Annotated[float, Field(ge=0.0)] = Field(
+    weight: Annotated[float, Field(ge=0.0, le=1e6)] | None = Field(None, description="λ; default: the method's own")
+    target_weight: Annotated[float, Field(ge=0.0, le=1e6)] = Field(
         1.0, description="λ_t: weight of the cross-entropy on the labelled target items (data.target_labels_per_class)"
     )
     schedule: Literal["constant", "ramp"] = Field(
@@ -278,9 +288,9 @@ class TrainConfig(_Strict):
     lr: Annotated[float, Field(gt=0.0, le=10.0)] = 1e-3
     optimizer: Literal["adamw", "sgd"] = "adamw"
     momentum: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.9
-    weight_decay: Annotated[float, Field(ge=0.0)] = 1e-4
+    weight_decay: Annotated[float, Field(ge=0.0, le=10.0)] = 1e-4
     scheduler: Literal["cosine", "constant", "step"] = "cosine"
-    warmup_epochs: Annotated[float, Field(ge=0.0)] = 0.0
+    warmup_epochs: Annotated[float, Field(ge=0.0, le=100000)] = 0.0
     grad_accum_steps: Annotated[int, Field(ge=1, le=1024)] = 1
     max_grad_norm: Annotated[float, Field(gt=0.0)] | None = None
     label_smoothing: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
@@ -316,7 +326,8 @@ class TrackingConfig(_Strict):
 class RunConfig(_Strict):
     name: str = "run"
     output_dir: str = "runs"
-    seeds: list[Annotated[int, Field(ge=0)]] = Field(default_factory=lambda: [0], min_length=1)
+    seeds: list[Annotated[int, Field(ge=0, le=MAX_SEED)]] = Field(default_factory=lambda: [0], min_length=1,
+                                                                    max_length=1000)
     online: bool = Field(False, description="allow downloads from model hubs")
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -328,9 +339,20 @@ class RunConfig(_Strict):
     @field_validator("name")
     @classmethod
     def _safe_name(cls, v: str) -> str:
-        if not _NAME_RE.match(v) or ".." in v:
-            raise ValueError("use letters, digits, '.', '_' and '-' only (no '/', no '..'); it names a folder")
+        if not _NAME_RE.fullmatch(v) or ".." in v or len(v) > MAX_NAME_LENGTH:
+            raise ValueError(f"use up to {MAX_NAME_LENGTH} letters, digits, '.', '_' and '-' only (no '/', no '..', "
+                             "no spaces or line breaks); it names a folder")
         return v
+
+    @model_validator(mode="after")
+    def _tracking_stays_offline(self) -> RunConfig:
+        uri = self.tracking.mlflow_uri
+        if uri is not None and not self.online and not _local_tracking_uri(uri):
+            raise ValueError(
+                f"tracking.mlflow_uri {uri!r} is a server; runs are offline unless you pass --online (or set "
+                "online: true). Offline, use a local store: sqlite:///PATH or a folder"
+            )
+        return self
 
     @field_validator("seeds")
     @classmethod
@@ -350,25 +372,39 @@ class RunConfig(_Strict):
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
         p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {p} does not exist")
-        try:
-            raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except Exception as exc:  # YAMLError, UnicodeDecodeError, and PyYAML's constructors' own (`!!float x`)
-            raise ConfigError(f"config file {p} is not valid YAML: {exc}") from exc
-        if not isinstance(raw, dict):
-            raise ConfigError(f"config file {p} must hold a mapping at the top level, got {type(raw).__name__}")
-        return parse_config(raw, overrides, source=str(p))
+        return parse_config(load_yaml_mapping(p, "config file"), overrides, source=str(p))
+
+
+def load_yaml_mapping(path: Path, what: str = "config file") -> dict[str, Any]:
+    """A YAML file's top-level mapping, read within bounds (size, values after aliases expand, depth); ConfigError
+    naming the file for anything else: missing, too large, not UTF-8, not YAML, not a mapping."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{what} {p} does not exist" if not p.exists() else f"{what} {p} is not a file")
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {p}: {exc.strerror or exc}") from exc
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{what} {p} is {len(data):,} bytes; a run config is at most {MAX_CONFIG_BYTES >> 20} MiB")
+    try:
+        raw = yaml.safe_load(data.decode("utf-8")) or {}
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{what} {p} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except RecursionError:
+        raise ConfigError(f"{what} {p} nests deeper than a config can (over {MAX_CONFIG_DEPTH} levels)") from None
+    except Exception as exc:  # YAMLError, and PyYAML's constructors' own (`!!float x`)
+        raise ConfigError(f"{what} {p} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{what} {p} must hold a mapping at the top level, got {type(raw).__name__}")
+    return _bounded_copy(raw, str(p))
 
 
 def parse_config(raw: dict[str, Any], overrides: dict[str, Any] | None = None, source: str = "config") -> RunConfig:
     """Validate a raw mapping (plus dotted ``overrides``) into a :class:`RunConfig` or raise ConfigError."""
-    try:
-        data = _deep_copy(raw)
-    except RecursionError:
-        raise ConfigError(f"{source}: the configuration refers to itself (a YAML alias in its own anchor)") from None
+    data = _bounded_copy(raw, source)
     for dotted, value in (overrides or {}).items():
-        _set_dotted(data, dotted, value)
+        _set_dotted(data, dotted, _bounded_copy(value, f"override {dotted}"))
     try:
         return RunConfig.model_validate(data)
     except ValidationError as exc:
@@ -427,9 +463,37 @@ def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def _deep_copy(d: Any) -> Any:
-    if isinstance(d, dict):
-        return {k: _deep_copy(v) for k, v in d.items()}
-    if isinstance(d, list):
-        return [_deep_copy(v) for v in d]
-    return d
+def _bounded_copy(value: Any, source: str) -> Any:
+    """A deep copy that stops with a ConfigError past :data:`MAX_CONFIG_NODES` values or :data:`MAX_CONFIG_DEPTH`
+    levels: YAML aliases share one object however often they are used, so a file of a few lines can stand for 10⁹
+    values, and copying (or validating) them would hang. A self-referencing alias is refused too."""
+    count = 0
+
+    def copy(v: Any, depth: int) -> Any:
+        nonlocal count
+        count += 1
+        if count > MAX_CONFIG_NODES:
+            raise ConfigError(f"{source}: the configuration expands to more than {MAX_CONFIG_NODES:,} values (YAML "
+                              "aliases repeated inside each other?); a run config is far smaller")
+        if depth > MAX_CONFIG_DEPTH:
+            raise ConfigError(f"{source}: the configuration nests deeper than {MAX_CONFIG_DEPTH} levels (or a YAML "
+                              "alias refers to itself)")
+        if isinstance(v, dict):
+            return {k: copy(x, depth + 1) for k, x in v.items()}
+        if isinstance(v, list):
+            return [copy(x, depth + 1) for x in v]
+        return v
+
+    return copy(value, 0)
+
+
+def _local_tracking_uri(uri: str) -> bool:
+    """An MLflow store on this machine: ``sqlite:``, ``file:`` or a plain folder (not ``databricks``, no server)."""
+    from urllib.parse import urlparse
+
+    scheme = urlparse(uri).scheme.lower()
+    if scheme in ("sqlite", "file"):
+        return True
+    if len(scheme) == 1 and uri[1:3] in (":\\", ":/"):  # a Windows drive letter
+        return True
+    return scheme == "" and uri.split(":", 1)[0].lower() not in ("databricks", "databricks-uc", "uc")

@@ -30,3 +30,11 @@ class RunDirError(TransferkitError):
 
 class TrainingError(TransferkitError, FloatingPointError):
     """Training diverged (a loss became NaN or infinite); the last complete checkpoint is kept."""
+
+
+class NetworkDisabledError(TransferkitError):
+    """Something tried to reach the network while transferkit runs offline (the default; ``--online`` allows it).
+
+    Not an ``OSError`` on purpose: libraries catch ``OSError`` around downloads to retry or fall back, which would
+    turn this clear refusal into a retry loop or a misleading message.
+    """

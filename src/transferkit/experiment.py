@@ -293,8 +293,9 @@ def loss_terms(cfg: RunConfig, model: TransferModel) -> list[LossTerm]:
 def fit(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False, progress: bool = True) -> dict[str, Any]:
     """Run every seed of ``cfg`` and return the report aggregated over seeds (also written to disk)."""
     from transferkit.models.pretrained import trusting_pickle
+    from transferkit.network import offline
 
-    with trusting_pickle(cfg.model.trust_pickle):
+    with trusting_pickle(cfg.model.trust_pickle), offline(not cfg.online):
         return _fit(cfg, overwrite=overwrite, resume=resume, progress=progress)
 
 

@@ -33,11 +33,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from transferkit.errors import ConfigError, DataError
+from transferkit.errors import ConfigError, DataError, ModelError
 
 LABEL = "label"  # the field that means the dataset's own class labels
 TARGET_KEY = "task:"  # meta key prefix of a task's prepared targets
 IGNORE = -1  # a classification target the head cannot know (a value not seen in the source): not scored
+TASK_KINDS = ("classification", "multilabel", "regression")
+MAX_OUTPUTS = 1_000_000  # the widest head a model file may ask for
 
 
 @dataclass(frozen=True)
@@ -61,9 +63,41 @@ class Task:
         return d
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> Task:
-        return cls(**{**d, "classes": tuple(d.get("classes", ())), "offset": tuple(d.get("offset", ())),
-                      "scale": tuple(d.get("scale", ()))})
+    def from_json(cls, d: Any) -> Task:
+        """A task as a model file's metadata describes it: every field checked (the file is data, and a head of
+        10¹² outputs would be a denial of service), ModelError otherwise."""
+        if not isinstance(d, dict) or not set(d) <= _TASK_FIELDS or not {"name", "kind"} <= set(d):
+            raise ModelError(f"a task in the model file must be an object with the fields {sorted(_TASK_FIELDS)}")
+
+        def strings(key: str) -> tuple[str, ...]:
+            v = d.get(key, [])
+            if not isinstance(v, list) or len(v) > MAX_OUTPUTS or not all(isinstance(c, str) for c in v):
+                raise ModelError(f"task {str(d.get('name'))[:50]!r}: {key} must be a list of names")
+            return tuple(v)
+
+        def numbers(key: str) -> tuple[float, ...]:
+            v = d.get(key, [])
+            if not isinstance(v, list) or len(v) > MAX_OUTPUTS or not all(
+                    isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x) for x in v):
+                raise ModelError(f"task {str(d.get('name'))[:50]!r}: {key} must be a list of finite numbers")
+            return tuple(float(x) for x in v)
+
+        name, kind, outputs = d["name"], d["kind"], d.get("outputs", 1)
+        if not isinstance(name, str) or not isinstance(d.get("field", LABEL), str) or kind not in TASK_KINDS:
+            raise ModelError(f"a task in the model file has a bad name, field or kind ({str(kind)[:30]!r})")
+        if isinstance(outputs, bool) or not isinstance(outputs, int) or not 1 <= outputs <= MAX_OUTPUTS:
+            raise ModelError(f"task {name[:50]!r}: outputs must be an integer in 1..{MAX_OUTPUTS}")
+        classes, offset, scale = strings("classes"), numbers("offset"), numbers("scale")
+        if kind != "regression" and len(classes) != outputs:
+            raise ModelError(f"task {name[:50]!r}: {outputs} outputs but {len(classes)} class names")
+        floats = {k: d[k] for k in ("weight", "huber_delta") if k in d}
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in floats.values()):
+            raise ModelError(f"task {name[:50]!r}: weight and huber_delta must be finite numbers")
+        loss = d.get("loss", "cross-entropy")
+        if not isinstance(loss, str):
+            raise ModelError(f"task {name[:50]!r}: loss must be a name")
+        return cls(name=name, kind=kind, field=d.get("field", LABEL), classes=classes, outputs=outputs,
+                   loss=loss, offset=offset, scale=scale, **{k: float(v) for k, v in floats.items()})
 
     def decode(self, outputs: torch.Tensor) -> torch.Tensor:
         """Regression outputs in the target's own unit (identity for the other kinds)."""
@@ -77,6 +111,9 @@ class Task:
         t = targets.float().reshape(targets.shape[0], -1)
         off = torch.tensor(self.offset, dtype=t.dtype, device=t.device)
         return (t - off) / torch.tensor(self.scale, dtype=t.dtype, device=t.device)
+
+
+_TASK_FIELDS = frozenset(Task.__dataclass_fields__)
 
 
 def default_task(classes: Sequence[str]) -> Task:

@@ -102,7 +102,7 @@ def test_logmel_cnn_file_reload_reproduces_outputs(tmp_path: Path) -> None:
     ({"fmax": 9000, "sample_rate": 8000}, "fmax"),
     ({"conv": "3d"}, "conv"),
     ({"top_db": -5}, "top_db"),
-    ({"colour": "red"}, "bad option"),
+    ({"colour": "red"}, "has no option .colour."),
 ])
 def test_logmel_cnn_bad_options_are_model_errors(kwargs: dict, match: str) -> None:
     with pytest.raises(ModelError, match=match):

@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,6 +58,7 @@ class MethodSpec:
     global_batch: bool = True
 
 # What each option must be: a positive integer, a positive number, a number >= 0, a share in [0, 1], a flag.
+MAX_COUNT = 65536
 _OPTION_KINDS = {
     "kernels": "count", "hidden": "count", "random_dim": "count", "max_product_dim": "count",
     "kernel_mult": "positive", "temperature": "positive", "margin": "positive", "delta": "positive",
@@ -66,16 +68,18 @@ _OPTION_KINDS = {
 
 def _check_option(method: str, key: str, value: Any) -> None:
     kind = _OPTION_KINDS.get(key, "positive")
-    number = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+    number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     ok = {
-        "count": isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+        # bounded: a config is data, and a width of 10^12 would be a denial of service, not a setting
+        "count": isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_COUNT,
         "positive": number and value > 0,
         "non-negative": number and value >= 0,
         "share": number and 0 <= value <= 1,
         "flag": isinstance(value, bool),
     }[kind]
     if not ok:
-        want = {"count": "an integer >= 1", "positive": "a number > 0", "non-negative": "a number >= 0",
+        want = {"count": f"an integer in 1..{MAX_COUNT}", "positive": "a finite number > 0",
+                "non-negative": "a finite number >= 0",
                 "share": "a number in [0, 1]", "flag": "true or false"}[kind]
         raise ConfigError(f"adapt.options.{key} of method {method!r} must be {want}, got {value!r}")
 

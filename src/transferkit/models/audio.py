@@ -36,6 +36,7 @@ from torch import nn
 from transferkit.data.audio import NORMALIZE, AudioTransform, Waveform
 from transferkit.errors import DataError, ModelError
 from transferkit.models.backbones import Backbone, register_backbone, register_backbone_prefix
+from transferkit.models.options import DROPOUT, SAMPLE_RATE, SECONDS, Option
 
 SPEECH_EMBEDDING = "speech-embedding"
 SPEECH_EMBEDDING_PACKAGE = "openwakeword"
@@ -47,6 +48,20 @@ MEL_TRANSFORM_SCALE, MEL_TRANSFORM_SHIFT = 10.0, 2.0
 WINDOW_FRAMES, WINDOW_STEP, EMBEDDING_DIM = 76, 8, 96
 INT16_SCALE = 32768.0  # the mel model reads 16-bit PCM values as float32
 POOLINGS = ("mean", "mean+std", "max", "flatten")
+# The allow-lists of options (transferkit.models.options): each builder checks ranges that depend on each other.
+LOGMEL_OPTIONS = {
+    "sample_rate": SAMPLE_RATE, "seconds": SECONDS, "n_mels": Option("int", 1, 1024),
+    "n_fft": Option("int", 8, 65536, nullable=True), "hop_length": Option("int", 1, 65536, nullable=True),
+    "fmin": Option("float", 0.0, 192000.0), "fmax": Option("float", 1.0, 192000.0, nullable=True),
+    "channels": Option("ints", 1, 4096, max_items=16), "dropout": DROPOUT,
+    "normalize": Option("str", choices=NORMALIZE), "top_db": Option("float", 1e-3, 400.0, nullable=True),
+    "conv": Option("str", choices=("1d", "2d")),
+}
+ONNX_OPTIONS = {
+    "pooling": Option("str", choices=POOLINGS), "seconds": Option("float", 0.05, 600.0, nullable=True),
+    "sample_rate": Option("int", 1000, 384000, nullable=True), "normalize": Option("str", choices=NORMALIZE),
+    "scale": Option("float", 1e-6, 1e6), "sha256": Option("str", pattern="[0-9a-f]{64}", nullable=True),
+}
 
 
 def pool_frames(frames: torch.Tensor, pooling: str) -> torch.Tensor:
@@ -148,6 +163,7 @@ def _conv_block(c_in: int, c_out: int, conv: str) -> nn.Sequential:
     "logmel-cnn",
     "audio: log-mel spectrogram + small CNN trained from scratch (sample_rate=16000, seconds=1.0, n_mels=64, "
     "conv=1d, channels=[64, 64, 64])",
+    LOGMEL_OPTIONS,
 )
 def _logmel_cnn(
     sample_rate: int = 16000,
@@ -389,6 +405,7 @@ def _sha256(paths: list[Path]) -> str:
     "onnx",
     "audio: a frozen ONNX feature extractor run with onnxruntime; onnx:speech-embedding is Google's speech "
     "embedding (96-d, 16 kHz) from the openwakeword package",
+    ONNX_OPTIONS, path_names=True, packaged={SPEECH_EMBEDDING}, takes_weights=False,
 )
 def _onnx_backbone(
     name: str,
@@ -443,7 +460,20 @@ def _onnx_backbone(
     if name != SPEECH_EMBEDDING:
         kwargs["scale"] = float(scale)
     transform = AudioTransform(sample_rate, num_samples, normalize)
-    return Backbone(body, int(probe.shape[1]), spec, transform, [], kwargs, input_kind="audio")
+    bb = Backbone(body, int(probe.shape[1]), spec, transform, [], kwargs, input_kind="audio")
+    if name != SPEECH_EMBEDDING:
+        bb.write_files = _copy_onnx(files[0])
+    return bb
+
+
+def _copy_onnx(path: Path) -> Any:
+    def write(folder: Path) -> str:
+        import shutil
+
+        shutil.copyfile(path, folder / path.name)  # the frozen model is its weights; its sha256 is checked on load
+        return path.name
+
+    return write
 
 
 # -- transformers audio models ---------------------------------------------------------------------
@@ -518,7 +548,6 @@ def build_hf_audio_backbone(
     spec: str | None = None,
     seconds: float = 1.0,
     normalize: str = "none",
-    **kwargs: Any,
 ) -> Backbone:
     """A transformers audio model (``AutoModel`` + ``AutoFeatureExtractor`` from ``path``), mean-pooled.
 
@@ -526,10 +555,10 @@ def build_hf_audio_backbone(
         path: a folder saved with ``save_pretrained`` (model and feature extractor); a hub id only with ``online``.
         online: allow downloads (else ``local_files_only``).
         pooling: over the encoder's frames: ``mean``, ``mean+std``, ``max`` or ``flatten``.
-        weights: a safetensors/state-dict file loaded into the encoder after it is built.
+        weights: a safetensors/state-dict file loaded into the encoder after it is built (a folder without weight
+            files is then built from its config alone).
         seconds: the clip length (recordings padded around the centre or centre-cropped), so batches stack.
         normalize: level normalisation before the extractor (``none``, ``peak``, ``rms``).
-        kwargs: passed to ``AutoModel.from_pretrained`` and saved with the model.
 
     Raises:
         ModelError: the folder holds no loadable model or feature extractor, or an option is bad.
@@ -540,11 +569,15 @@ def build_hf_audio_backbone(
     from transformers import AutoFeatureExtractor, AutoModel
     from transformers.utils import logging as hf_logging
 
+    from transferkit.models.pretrained import remote_code_trusted
+    from transferkit.models.text import from_folder
+
     hf_logging.disable_progress_bar()
     try:
-        extractor = AutoFeatureExtractor.from_pretrained(path, local_files_only=not online)
-        model = AutoModel.from_pretrained(path, local_files_only=not online, **kwargs)
-    except (OSError, ValueError, TypeError) as exc:
+        extractor = AutoFeatureExtractor.from_pretrained(path, local_files_only=not online,
+                                                         trust_remote_code=remote_code_trusted())
+        model = from_folder(AutoModel, path, online=online, weights=weights)
+    except (OSError, ValueError, TypeError, KeyError) as exc:
         raise ModelError(f"cannot load a transformers audio model from {path!r}: {exc}") from exc
     rate = getattr(extractor, "sampling_rate", None)
     names = getattr(extractor, "model_input_names", None)
@@ -565,5 +598,13 @@ def build_hf_audio_backbone(
             out = int(body(HFAudioTransform(extractor, num_samples, normalize, path)(
                 Waveform(np.zeros(num_samples, np.float32), int(rate)))[None]).shape[1])
     transform = HFAudioTransform(extractor, num_samples, normalize, path)
-    saved = {**kwargs, "pooling": pooling, "seconds": seconds, "normalize": normalize}
-    return Backbone(body, out, spec, transform, _hf_stages(body), saved, input_kind="audio")
+    saved = {"pooling": pooling, "seconds": seconds, "normalize": normalize}
+    bb = Backbone(body, out, spec, transform, _hf_stages(body), saved, input_kind="audio")
+
+    def write(folder: Path) -> str:
+        model.config.save_pretrained(folder)
+        extractor.save_pretrained(folder)
+        return "."
+
+    bb.write_files = write
+    return bb

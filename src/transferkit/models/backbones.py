@@ -32,6 +32,14 @@ import torch
 from torch import nn
 
 from transferkit.errors import ModelError
+from transferkit.models.options import (
+    LENET_OPTIONS,
+    MLP_OPTIONS,
+    TIMM_OPTIONS,
+    TORCHVISION_OPTIONS,
+    Option,
+    check_options,
+)
 
 Transform = Callable[[Any], torch.Tensor]
 META_SPEC = "transferkit.backbone"
@@ -69,6 +77,10 @@ class Backbone(nn.Module):
         self.spec = spec
         self.kwargs = dict(kwargs or {})
         self.transform = transform
+        # Backbones built from a local folder or file (hf:, st:, onnx:PATH) set this: it writes what rebuilding the
+        # architecture needs into a folder and returns the spec's name relative to it, so a saved model carries
+        # those files beside itself and its metadata never names a path outside its own folder.
+        self.write_files: Callable[[Path], str] | None = None
         names = {n for n, _ in body.named_parameters()}
         covered = [n for group in stage_names for n in group if n in names]
         leftover = [n for n, _ in body.named_parameters() if n not in set(covered)]
@@ -111,31 +123,49 @@ class Backbone(nn.Module):
 class _Entry:
     build: Callable[..., Backbone]
     description: str
+    options: dict[str, Option]
+
+
+@dataclass(frozen=True)
+class _Prefix:
+    description: str
+    options: dict[str, Option]
+    build: Callable[..., Backbone] | None = None  # None: built here (timm, torchvision, file)
+    path_names: bool = False  # NAME is a local path (hf:, st:, onnx:), resolved inside a model file's folder
+    packaged: frozenset[str] = frozenset()  # names that mean a model a pip package carries, not a path
+    takes_weights: bool = True  # a saved model's own weights can be loaded into it (not onnx:, frozen in its file)
 
 
 _BUILTINS: dict[str, _Entry] = {}
-_PREFIXES = {
-    "timm": "any timm model, e.g. timm:tf_efficientnet_lite0 (pip-packaged ImageNet weights offline)",
-    "torchvision": "any torchvision classifier, e.g. torchvision:mobilenet_v2",
-    "file": "a backbone or model saved by transferkit (safetensors with its architecture)",
+_PREFIXES: dict[str, _Prefix] = {
+    "timm": _Prefix("any timm model, e.g. timm:tf_efficientnet_lite0 (pip-packaged ImageNet weights offline)",
+                    TIMM_OPTIONS),
+    "torchvision": _Prefix("any torchvision classifier, e.g. torchvision:mobilenet_v2", TORCHVISION_OPTIONS),
+    "file": _Prefix("a backbone or model saved by transferkit (safetensors with its architecture)", {}),
 }
 # Prefixes that other modules register (text and audio backbones), built by ``fn(name, weights=, pretrained=,
-# online=, **kwargs)``; imported lazily so `import transferkit` does not pull in transformers or onnxruntime.
-_PREFIX_BUILDERS: dict[str, Callable[..., Backbone]] = {}
+# online=, **options)``; imported lazily so `import transferkit` does not pull in transformers or onnxruntime.
 _PLUGIN_MODULES = ("transferkit.models.text", "transferkit.models.audio")
 
 
 BackboneBuilder = Callable[..., Backbone]
 
 
-def register_backbone_prefix(prefix: str, description: str) -> Callable[[BackboneBuilder], BackboneBuilder]:
-    """Decorator: ``PREFIX:NAME`` specs are built by ``fn(NAME, weights=, pretrained=, online=, **kwargs)``."""
+def register_backbone_prefix(
+    prefix: str, description: str, options: dict[str, Option], *, path_names: bool = False,
+    packaged: frozenset[str] | set[str] = frozenset(), takes_weights: bool = True,
+) -> Callable[[BackboneBuilder], BackboneBuilder]:
+    """Decorator: ``PREFIX:NAME`` specs are built by ``fn(NAME, weights=, pretrained=, online=, **options)``.
+
+    ``options`` is the allow-list of ``backbone_kwargs`` keys (:mod:`transferkit.models.options`): nothing else
+    reaches the builder. ``path_names``: NAME is a local folder or file (``packaged`` lists the names that mean a
+    model a pip package carries instead).
+    """
 
     def wrap(fn: Callable[..., Backbone]) -> Callable[..., Backbone]:
-        if prefix in _PREFIX_BUILDERS:
+        if prefix in _PREFIXES:
             raise ValueError(f"backbone prefix {prefix!r} registered twice")
-        _PREFIXES[prefix] = description
-        _PREFIX_BUILDERS[prefix] = fn
+        _PREFIXES[prefix] = _Prefix(description, dict(options), fn, path_names, frozenset(packaged), takes_weights)
         return fn
 
     return wrap
@@ -148,13 +178,16 @@ def _ensure_plugins() -> None:
         importlib.import_module(module)
 
 
-def register_backbone(name: str, description: str) -> Callable[[Callable[..., Backbone]], Callable[..., Backbone]]:
-    """Decorator: make ``name`` a backbone spec. The builder takes keyword options only."""
+def register_backbone(
+    name: str, description: str, options: dict[str, Option]
+) -> Callable[[Callable[..., Backbone]], Callable[..., Backbone]]:
+    """Decorator: make ``name`` a backbone spec. The builder takes keyword options only, each declared in
+    ``options`` (the allow-list)."""
 
     def wrap(fn: Callable[..., Backbone]) -> Callable[..., Backbone]:
         if name in _BUILTINS:
             raise ValueError(f"backbone {name!r} registered twice")
-        _BUILTINS[name] = _Entry(fn, description)
+        _BUILTINS[name] = _Entry(fn, description, dict(options))
         return fn
 
     return wrap
@@ -164,8 +197,21 @@ def list_backbones() -> dict[str, str]:
     """Built-in names and spec prefixes, with a one-line description each."""
     _ensure_plugins()
     out = {name: e.description for name, e in sorted(_BUILTINS.items())}
-    out.update({f"{p}:NAME": d for p, d in _PREFIXES.items()})
+    out.update({f"{p}:NAME": e.description for p, e in _PREFIXES.items()})
     return out
+
+
+def backbone_options(spec: str) -> dict[str, Option]:
+    """The ``backbone_kwargs`` keys that ``spec``'s family accepts (its allow-list)."""
+    _ensure_plugins()
+    prefix, _, name = spec.partition(":")
+    if not name:
+        if spec not in _BUILTINS:
+            raise ModelError(f"unknown backbone {spec!r}; known: {', '.join(list_backbones())}")
+        return _BUILTINS[spec].options
+    if prefix not in _PREFIXES:
+        raise ModelError(f"unknown backbone prefix {prefix!r} in {spec!r}; use one of {', '.join(_PREFIXES)}")
+    return _PREFIXES[prefix].options
 
 
 def create_backbone(
@@ -178,18 +224,29 @@ def create_backbone(
 ) -> Backbone:
     """Build the backbone ``spec`` names, with weights from a file, a package, or (``online``) the hub.
 
+    ``kwargs`` are the family's options (``transferkit backbones``; :func:`backbone_options`): any other key is
+    refused before a library sees it. Unless ``online``, nothing inside may reach the network
+    (:func:`transferkit.network.offline`).
+
     Raises:
-        ModelError: unknown name; weights that do not fit the architecture (the message lists the
-            mismatched keys); ``pretrained=True`` with no offline source and ``online=False``.
+        ModelError: unknown name; an option the family does not have, or a bad value; weights that do not fit the
+            architecture (the message lists the mismatched keys); ``pretrained=True`` with no offline source and
+            ``online=False``.
     """
+    from transferkit.network import offline
+
     if weights is not None and pretrained:
         raise ModelError("give either weights=PATH or pretrained=True, not both")
-    _ensure_plugins()
+    if not isinstance(spec, str) or not spec:
+        raise ModelError(f"a backbone spec is a non-empty string like 'lenet' or 'timm:NAME', got {spec!r}")
+    kwargs = check_options(spec, kwargs, backbone_options(spec))
+    with offline(not online):
+        return _build(spec, weights=weights, pretrained=pretrained, online=online, **kwargs)
+
+
+def _build(spec: str, *, weights: str | Path | None, pretrained: bool, online: bool, **kwargs: Any) -> Backbone:
     prefix, _, name = spec.partition(":")
     if not name:
-        if spec not in _BUILTINS:
-            known = ", ".join(list_backbones())
-            raise ModelError(f"unknown backbone {spec!r}; known: {known}")
         if pretrained:
             raise ModelError(f"built-in backbone {spec!r} has no pretrained weights; pass weights=PATH")
         try:
@@ -207,9 +264,9 @@ def create_backbone(
         if pretrained or weights is not None:
             raise ModelError("file:PATH already carries its weights; drop weights=/pretrained=")
         return load_backbone_file(name)
-    if prefix in _PREFIX_BUILDERS:
-        return _PREFIX_BUILDERS[prefix](name, weights=weights, pretrained=pretrained, online=online, **kwargs)
-    raise ModelError(f"unknown backbone prefix {prefix!r} in {spec!r}; use one of {', '.join(_PREFIXES)}")
+    build = _PREFIXES[prefix].build
+    assert build is not None
+    return build(name, weights=weights, pretrained=pretrained, online=online, **kwargs)
 
 
 def check_input_kind(backbone: Backbone, dataset: Any) -> None:
@@ -235,7 +292,8 @@ class EnsureMode:
         return f"EnsureMode({self.mode!r})"
 
 
-@register_backbone("lenet", "LeNet-style CNN for 28x28 grey digits (500-d features), trained from scratch")
+@register_backbone("lenet", "LeNet-style CNN for 28x28 grey digits (500-d features), trained from scratch",
+                   LENET_OPTIONS)
 def _lenet(in_chans: int = 1, dropout: float = 0.5) -> Backbone:
     from torchvision import transforms as T
 
@@ -255,7 +313,8 @@ def _lenet(in_chans: int = 1, dropout: float = 0.5) -> Backbone:
     return Backbone(body, 500, "lenet", transform, stages, {"in_chans": in_chans, "dropout": dropout})
 
 
-@register_backbone("mlp", "MLP for feature vectors (needs in_features); hidden=256, depth=2, dropout=0.1")
+@register_backbone("mlp", "MLP for feature vectors (needs in_features); hidden=256, depth=2, dropout=0.1",
+                   MLP_OPTIONS)
 def _mlp(in_features: int | None = None, hidden: int = 256, depth: int = 2, dropout: float = 0.1) -> Backbone:
     if in_features is None or in_features < 1:
         raise ModelError("backbone 'mlp' needs in_features (the width of the feature vectors)")
@@ -491,24 +550,75 @@ def _try_load(model: nn.Module, state: dict[str, torch.Tensor]) -> tuple[list[st
 
 
 # -- saving and loading transferkit files -------------------------------------------------------
-def backbone_metadata(backbone: Backbone) -> dict[str, str]:
-    """Safetensors metadata that lets ``file:PATH`` rebuild the architecture without pickle."""
-    return {META_SPEC: backbone.spec, META_KWARGS: json.dumps(backbone.kwargs, sort_keys=True)}
+# A transferkit file's safetensors header holds tensor names, shapes and a few short metadata strings: a few MiB at
+# most even for large models. A claim of more is a damaged file or another format named .safetensors (a pickle, a
+# zip), refused before anything is parsed.
+MAX_HEADER_BYTES = 32 * 2**20
+MAX_METADATA_VALUE = 2**20
+
+
+def backbone_metadata(backbone: Backbone, model_path: str | Path | None = None) -> dict[str, str]:
+    """Safetensors metadata that lets ``file:PATH`` rebuild the architecture without pickle.
+
+    A backbone built from a local folder or file writes what rebuilding it needs into ``<stem>.backbone/`` beside
+    ``model_path``, and the metadata names that folder relative to the model file: a saved model refers to nothing
+    outside its own folder, so the folder can be moved, and a loader never follows a path out of it.
+    """
+    spec = backbone.spec
+    if backbone.write_files is not None and model_path is not None:
+        spec = _write_backbone_files(backbone, Path(model_path))
+    return {META_SPEC: spec, META_KWARGS: json.dumps(backbone.kwargs, sort_keys=True)}
+
+
+def files_folder(model_path: str | Path) -> Path:
+    """Where a model file's backbone files live: ``model.safetensors`` -> ``model.backbone/`` beside it."""
+    p = Path(model_path)
+    return p.with_name(f"{p.stem}.backbone")
+
+
+def _write_backbone_files(backbone: Backbone, model_path: Path) -> str:
+    import shutil
+
+    from transferkit.errors import RunDirError
+
+    assert backbone.write_files is not None
+    folder = files_folder(model_path)
+    tmp, old = folder.with_name(f".{folder.name}.partial"), folder.with_name(f".{folder.name}.old")
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        name = backbone.write_files(tmp)
+        shutil.rmtree(old, ignore_errors=True)
+        if folder.exists():
+            folder.rename(old)
+        tmp.rename(folder)
+        shutil.rmtree(old, ignore_errors=True)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise RunDirError(f"cannot write the backbone's files to {folder}: {exc.strerror or exc}") from exc
+    prefix = backbone.spec.partition(":")[0]
+    return f"{prefix}:{folder.name}" if name in ("", ".") else f"{prefix}:{folder.name}/{name}"
 
 
 def save_backbone(backbone: Backbone, path: str | Path) -> Path:
     from transferkit.runs import atomic_save_safetensors
 
     state = {f"body.{k}": v for k, v in backbone.body.state_dict().items()}
-    return atomic_save_safetensors(state, Path(path), backbone_metadata(backbone))
+    return atomic_save_safetensors(state, Path(path), backbone_metadata(backbone, path))
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:
+    """The metadata of a safetensors file, after checking that the file is one (a bounded header, not a pickle)."""
     from safetensors import safe_open
 
     p = Path(path)
+    if p.is_dir():
+        raise ModelError(f"{p} is a folder; give the .safetensors file inside it (e.g. {p / 'model.safetensors'})")
+    if not p.exists():
+        raise ModelError(f"model file {p} does not exist")
     if not p.is_file():
-        raise ModelError(f"backbone file {p} does not exist")
+        raise ModelError(f"{p} is not a regular file; give a .safetensors file that transferkit wrote")
+    _check_header(p)
     try:
         with safe_open(str(p), framework="pt") as f:
             return dict(f.metadata() or {})
@@ -516,16 +626,98 @@ def read_metadata(path: str | Path) -> dict[str, str]:
         raise ModelError(f"{p} is not a readable safetensors file: {exc}") from exc
 
 
-def load_backbone_file(path: str | Path) -> Backbone:
-    """Rebuild a backbone from a transferkit safetensors file (a saved backbone or a whole model)."""
-    meta = read_metadata(path)
-    if META_SPEC not in meta:
+def _check_header(p: Path) -> None:
+    try:
+        with p.open("rb") as fh:
+            head = fh.read(9)
+        size = p.stat().st_size
+    except OSError as exc:
+        raise ModelError(f"cannot read {p}: {exc.strerror or exc}") from exc
+    n = int.from_bytes(head[:8], "little") if len(head) >= 8 else -1
+    if n < 2 or head[8:9] != b"{":
+        raise ModelError(f"{p} is not a safetensors file (a pickle, a zip or another format named like one?); "
+                         "transferkit reads only safetensors model files")
+    if n > MAX_HEADER_BYTES:
+        raise ModelError(f"{p}: its safetensors header claims {n:,} bytes, more than the {MAX_HEADER_BYTES >> 20} MiB "
+                         "a model file needs; the file is damaged or not one transferkit wrote")
+    if 8 + n > size:
+        raise ModelError(f"{p} is truncated: its header claims {n:,} bytes but the file has {size:,}")
+
+
+def metadata_json(meta: dict[str, str], key: str, path: str | Path, expect: type, default: Any = None) -> Any:
+    """One JSON value of a model file's metadata, parsed with bounds and checked for its type (ModelError else)."""
+    text = meta.get(key)
+    if text is None:
+        if default is not None:
+            return default
+        raise ModelError(f"{path} is not a complete transferkit model file: its metadata lacks {key!r}")
+    if len(text) > MAX_METADATA_VALUE:
+        raise ModelError(f"{path}: metadata {key!r} is {len(text):,} characters long; a model file transferkit wrote "
+                         "keeps it short")
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise ModelError(f"{path}: metadata {key!r} is not valid JSON ({str(exc)[:100]})") from None
+    if not isinstance(value, expect):
+        raise ModelError(f"{path}: metadata {key!r} must hold a JSON {expect.__name__}, got {type(value).__name__}")
+    return value
+
+
+def backbone_from_file(path: str | Path, meta: dict[str, str] | None = None) -> Backbone:
+    """Rebuild the backbone a transferkit file names, with the file's weights.
+
+    The file is data, whoever wrote it: its spec may name a built-in, a timm/torchvision architecture, a model a
+    pip package carries, or files inside the model file's own folder (never a path out of it, never ``file:``);
+    its options pass the family's allow-list (so never ``trust_remote_code``, ``pretrained`` or ``online``); and
+    nothing it says can make the build reach the network.
+    """
+    path = Path(path)
+    meta = read_metadata(path) if meta is None else meta
+    spec = meta.get(META_SPEC)
+    if not isinstance(spec, str) or not spec:
         raise ModelError(
             f"{path} does not say which architecture it holds (no {META_SPEC!r} metadata); "
             "use backbone=ARCH with weights=PATH instead of file:PATH"
         )
-    spec = meta[META_SPEC]
-    kwargs = json.loads(meta.get(META_KWARGS, "{}"))
-    bb = create_backbone(spec, **kwargs)
-    _load_into(bb.body, None, _read(path), str(path))
-    return bb
+    kwargs = metadata_json(meta, META_KWARGS, path, dict, default={})
+    _ensure_plugins()
+    prefix, _, name = spec.partition(":")
+    takes_weights = True
+    if name:
+        entry = _PREFIXES.get(prefix)
+        if entry is None or prefix == "file":
+            raise ModelError(
+                f"{path}: its metadata names the backbone {spec[:200]!r}; a model file may name a built-in, a "
+                f"{' / '.join(p for p in _PREFIXES if p != 'file')} architecture, never another file"
+            )
+        if entry.path_names and name not in entry.packaged:
+            name = str(_inside(path, name))
+        takes_weights = entry.takes_weights
+    try:
+        return create_backbone(f"{prefix}:{name}" if name else spec, weights=path if takes_weights else None,
+                               online=False, **kwargs)
+    except ModelError as exc:
+        raise ModelError(f"{path}: {exc}" if str(path) not in str(exc) else str(exc)) from exc
+
+
+def _inside(model_path: Path, name: str) -> Path:
+    """``name`` resolved in the model file's folder; refused where it leads out of it (``..``, absolute, a link)."""
+    folder = model_path.resolve().parent
+    absolute = Path(name).is_absolute()
+    target = Path(name) if absolute else (folder / name).resolve()
+    if absolute or (target != folder and folder not in target.parents):
+        where = "an absolute path" if absolute else f"a path outside the model file's folder {folder}"
+        raise ModelError(
+            f"{model_path}: its metadata points at {name[:200]!r}, {where}; a model file may only name files beside "
+            "it (transferkit saves them in <name>.backbone/). If an older transferkit wrote this file, rebuild it "
+            "with --backbone SPEC --weights THIS_FILE"
+        )
+    if not target.exists():
+        raise ModelError(f"{model_path} needs its backbone files at {target}, which does not exist; copy the model "
+                         "file together with its .backbone folder")
+    return target
+
+
+def load_backbone_file(path: str | Path) -> Backbone:
+    """Rebuild a backbone from a transferkit safetensors file (a saved backbone or a whole model)."""
+    return backbone_from_file(path)

@@ -13,7 +13,13 @@ import torch
 from torch import nn
 
 from transferkit.errors import ModelError
-from transferkit.models.backbones import Backbone, backbone_metadata, create_backbone, read_metadata
+from transferkit.models.backbones import (
+    Backbone,
+    backbone_from_file,
+    backbone_metadata,
+    metadata_json,
+    read_metadata,
+)
 
 META_CLASSES = "transferkit.classes"
 META_HEAD = "transferkit.head"
@@ -125,40 +131,64 @@ class TransferModel(nn.Module):
     def transform(self) -> Any:
         return self.backbone.transform
 
-    def metadata(self) -> dict[str, str]:
-        meta = backbone_metadata(self.backbone)
+    def metadata(self, path: str | Path | None = None) -> dict[str, str]:
+        """The architecture as safetensors metadata; with ``path`` (where the model is saved), a backbone built from
+        local files writes them beside it (:func:`~transferkit.models.backbones.backbone_metadata`)."""
+        meta = backbone_metadata(self.backbone, path)
         meta[META_CLASSES] = json.dumps(self.classes)
         meta[META_HEAD] = json.dumps({"dropout": self.head_dropout, "bottleneck_dim": self.bottleneck_dim})
         meta[META_TASKS] = json.dumps([t.to_json() for t in self.tasks])
         return meta
 
     def save(self, path: str | Path) -> Path:
-        """Write weights and architecture to one safetensors file (no pickle); reload with :meth:`load`."""
+        """Write weights and architecture to one safetensors file (no pickle); reload with :meth:`load`.
+
+        A backbone built from a local folder or file (``hf:``, ``st:``, ``onnx:PATH``) also gets its files written
+        to ``<stem>.backbone/`` beside it: keep the two together.
+        """
         from transferkit.runs import atomic_save_safetensors
 
-        return atomic_save_safetensors(self.state_dict(), Path(path), self.metadata())
+        path = Path(path)
+        return atomic_save_safetensors(self.state_dict(), path, self.metadata(path))
 
     @classmethod
     def load(cls, path: str | Path) -> TransferModel:
+        """Rebuild a model that :meth:`save` wrote. The file is treated as data: see
+        :func:`~transferkit.models.backbones.backbone_from_file` for what its metadata may and may not say."""
         from transferkit.models.pretrained import load_state_dict_file
+        from transferkit.tasks import Task
 
         meta = read_metadata(path)
         if META_CLASSES not in meta:
             raise ModelError(f"{path} is not a transferkit model file (no class list in its metadata)")
-        from transferkit.models.backbones import META_KWARGS, META_SPEC
-
-        backbone = create_backbone(meta[META_SPEC], **json.loads(meta.get(META_KWARGS, "{}")))
-        from transferkit.tasks import Task
-
-        head = json.loads(meta.get(META_HEAD, "{}"))
-        tasks = [Task.from_json(t) for t in json.loads(meta[META_TASKS])] if META_TASKS in meta else None
-        model = cls(
-            backbone, json.loads(meta[META_CLASSES]), head_dropout=float(head.get("dropout", 0.0)),
-            bottleneck_dim=head.get("bottleneck_dim"), tasks=tasks,
-        )
+        classes = metadata_json(meta, META_CLASSES, path, list)
+        if not all(isinstance(c, str) for c in classes) or len(classes) > 1_000_000:
+            raise ModelError(f"{path}: metadata {META_CLASSES!r} must be a list of class names")
+        head = metadata_json(meta, META_HEAD, path, dict, default={})
+        dropout, bottleneck = head.get("dropout", 0.0), head.get("bottleneck_dim")
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
+            raise ModelError(f"{path}: metadata {META_HEAD!r} has a bad dropout {dropout!r}")
+        if bottleneck is not None and (isinstance(bottleneck, bool) or not isinstance(bottleneck, int)
+                                       or not 1 <= bottleneck <= 65536):
+            raise ModelError(f"{path}: metadata {META_HEAD!r} has a bad bottleneck_dim {bottleneck!r}")
+        tasks = None
+        if META_TASKS in meta:
+            listed = metadata_json(meta, META_TASKS, path, list)
+            if not listed or len(listed) > 64:
+                raise ModelError(f"{path}: metadata {META_TASKS!r} must list 1 to 64 tasks")
+            try:
+                tasks = [Task.from_json(t) for t in listed]
+            except ModelError as exc:
+                raise ModelError(f"{path}: {exc}") from None
+        backbone = backbone_from_file(path, meta)
+        model = cls(backbone, classes, head_dropout=float(dropout), bottleneck_dim=bottleneck, tasks=tasks)
         state = load_state_dict_file(path)
         try:
             model.load_state_dict(state, strict=True)
         except RuntimeError as exc:
             raise ModelError(f"{path}: weights do not match the architecture it names: {exc}") from exc
+        bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+        if bad:
+            raise ModelError(f"{path} holds non-finite weights (NaN or Inf in {len(bad)} tensor(s), e.g. {bad[0]!r}): "
+                             "it was saved from a training run that diverged; retrain with a lower learning rate")
         return model

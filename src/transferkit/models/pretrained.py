@@ -47,7 +47,9 @@ __all__ = [
     "list_package_weights",
     "load_state_dict_file",
     "package_state_dict",
+    "remote_code_trusted",
     "trusting_pickle",
+    "trusting_remote_code",
 ]
 
 # Set for the span of one command (or one run) whose user passed --trust-pickle: every weights file read inside
@@ -70,6 +72,38 @@ def trusting_pickle(trust: bool = True) -> Iterator[None]:
         yield
     finally:
         _TRUST_PICKLE.reset(token)
+
+
+# Set for the span of one command whose user passed --trust-remote-code: a transformers / sentence-transformers
+# folder may then run the Python code its config names (auto_map, custom modules). Never set from a config or a
+# model file: those are data, and data must not decide to run code.
+_TRUST_REMOTE_CODE: contextvars.ContextVar[bool] = contextvars.ContextVar("transferkit_trust_remote_code",
+                                                                          default=False)
+
+
+@contextlib.contextmanager
+def trusting_remote_code(trust: bool = True) -> Iterator[None]:
+    """Within this block, model folders may run the Python code their config names (``trust_remote_code``): only
+    for folders from an author you trust. The CLI's ``--trust-remote-code`` opens this block.
+
+    Example:
+        >>> remote_code_trusted()
+        False
+        >>> with trusting_remote_code():
+        ...     remote_code_trusted()
+        True
+    """
+    token = _TRUST_REMOTE_CODE.set(trust)
+    try:
+        yield
+    finally:
+        _TRUST_REMOTE_CODE.reset(token)
+
+
+def remote_code_trusted() -> bool:
+    """What the backbone builders pass as ``trust_remote_code`` (False unless the user said otherwise)."""
+    return _TRUST_REMOTE_CODE.get()
+
 
 _SAVE_HINT = (
     "save the weights with torch.save(model.state_dict(), path) or "

