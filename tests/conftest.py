@@ -57,6 +57,21 @@ def _no_network() -> None:
     socket.getaddrinfo = _real_getaddrinfo  # type: ignore[assignment]
 
 
+@pytest.fixture(autouse=True)
+def _offline_switch_per_test() -> None:
+    """Every CLI command turns transferkit's process-wide offline mode on (:mod:`transferkit.network`); in one test
+    process that would carry over into the next test. Each test starts with it off (the socket guard above still
+    blocks) and with the hub variables set."""
+    yield
+    import sys
+
+    network = sys.modules.get("transferkit.network")
+    if network is not None:
+        network.set_offline(False)
+    for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        os.environ[key] = "1"
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _one_torch_thread() -> None:
     """The unit tests use tiny tensors: one intra-op thread is fastest, and on a busy 2-core machine OpenMP's

@@ -582,7 +582,7 @@ def raw_configs(draw: st.DrawFn) -> dict[str, Any]:
     }
     top = {
         "name": _name, "output_dir": _text, "online": st.booleans(),
-        "seeds": st.lists(st.integers(0, 2**40), min_size=1, max_size=5, unique=True),
+        "seeds": st.lists(st.integers(0, 2**32 - 1), min_size=1, max_size=5, unique=True),
     }
     return draw(st.fixed_dictionaries({}, optional={**top, **sections}))
 

@@ -53,6 +53,12 @@ def _offline(online: bool) -> None:
     set_offline(not online)
 
 
+def _interrupted(message: str) -> None:
+    """Ctrl-C: one line saying what was kept, and the shell's usual exit code for SIGINT (130)."""
+    console.print(f"\n[yellow]interrupted:[/] {message}", soft_wrap=True, highlight=False)
+    raise typer.Exit(130)
+
+
 def _trust_code(ctx: typer.Context, trust: bool) -> None:
     """Code in model folders may run for the rest of this command only if the user passed --trust-remote-code."""
     from transferkit.models.pretrained import trusting_remote_code
@@ -149,6 +155,9 @@ def fit(
         report = run_fit(cfg, overwrite=overwrite, resume=resume, progress=progress)
     except TransferkitError as exc:
         _fail(str(exc))
+    except KeyboardInterrupt:
+        _interrupted(f"run {cfg.run_path} stopped; its last checkpoint is kept: continue it with the same command "
+                     "and --resume")
     if not report:  # another process of an `accelerate launch`: the main one reports
         return
     _print_summary(report)
@@ -405,6 +414,8 @@ def sweep(
         result = run_sweep(base, over, select, trials=trials, overwrite=overwrite, progress=progress)
     except TransferkitError as exc:
         _fail(str(exc))
+    except KeyboardInterrupt:
+        _interrupted(f"sweep {base.run_path} stopped; its finished runs are kept")
     table = Table(title=f"sweep {base.name}: chosen by {select} (label-free)")
     labelled = "with_target_labels" in result
     for col in ("run", select, "collapse check", *(["target acc. % (labels: reported only)"] if labelled else [])):
@@ -587,7 +598,11 @@ def report(
         rd = RunDir(run)
         if not rd.report_json.exists():
             _fail(f"{rd.report_json} does not exist: has `transferkit fit` finished for this run?")
-        data = json.loads(rd.report_json.read_text(encoding="utf-8"))
+        from transferkit.runs import read_json
+
+        data = read_json(rd.report_json, "report")
+        if not isinstance(data, dict):
+            _fail(f"{rd.report_json} is not a transferkit report (it holds a {type(data).__name__})")
         if "per_seed" in data:
             header = {k: v for k, v in data.items() if k not in ("per_seed", "summary", "seeds", "plots")}
             data = write_aggregate_report(rd, data["per_seed"], header)
@@ -681,8 +696,11 @@ def main() -> None:
     try:
         app()
     except TransferkitError as exc:  # raised outside a command's own handler
-        console.print(f"[red]error:[/] {exc}")
+        console.print(f"[red]error:[/] {exc}", soft_wrap=True, highlight=False)
         sys.exit(2)
+    except KeyboardInterrupt:  # a command without its own message: nothing half-written is kept
+        console.print("\n[yellow]interrupted[/]")
+        sys.exit(130)
 
 
 if __name__ == "__main__":

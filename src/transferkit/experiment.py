@@ -220,10 +220,9 @@ def _init_from(model: TransferModel, path: str) -> None:
     """Start from an earlier run's model: its backbone and bottleneck must fit. A head is taken where the earlier model
     has a head of the same name and kind predicting the same classes (a regression head's weights are rescaled
     from the earlier source's target statistics to this one's); any other head starts fresh."""
-    import json
     from pathlib import Path
 
-    from transferkit.models.backbones import read_metadata
+    from transferkit.models.backbones import metadata_json, read_metadata
     from transferkit.models.heads import META_CLASSES, META_TASKS
     from transferkit.models.pretrained import load_state_dict_file
     from transferkit.tasks import default_task
@@ -242,9 +241,10 @@ def _init_from(model: TransferModel, path: str) -> None:
     take = {k: state[k] for k in body}
     meta = read_metadata(path)
     if META_TASKS in meta:
-        old = [Task.from_json(t) for t in json.loads(meta[META_TASKS])]
+        old = [Task.from_json(t) for t in metadata_json(meta, META_TASKS, path, list)]
     else:  # a model file from before model.heads: one classifier on its classes
-        old = [default_task(json.loads(meta.get(META_CLASSES, "[]")))]
+        classes = metadata_json(meta, META_CLASSES, path, list, default=[])
+        old = [default_task([str(c) for c in classes])]
     old_prefix = {t.name: ("head." if i == 0 else f"aux_heads.{t.name}.") for i, t in enumerate(old)}
     by_name = {t.name: t for t in old}
     for i, t in enumerate(model.tasks):
@@ -361,9 +361,13 @@ def fit_seed(
 ) -> dict[str, Any]:
     """Train and evaluate one seed into ``run``; a finished seed is skipped when resuming."""
     if resume and run.report_json.exists() and run.model.exists():
-        import json
+        from transferkit.runs import read_json
 
-        return json.loads(run.report_json.read_text())
+        report = read_json(run.report_json, "report")
+        if not isinstance(report, dict) or "evaluations" not in report:
+            raise RunDirError(f"cannot resume: {run.report_json} is not a finished seed's report; delete it to "
+                              "redo that seed's evaluation")
+        return report
     run.path.mkdir(parents=True, exist_ok=True)
     if cfg.train.threads is not None:  # before any feature extraction, not only once the engine starts
         torch.set_num_threads(cfg.train.threads)
@@ -798,9 +802,13 @@ RESUME_MAY_CHANGE = frozenset({
 def _check_resume(run: RunDir, cfg: RunConfig, resume: bool) -> None:
     if not resume or not run.config.exists():
         return
-    import yaml
+    from transferkit.config import load_yaml_mapping
 
-    old = yaml.safe_load(run.config.read_text(encoding="utf-8"))
+    try:
+        old = load_yaml_mapping(run.config, "its config file")
+    except ConfigError as exc:
+        raise RunDirError(f"cannot resume {run.path}: {exc}; start a new run with --overwrite or another --name") \
+            from None
     new = cfg.model_dump(mode="json")
     changed = [k for k in _diff(old, new) if k not in RESUME_MAY_CHANGE]
     if changed:

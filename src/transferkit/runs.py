@@ -112,12 +112,29 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     records = []
     if not Path(path).exists():
         return records
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise RunDirError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    for line in data.splitlines():
+        try:  # a line that is not UTF-8 JSON (torn by a kill, or damaged) is skipped like a torn last line
+            record = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
             continue
+        if isinstance(record, dict):
+            records.append(record)
     return records
+
+
+def read_json(path: Path, what: str = "file") -> Any:
+    """A JSON file of a run folder; a damaged or foreign one is a RunDirError naming it, not a traceback."""
+    try:
+        return json.loads(Path(path).read_bytes().decode("utf-8"))
+    except OSError as exc:
+        raise RunDirError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise RunDirError(f"{what} {path} is damaged (not UTF-8 JSON: {str(exc)[:80]}); rebuild it or start the "
+                          "run again") from None
 
 
 def _json_default(o: Any) -> Any:
@@ -176,10 +193,24 @@ class RunDir:
         return [RunDir(p) for p in sorted(dirs, key=lambda p: (_seed_number(p.name), p.name))]
 
     def exists(self) -> bool:
-        return self.path.exists() and any(self.path.iterdir())
+        if self.path.exists() and not self.path.is_dir():
+            raise RunDirError(f"{self.path} exists and is a file, not a run directory; choose another --name or "
+                              "--output-dir")
+        try:
+            return self.path.exists() and any(self.path.iterdir())
+        except OSError as exc:
+            raise RunDirError(f"cannot read run directory {self.path}: {exc.strerror or exc}") from exc
 
     def prepare(self, *, overwrite: bool = False, resume: bool = False) -> None:
-        """Create the folder; refuse to touch an existing run unless ``overwrite`` (or ``resume``)."""
+        """Create the folder; refuse to touch an existing run unless ``overwrite`` (or ``resume``).
+
+        A run directory that is a symbolic link is refused: writing (or ``--overwrite`` deleting) through it would
+        act on a folder outside the output directory."""
+        if self.path.is_symlink():
+            raise RunDirError(
+                f"run directory {self.path} is a symbolic link (to {os.readlink(self.path)}); transferkit does not "
+                "write through links out of the output directory: remove the link or choose another --name"
+            )
         if self.exists():
             if resume:
                 return

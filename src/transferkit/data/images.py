@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageFile
 
-from transferkit.data.domain import DomainDataset, bad_files_error
+from transferkit.data.domain import DomainDataset, bad_files_error, image_as_rgb
 from transferkit.errors import DataError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
@@ -179,6 +179,7 @@ def _decode_error(path: Path) -> str | None:
     try:
         with Image.open(path) as im:
             im.load()
+            image_as_rgb(im, path)  # pixels of a depth or range that cannot be read faithfully
     except Exception as exc:  # any failure to decode means the file is unusable
         return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     return None

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse
 
-from transferkit.data.domain import DomainDataset, Kind
+from transferkit.data.domain import DomainDataset, Kind, integer_classes
 from transferkit.errors import DataError
 
 ALL_SPLITS = "all"
@@ -212,8 +212,8 @@ def _npz_labels(
         raise DataError(f"{path}: labels must be >= 0, found {int(y.min())}")
     if names is None:
         numeric = [a for a in all_labels if a.size and a.dtype.kind in "iuf" and np.isfinite(a).all()]
-        top = max([int(y.max()), *(int(np.max(a)) for a in numeric)])  # every split's labels: shared indices
-        names = [str(i) for i in range(top + 1)]
+        # every split's labels: shared indices
+        names = integer_classes(np.concatenate([y, *(np.asarray(a).astype(np.int64) for a in numeric)]), str(path))
     elif len(y) and y.max() >= len(names):
         raise DataError(
             f"{path}: label {int(y.max())} is out of range: 'classes' names {len(names)} classes, so labels must "
@@ -405,7 +405,7 @@ def _class_indices(
         return np.asarray([index[values[i]] for i in keep], dtype=np.int64), classes
     if min(ints) < 0:
         raise DataError(f"{path}: integer labels in column {label_column!r} must be >= 0, found {min(ints)}")
-    classes = [str(i) for i in range(max(ints) + 1)]
+    classes = integer_classes(ints, f"{path} (label column {label_column!r})")
     return np.asarray([ints[i] for i in keep], dtype=np.int64), classes
 
 

@@ -31,7 +31,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from transferkit.data.domain import DomainDataset
+from transferkit.data.domain import DomainDataset, integer_classes
 from transferkit.errors import DataError
 
 ALL_SPLITS = "all"
@@ -211,4 +211,4 @@ def _classes(values: list[Any], path: Path, label: str | None) -> list[str]:
         return sorted(distinct)
     if ints[0] < 0:
         raise DataError(f"{path}: integer labels in {label!r} must be >= 0, found {ints[0]}")
-    return [str(i) for i in range(ints[-1] + 1)]
+    return integer_classes([int(k) for k in keys], f"{path} (label {label!r})")

@@ -693,9 +693,10 @@ def backbone_from_file(path: str | Path, meta: dict[str, str] | None = None) -> 
         if entry.path_names and name not in entry.packaged:
             name = str(_inside(path, name))
         takes_weights = entry.takes_weights
+    rebuilt = f"{prefix}:{name}" if name else spec
     try:
-        return create_backbone(f"{prefix}:{name}" if name else spec, weights=path if takes_weights else None,
-                               online=False, **kwargs)
+        kwargs = check_options(rebuilt, kwargs, backbone_options(rebuilt))  # before any key meets a parameter
+        return create_backbone(rebuilt, weights=path if takes_weights else None, online=False, **kwargs)
     except ModelError as exc:
         raise ModelError(f"{path}: {exc}" if str(path) not in str(exc) else str(exc)) from exc
 

@@ -118,7 +118,7 @@ def check_options(spec: str, kwargs: Mapping[str, Any], allowed: Mapping[str, Op
             known = ", ".join(allowed) or "none"
             if reason:
                 raise ModelError(f"backbone {spec!r}: {key!r} is not allowed in backbone_kwargs: {reason}")
-            raise ModelError(f"backbone {spec!r} has no option {key!r}; its options: {known}")
+            raise ModelError(f"backbone {spec!r} has no option {key!r} in backbone_kwargs; its options: {known}")
         option = allowed[key]
         try:
             out[key] = option.check(value)

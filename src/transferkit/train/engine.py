@@ -49,6 +49,11 @@ from transferkit.runs import (
 from transferkit.train.callbacks import EarlyStopping, make_progress
 from transferkit.train.schedules import lr_multiplier
 
+_DIVERGED_HINT = (
+    "lower train.lr or train.weight_decay, or the transfer weights adapt.weight / adapt.target_weight; "
+    "train.max_grad_norm clips exploding gradients"
+)
+
 
 @dataclass
 class StepOutputs:
@@ -462,6 +467,7 @@ class Engine:
                         every_s is not None and _clock_says(acc, time.monotonic() - last_save >= 60.0 * every_s)
                     )
                     if due and sync and i + 1 < len(paired) and self.run is not None:
+                        self._check_weights(model, extra, epoch)
                         # the whole epoch's sums so far: the resumed main process starts from them, the others at 0
                         g_sums, g_correct, g_seen = _sum_over_processes(acc, sums, correct, seen)
                         running = {"step_in_epoch": i + 1, "sums": g_sums, "correct": g_correct, "seen": g_seen,
@@ -471,6 +477,7 @@ class Engine:
                                             running)
                         last_save, since_save = time.monotonic(), 0
                 sums, correct, seen = _sum_over_processes(acc, sums, correct, seen)
+                self._check_weights(model, extra, epoch)
                 record: dict[str, Any] = {
                     "phase": self.phase,
                     "seed": self.seed,
@@ -572,12 +579,28 @@ class Engine:
             if not torch.isfinite(value):
                 raise TrainingError(
                     f"loss term {term.name!r} became {value.item()} at progress {progress:.3f}; "
-                    "lower the learning rate or the term's weight"
+                    f"{_DIVERGED_HINT}"
                 )
             total = total + w * value
             parts[term.name] = float(value.detach())
         parts["loss"] = float(total.detach())
+        if not math.isfinite(parts["loss"]):  # finite terms under huge weights
+            raise TrainingError(f"the weighted loss became {parts['loss']} at progress {progress:.3f} (terms: "
+                                f"{', '.join(f'{k} {v:.3g}' for k, v in parts.items() if k != 'loss')}); "
+                                f"{_DIVERGED_HINT}")
         return total, parts
+
+    def _check_weights(self, model: nn.Module, extra: nn.Module, epoch: int) -> None:
+        """Refuse to checkpoint, validate or save weights that are no longer numbers: a step can turn every weight
+        into NaN with a finite loss (an enormous weight decay or learning rate), and a checkpoint of NaN would
+        replace the last good one."""
+        for module in (model, extra):
+            for name, p in self.accelerator.unwrap_model(module).named_parameters():
+                if not bool(torch.isfinite(p.detach()).all()):
+                    raise TrainingError(
+                        f"training diverged in epoch {epoch + 1}: the weights became NaN or infinite (first: "
+                        f"{name}); the last complete checkpoint is kept. {_DIVERGED_HINT}"
+                    )
 
     @torch.inference_mode()
     def _validate(self, model: nn.Module, loader: Any) -> tuple[float, float]:
