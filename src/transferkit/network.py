@@ -97,40 +97,40 @@ def _check_address(sock: socket.socket, address: Any) -> None:
             raise _refuse(f"connect to {address!r}")
 
 
+def _connect(self: socket.socket, address: Any) -> None:
+    _check_address(self, address)
+    return _originals["connect"](self, address)
+
+
+def _connect_ex(self: socket.socket, address: Any) -> int:
+    _check_address(self, address)
+    return _originals["connect_ex"](self, address)
+
+
+def _lookup(name: str) -> Any:
+    def lookup(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if is_offline() and not _is_loopback(host):
+            raise _refuse(f"look up the host {host!r}")
+        return _originals[name](host, *args, **kwargs)
+
+    lookup.__name__ = name
+    return lookup
+
+
+_WRAPPERS: dict[str, tuple[Any, str, Any]] = {
+    "connect": (socket.socket, "connect", _connect),
+    "connect_ex": (socket.socket, "connect_ex", _connect_ex),
+    "getaddrinfo": (socket, "getaddrinfo", _lookup("getaddrinfo")),
+    "gethostbyname": (socket, "gethostbyname", _lookup("gethostbyname")),
+    "gethostbyname_ex": (socket, "gethostbyname_ex", _lookup("gethostbyname_ex")),
+}
+
+
 def _install() -> None:
-    """Wrap the socket functions once; the wrappers pass straight through whenever offline mode is off."""
-    if _originals:
-        return
-    _originals.update(
-        connect=socket.socket.connect, connect_ex=socket.socket.connect_ex, getaddrinfo=socket.getaddrinfo,
-        gethostbyname=socket.gethostbyname, gethostbyname_ex=socket.gethostbyname_ex,
-    )
-
-    def connect(self: socket.socket, address: Any) -> None:
-        _check_address(self, address)
-        return _originals["connect"](self, address)
-
-    def connect_ex(self: socket.socket, address: Any) -> int:
-        _check_address(self, address)
-        return _originals["connect_ex"](self, address)
-
-    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
-        if is_offline() and not _is_loopback(host):
-            raise _refuse(f"look up the host {host!r}")
-        return _originals["getaddrinfo"](host, *args, **kwargs)
-
-    def gethostbyname(host: Any) -> Any:
-        if is_offline() and not _is_loopback(host):
-            raise _refuse(f"look up the host {host!r}")
-        return _originals["gethostbyname"](host)
-
-    def gethostbyname_ex(host: Any) -> Any:
-        if is_offline() and not _is_loopback(host):
-            raise _refuse(f"look up the host {host!r}")
-        return _originals["gethostbyname_ex"](host)
-
-    socket.socket.connect = connect  # type: ignore[method-assign]
-    socket.socket.connect_ex = connect_ex  # type: ignore[method-assign]
-    socket.getaddrinfo = getaddrinfo  # type: ignore[assignment]
-    socket.gethostbyname = gethostbyname  # type: ignore[assignment]
-    socket.gethostbyname_ex = gethostbyname_ex  # type: ignore[assignment]
+    """Put the wrappers in place (again, if something replaced them since); they pass straight through whenever
+    offline mode is off, to whatever was there before."""
+    for key, (owner, attr, wrapper) in _WRAPPERS.items():
+        current = getattr(owner, attr)
+        if current is not wrapper:
+            _originals[key] = current
+            setattr(owner, attr, wrapper)
