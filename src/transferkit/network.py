@@ -36,7 +36,6 @@ HUB_OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_
 _lock = threading.Lock()
 _process_offline = False
 _scoped = 0
-_originals: dict[str, Any] = {}
 
 
 def is_offline() -> bool:
@@ -97,40 +96,39 @@ def _check_address(sock: socket.socket, address: Any) -> None:
             raise _refuse(f"connect to {address!r}")
 
 
-def _connect(self: socket.socket, address: Any) -> None:
-    _check_address(self, address)
-    return _originals["connect"](self, address)
+def _wrap_connect(inner: Any) -> Any:
+    def connect(self: socket.socket, address: Any) -> Any:
+        _check_address(self, address)
+        return inner(self, address)
+
+    return connect
 
 
-def _connect_ex(self: socket.socket, address: Any) -> int:
-    _check_address(self, address)
-    return _originals["connect_ex"](self, address)
-
-
-def _lookup(name: str) -> Any:
+def _wrap_lookup(inner: Any) -> Any:
     def lookup(host: Any, *args: Any, **kwargs: Any) -> Any:
         if is_offline() and not _is_loopback(host):
             raise _refuse(f"look up the host {host!r}")
-        return _originals[name](host, *args, **kwargs)
+        return inner(host, *args, **kwargs)
 
-    lookup.__name__ = name
     return lookup
 
 
-_WRAPPERS: dict[str, tuple[Any, str, Any]] = {
-    "connect": (socket.socket, "connect", _connect),
-    "connect_ex": (socket.socket, "connect_ex", _connect_ex),
-    "getaddrinfo": (socket, "getaddrinfo", _lookup("getaddrinfo")),
-    "gethostbyname": (socket, "gethostbyname", _lookup("gethostbyname")),
-    "gethostbyname_ex": (socket, "gethostbyname_ex", _lookup("gethostbyname_ex")),
-}
+_TARGETS = (
+    (socket.socket, "connect", _wrap_connect), (socket.socket, "connect_ex", _wrap_connect),
+    (socket, "getaddrinfo", _wrap_lookup), (socket, "gethostbyname", _wrap_lookup),
+    (socket, "gethostbyname_ex", _wrap_lookup),
+)
 
 
 def _install() -> None:
-    """Put the wrappers in place (again, if something replaced them since); they pass straight through whenever
-    offline mode is off, to whatever was there before."""
-    for key, (owner, attr, wrapper) in _WRAPPERS.items():
+    """Wrap each socket function unless it is already one of these wrappers. Each wrapper closes over the function
+    it replaced, so a later patch on top (and its removal) keeps the chain intact; the wrappers pass straight
+    through whenever offline mode is off."""
+    for owner, attr, wrap in _TARGETS:
         current = getattr(owner, attr)
-        if current is not wrapper:
-            _originals[key] = current
-            setattr(owner, attr, wrapper)
+        if getattr(current, "_transferkit_offline_guard", False):
+            continue
+        wrapper = wrap(current)
+        wrapper._transferkit_offline_guard = True
+        wrapper.__name__ = attr
+        setattr(owner, attr, wrapper)
