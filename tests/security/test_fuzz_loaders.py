@@ -161,7 +161,9 @@ def _headers(draw: st.DrawFn) -> bytes:
     meta = header["__metadata__"]
     key = draw(st.sampled_from(sorted(meta)))
     meta[key] = draw(st.one_of(
-        st.text(max_size=40), st.just("{}"), st.just("[]"), st.just('{"hidden": -1}'), st.just("mlp"),
+        st.text(max_size=40), st.sampled_from(["hf:", "st:", "onnx:", "timm:", "file:", ""]).flatmap(
+            lambda prefix: st.text(max_size=30).map(lambda rest: prefix + rest)),
+        st.just("{}"), st.just("[]"), st.just('{"hidden": -1}'), st.just("mlp"),
         st.just("file:model.safetensors"), st.just("hf:../x"), st.just("timm:resnet18"),
         st.just(json.dumps([{"name": "label", "kind": "classification", "outputs": 10**9}])),
     ))

@@ -12,6 +12,7 @@ import io
 import json
 import os
 import pickle
+import re
 import struct
 from pathlib import Path
 from typing import Any
@@ -164,7 +165,7 @@ def test_every_cli_command_starts_offline(tmp_path: Path) -> None:
 
 # -- 3. paths that leave the model's folder -----------------------------------------------------------------------
 @pytest.mark.parametrize("spec", ["hf:../outside", "st:../outside", "onnx:../outside/m.onnx", "hf:/etc",
-                                  "onnx:/dev/zero", "hf:link"])
+                                  "onnx:/dev/zero", "hf:link", "hf:model.backbone/../../outside", "st:a\x00b"])
 def test_metadata_paths_stay_inside_the_model_folder(tmp_path: Path, spec: str) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()
@@ -173,10 +174,11 @@ def test_metadata_paths_stay_inside_the_model_folder(tmp_path: Path, spec: str) 
     model = _model_run(run)
     (run / "link").symlink_to(outside, target_is_directory=True)  # a link inside that leads out
     _rewrite(model, spec=spec, kwargs="{}")
-    with pytest.raises(ModelError, match="outside the model file's folder|an absolute path"):
+    reason = "outside the model file's folder|an absolute path|not a file name"
+    with pytest.raises(ModelError, match=reason):
         TransferModel.load(model)
     code, text = _invoke("evaluate", run, "--data", _vectors(tmp_path / "d.csv"))
-    assert code == 2 and "outside the model file's folder" in text or "an absolute path" in text
+    assert code == 2 and re.search(reason, text), text
 
 
 def test_a_file_that_names_itself_is_refused_not_a_recursion_error(tmp_path: Path) -> None:

@@ -704,6 +704,8 @@ def backbone_from_file(path: str | Path, meta: dict[str, str] | None = None) -> 
 def _inside(model_path: Path, name: str) -> Path:
     """``name`` resolved in the model file's folder; refused where it leads out of it (``..``, absolute, a link)."""
     folder = model_path.resolve().parent
+    if len(name) > 1000 or any(ord(c) < 32 for c in name):
+        raise ModelError(f"{model_path}: its metadata names the backbone files {name[:100]!r}, not a file name")
     absolute = Path(name).is_absolute()
     target = Path(name) if absolute else (folder / name).resolve()
     if absolute or (target != folder and folder not in target.parents):
