@@ -7,6 +7,12 @@ Example:
     'full'
 """
 
+import os as _os
+
+# onnxruntime (imported by torchmetrics and the onnx: backbones) sends usage telemetry from native threads, below
+# the offline guard's reach (transferkit.network); its own switch must be set before it is first imported.
+_os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
 from transferkit.config import RunConfig as RunConfig
 from transferkit.config import parse_config as parse_config
 from transferkit.data import DomainDataset as DomainDataset

@@ -603,11 +603,14 @@ def report(
         data = read_json(rd.report_json, "report")
         if not isinstance(data, dict):
             _fail(f"{rd.report_json} is not a transferkit report (it holds a {type(data).__name__})")
-        if "per_seed" in data:
-            header = {k: v for k, v in data.items() if k not in ("per_seed", "summary", "seeds", "plots")}
-            data = write_aggregate_report(rd, data["per_seed"], header)
-        elif "evaluations" in data:
-            data = write_report(rd, data)
+        try:
+            if "per_seed" in data:
+                header = {k: v for k, v in data.items() if k not in ("per_seed", "summary", "seeds", "plots")}
+                data = write_aggregate_report(rd, data["per_seed"], header)
+            elif "evaluations" in data:
+                data = write_report(rd, data)
+        except (KeyError, TypeError, AttributeError, ValueError, IndexError) as exc:  # a damaged or foreign report
+            _fail(f"{rd.report_json} is not a report transferkit can rebuild ({type(exc).__name__}: {exc})")
     except TransferkitError as exc:
         _fail(str(exc))
     console.print(rd.report_md.read_text(encoding="utf-8"), markup=False, highlight=False)

@@ -132,11 +132,12 @@ class ModelConfig(_Strict):
     )
     backbone_kwargs: dict[str, Any] = Field(default_factory=dict)
     head_dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
-    bottleneck_dim: Annotated[int, Field(ge=1)] | None = Field(
+    bottleneck_dim: Annotated[int, Field(ge=1, le=65536)] | None = Field(
         None, description="Linear-BN-ReLU bottleneck between backbone and head (where domains are aligned)"
     )
     heads: list[HeadConfig] = Field(
-        default_factory=list, description="task heads on the shared features (multi-task, regression); default: "
+        default_factory=list, max_length=64,
+        description="task heads on the shared features (multi-task, regression); default: "
         "one classification head on the dataset's classes"
     )
     head_weighting: Literal["fixed", "uncertainty"] = Field(
@@ -205,8 +206,11 @@ class HeadConfig(_Strict):
     @field_validator("name")
     @classmethod
     def _safe_head_name(cls, v: str) -> str:
-        if not _NAME_RE.fullmatch(v) or len(v) > MAX_NAME_LENGTH:
-            raise ValueError(f"use up to {MAX_NAME_LENGTH} letters, digits, '.', '_' and '-' only")
+        from transferkit.tasks import head_name_problem
+
+        problem = head_name_problem(v)
+        if problem is not None:
+            raise ValueError(problem)
         return v
 
     @model_validator(mode="after")
@@ -221,14 +225,16 @@ class HeadConfig(_Strict):
 
 class FinetuneConfig(_Strict):
     strategy: Strategy = "full"
-    freeze_stages: Annotated[int, Field(ge=0)] = Field(0, description="stages frozen by `partial`")
+    freeze_stages: Annotated[int, Field(ge=0, le=10000)] = Field(0, description="stages frozen by `partial`")
     backbone_lr_mult: Annotated[float, Field(ge=0.0, le=10.0)] = Field(
         1.0, description="backbone LR = lr x this (the classic 0.1)"
     )
     layer_decay: Annotated[float, Field(gt=0.0, le=1.0)] | None = Field(
         None, description="layer-wise LR decay: stage i of n gets lr x decay^(n - i)"
     )
-    lp_epochs: Annotated[int, Field(ge=1)] = Field(10, description="epochs of the linear-probe phase (lp-ft)")
+    lp_epochs: Annotated[int, Field(ge=1, le=100000)] = Field(
+        10, description="epochs of the linear-probe phase (lp-ft)"
+    )
     lp_lr: Annotated[float, Field(gt=0.0)] | None = Field(None, description="LR of the linear-probe phase")
     freeze_bn: bool = Field(
         False, description="keep every BatchNorm's running statistics while fine-tuning (small batches; LP-FT, "
@@ -237,7 +243,7 @@ class FinetuneConfig(_Strict):
     lora_r: Annotated[int, Field(ge=1, le=1024)] = Field(8, description="rank of the LoRA adapters (lora)")
     lora_alpha: Annotated[float, Field(gt=0.0)] = Field(16.0, description="LoRA scaling: updates are x alpha/r")
     lora_dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
-    lora_targets: list[str] | None = Field(
+    lora_targets: list[Annotated[str, Field(max_length=200)]] | None = Field(
         None, description="last names of the Linear layers to adapt (default: the attention query/value projections)"
     )
 
@@ -304,7 +310,7 @@ class TrainConfig(_Strict):
     checkpoint_every_minutes: Annotated[float, Field(gt=0.0)] | None = Field(
         10.0, description="also checkpoint within an epoch when this many minutes passed since the last checkpoint"
     )
-    threads: Annotated[int, Field(ge=1)] | None = Field(None, description="torch intra-op threads (CPU)")
+    threads: Annotated[int, Field(ge=1, le=1024)] | None = Field(None, description="torch intra-op threads (CPU)")
     sync_bn: bool = Field(
         False, description="under `accelerate launch` on GPUs: BatchNorm statistics over every process's batch "
         "(torch.nn.SyncBatchNorm)"
@@ -434,9 +440,18 @@ def format_validation_error(exc: ValidationError, source: str = "config") -> str
             lines.append(f"{source}: unknown field `{loc}`{hint}")
         else:
             got = err.get("input")
-            shown = "" if isinstance(got, dict) else f" (got {got!r})"
+            shown = "" if isinstance(got, dict) else f" (got {_short_repr(got)})"
             lines.append(f"{source}: field `{loc}`: {err['msg']}{shown}")
     return "; ".join(lines)
+
+
+def _short_repr(value: Any) -> str:
+    """A value for an error message, cut short: a config value can be as large as the config."""
+    import reprlib
+
+    r = reprlib.Repr()
+    r.maxstring, r.maxother, r.maxlist, r.maxtuple, r.maxdict, r.maxlevel = 80, 80, 6, 6, 6, 2
+    return r.repr(value)
 
 
 def _suggest(loc: tuple[Any, ...]) -> str:
@@ -471,10 +486,11 @@ def _bounded_copy(value: Any, source: str) -> Any:
 
     def copy(v: Any, depth: int) -> Any:
         nonlocal count
-        count += 1
+        count += 1 + (len(v) // 16 if isinstance(v, str) else 0)  # long strings count by their size
         if count > MAX_CONFIG_NODES:
-            raise ConfigError(f"{source}: the configuration expands to more than {MAX_CONFIG_NODES:,} values (YAML "
-                              "aliases repeated inside each other?); a run config is far smaller")
+            raise ConfigError(f"{source}: the configuration expands to more than {MAX_CONFIG_NODES:,} values or "
+                              "about 1.6 MB of text (YAML aliases repeated inside each other?); a run config is far "
+                              "smaller")
         if depth > MAX_CONFIG_DEPTH:
             raise ConfigError(f"{source}: the configuration nests deeper than {MAX_CONFIG_DEPTH} levels (or a YAML "
                               "alias refers to itself)")

@@ -364,7 +364,7 @@ def fit_seed(
         from transferkit.runs import read_json
 
         report = read_json(run.report_json, "report")
-        if not isinstance(report, dict) or "evaluations" not in report:
+        if not isinstance(report, dict) or not isinstance(report.get("evaluations"), dict):
             raise RunDirError(f"cannot resume: {run.report_json} is not a finished seed's report; delete it to "
                               "redo that seed's evaluation")
         return report

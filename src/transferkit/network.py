@@ -49,6 +49,8 @@ def set_offline(enabled: bool) -> None:
     with _lock:
         _install()
         _process_offline = enabled
+    if enabled:
+        _quiet_native_telemetry()
     for key in HUB_OFFLINE_VARIABLES:
         if enabled:
             os.environ[key] = "1"
@@ -74,12 +76,33 @@ def offline(enabled: bool = True) -> Iterator[None]:
             _scoped -= 1
 
 
+def _quiet_native_telemetry() -> None:
+    """Libraries whose native threads talk to the network, where no Python socket wrapper reaches: switched off by
+    their own controls (onnxruntime reads ORT_DISABLE_TELEMETRY at import; once imported, its API)."""
+    import sys
+
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+    ort = sys.modules.get("onnxruntime")
+    if ort is not None and hasattr(ort, "disable_telemetry_events"):
+        ort.disable_telemetry_events()
+
+
 def _is_loopback(host: Any) -> bool:
+    """Loopback by name (``localhost``) or as an IP literal; a host *name* that merely starts with ``127.`` is not."""
+    import ipaddress
+
     if isinstance(host, bytes):
         host = host.decode("ascii", "replace")
-    if host is None or host in ("", "localhost", "::1", "ip6-localhost", "ip6-loopback"):
+    if host is None or host in ("", "localhost", "ip6-localhost", "ip6-loopback"):
         return True
-    return isinstance(host, str) and (host.startswith("127.") or host.startswith("::ffff:127."))
+    if not isinstance(host, str):
+        return False
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return address.is_loopback or (mapped is not None and mapped.is_loopback)
 
 
 def _refuse(what: str) -> NetworkDisabledError:
@@ -89,11 +112,11 @@ def _refuse(what: str) -> NetworkDisabledError:
     )
 
 
-def _check_address(sock: socket.socket, address: Any) -> None:
+def _check_address(sock: socket.socket, address: Any, what: str = "connect to") -> None:
     if is_offline() and sock.family in (socket.AF_INET, socket.AF_INET6):
         host = address[0] if isinstance(address, tuple) and address else address
         if not _is_loopback(host):
-            raise _refuse(f"connect to {address!r}")
+            raise _refuse(f"{what} {address!r}")
 
 
 def _wrap_connect(inner: Any) -> Any:
@@ -104,8 +127,29 @@ def _wrap_connect(inner: Any) -> Any:
     return connect
 
 
+def _wrap_sendto(inner: Any) -> Any:
+    def sendto(self: socket.socket, data: Any, *args: Any) -> Any:
+        if args:  # sendto(data, address) or sendto(data, flags, address): a datagram to a host
+            _check_address(self, args[-1], "send a datagram to")
+        return inner(self, data, *args)
+
+    return sendto
+
+
+def _wrap_sendmsg(inner: Any) -> Any:
+    def sendmsg(self: socket.socket, buffers: Any, ancdata: Any = (), flags: int = 0, address: Any = None) -> Any:
+        if address is not None:
+            _check_address(self, address, "send a datagram to")
+            return inner(self, buffers, ancdata, flags, address)
+        return inner(self, buffers, ancdata, flags)
+
+    return sendmsg
+
+
 def _wrap_lookup(inner: Any) -> Any:
     def lookup(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(host, tuple):  # getnameinfo((address, port), flags)
+            host = host[0] if host else None
         if is_offline() and not _is_loopback(host):
             raise _refuse(f"look up the host {host!r}")
         return inner(host, *args, **kwargs)
@@ -115,8 +159,10 @@ def _wrap_lookup(inner: Any) -> Any:
 
 _TARGETS = (
     (socket.socket, "connect", _wrap_connect), (socket.socket, "connect_ex", _wrap_connect),
+    (socket.socket, "sendto", _wrap_sendto), (socket.socket, "sendmsg", _wrap_sendmsg),
     (socket, "getaddrinfo", _wrap_lookup), (socket, "gethostbyname", _wrap_lookup),
-    (socket, "gethostbyname_ex", _wrap_lookup),
+    (socket, "gethostbyname_ex", _wrap_lookup), (socket, "gethostbyaddr", _wrap_lookup),
+    (socket, "getnameinfo", _wrap_lookup),
 )
 
 

@@ -107,31 +107,58 @@ def append_jsonl(path: Path, record: dict[str, Any]) -> None:
         raise RunDirError(f"cannot append to {path}: {exc.strerror or exc}") from exc
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Records of a metrics file; a torn last line (killed mid-write) is ignored."""
-    records = []
-    if not Path(path).exists():
-        return records
+MAX_RUN_FILE_BYTES = 256 * 2**20  # report.json, metrics.jsonl: far larger than any run writes
+
+
+def _read_run_file(path: Path, what: str) -> bytes:
+    """The bytes of a file of a run folder: a regular file of bounded size (a run folder may come from elsewhere:
+    a link to /dev/zero or a FIFO must not hang or exhaust memory)."""
+    import stat
+
     try:
-        data = Path(path).read_bytes()
+        info = Path(path).stat()
+        if not stat.S_ISREG(info.st_mode):
+            raise RunDirError(f"{what} {path} is not a regular file")
+        if info.st_size > MAX_RUN_FILE_BYTES:
+            raise RunDirError(f"{what} {path} is {info.st_size:,} bytes, more than a run writes; it is not a run's")
+        return Path(path).read_bytes()
     except OSError as exc:
-        raise RunDirError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    for line in data.splitlines():
-        try:  # a line that is not UTF-8 JSON (torn by a kill, or damaged) is skipped like a torn last line
+        raise RunDirError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
+
+
+# metrics records: flat values only, and the counters are integers (what the engine writes)
+_COUNTERS = ("epoch", "step", "seed")
+
+
+def _is_record(record: Any) -> bool:
+    if not isinstance(record, dict):
+        return False
+    if not all(isinstance(v, (str, int, float, bool)) or v is None for v in record.values()):
+        return False
+    return all(isinstance(record[k], int) and not isinstance(record[k], bool) for k in _COUNTERS if k in record)
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Records of a metrics file; a torn last line (killed mid-write) is ignored, and so is any line that is not
+    a record the engine writes (not UTF-8 JSON, nested values, counters that are not integers)."""
+    if not Path(path).exists():
+        return []
+    records = []
+    for line in _read_run_file(path, "metrics file").splitlines():
+        try:
             record = json.loads(line.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
             continue
-        if isinstance(record, dict):
+        if _is_record(record):
             records.append(record)
     return records
 
 
 def read_json(path: Path, what: str = "file") -> Any:
     """A JSON file of a run folder; a damaged or foreign one is a RunDirError naming it, not a traceback."""
+    data = _read_run_file(path, what)
     try:
-        return json.loads(Path(path).read_bytes().decode("utf-8"))
-    except OSError as exc:
-        raise RunDirError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
+        return json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise RunDirError(f"{what} {path} is damaged (not UTF-8 JSON: {str(exc)[:80]}); rebuild it or start the "
                           "run again") from None

@@ -24,6 +24,7 @@ Example:
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -82,14 +83,21 @@ class Task:
                 raise ModelError(f"task {str(d.get('name'))[:50]!r}: {key} must be a list of finite numbers")
             return tuple(float(x) for x in v)
 
-        name, kind, outputs = d["name"], d["kind"], d.get("outputs", 1)
-        if not isinstance(name, str) or not isinstance(d.get("field", LABEL), str) or kind not in TASK_KINDS:
-            raise ModelError(f"a task in the model file has a bad name, field or kind ({str(kind)[:30]!r})")
+        name, kind, outputs, field = d["name"], d["kind"], d.get("outputs", 1), d.get("field", LABEL)
+        if not isinstance(field, str) or kind not in TASK_KINDS or head_name_problem(name) is not None:
+            raise ModelError(f"a task in the model file has a bad name, field or kind ({str(name)[:30]!r}, "
+                             f"{str(kind)[:30]!r})")
+        if field == LABEL and kind != "classification":
+            raise ModelError(f"task {name!r} reads `label`, the dataset's classes, so it must classify (got {kind})")
         if isinstance(outputs, bool) or not isinstance(outputs, int) or not 1 <= outputs <= MAX_OUTPUTS:
             raise ModelError(f"task {name[:50]!r}: outputs must be an integer in 1..{MAX_OUTPUTS}")
         classes, offset, scale = strings("classes"), numbers("offset"), numbers("scale")
         if kind != "regression" and len(classes) != outputs:
             raise ModelError(f"task {name[:50]!r}: {outputs} outputs but {len(classes)} class names")
+        if kind == "regression" and not len(offset) == len(scale) == outputs:
+            raise ModelError(f"task {name[:50]!r}: {outputs} outputs but {len(offset)} offsets and {len(scale)} scales")
+        if kind == "regression" and not all(s > 0 for s in scale):
+            raise ModelError(f"task {name[:50]!r}: the scales of a regression head must be positive")
         floats = {k: d[k] for k in ("weight", "huber_delta") if k in d}
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in floats.values()):
             raise ModelError(f"task {name[:50]!r}: weight and huber_delta must be finite numbers")
@@ -114,6 +122,18 @@ class Task:
 
 
 _TASK_FIELDS = frozenset(Task.__dataclass_fields__)
+_HEAD_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+_PLAIN_MODULE = nn.Module()  # what every module has (``training``, ``forward``, ...): no head may shadow it
+
+
+def head_name_problem(name: Any) -> str | None:
+    """Why ``name`` cannot name a head (None: it can). A head is a submodule: no '.', no name a module already has
+    (``training``, ``forward``), at most 100 characters."""
+    if not isinstance(name, str) or not _HEAD_NAME.fullmatch(name) or len(name) > 100:
+        return "use up to 100 letters, digits, '_' and '-' (no '.', no spaces), starting with a letter or digit"
+    if hasattr(_PLAIN_MODULE, name) or name in ("head", "backbone", "bottleneck", "aux_heads"):
+        return f"{name!r} is a name the model itself uses"
+    return None
 
 
 def default_task(classes: Sequence[str]) -> Task:

@@ -304,7 +304,7 @@ def test_transfer_model_load_errors(tmp_path: Path) -> None:
     meta[META_SPEC] = "mlp"
     meta["transferkit.backbone_kwargs"] = '{"in_features": 3}'
     save_file(state, str(tmp_path / "lie.safetensors"), metadata=meta)
-    with pytest.raises(ModelError, match="do not fit this architecture"):
+    with pytest.raises(ModelError, match="the backbone its metadata describes does not match the tensors it holds"):
         TransferModel.load(tmp_path / "lie.safetensors")
 
 

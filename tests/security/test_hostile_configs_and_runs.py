@@ -210,3 +210,85 @@ def test_ctrl_c_says_how_to_resume(tmp_path: Path) -> None:
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, out
     assert "interrupted" in out and "--resume" in out and "Traceback" not in out, out
+
+
+# -- hostile run folders: what evaluate, report and --resume read ---------------------------------------------------
+@pytest.mark.parametrize("kind", ["devzero", "fifo"])
+def test_run_files_that_are_not_regular_files(tmp_path: Path, finished_run: Path, kind: str) -> None:
+    for name in ("report.json", "metrics.jsonl"):
+        target = finished_run / name
+        target.unlink()
+        if kind == "devzero":
+            target.symlink_to("/dev/zero")
+        else:
+            os.mkfifo(target)
+    code, text = _invoke("report", finished_run)
+    assert code == 2 and "not a regular file" in text, text
+    code, text = _fit(tmp_path, "--resume")
+    assert code == 2 and "not a regular file" in text, text
+
+
+@pytest.mark.parametrize("content", ['{"evaluations": "x", "seeds": "y"}', '{"per_seed": [1, 2]}', "[1, 2]"])
+def test_report_json_of_the_wrong_shape(finished_run: Path, content: str) -> None:
+    (finished_run / "report.json").write_text(content, encoding="utf-8")
+    code, text = _invoke("report", finished_run)
+    assert code == 2 and "report.json" in text and "Traceback" not in text, text
+
+
+def test_metrics_records_of_the_wrong_shape_are_skipped(finished_run: Path) -> None:
+    with (finished_run / "metrics.jsonl").open("a", encoding="utf-8") as fh:
+        fh.write('{"epoch": "x", "phase": "train"}\n{"epoch": 0, "train_loss": {"nested": 1}}\n[1, 2]\n')
+    code, text = _invoke("report", finished_run)
+    assert code == 0, text
+
+
+@pytest.mark.parametrize(("meta", "state"), [
+    ("[1]", None),
+    ('{"global_step": [1], "epoch": 0}', None),
+    ('{"global_step": 1e400, "epoch": 0}', None),
+    (None, [1, 2]),
+    (None, {"epoch": -5}),
+    (None, {"rng": "broken"}),
+    (None, {"history_json": "{not json"}),
+])
+def test_damaged_checkpoints_on_resume(tmp_path: Path, meta: str | None, state: Any) -> None:
+    import torch
+
+    code, text = _fit(tmp_path, "--epochs", "2")
+    assert code == 0, text
+    run = tmp_path / "runs" / "r"
+    (run / "report.json").unlink()
+    (run / "model.safetensors").unlink()
+    newest = max((run / "checkpoints").rglob("meta.json"), key=lambda p: p.stat().st_mtime).parent
+    if meta is not None:
+        (newest / "meta.json").write_text(meta, encoding="utf-8")
+    if state is not None:
+        if isinstance(state, dict):
+            full = torch.load(newest / "state.pt", weights_only=True)
+            full.update(state)
+            state = full
+        torch.save(state, newest / "state.pt")
+    code, text = _fit(tmp_path, "--resume", "--epochs", "2")
+    assert code in (0, 2) and "Traceback" not in text, text
+    if meta is not None:  # a damaged meta.json makes that checkpoint incomplete: the resume starts from another
+        assert code == 0, text
+    else:  # a damaged state is named, and the way out given
+        assert code == 2 and "damaged" in text and "delete" in text, text
+
+
+# -- configs whose values are large rather than many ------------------------------------------------------------
+def test_a_config_of_long_aliased_strings_is_refused(tmp_path: Path) -> None:
+    big = "x" * 600_000
+    lines = [f'finetune:\n  lora_targets: [&a "{big}", ' + ", ".join(["*a"] * 50) + "]"]
+    path = tmp_path / "c.yaml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    code, text = _invoke("fit", "-c", path)
+    assert code == 2 and ("more than" in text or "at most 1 MiB" in text), text[:500]
+    assert len(text) < 5000
+
+
+@pytest.mark.parametrize("override", ["train.threads=100000000", "model.bottleneck_dim=10000000",
+                                      "seeds=[" + ",".join(["1"] * 2000) + "]"])
+def test_sizes_a_config_may_not_ask_for(tmp_path: Path, override: str) -> None:
+    code, text = _fit(tmp_path, "--set", override)
+    assert code == 2 and "Traceback" not in text and len(text) < 5000, text[:500]

@@ -285,3 +285,112 @@ def test_a_saved_text_model_carries_its_files_and_loads_after_the_folder_moves(
     back.eval()
     with torch.no_grad():
         assert torch.equal(model(x)[1], back(x)[1])
+
+
+# -- 5. files that describe far more than they hold (memory), or take for ever to build ----------------------------
+@pytest.mark.parametrize(("meta", "match"), [
+    ({"spec": "mlp", "kwargs": '{"in_features": 10000000, "hidden": 65536}'}, "backbone its metadata describes"),
+    ({"spec": "timm:vit_7b_patch16_dinov3", "kwargs": "{}"}, "backbone its metadata describes"),
+    ({"transferkit.head": '{"dropout": 0.0, "bottleneck_dim": 65536}',
+      "transferkit.tasks": json.dumps([{"name": "label", "kind": "classification", "classes": ["a", "b"],
+                                        "outputs": 2},
+                                       {"name": "r", "kind": "regression", "field": "r", "outputs": 1000000,
+                                        "offset": [0.0] * 1000000, "scale": [1.0] * 1000000}])},
+     "heads its metadata describes|characters long"),
+])
+def test_an_architecture_larger_than_the_file_is_refused_before_allocating(
+    tmp_path: Path, meta: dict[str, str], match: str
+) -> None:
+    # built on the meta device first and compared with the tensors the file holds: nothing real is allocated (a
+    # 2.6 TB MLP or a 7-billion-parameter ViT would otherwise be, before the weights failed to load)
+    model = _rewrite(_model_run(tmp_path / "run"), **meta)
+    with pytest.raises(ModelError, match=match):
+        TransferModel.load(model)
+
+
+def test_a_config_with_more_layers_than_the_file_has_tensors(tmp_path: Path, tiny_text_model: Path) -> None:
+    torch.manual_seed(0)
+    path = TransferModel(create_backbone(f"hf:{tiny_text_model}", max_length=16), ["neg", "pos"]).save(
+        tmp_path / "model.safetensors")
+    config = json.loads((tmp_path / "model.backbone" / "config.json").read_text(encoding="utf-8"))
+    config["num_hidden_layers"] = 100_000
+    (tmp_path / "model.backbone" / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    with pytest.raises(ModelError, match="num_hidden_layers = 100,000"):
+        TransferModel.load(path)
+
+
+def test_links_inside_the_backbone_folder_may_not_lead_out(tmp_path: Path, tiny_text_model: Path) -> None:
+    torch.manual_seed(0)
+    path = TransferModel(create_backbone(f"hf:{tiny_text_model}", max_length=16), ["neg", "pos"]).save(
+        tmp_path / "m" / "model.safetensors")
+    config = tmp_path / "m" / "model.backbone" / "config.json"
+    (tmp_path / "outside.json").write_text(config.read_text(encoding="utf-8"), encoding="utf-8")
+    config.unlink()
+    config.symlink_to(tmp_path / "outside.json")
+    with pytest.raises(ModelError, match="is a link to .*outside the model file's folder"):
+        TransferModel.load(path)
+    config.unlink()
+    os.mkfifo(config)  # a FIFO a library would wait on for ever
+    with pytest.raises(ModelError, match="not a regular file"):
+        TransferModel.load(path)
+
+
+@pytest.mark.parametrize(("task", "match"), [
+    ({"name": "a.b", "kind": "regression", "field": "r", "outputs": 1, "offset": [0.0], "scale": [1.0]}, "bad name"),
+    ({"name": "training", "kind": "regression", "field": "r", "outputs": 1, "offset": [0.0], "scale": [1.0]},
+     "bad name"),
+    ({"name": "r", "kind": "regression", "field": "r", "outputs": 2, "offset": [0.0], "scale": [1.0, 2.0, 3.0]},
+     "offsets"),
+    ({"name": "label", "kind": "multilabel", "classes": ["a", "b"], "outputs": 2}, "must classify"),
+])
+def test_tasks_that_cannot_be_heads(tmp_path: Path, task: dict[str, Any], match: str) -> None:
+    tasks = [{"name": "label", "kind": "classification", "classes": ["a", "b"], "outputs": 2}]
+    tasks = [task] if task["name"] == "label" else [*tasks, task]
+    model = _rewrite(_model_run(tmp_path / "run"), **{"transferkit.tasks": json.dumps(tasks)})
+    with pytest.raises(ModelError, match=match):
+        TransferModel.load(model)
+
+
+@pytest.mark.parametrize("dtype", [torch.float8_e4m3fn, torch.complex64, torch.uint32])
+def test_tensor_types_a_model_never_holds_are_refused(tmp_path: Path, dtype: torch.dtype) -> None:
+    model = _model_run(tmp_path / "run")
+    with safe_open(str(model), "pt") as f:
+        meta = dict(f.metadata())
+    tensors = load_file(str(model))
+    tensors["head.fc.bias"] = tensors["head.fc.bias"].to(dtype)
+    save_file(tensors, str(model), metadata=meta)
+    with pytest.raises(ModelError, match="holds tensors of type"):
+        TransferModel.load(model)
+
+
+def test_the_guard_covers_datagrams_reverse_lookups_and_names_that_look_like_loopback() -> None:
+    import socket
+
+    from transferkit.errors import NetworkDisabledError
+    from transferkit.network import offline
+
+    with offline():
+        with pytest.raises(NetworkDisabledError, match="look up the host '127.attacker.example'"):
+            socket.create_connection(("127.attacker.example", 80), timeout=1)
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            with pytest.raises(NetworkDisabledError, match="send a datagram"):
+                udp.sendto(b"x", ("8.8.8.8", 53))
+        finally:
+            udp.close()
+        with pytest.raises(NetworkDisabledError):
+            socket.gethostbyaddr("8.8.8.8")
+        with pytest.raises(NetworkDisabledError):
+            socket.getnameinfo(("8.8.8.8", 53), 0)
+        loop = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # loopback datagrams stay allowed
+        try:
+            loop.sendto(b"x", ("127.0.0.1", 9))
+        finally:
+            loop.close()
+
+
+def test_onnxruntime_telemetry_is_switched_off() -> None:
+    # onnxruntime's telemetry runs in native threads, below the socket guard; its own switch is set on import
+    import transferkit  # noqa: F401
+
+    assert os.environ.get("ORT_DISABLE_TELEMETRY") == "1"

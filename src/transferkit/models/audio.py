@@ -23,9 +23,11 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -234,6 +236,20 @@ def _onnxruntime() -> Any:
     return onnxruntime
 
 
+PROBE_SECONDS = 60.0  # one silent clip through an ONNX feature extractor when it is built: seconds at most
+_PROBE_TIMEOUT: list[float | None] = [None]
+
+
+@contextlib.contextmanager
+def _probe_limit(seconds: float) -> Iterator[None]:
+    """Within the block, every ONNX run stops after ``seconds`` (the build-time probe of an unknown file)."""
+    saved, _PROBE_TIMEOUT[0] = _PROBE_TIMEOUT[0], seconds
+    try:
+        yield
+    finally:
+        _PROBE_TIMEOUT[0] = saved
+
+
 class OnnxSession:
     """An onnxruntime session opened on first use; copies and pickles carry only the path.
 
@@ -262,13 +278,34 @@ class OnnxSession:
     def input_name(self) -> str:
         return self.session.get_inputs()[0].name
 
-    def run(self, x: np.ndarray) -> np.ndarray:
+    def run(self, x: np.ndarray, timeout_s: float | None = None) -> np.ndarray:
+        """The model's first output; with ``timeout_s``, onnxruntime is told to stop after that long (an ONNX graph
+        is a program: a loop in one can run for ever)."""
+        import threading
+
+        ort = _onnxruntime()
+        options = ort.RunOptions()
+        timer = None
+        timeout_s = timeout_s if timeout_s is not None else _PROBE_TIMEOUT[0]
+        if timeout_s is not None:
+            def stop() -> None:
+                options.terminate = True
+
+            timer = threading.Timer(timeout_s, stop)
+            timer.daemon = True
+            timer.start()
         try:
-            return self.session.run(None, {self.input_name(): x})[0]
+            return self.session.run(None, {self.input_name(): x}, options)[0]
         except ModelError:
             raise
         except Exception as exc:
+            if options.terminate:
+                raise ModelError(f"onnx model {self.path} ran for over {timeout_s:g} s on one input of shape "
+                                 f"{x.shape} and was stopped; is it a feature extractor?") from exc
             raise ModelError(f"onnx model {self.path} failed on input of shape {x.shape}: {exc}") from exc
+        finally:
+            if timer is not None:
+                timer.cancel()
 
     def __getstate__(self) -> dict[str, Any]:
         return {"path": self.path, "_session": None}
@@ -453,7 +490,7 @@ def _onnx_backbone(
         body: nn.Module = SpeechEmbedding(files[0], files[1], pooling, digest)
     else:
         body = OnnxFeatures(files[0], pooling, float(scale), digest)
-    with torch.no_grad():
+    with torch.no_grad(), _probe_limit(PROBE_SECONDS):
         probe = body(torch.zeros(1, num_samples))  # the feature width, and a check that the file runs at all
     kwargs: dict[str, Any] = {"pooling": pooling, "seconds": seconds, "sample_rate": sample_rate,
                               "normalize": normalize, "sha256": digest}
@@ -577,8 +614,11 @@ def build_hf_audio_backbone(
         extractor = AutoFeatureExtractor.from_pretrained(path, local_files_only=not online,
                                                          trust_remote_code=remote_code_trusted())
         model = from_folder(AutoModel, path, online=online, weights=weights)
-    except (OSError, ValueError, TypeError, KeyError) as exc:
-        raise ModelError(f"cannot load a transformers audio model from {path!r}: {exc}") from exc
+    except Exception as exc:  # a folder is data: whatever a library makes of a broken one, it is unusable
+        if isinstance(exc, ModelError):
+            raise
+        raise ModelError(f"cannot load a transformers audio model from {path!r}: {type(exc).__name__}: "
+                         f"{str(exc)[:300]}") from exc
     rate = getattr(extractor, "sampling_rate", None)
     names = getattr(extractor, "model_input_names", None)
     hidden = getattr(model.config, "hidden_size", None) or getattr(model.config, "d_model", None)
@@ -592,7 +632,9 @@ def build_hf_audio_backbone(
 
         _load_into(body, None, _read(weights), str(weights))
     out = int(hidden) * (2 if pooling == "mean+std" else 1)
-    if pooling == "flatten":
+    from transferkit.models.backbones import skeleton_limit
+
+    if pooling == "flatten" and skeleton_limit() is None:  # (a meta-device skeleton does not run)
         body.eval()
         with torch.no_grad():
             out = int(body(HFAudioTransform(extractor, num_samples, normalize, path)(

@@ -22,8 +22,10 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -663,6 +665,53 @@ def metadata_json(meta: dict[str, str], key: str, path: str | Path, expect: type
     return value
 
 
+# Set while the architecture a model file describes is built on the meta device (no memory), to compare with the
+# tensors the file holds before anything real is allocated; holds the file's tensor count (the most layers an
+# honest file can describe). Builders that read a model folder build from its config alone then.
+_SKELETON: contextvars.ContextVar[int | None] = contextvars.ContextVar("transferkit_skeleton", default=None)
+
+
+def skeleton_limit() -> int | None:
+    """While a model file's architecture is checked (:func:`backbone_from_file`): the number of tensors it holds
+    (folder builders refuse a config that describes more layers); None otherwise."""
+    return _SKELETON.get()
+
+
+@contextlib.contextmanager
+def _skeleton(tensors: int) -> Iterator[None]:
+    token = _SKELETON.set(tensors)
+    try:
+        with torch.device("meta"):
+            yield
+    finally:
+        _SKELETON.reset(token)
+
+
+def file_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
+    """The name and shape of every tensor a safetensors file holds, read from its header (nothing loaded)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 (safe_open has no iter)
+    except Exception as exc:  # safetensors' own error types
+        raise ModelError(f"{path} is not a readable safetensors file: {exc}") from exc
+
+
+def check_fits_file(expected: dict[str, tuple[int, ...]], have: dict[str, tuple[int, ...]], path: str | Path,
+                    what: str) -> None:
+    """Every tensor of ``expected`` is in the file with the same shape: what the metadata describes is what the file
+    holds, so building it allocates no more than the file's own size."""
+    missing = [k for k in expected if k not in have]
+    wrong = [f"{k}: {have[k]} vs {expected[k]}" for k in expected if k in have and have[k] != expected[k]]
+    if missing or wrong:
+        raise ModelError(
+            f"{path}: the {what} its metadata describes does not match the tensors it holds (missing "
+            f"{missing[:3]}{' ...' if len(missing) > 3 else ''}, other shapes {wrong[:3]}); the file is damaged, or "
+            "its metadata was changed"
+        )
+
+
 def backbone_from_file(path: str | Path, meta: dict[str, str] | None = None) -> Backbone:
     """Rebuild the backbone a transferkit file names, with the file's weights.
 
@@ -696,6 +745,13 @@ def backbone_from_file(path: str | Path, meta: dict[str, str] | None = None) -> 
     rebuilt = f"{prefix}:{name}" if name else spec
     try:
         kwargs = check_options(rebuilt, kwargs, backbone_options(rebuilt))  # before any key meets a parameter
+        if takes_weights:  # the architecture on the meta device first: it must be what the file holds
+            shapes = file_shapes(path)
+            key = "backbone.body." if any(k.startswith("backbone.body.") for k in shapes) else "body."
+            with _skeleton(len(shapes)):
+                skeleton = create_backbone(rebuilt, online=False, **kwargs)
+            expected = {key + k: tuple(v.shape) for k, v in skeleton.body.state_dict().items()}
+            check_fits_file(expected, shapes, path, "backbone")
         return create_backbone(rebuilt, weights=path if takes_weights else None, online=False, **kwargs)
     except ModelError as exc:
         raise ModelError(f"{path}: {exc}" if str(path) not in str(exc) else str(exc)) from exc
@@ -718,7 +774,29 @@ def _inside(model_path: Path, name: str) -> Path:
     if not target.exists():
         raise ModelError(f"{model_path} needs its backbone files at {target}, which does not exist; copy the model "
                          "file together with its .backbone folder")
+    _only_plain_files_inside(target, folder, model_path)
     return target
+
+
+def _only_plain_files_inside(target: Path, folder: Path, model_path: Path, most: int = 10_000) -> None:
+    """Every file under ``target`` is a regular file or folder that stays inside ``folder``: a link in the backbone
+    folder that leads out of it, or a FIFO or device that a library would read forever, is refused."""
+    import stat
+
+    todo, seen = [target], 0
+    while todo:
+        p = todo.pop()
+        seen += 1
+        if seen > most:
+            raise ModelError(f"{model_path}: its backbone folder {target} holds more than {most:,} entries")
+        resolved = p.resolve()
+        if resolved != folder and folder not in resolved.parents:
+            raise ModelError(f"{model_path}: {p} is a link to {resolved}, outside the model file's folder {folder}")
+        mode = p.stat().st_mode
+        if stat.S_ISDIR(mode):
+            todo.extend(p.iterdir())
+        elif not stat.S_ISREG(mode):
+            raise ModelError(f"{model_path}: {p} is not a regular file (a FIFO, socket or device)")
 
 
 def load_backbone_file(path: str | Path) -> Backbone:

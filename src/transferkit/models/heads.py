@@ -17,10 +17,16 @@ from transferkit.models.backbones import (
     Backbone,
     backbone_from_file,
     backbone_metadata,
+    check_fits_file,
+    file_shapes,
     metadata_json,
     read_metadata,
 )
 
+# The tensor types a saved model holds: weights in a float type torch computes with, integer buffers (BatchNorm's
+# counters), masks. Anything else in a model file (float8, complex, ...) is refused by name.
+_MODEL_DTYPES = frozenset({torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.int64, torch.int32,
+                           torch.int16, torch.int8, torch.uint8, torch.bool})
 META_CLASSES = "transferkit.classes"
 META_HEAD = "transferkit.head"
 META_TASKS = "transferkit.tasks"
@@ -180,9 +186,19 @@ class TransferModel(nn.Module):
                 tasks = [Task.from_json(t) for t in listed]
             except ModelError as exc:
                 raise ModelError(f"{path}: {exc}") from None
+            if len({t.name for t in tasks}) != len(tasks):
+                raise ModelError(f"{path}: metadata {META_TASKS!r} names a task twice")
         backbone = backbone_from_file(path, meta)
+        with torch.device("meta"):  # the heads the metadata describes, checked against the file before allocating
+            skeleton = cls(backbone, classes, head_dropout=float(dropout), bottleneck_dim=bottleneck, tasks=tasks)
+        check_fits_file({k: tuple(v.shape) for k, v in skeleton.state_dict().items() if not k.startswith("backbone.")},
+                        file_shapes(path), path, "heads")
         model = cls(backbone, classes, head_dropout=float(dropout), bottleneck_dim=bottleneck, tasks=tasks)
         state = load_state_dict_file(path)
+        odd = sorted({str(v.dtype) for v in state.values() if v.dtype not in _MODEL_DTYPES})
+        if odd:
+            raise ModelError(f"{path} holds tensors of type {', '.join(odd)}; a transferkit model file holds float16, "
+                             "bfloat16, float32 or float64 weights (and integer buffers)")
         try:
             model.load_state_dict(state, strict=True)
         except RuntimeError as exc:

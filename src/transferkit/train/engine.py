@@ -389,15 +389,9 @@ class Engine:
         if resume and self.run is not None:
             state = self._load_last(model, extra, optimizer, scheduler)
             if state is not None:
-                global_step = int(state["global_step"])
-                stopper.load_state_dict(state["stopper"])
+                global_step, start_epoch, history, partial = _resume_point(state, stopper)
                 if acc.is_main_process:
                     self._repair_best(stopper.best_epoch)
-                history = json.loads(state["history_json"])
-                if int(state.get("step_in_epoch", 0)) > 0:
-                    start_epoch, partial = int(state["epoch"]), json.loads(state["epoch_json"])
-                else:
-                    start_epoch = int(state["epoch"]) + 1
                 if stopper.should_stop:
                     start_epoch, partial = self.cfg.epochs, None
             self._forget_records_from(start_epoch)
@@ -780,18 +774,26 @@ class Engine:
             state = torch.load(last / "state.pt", map_location="cpu", weights_only=True)
         except Exception as exc:
             raise RunDirError(f"checkpoint {last / 'state.pt'} cannot be read safely: {exc}") from exc
+        if not isinstance(state, dict) or not set(state) >= _STATE_KEYS:
+            raise RunDirError(f"checkpoint {last / 'state.pt'} is damaged (not the state transferkit writes); delete "
+                              f"{last} to resume from an earlier checkpoint")
         self._load_weights(model, extra, last / "model.safetensors")
         try:
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
-        except (ValueError, KeyError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError, IndexError, RuntimeError) as exc:
             raise RunDirError(
                 f"checkpoint {last} does not fit this run's optimiser ({exc}); did the configuration change?"
             ) from exc
-        scaler = getattr(self.accelerator, "scaler", None)
-        if scaler is not None and "scaler" in state:
-            scaler.load_state_dict(state["scaler"])
-        _set_rng_state(state["rng"])
+        try:
+            scaler = getattr(self.accelerator, "scaler", None)
+            if scaler is not None and "scaler" in state:
+                scaler.load_state_dict(state["scaler"])
+            _set_rng_state(state["rng"])
+        except (ValueError, KeyError, TypeError, AttributeError, IndexError, RuntimeError, OverflowError) as exc:
+            raise RunDirError(f"checkpoint {last / 'state.pt'} is damaged ({type(exc).__name__}: {exc}); delete "
+                              f"{last} to resume from an earlier checkpoint") from exc
+        state["_path"] = str(last)
         return state
 
     def _load_weights(self, model: nn.Module, extra: nn.Module, path: Path) -> None:
@@ -928,16 +930,48 @@ def _position(loader: Any, epoch: int, step: int, num_processes: int = 1) -> Non
     sampler.start_epoch(epoch, passes=step // steps, skip=(step % steps) * per_step * num_processes)
 
 
+_STATE_KEYS = frozenset({"epoch", "global_step", "optimizer", "scheduler", "rng", "stopper", "history_json"})
+
+
+def _resume_point(state: dict[str, Any], stopper: EarlyStopping) -> tuple[int, int, list[dict[str, Any]],
+                                                                         dict[str, Any] | None]:
+    """``(global_step, start_epoch, history, partial epoch sums)`` of a checkpoint's state, every value checked: a
+    run folder may be damaged or hostile, and a resume must fail with the checkpoint's name, not a traceback."""
+    where = state.get("_path", "the checkpoint")
+    try:
+        global_step, epoch = state["global_step"], state["epoch"]
+        step_in_epoch = state.get("step_in_epoch", 0)
+        if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 10**12
+                   for v in (global_step, epoch, step_in_epoch)):
+            raise ValueError("its epoch and step counters are not counters")
+        stopper.load_state_dict(state["stopper"])
+        history = json.loads(state["history_json"])
+        partial = json.loads(state["epoch_json"]) if step_in_epoch > 0 else None
+        if not isinstance(history, list) or not all(isinstance(r, dict) for r in history):
+            raise ValueError("its history is not a list of records")
+        if partial is not None and not (isinstance(partial, dict) and isinstance(partial.get("sums"), dict)
+                                        and all(isinstance(partial.get(k), (int, float))
+                                                for k in ("step_in_epoch", "correct", "seen", "seconds"))):
+            raise ValueError("its running sums are not numbers")
+    except (KeyError, TypeError, ValueError, AttributeError, RecursionError, OverflowError) as exc:
+        raise RunDirError(f"{where} is damaged ({type(exc).__name__}: {exc}); delete it to resume from an earlier "
+                          "checkpoint, or start over with --overwrite") from None
+    return global_step, (epoch if partial is not None else epoch + 1), history, partial
+
+
 def _newest_checkpoint(root: Path) -> Path | None:
-    """The complete checkpoint (``meta.json`` present) with the most steps; an epoch's beats a mid-epoch one of the
-    same step."""
+    """The complete checkpoint (``meta.json`` present and well-formed) with the most steps; an epoch's beats a
+    mid-epoch one of the same step. A folder whose ``meta.json`` is damaged counts as incomplete."""
     found = []
     for p in [*root.glob("epoch-*"), *root.glob("step-*")]:
         try:
             meta = json.loads((p / "meta.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            step, epoch = meta.get("global_step", 0), meta.get("epoch", -1)
+            if not all(isinstance(v, int) and not isinstance(v, bool) and -1 <= v < 10**12 for v in (step, epoch)):
+                continue
+        except (OSError, ValueError, AttributeError, RecursionError):
             continue  # no meta.json: killed before the checkpoint was complete
-        found.append(((int(meta.get("global_step", 0)), int(meta.get("epoch", -1)), p.name.startswith("epoch")), p))
+        found.append(((step, epoch, p.name.startswith("epoch")), p))
     return max(found)[1] if found else None
 
 
