@@ -77,7 +77,7 @@ def test_mlp_shapes_and_stages() -> None:
 
 @pytest.mark.parametrize("kwargs", [{}, {"in_features": None}, {"in_features": 0}])
 def test_mlp_without_in_features(kwargs: dict) -> None:
-    with pytest.raises(ModelError, match="'mlp'.*in_features"):
+    with pytest.raises(ModelError, match=r"'mlp'.*in_features"):
         create_backbone("mlp", **kwargs)
 
 

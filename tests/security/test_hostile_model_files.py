@@ -327,7 +327,7 @@ def test_links_inside_the_backbone_folder_may_not_lead_out(tmp_path: Path, tiny_
     (tmp_path / "outside.json").write_text(config.read_text(encoding="utf-8"), encoding="utf-8")
     config.unlink()
     config.symlink_to(tmp_path / "outside.json")
-    with pytest.raises(ModelError, match="is a link to .*outside the model file's folder"):
+    with pytest.raises(ModelError, match=r"is a link to .*outside the model file's folder"):
         TransferModel.load(path)
     config.unlink()
     os.mkfifo(config)  # a FIFO a library would wait on for ever
@@ -370,7 +370,7 @@ def test_the_guard_covers_datagrams_reverse_lookups_and_names_that_look_like_loo
     from transferkit.network import offline
 
     with offline():
-        with pytest.raises(NetworkDisabledError, match="look up the host '127.attacker.example'"):
+        with pytest.raises(NetworkDisabledError, match=r"look up the host '127\.attacker\.example'"):
             socket.create_connection(("127.attacker.example", 80), timeout=1)
         udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
