@@ -25,12 +25,16 @@ def test_defaults_make_a_complete_run() -> None:
     assert cfg.name == "run" and cfg.output_dir == "runs" and cfg.seeds == [0] and cfg.online is False
     assert cfg.run_path == Path("runs") / "run"
     assert cfg.data == DataConfig()
-    assert (cfg.data.source, cfg.data.target, cfg.data.val_fraction, cfg.data.batch_size) == ("mnist-5k", None, 0.1, 64)
+    # val_fraction None: 10 % where that holds out 10 items per class (transferkit.experiment.validation_share)
+    d = cfg.data
+    assert (d.source, d.target, d.val_fraction, d.batch_size) == ("mnist-5k", None, None, 64)
     assert (cfg.model.backbone, cfg.model.weights, cfg.model.pretrained) == ("lenet", None, False)
     assert (cfg.finetune.strategy, cfg.finetune.freeze_stages, cfg.finetune.backbone_lr_mult) == ("full", 0, 1.0)
     assert cfg.finetune.layer_decay is None
     t = cfg.train
-    assert (t.epochs, t.lr, t.optimizer, t.scheduler, t.grad_accum_steps) == (10, 1e-3, "adamw", "cosine", 1)
+    # epochs and steps None: a budget of optimiser steps that follows the data (transferkit.train.budget)
+    assert (t.epochs, t.steps, t.lr, t.optimizer, t.scheduler, t.grad_accum_steps) == (None, None, 1e-3, "adamw",
+                                                                                      "cosine", 1)
     assert t.early_stopping_patience is None and t.keep_checkpoints == 1
 
 

@@ -5,8 +5,8 @@ are errors (a typo must not silently fall back to a default).
 
 Example:
     >>> cfg = RunConfig.model_validate({"name": "demo", "data": {"source": "mnist-5k"}})
-    >>> cfg.train.epochs, cfg.finetune.strategy
-    (10, 'full')
+    >>> cfg.train.epochs, cfg.train.steps, cfg.finetune.strategy  # None, None: a budget that follows the data
+    (None, None, 'full')
 """
 
 from __future__ import annotations
@@ -73,8 +73,9 @@ class DataConfig(_Strict):
         None, description="train on K labelled target items per class too (from the target train split, chosen by "
         "seed): joint L_s + λ_t·L_t with adapt.method none, semi-supervised adaptation with a method"
     )
-    val_fraction: Annotated[float, Field(ge=0.0, lt=0.9)] = Field(
-        0.1, description="share of the training split held out to select the checkpoint (0: keep the last)"
+    val_fraction: Annotated[float, Field(ge=0.0, lt=0.9)] | None = Field(
+        None, description="share of the training split held out to select the checkpoint (0: keep the last; "
+        "default: 0.1 where that holds out at least 10 items per class, else 0)"
     )
     val_split: str | None = Field(None, description="use this existing split for validation instead")
     batch_size: Annotated[int, Field(ge=1, le=65536)] = 64
@@ -290,7 +291,13 @@ class AdaptConfig(_Strict):
 
 
 class TrainConfig(_Strict):
-    epochs: Annotated[int, Field(ge=1, le=100000)] = 10
+    epochs: Annotated[int, Field(ge=1, le=100000)] | None = Field(
+        None, description="passes over the data (default: a budget of optimiser steps that follows the data size, "
+        "see docs/defaults.md)"
+    )
+    steps: Annotated[int, Field(ge=1, le=10_000_000)] | None = Field(
+        None, description="optimiser steps to train, instead of epochs"
+    )
     lr: Annotated[float, Field(gt=0.0, le=10.0)] = 1e-3
     optimizer: Literal["adamw", "sgd"] = "adamw"
     momentum: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.9
@@ -315,6 +322,13 @@ class TrainConfig(_Strict):
         False, description="under `accelerate launch` on GPUs: BatchNorm statistics over every process's batch "
         "(torch.nn.SyncBatchNorm)"
     )
+
+
+    @model_validator(mode="after")
+    def _epochs_or_steps(self) -> TrainConfig:
+        if self.epochs is not None and self.steps is not None:
+            raise ValueError("give train.epochs or train.steps, not both")
+        return self
 
 
 class TrackingConfig(_Strict):

@@ -58,6 +58,7 @@ class RunData:
     target_labelled: DomainDataset | None = None  # data.target_labels_per_class items of the target train split
     tasks: list[Task] = field(default_factory=list)  # the model's heads (model.heads), built on the source
     source_names: list[str] = field(default_factory=list)  # several sources: their names, by source index
+    val_note: str | None = None  # why there is no validation split (the report says it)
 
     @property
     def classes(self) -> list[str]:
@@ -77,8 +78,9 @@ def load_run_data(cfg: RunConfig, seed: int) -> RunData:
         val = load_sources(d.sources, d.val_split, d.root)
     if d.source_per_class is not None:
         train = train.per_class(d.source_per_class, seed=seed)
-    if val is None and d.val_fraction > 0:
-        train, val = train.split(d.val_fraction, seed=seed)
+    fraction, val_note = validation_share(d.val_fraction, train) if val is None else (0.0, None)
+    if fraction > 0:
+        train, val = train.split(fraction, seed=seed)
     tasks = build_tasks(cfg.model.heads, train)  # the heads' fields must be on the source train split
     if val is not None and not _scorable(val, tasks[0]):
         raise DataError(f"the validation split of {d.source!r} has no {tasks[0].field!r} for the primary head "
@@ -106,7 +108,24 @@ def load_run_data(cfg: RunConfig, seed: int) -> RunData:
             check_label_sets(train, other)
     train, val, source_eval, target_eval = (attach_targets(ds, tasks) for ds in (train, val, source_eval, target_eval))
     names = list(d.sources) if len(d.sources) > 1 else []
-    return RunData(train, val, source_eval, target_eval, target_train, target_labelled, tasks, names)
+    return RunData(train, val, source_eval, target_eval, target_train, target_labelled, tasks, names, val_note)
+
+
+AUTO_VAL_FRACTION = 0.1
+MIN_VAL_PER_CLASS = 10
+
+
+def validation_share(configured: float | None, train: DomainDataset) -> tuple[float, str | None]:
+    """``(share held out, why none is)``: ``data.val_fraction`` when set; by default 10 % of the labelled source
+    where that is at least 10 items per class, else none. A validation split of 4 items would choose the checkpoint
+    by chance (one item is 25 points) and take a tenth of an already small source from training."""
+    if configured is not None:
+        return configured, "data.val_fraction = 0" if configured == 0 else None
+    classes = max(1, len(train.classes)) if train.is_labelled else 1
+    if AUTO_VAL_FRACTION * len(train) >= MIN_VAL_PER_CLASS * classes:
+        return AUTO_VAL_FRACTION, None
+    return 0.0, (f"the source's {len(train):,} items are too few to hold out {MIN_VAL_PER_CLASS} per class for "
+                 "validation; all of them train")
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -384,7 +403,7 @@ def fit_seed(
         baseline = build_model(cfg, data)
         plain = cfg.model_copy(update={"adapt": cfg.adapt.model_copy(update={"method": "none"})})
         _train(plain, baseline, replace(data, target_train=None), run, seed, prefix="source-only-", resume=resume,
-               progress=progress, on_epoch=on_epoch, source_weights=weights)
+               progress=progress, on_epoch=on_epoch, source_weights=weights, steps=result.get("steps"))
     if not get_accelerator(cfg.train.device, cfg.train.mixed_precision, cfg.train.grad_accum_steps).is_main_process:
         return {}  # under `accelerate launch`, the main process scores, decides and writes
     kw = {"batch_size": cfg.data.eval_batch_size, "num_workers": cfg.data.num_workers, "device": cfg.train.device}
@@ -622,8 +641,10 @@ def _leading_components(source: np.ndarray, target: np.ndarray, k: int = 50) -> 
 def _train(
     cfg: RunConfig, model: TransferModel, data: RunData, run: RunDir, seed: int, *, resume: bool, progress: bool,
     prefix: str = "", on_epoch: Callable[[dict[str, Any]], None] | None = None,
-    source_weights: list[float] | None = None,
+    source_weights: list[float] | None = None, steps: int | None = None,
 ) -> dict[str, Any]:
+    """Fine-tune ``model`` by ``cfg.finetune.strategy``; ``steps`` fixes the length of its last phase (a guard's twin
+    trains as many steps as its adapted run)."""
     strategy = cfg.finetune.strategy
     common = {
         "source_weights": source_weights,
@@ -639,8 +660,11 @@ def _train(
     if strategy in ("linear-probe", "lp-ft"):
         epochs = cfg.train.epochs if strategy == "linear-probe" else cfg.finetune.lp_epochs
         lr = cfg.train.lr if strategy == "linear-probe" or cfg.finetune.lp_lr is None else cfg.finetune.lp_lr
-        result = _linear_probe(cfg, model, data, cfg.train.model_copy(update={"epochs": epochs, "lr": lr}),
-                               phase=prefix + "lp", resume=resume, **common)
+        lp_train = cfg.train.model_copy(update={"epochs": epochs, "lr": lr} if strategy == "linear-probe"
+                                        else {"epochs": epochs, "steps": None, "lr": lr})
+        result = _linear_probe(cfg, model, data, lp_train,
+                               phase=prefix + "lp", resume=resume,
+                               steps=steps if strategy == "linear-probe" else None, **common)
         if strategy == "linear-probe":
             return result
     apply_strategy(model, cfg.finetune, phase="ft")
@@ -655,7 +679,7 @@ def _train(
         train = train.with_transform(tf)
         target = target.with_transform(tf) if target is not None else None
         few = few.with_transform(tf) if few is not None else None
-    res = engine.fit(train, data.source_val, target, resume=resume, labelled_target=few)
+    res = engine.fit(train, data.source_val, target, resume=resume, labelled_target=few, steps=steps)
     return _result_dict(res, engine)
 
 
@@ -709,7 +733,7 @@ def _check_sizes(cfg: RunConfig, data: RunData) -> None:
 
 
 def _linear_probe(cfg: RunConfig, model: TransferModel, data: RunData, train_cfg: TrainConfig, *, phase: str,
-                  resume: bool, **common: Any) -> dict[str, Any]:
+                  resume: bool, steps: int | None = None, **common: Any) -> dict[str, Any]:
     """Train the head on features extracted once by the frozen backbone (cached on disk)."""
     apply_strategy(model, cfg.finetune, phase="lp")
     kw = {"batch_size": None, "num_workers": cfg.data.num_workers,  # None: the extractor's device default
@@ -728,7 +752,7 @@ def _linear_probe(cfg: RunConfig, model: TransferModel, data: RunData, train_cfg
     target_f = cached_features(model.backbone, data.target_train, **kw) if adapting else None
     few_f = cached_features(model.backbone, data.target_labelled, **kw) if data.target_labelled is not None else None
     engine = Engine(probe, train_cfg, loss_terms=terms, phase=phase, **common)
-    res = engine.fit(train_f, val_f, target_f, resume=resume, labelled_target=few_f)
+    res = engine.fit(train_f, val_f, target_f, resume=resume, labelled_target=few_f, steps=steps)
     trained = {k: v for k, v in probe.state_dict().items() if not k.startswith("backbone.")}
     model.load_state_dict(trained, strict=False)
     return _result_dict(res, engine)
@@ -740,6 +764,8 @@ def _result_dict(res: Any, engine: Engine) -> dict[str, Any]:
         "best_val_acc": res.best_val_acc,
         "epochs_run": res.epochs_run,
         "stopped_early": res.stopped_early,
+        "steps": res.steps,
+        "budget": res.budget,
     }
     if res.val_metric != "val_acc":
         out[f"best_{res.val_metric}"] = res.best_val
@@ -765,7 +791,7 @@ def _header(cfg: RunConfig, data: RunData) -> dict[str, Any]:
     selection = (
         f"best source-validation {measure}"
         if data.source_val is not None
-        else "last epoch (no validation split; val_fraction = 0)"
+        else f"last epoch (no validation split: {data.val_note or 'data.val_fraction = 0'})"
     )
     return {
         "name": cfg.name,

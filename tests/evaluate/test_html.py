@@ -89,7 +89,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     classes = ["neg", EVIL]
     src, tgt = _npz(tmp / "src.npz", 0.0, classes), _npz(tmp / "tgt.npz", 0.8, classes)
     common = ("--target", tgt, "--backbone", "mlp", "--epochs", "2", "--lr", "0.01", "--output-dir", tmp / "runs",
-              "--no-progress")
+              "--no-progress", "--set", "data.val_fraction=0.1")
     invoke("fit", "--source", src, "--method", "dann", "--name", "dann", *common)
     invoke("fit", "--source", src, "--seeds", "0,1", "--name", "plain", *common)
     return {"dann": tmp / "runs" / "dann", "plain": tmp / "runs" / "plain"}

@@ -389,39 +389,40 @@ class PairedLoader:
     """Iterate source and target loaders together; the shorter side cycles (reshuffled each pass).
 
     One epoch lasts as long as the longer of source and target, so every item of both domains is seen at least
-    once. ``labelled`` (a few labelled target items, for joint or semi-supervised training) always cycles and never
-    sets the epoch's length. Each step yields ``(source_batch, target_batch, labelled_batch)``; absent loaders give
-    None.
+    once -- or ``length`` steps where that is longer (a small source is passed over several times per epoch, see
+    :mod:`transferkit.train.budget`). ``labelled`` (a few labelled target items, for joint or semi-supervised
+    training) always cycles and never sets the epoch's length. Each step yields ``(source_batch, target_batch,
+    labelled_batch)``; absent loaders give None.
     """
 
-    def __init__(self, source: Any, target: Any | None = None, labelled: Any | None = None) -> None:
+    def __init__(self, source: Any, target: Any | None = None, labelled: Any | None = None,
+                 length: int | None = None) -> None:
         self.source = source
         self.target = target
         self.labelled = labelled
+        self.length = length
 
     def __len__(self) -> int:
-        if self.target is None:
-            return len(self.source)
-        return max(len(self.source), len(self.target))
+        natural = len(self.source) if self.target is None else max(len(self.source), len(self.target))
+        return max(natural, self.length or 0)
 
     def __iter__(self) -> Iterator[tuple[Any, Any | None, Any | None]]:
         return self.iterate(0)
 
-    def iterate(self, start: int = 0) -> Iterator[tuple[Any, Any | None, Any | None]]:
-        """The steps from ``start`` on. Resuming mid-epoch, the loaders' samplers are already positioned at
-        ``start`` (they skip what was seen), so only the number of remaining steps is decided here."""
+    def iterate(self, start: int = 0, stop: int | None = None) -> Iterator[tuple[Any, Any | None, Any | None]]:
+        """The steps from ``start`` to ``stop`` (default: the epoch's length). Resuming mid-epoch, the loaders'
+        samplers are already positioned at ``start`` (they skip what was seen), so only the number of remaining
+        steps is decided here."""
         few = _cycle(self.labelled) if self.labelled is not None else None
+        stop = len(self) if stop is None else stop
 
         def labelled() -> Any | None:
             return next(few) if few is not None else None
 
-        if self.target is None:  # the source alone sets the length: one pass
-            for batch in self.source:
-                yield batch, None, labelled()
-            return
-        src_it, tgt_it = _cycle(self.source), _cycle(self.target)
-        for _ in range(len(self) - start):
-            yield next(src_it), next(tgt_it), labelled()
+        src_it = _cycle(self.source)
+        tgt_it = _cycle(self.target) if self.target is not None else None
+        for _ in range(stop - start):
+            yield next(src_it), next(tgt_it) if tgt_it is not None else None, labelled()
 
 
 def _cycle(loader: Any) -> Iterator[Any]:

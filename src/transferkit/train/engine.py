@@ -46,6 +46,7 @@ from transferkit.runs import (
     atomic_write_text,
     read_jsonl,
 )
+from transferkit.train.budget import MAX_EPOCHS, Budget, plan_budget
 from transferkit.train.callbacks import EarlyStopping, make_progress
 from transferkit.train.schedules import lr_multiplier
 
@@ -135,6 +136,8 @@ class FitResult:
     # what selected the checkpoint: val_acc, or val_mae (regression) / val_micro_f1 (multi-label) primary heads
     val_metric: str = "val_acc"
     best_val: float | None = None
+    steps: int = 0  # micro-batch steps trained (what a guard's twin is given to train as long)
+    budget: str = ""  # how the length was chosen (train.budget)
 
 
 class EpochSampler(torch.utils.data.Sampler[int]):
@@ -300,9 +303,13 @@ class Engine:
         *,
         resume: bool = False,
         labelled_target: DomainDataset | None = None,
+        steps: int | None = None,
     ) -> FitResult:
         """Train on ``train`` (labelled source), with unlabelled ``target`` batches for adaptation terms and, for joint
-        or semi-supervised training, batches of ``labelled_target`` (a few labelled target items, cycled)."""
+        or semi-supervised training, batches of ``labelled_target`` (a few labelled target items, cycled).
+
+        ``steps`` (micro-batch steps) overrides the configured length: a guard's twin trains exactly as many steps as
+        its adapted run did (:mod:`transferkit.train.budget`)."""
         if not train.is_labelled and (not self.tasks or any(t.field == "label" for t in self.tasks)):
             raise ValueError(f"the training set {train.domain!r} must be labelled")
         if labelled_target is not None and not labelled_target.is_labelled:
@@ -376,10 +383,19 @@ class Engine:
         labelled_loader = prepared.pop(0) if labelled_loader is not None else None
         # after prepare: under `accelerate launch` each process takes 1/N of the batches, and the schedules count
         # the steps each process makes
-        steps_per_epoch = max(len(train_loader), len(target_loader) if target_loader is not None else 0)
-        opt_steps_per_epoch = math.ceil(steps_per_epoch / self.cfg.grad_accum_steps)
-        total_steps = opt_steps_per_epoch * self.cfg.epochs
-        factor = lr_multiplier(self.cfg.scheduler, total_steps, round(self.cfg.warmup_epochs * opt_steps_per_epoch))
+        run_batches = max(len(train_loader), len(target_loader) if target_loader is not None else 0)
+        budget = plan_budget(
+            epochs=self.cfg.epochs, steps=self.cfg.steps, source_batches=len(train_loader), run_batches=run_batches,
+            grad_accum_steps=self.cfg.grad_accum_steps,
+            trainable_parameters=sum(p.numel() for g in groups for p in g["params"]),
+        )
+        if steps is not None:  # a guard's twin: as many steps as the adapted run
+            epoch_len = max(run_batches, math.ceil(steps / MAX_EPOCHS)) if self.cfg.epochs is None else run_batches
+            budget = Budget(steps, epoch_len, math.ceil(steps / epoch_len), "the length of the adapted run")
+        accum = self.cfg.grad_accum_steps
+        total_steps = sum(math.ceil(budget.epoch_steps(e) / accum) for e in range(budget.epochs))  # optimiser steps
+        warmup = round(self.cfg.warmup_epochs * math.ceil(budget.epoch_len / accum))
+        factor = lr_multiplier(self.cfg.scheduler, total_steps, warmup)
         scheduler = torch.optim.lr_scheduler.LambdaLR(raw_optimizer, factor)
 
         stopper = EarlyStopping(self.cfg.early_stopping_patience)
@@ -393,19 +409,20 @@ class Engine:
                 if acc.is_main_process:
                     self._repair_best(stopper.best_epoch)
                 if stopper.should_stop:
-                    start_epoch, partial = self.cfg.epochs, None
+                    start_epoch, partial = budget.epochs, None
             self._forget_records_from(start_epoch)
 
-        paired = PairedLoader(train_loader, target_loader, labelled_loader)
+        paired = PairedLoader(train_loader, target_loader, labelled_loader, length=budget.epoch_len)
         val_metric = {"regression": "val_mae", "multilabel": "val_micro_f1"}.get(self.primary_kind, "val_acc")
         every_steps, every_s = self.cfg.checkpoint_every_steps, self.cfg.checkpoint_every_minutes
         epoch = start_epoch - 1
         with make_progress(self.progress and acc.is_local_main_process) as bar:
             # One line per fit (epochs, last epoch's numbers) plus a transient bar over the current epoch's steps.
             run_task = bar.add_task(
-                f"{self.phase} (seed {self.seed})", total=self.cfg.epochs, completed=start_epoch, stats=""
+                f"{self.phase} (seed {self.seed})", total=budget.epochs, completed=start_epoch, stats=""
             )
-            for epoch in range(start_epoch, self.cfg.epochs):
+            for epoch in range(start_epoch, budget.epochs):
+                epoch_steps = budget.epoch_steps(epoch)
                 first = 0 if partial is None else int(partial["step_in_epoch"])
                 for loader in (train_loader, target_loader, labelled_loader):
                     if loader is not None:
@@ -413,7 +430,7 @@ class Engine:
                 model.train()
                 extra.train()
                 task = bar.add_task(
-                    f"  epoch {epoch + 1}/{self.cfg.epochs}", total=len(paired), completed=first, stats=""
+                    f"  epoch {epoch + 1}/{budget.epochs}", total=epoch_steps, completed=first, stats=""
                 )
                 if partial is not None and not acc.is_main_process:  # the checkpoint holds every process's sums
                     partial = {**partial, "sums": {}, "correct": 0, "seen": 0}
@@ -422,15 +439,15 @@ class Engine:
                 t0 = time.perf_counter() - (float(partial["seconds"]) if partial else 0.0)
                 partial = None
                 last_save, since_save = time.monotonic(), 0
-                for i, (src, tgt, few) in enumerate(paired.iterate(first), start=first):
+                for i, (src, tgt, few) in enumerate(paired.iterate(first, epoch_steps), start=first):
                     # Step every grad_accum_steps micro-batches and at the end of the epoch. Decided here, not by
                     # acc.accumulate: its end-of-data check follows whichever loader started last, which is
                     # wrong while one side of a source/target pair cycles.
-                    sync = (i + 1) % self.cfg.grad_accum_steps == 0 or i + 1 == len(paired)
+                    sync = (i + 1) % self.cfg.grad_accum_steps == 0 or i + 1 == epoch_steps
                     with contextlib.nullcontext() if sync else acc.no_sync(model):
                         # over micro-batches: ceil(steps / accum) * accum overcounts them when accum does not
                         # divide the epoch, and progress would stop short of 1
-                        progress = min(1.0, global_step / max(1, steps_per_epoch * self.cfg.epochs))
+                        progress = min(1.0, global_step / max(1, budget.total))
                         out = self._forward(model, src, tgt, progress, few)
                         total, parts = self._loss(out, progress)
                         acc.backward(total)  # divided by grad_accum_steps
@@ -460,7 +477,7 @@ class Engine:
                     due = (every_steps is not None and since_save >= every_steps) or (
                         every_s is not None and _clock_says(acc, time.monotonic() - last_save >= 60.0 * every_s)
                     )
-                    if due and sync and i + 1 < len(paired) and self.run is not None:
+                    if due and sync and i + 1 < epoch_steps and self.run is not None:
                         self._check_weights(model, extra, epoch)
                         # the whole epoch's sums so far: the resumed main process starts from them, the others at 0
                         g_sums, g_correct, g_seen = _sum_over_processes(acc, sums, correct, seen)
@@ -524,10 +541,12 @@ class Engine:
             best_epoch=stopper.best_epoch,
             best_val_acc=best if val_metric == "val_acc" else None,
             epochs_run=len(history),
-            stopped_early=stopper.should_stop and len(history) < self.cfg.epochs,
+            stopped_early=stopper.should_stop and len(history) < budget.epochs,
             history=history,
             val_metric=val_metric,
             best_val=best,
+            steps=global_step,
+            budget=budget.describe(),
         )
 
     # -- one step -------------------------------------------------------------------------------
@@ -696,7 +715,7 @@ class Engine:
         if best_epoch < 0:
             return
         current = self._best_dir()
-        if current is not None and json.loads((current / "meta.json").read_text())["epoch"] == best_epoch:
+        if current is not None and _checkpoint_epoch(current) == best_epoch:
             if current.name != "best":  # finish the interrupted promotion
                 current.rename(self._ckpt_dir / "best")
             return
@@ -957,6 +976,15 @@ def _resume_point(state: dict[str, Any], stopper: EarlyStopping) -> tuple[int, i
         raise RunDirError(f"{where} is damaged ({type(exc).__name__}: {exc}); delete it to resume from an earlier "
                           "checkpoint, or start over with --overwrite") from None
     return global_step, (epoch if partial is not None else epoch + 1), history, partial
+
+
+def _checkpoint_epoch(folder: Path) -> int | None:
+    """The epoch a checkpoint's ``meta.json`` names; None where it is damaged."""
+    try:
+        epoch = json.loads((folder / "meta.json").read_text(encoding="utf-8")).get("epoch")
+    except (OSError, ValueError, AttributeError, RecursionError):
+        return None
+    return epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None
 
 
 def _newest_checkpoint(root: Path) -> Path | None:
