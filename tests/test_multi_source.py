@@ -85,7 +85,9 @@ def _cfg(tmp_path: Path, name: str, **over: object):
     sources = [str(_blobs(tmp_path / f"s{i}.npz", s, i)) for i, s in enumerate((0.2, 0.5, 4.0))]
     target = str(_blobs(tmp_path / "t.npz", 0.0, 9))
     raw = {"name": name, "output_dir": str(tmp_path / "runs"), "data": {"source": sources, "target": target},
-           "model": {"backbone": "mlp", "backbone_kwargs": {"hidden": 16, "depth": 1, "dropout": 0.0}},
+           # standardize none: the discrepancy weights measure the raw gaps these toy sources are built with
+           "model": {"backbone": "mlp", "backbone_kwargs": {"hidden": 16, "depth": 1, "dropout": 0.0,
+                                                            "standardize": "none"}},
            "train": {"epochs": 3, "lr": 0.01, "device": "cpu"}, "adapt": {"guard": False}}
     return parse_config(raw, dict(over))
 

@@ -209,7 +209,7 @@ def evaluate(
 
         rd = RunDir(run)
         model = TransferModel.load(rd.find_model(seed))
-        ds = load_data(data, split)
+        ds = model.prepare(load_data(data, split))
         primary = model.tasks[0]
         if primary.field == "label" and not ds.is_labelled:
             _fail(f"{data!r} ({split}) has no labels; use `transferkit predict` for unlabelled data")
@@ -279,7 +279,7 @@ def predict(
         from transferkit.runs import RunDir, atomic_path
 
         model = TransferModel.load(RunDir(run).find_model(seed))
-        ds = load_data(data, split)
+        ds = model.prepare(load_data(data, split))
         if len(model.tasks) > 1 or model.tasks[0].field != "label":
             _predict_heads_csv(model, ds, out, batch_size)
             console.print(f"wrote {len(ds)} predictions to {out}")

@@ -27,13 +27,13 @@ from transferkit.adapt.methods import build_method, list_methods
 from transferkit.config import RunConfig, TrainConfig
 from transferkit.data import DomainDataset, check_label_sets, load_data
 from transferkit.data.tabular import check_feature_widths
-from transferkit.errors import ConfigError, DataError, RunDirError
+from transferkit.errors import ConfigError, DataError, ModelError, RunDirError
 from transferkit.evaluate.predict import predict_outputs, score
 from transferkit.evaluate.report import FEATURE_MAP, write_aggregate_report, write_report
 from transferkit.features import cached_features
 from transferkit.finetune import apply_strategy, param_groups
 from transferkit.finetune.lora import merge_lora
-from transferkit.models.backbones import check_input_kind, create_backbone
+from transferkit.models.backbones import Standardize, check_input_kind, create_backbone
 from transferkit.models.heads import IdentityBackbone, TransferModel
 from transferkit.runs import RunDir, atomic_path, atomic_write_text
 from transferkit.tasks import Task, UncertaintyWeights, attach_targets, build_tasks, head_loss_terms, is_default
@@ -59,6 +59,7 @@ class RunData:
     tasks: list[Task] = field(default_factory=list)  # the model's heads (model.heads), built on the source
     source_names: list[str] = field(default_factory=list)  # several sources: their names, by source index
     val_note: str | None = None  # why there is no validation split (the report says it)
+    standardize: tuple[str, str] = ("none", "")  # feature vectors into an mlp: (mode, why), data.standardize
 
     @property
     def classes(self) -> list[str]:
@@ -108,7 +109,40 @@ def load_run_data(cfg: RunConfig, seed: int) -> RunData:
             check_label_sets(train, other)
     train, val, source_eval, target_eval = (attach_targets(ds, tasks) for ds in (train, val, source_eval, target_eval))
     names = list(d.sources) if len(d.sources) > 1 else []
-    return RunData(train, val, source_eval, target_eval, target_train, target_labelled, tasks, names, val_note)
+    data = RunData(train, val, source_eval, target_eval, target_train, target_labelled, tasks, names, val_note)
+    return _standardized(cfg, data)
+
+
+def _standardized(cfg: RunConfig, data: RunData) -> RunData:
+    """Feature vectors into an ``mlp``: the standardisation mode (``model.backbone_kwargs.standardize``, else the
+    :func:`~transferkit.data.standardize.auto_mode` rule) and, per domain, every target split mapped onto the
+    source statistics by the target's own (its unlabelled training split's; :mod:`transferkit.data.standardize`)."""
+    from transferkit.data import standardize as std
+
+    if cfg.model.backbone != "mlp" or data.source_train.kind != "vector":
+        return data
+    chosen = cfg.model.backbone_kwargs.get("standardize")
+    if chosen is not None:
+        mode, why = chosen, "model.backbone_kwargs.standardize"
+    elif cfg.model.weights is not None or cfg.model.init_from is not None:
+        mode, why = _standardize_of(cfg.model.init_from or cfg.model.weights)
+    else:
+        mode, why = std.auto_mode(np.asarray(data.source_train.inputs))
+    if mode not in std.MODES:
+        return data  # the backbone's option check names the bad value
+    data = replace(data, standardize=(mode, why))
+    if mode != "per-domain" or cfg.data.target is None:
+        return data
+    own = data.target_train
+    if own is None:
+        try:  # a source-only run: the target's training split (unlabelled) gives its statistics
+            own = load_data(cfg.data.target, cfg.data.train_split, cfg.data.root)
+        except DataError:
+            own = None  # no such split: each target split by its own statistics
+    mean, sd = std.statistics(np.asarray(data.source_train.inputs))
+    align = lambda ds: None if ds is None else std.align_to(ds, mean, sd, own)  # noqa: E731
+    return replace(data, target_train=align(data.target_train), target_eval=align(data.target_eval),
+                   target_labelled=align(data.target_labelled))
 
 
 AUTO_VAL_FRACTION = 0.1
@@ -218,15 +252,43 @@ def _optional_split(specs: list[str], split: str, root: str | None) -> DomainDat
         raise
 
 
+def _standardize_of(path: str) -> tuple[str, str]:
+    """A run that starts from given weights keeps their architecture: the standardisation an earlier transferkit
+    model was trained with (its metadata), else whether the weights hold a first standardisation layer at all."""
+    from transferkit.models.backbones import META_KWARGS, file_shapes, metadata_json, read_metadata
+
+    try:
+        if str(path).endswith(".safetensors"):
+            kwargs = metadata_json(read_metadata(path), META_KWARGS, path, dict, default={})
+            if kwargs.get("standardize") in ("none", "source", "per-domain"):
+                return kwargs["standardize"], f"as the model it starts from ({path})"
+            has_layer = any(k.endswith(("0.mean", "body.0.mean")) for k in file_shapes(path))
+        else:
+            from transferkit.models.pretrained import load_state_dict_file
+
+            has_layer = any(k.endswith("0.mean") for k in load_state_dict_file(path))
+    except (ConfigError, DataError, ModelError):
+        return "none", "the given weights decide"  # their own error comes when they are loaded
+    return ("source", f"the weights ({path}) hold standardisation statistics") if has_layer else \
+        ("none", f"the weights ({path}) hold no standardisation layer")
+
+
 def build_model(cfg: RunConfig, data: RunData) -> TransferModel:
     kwargs = dict(cfg.model.backbone_kwargs)
     if cfg.model.backbone == "mlp" and "in_features" not in kwargs:
         if data.source_train.kind != "vector":
             raise ConfigError("backbone 'mlp' needs feature vectors; use an image backbone for image data")
         kwargs["in_features"] = int(data.source_train.inputs.shape[1])
+    if cfg.model.backbone == "mlp":
+        kwargs["standardize"] = data.standardize[0]
     backbone = create_backbone(
         cfg.model.backbone, weights=cfg.model.weights, pretrained=cfg.model.pretrained, online=cfg.online, **kwargs
     )
+    first = next(iter(backbone.body.children()), None)
+    if isinstance(first, Standardize):  # the source's statistics, saved with the model
+        from transferkit.data.standardize import statistics
+
+        first.set_statistics(*statistics(np.asarray(data.source_train.inputs)))
     check_input_kind(backbone, data.source_train)
     model = TransferModel(backbone, data.classes, head_dropout=cfg.model.head_dropout,
                           bottleneck_dim=cfg.model.bottleneck_dim, tasks=data.tasks or None)
@@ -804,6 +866,8 @@ def _header(cfg: RunConfig, data: RunData) -> dict[str, Any]:
         "classes": list(data.tasks[0].classes) if data.tasks and data.tasks[0].kind == "classification"
         else data.classes,
         "selection": selection + _target_label_use(cfg) + scored,
+        **({"standardize": f"{data.standardize[0]} ({data.standardize[1]})"} if cfg.model.backbone == "mlp"
+           and data.source_train.kind == "vector" else {}),
         **({"heads": [t.to_json() for t in data.tasks]} if cfg.model.heads else {}),
         **({"multi_source": cfg.data.multi_source} if len(cfg.data.sources) > 1 else {}),
     }

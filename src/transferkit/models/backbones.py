@@ -317,10 +317,13 @@ def _lenet(in_chans: int = 1, dropout: float = 0.5) -> Backbone:
 
 @register_backbone("mlp", "MLP for feature vectors (needs in_features); hidden=256, depth=2, dropout=0.1",
                    MLP_OPTIONS)
-def _mlp(in_features: int | None = None, hidden: int = 256, depth: int = 2, dropout: float = 0.1) -> Backbone:
+def _mlp(in_features: int | None = None, hidden: int = 256, depth: int = 2, dropout: float = 0.1,
+         standardize: str = "none") -> Backbone:
+    """``standardize`` (``source`` or ``per-domain``, see :mod:`transferkit.data.standardize`) puts a
+    :class:`Standardize` layer first, whose statistics ``fit`` sets from the source."""
     if in_features is None or in_features < 1:
         raise ModelError("backbone 'mlp' needs in_features (the width of the feature vectors)")
-    layers: list[nn.Module] = []
+    layers: list[nn.Module] = [Standardize(in_features)] if standardize != "none" else []
     width = in_features
     for _ in range(depth):
         layers.append(nn.Sequential(nn.Linear(width, hidden), nn.ReLU(), nn.Dropout(dropout)))
@@ -328,7 +331,26 @@ def _mlp(in_features: int | None = None, hidden: int = 256, depth: int = 2, drop
     body = nn.Sequential(*layers)
     stages = [[n for n, _ in layer.named_parameters(prefix=str(i))] for i, layer in enumerate(body)]
     kwargs = {"in_features": in_features, "hidden": hidden, "depth": depth, "dropout": dropout}
+    if standardize != "none":
+        kwargs["standardize"] = standardize
     return Backbone(body, hidden, "mlp", None, stages, kwargs, input_kind="vector")
+
+
+class Standardize(nn.Module):
+    """``(x - mean) / std`` per feature with the source's statistics, kept as buffers (saved with the model)."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(width))
+        self.register_buffer("std", torch.ones(width))
+
+    def set_statistics(self, mean: Any, std: Any) -> None:
+        with torch.no_grad():
+            self.mean.copy_(torch.as_tensor(mean, dtype=self.mean.dtype))
+            self.std.copy_(torch.as_tensor(std, dtype=self.std.dtype))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
 
 
 # -- timm and torchvision -----------------------------------------------------------------------

@@ -137,6 +137,18 @@ class TransferModel(nn.Module):
     def transform(self) -> Any:
         return self.backbone.transform
 
+    def prepare(self, dataset: Any) -> Any:
+        """``dataset`` as this model reads a domain of its own: a model trained with per-domain standardisation
+        (``mlp``, :mod:`transferkit.data.standardize`) standardises feature vectors by their own statistics (no
+        labels used); any other model reads the data as it is."""
+        first = next(iter(self.backbone.body.children()), None)
+        if self.backbone.kwargs.get("standardize") != "per-domain" or getattr(dataset, "kind", None) != "vector" \
+                or not hasattr(first, "mean"):
+            return dataset
+        from transferkit.data.standardize import align_to
+
+        return align_to(dataset, first.mean.detach().cpu().numpy(), first.std.detach().cpu().numpy())
+
     def metadata(self, path: str | Path | None = None) -> dict[str, str]:
         """The architecture as safetensors metadata; with ``path`` (where the model is saved), a backbone built from
         local files writes them beside it (:func:`~transferkit.models.backbones.backbone_metadata`)."""

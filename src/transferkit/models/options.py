@@ -143,6 +143,7 @@ MLP_OPTIONS = {
     "hidden": Option("int", 1, 65536),
     "depth": Option("int", 1, 64),
     "dropout": DROPOUT,
+    "standardize": Option("str", choices=("none", "source", "per-domain")),
 }
 LENET_OPTIONS = {"in_chans": Option("int", choices=(1, 3)), "dropout": DROPOUT}
 TIMM_OPTIONS = {
