@@ -49,8 +49,9 @@ def _settings(method: str) -> list[str]:
     # after 32 steps with AdamW against 1.5e-7 with SGD, measured). The one-source runs stay within 1e-5 with AdamW.
     # standardize none: the per-domain standardisation layer's division adds rounding that AdamW amplifies past 1e-5
     return ["data.val_fraction=0", "model.backbone_kwargs={dropout: 0.0, standardize: none}", "train.device=cpu",
-            "train.threads=1", "train.lr=0.01", "train.epochs=2", f"train.optimizer={'sgd' if two_sources else 'adamw'}",
-            "adapt.guard=false", f"adapt.method={method.split('-')[0]}"]
+            "train.threads=1", "train.lr=0.01", "train.epochs=2",
+            f"train.optimizer={'sgd' if two_sources else 'adamw'}", "adapt.guard=false",
+            f"adapt.method={method.split('-')[0]}"]
 
 
 @pytest.mark.skipif(ACCELERATE is None, reason="the accelerate command is not installed")
