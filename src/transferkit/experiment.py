@@ -849,6 +849,8 @@ def _header(cfg: RunConfig, data: RunData) -> dict[str, Any]:
     scored = "" if data.target_eval is not None or not cfg.data.target else (
         "; the target has no labels, so it is not scored"
     )
+    if data.source_eval is not None and data.source_eval.meta.get("whole_file"):
+        scored += "; the source file has no splits, so the source score is on the items it trained on"
     measure = {"classification": "accuracy", "regression": "MAE", "multilabel": "micro-F1"}[cfg.model.primary_kind]
     selection = (
         f"best source-validation {measure}"

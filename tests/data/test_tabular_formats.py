@@ -283,5 +283,30 @@ def test_load_data_bad_options(tmp_path: Path, query: str, pattern: str) -> None
 
 
 def test_load_data_unsupported_suffix_lists_the_types(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match=r"unsupported data file type '.xls'; .*\.parquet, \.svm / \.svmlight"):
+    with pytest.raises(DataError, match=r"unsupported data file type '.xls'; .*\.parquet, \.mat, \.svm / \.svmlight"):
         load_data(str(_write(tmp_path / "f.xls", "x")))
+
+
+# -- MATLAB .mat --------------------------------------------------------------------------------------------------
+def test_mat_files_with_one_based_labels(tmp_path: Path) -> None:
+    import scipy.io
+
+    from transferkit.data import load_data
+
+    rng = np.random.default_rng(0)
+    fts, labels = rng.normal(size=(30, 5)), (np.arange(30) % 3 + 1)[:, None]  # MATLAB: 1-based, N x 1
+    scipy.io.savemat(tmp_path / "dslr.mat", {"fts": fts, "labels": labels})
+    ds = load_data(str(tmp_path / "dslr.mat"))
+    assert ds.kind == "vector" and ds.inputs.shape == (30, 5) and ds.classes == ["1", "2", "3"]
+    assert ds.labels.tolist()[:4] == [0, 1, 2, 0] and ds.meta["whole_file"]
+    scipy.io.savemat(tmp_path / "odd.mat", {"A": fts, "B": labels.ravel()})
+    with pytest.raises(DataError, match=r"none of its arrays \(A, B\) is named like features"):
+        load_data(str(tmp_path / "odd.mat"))
+    named = load_data(f"{tmp_path / 'odd.mat'}?x=A&y=B")
+    assert named.classes == ["1", "2", "3"] and len(named) == 30
+    with pytest.raises(DataError, match="labels B have shape"):
+        scipy.io.savemat(tmp_path / "bad.mat", {"A": fts, "B": np.arange(5)})
+        load_data(f"{tmp_path / 'bad.mat'}?x=A&y=B")
+    (tmp_path / "junk.mat").write_bytes(b"not matlab at all")
+    with pytest.raises(DataError, match=r"cannot read .*junk\.mat as a MATLAB \.mat file"):
+        load_data(str(tmp_path / "junk.mat"))

@@ -26,8 +26,9 @@ def load_data(spec: str, split: str = "train", root: str | Path | None = None) -
     or speech: a folder of WAV files, or a CSV listing them (:mod:`transferkit.data.audio`).
 
     Feature files (:mod:`transferkit.data.tabular`): ``.csv`` / ``.tsv`` without a ``text`` column, ``.parquet``,
-    and svmlight ``.svm`` / ``.svmlight`` / ``.libsvm``. A run config names data by one string, so their options
-    ride on it after ``?`` as well (``&`` between them), and ``{split}`` in such a path becomes the split's name
+    MATLAB ``.mat`` (``?x=KEY&y=KEY`` names the arrays) and svmlight ``.svm`` / ``.svmlight`` / ``.libsvm``. A run
+    config names data by one string, so their options ride on it after ``?`` as well (``&`` between them), and
+    ``{split}`` in such a path becomes the split's name
     (one svmlight file per split)::
 
         feats.parquet?domain=books&label=sentiment     # CSV / Parquet: label, domain, domain_column
@@ -73,13 +74,14 @@ def load_data(spec: str, split: str = "train", root: str | Path | None = None) -
             return load_csv(path, split=split)
         raise DataError(
             f"{path}: unsupported data file type {suffix!r}; use a folder, .npz, .npy, .csv, .tsv, .parquet, "
-            ".svm / .svmlight / .libsvm, or a text table (.jsonl)"
+            ".mat, .svm / .svmlight / .libsvm, or a text table (.jsonl)"
         )
     known = ", ".join(list_datasets())
     raise DataError(f"data {spec!r} is neither a known dataset ({known}) nor an existing path")
 
 
-FEATURE_OPTIONS = {"table": ("label", "domain", "domain_column"), "svmlight": ("n_features", "zero_based")}
+FEATURE_OPTIONS = {"table": ("label", "domain", "domain_column"), "svmlight": ("n_features", "zero_based"),
+                   "mat": ("x", "y")}
 
 
 def _load_feature_file(spec: str, split: str) -> DomainDataset | None:
@@ -94,6 +96,8 @@ def _load_feature_file(spec: str, split: str) -> DomainDataset | None:
         kind = "svmlight"
     elif suffix in (".csv", ".tsv", ".parquet"):
         kind = "table"
+    elif suffix == ".mat":
+        kind = "mat"
     else:
         return None
     if not path.exists():
@@ -107,6 +111,8 @@ def _load_feature_file(spec: str, split: str) -> DomainDataset | None:
     options = _feature_options(spec, query, FEATURE_OPTIONS[kind])
     if kind == "svmlight":
         return tabular.load_svmlight(path, split, **options)
+    if kind == "mat":
+        return tabular.load_mat(path, split, **options)  # type: ignore[arg-type]
     table = {"label_column": options.get("label", tabular.DEFAULT_LABEL_COLUMN),
              "domain_column": options.get("domain_column", tabular.DOMAIN_COLUMN), "domain": options.get("domain")}
     if suffix == ".parquet":

@@ -293,11 +293,12 @@ def check_label_sets(source: DomainDataset, target: DomainDataset) -> None:
 
 
 def integer_classes(labels: Sequence[int] | np.ndarray, where: str) -> list[str]:
-    """Class names ``"0".."max"`` for non-negative integer labels, unless most of those classes would never occur.
+    """Class names for non-negative integer labels: the values that occur, in numeric order (``"0".."9"``; labels
+    1..10 give ``"1".."10"``, not an empty class ``"0"``). Label ``v`` is class ``classes.index(str(v))``.
 
-    One stray value (``2024`` among 0/1: a year, an id, a typo) would otherwise make a 2,025-class head that
-    trains without complaint and scores 0. A few gaps are fine (a class absent from a small split); a head that
-    is mostly empty classes is refused, naming ``where`` and the largest values.
+    One stray value (``2024`` among 0/1: a year, an id, a typo) would make a head of classes that barely occur, or
+    (counting 0..max) a 2,025-class head that trains without complaint and scores 0: where most of the range
+    ``0..max`` never occurs, the labels are refused, naming ``where`` and the largest values. A few gaps are fine.
     """
     values, counts = np.unique(np.asarray(labels, dtype=np.int64), return_counts=True)
     if not len(values):
@@ -312,7 +313,13 @@ def integer_classes(labels: Sequence[int] | np.ndarray, where: str) -> list[str]
             f"{largest}); a head with {empty:,} classes that never occur is almost surely a stray label. Fix it, or "
             "write the labels as names (strings) if these ids are meant"
         )
-    return [str(i) for i in range(n)]
+    return [str(v) for v in values.tolist()]
+
+
+def integer_positions(labels: Sequence[int] | np.ndarray, classes: Sequence[str]) -> np.ndarray:
+    """Integer labels as indices into ``classes`` (made by :func:`integer_classes`)."""
+    values = np.asarray([int(c) for c in classes], dtype=np.int64)
+    return np.searchsorted(values, np.asarray(labels, dtype=np.int64)).astype(np.int64)
 
 
 MIN_EMPTY_CLASSES_REFUSED = 10

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse
 
-from transferkit.data.domain import DomainDataset, Kind, integer_classes
+from transferkit.data.domain import DomainDataset, Kind, integer_classes, integer_positions
 from transferkit.errors import DataError
 
 ALL_SPLITS = "all"
@@ -43,8 +43,9 @@ def load_arrays(path: str | Path, split: str = "train") -> DomainDataset:
 
     ``.npz``: per-split keys ``x_<split>`` / ``y_<split>`` when present; otherwise ``x`` / ``y`` (the whole file,
     for any split). ``split="all"`` with only per-split keys concatenates every split. An optional
-    ``classes`` key names the classes; without it integer labels get classes ``"0".."max"`` (the max over
-    every label array in the file, so splits share class indices) and string labels the sorted names.
+    ``classes`` key names the classes; without it integer labels are named by the values that occur in any label
+    array of the file (so splits share class indices; 1-based labels give ``"1".."K"``) and string labels by the
+    sorted names.
     ``.npy``: one unlabelled array.
 
     Raises:
@@ -61,12 +62,14 @@ def load_arrays(path: str | Path, split: str = "train") -> DomainDataset:
         raise DataError(f"{path}: expected a .npz or .npy file, got {path.suffix or 'no extension'!r}")
 
     arrays = _read_npz(path)
+    whole_file = False  # one array for every split: a score on "test" is on the training items
     xkeys = sorted(k[2:] for k in arrays if k.startswith("x_") and len(k) > 2)
     if f"x_{split}" in arrays:
         x_key, y_key = f"x_{split}", f"y_{split}"
         parts = [(arrays[x_key], arrays.get(y_key), x_key)]
     elif "x" in arrays:
         parts = [(arrays["x"], arrays.get("y"), "x")]
+        whole_file = True
     elif split == ALL_SPLITS and xkeys:
         parts = [(arrays[f"x_{s}"], arrays.get(f"y_{s}"), f"x_{s}") for s in xkeys]
     else:
@@ -94,7 +97,76 @@ def load_arrays(path: str | Path, split: str = "train") -> DomainDataset:
         y = ys[0] if len(ys) == 1 else np.concatenate([np.asarray(v).ravel() for v in ys])
         labels, classes = _npz_labels(y, all_labels, _npz_class_names(arrays, path), path)
     meta: dict[str, Any] = {"path": str(path), "split": split, **_npz_fields(arrays, [k for _, _, k in parts])}
+    if whole_file:
+        meta["whole_file"] = True
     return DomainDataset(x, labels, path.stem, classes, kind, meta=meta)
+
+
+# -- MATLAB ------------------------------------------------------------------------------------------------------
+MAT_FEATURE_KEYS = ("x", "X", "fts", "feas", "features", "feature", "data")
+MAT_LABEL_KEYS = ("y", "Y", "labels", "label", "gnd", "target", "targets")
+
+
+def load_mat(path: str | Path, split: str = "train", x: str | None = None, y: str | None = None) -> DomainDataset:
+    """Feature vectors from a MATLAB ``.mat`` file (format 5, read with scipy; no code runs), the format many classic
+    domain-adaptation benchmarks ship one domain per file in.
+
+    The features are the array ``x`` names, else the first of :data:`MAT_FEATURE_KEYS` present; the labels ``y``,
+    else the first of :data:`MAT_LABEL_KEYS` (an ``N x 1`` or ``1 x N`` array). Labels 1..K give classes
+    ``"1".."K"`` (no empty class ``"0"``). The file holds one domain and no splits: every split is the whole file,
+    and a report says that a score on it is on the items trained on.
+
+    Raises:
+        DataError: not a readable format-5 file (a MATLAB 7.3 file is HDF5: save with ``-v7``), no such key,
+            non-numeric or non-finite features, labels that do not match the rows.
+    """
+    import scipy.io
+
+    path = _existing_file(path)
+    try:
+        arrays = scipy.io.loadmat(str(path))
+    except NotImplementedError as exc:  # MATLAB 7.3 (HDF5)
+        raise DataError(f"{path} is a MATLAB 7.3 (HDF5) file; save it with save(..., '-v7') to read it") from exc
+    except Exception as exc:  # scipy raises several types for a damaged or foreign file
+        raise DataError(f"cannot read {path} as a MATLAB .mat file: {type(exc).__name__}: {exc}") from exc
+    names = sorted(k for k in arrays if not k.startswith("__"))
+    x_key = _mat_key(arrays, x, MAT_FEATURE_KEYS, path, "features", names)
+    y_key = _mat_key(arrays, y, MAT_LABEL_KEYS, path, "labels", names, required=False)
+    feats = arrays[x_key]
+    if scipy.sparse.issparse(feats):
+        if feats.shape[0] * feats.shape[1] * 4 > MAX_DENSE_BYTES:
+            raise DataError(f"{path}: {x_key} is {feats.shape[0]:,} x {feats.shape[1]:,}: too large to densify")
+        feats = feats.toarray()
+    kind, feats = _inputs_kind(np.asarray(feats), path, x_key)
+    if kind != "vector":
+        raise DataError(f"{path}: {x_key} is not a 2-D matrix of feature vectors")
+    labels, classes = None, []
+    if y_key is not None:
+        raw = np.asarray(arrays[y_key])
+        if raw.ndim == 2 and 1 in raw.shape:
+            raw = raw.ravel()
+        if raw.ndim != 1 or len(raw) != len(feats):
+            raise DataError(f"{path}: labels {y_key} have shape {arrays[y_key].shape}; need one per row of {x_key} "
+                            f"({len(feats)})")
+        labels, classes = _npz_labels(raw, [raw], None, path)
+    meta = {"path": str(path), "split": split, "format": "mat", "features_key": x_key, "labels_key": y_key,
+            "whole_file": True}
+    return DomainDataset(feats, labels, path.stem, classes, "vector", meta=meta)
+
+
+def _mat_key(arrays: dict[str, Any], given: str | None, candidates: tuple[str, ...], path: Path, what: str,
+             names: list[str], required: bool = True) -> str | None:
+    if given is not None:
+        if given not in arrays or given.startswith("__"):
+            raise DataError(f"{path} has no array {given!r}; its arrays: {', '.join(names)}")
+        return given
+    for key in candidates:
+        if key in arrays:
+            return key
+    if not required:
+        return None
+    raise DataError(f"{path}: none of its arrays ({', '.join(names)}) is named like {what} "
+                    f"({', '.join(candidates)}); name it: {path.name}?x=KEY&y=KEY")
 
 
 def _npz_fields(arrays: dict[str, np.ndarray], x_keys: list[str]) -> dict[str, np.ndarray]:
@@ -214,7 +286,8 @@ def _npz_labels(
         numeric = [a for a in all_labels if a.size and a.dtype.kind in "iuf" and np.isfinite(a).all()]
         # every split's labels: shared indices
         names = integer_classes(np.concatenate([y, *(np.asarray(a).astype(np.int64) for a in numeric)]), str(path))
-    elif len(y) and y.max() >= len(names):
+        return integer_positions(y, names), names
+    if len(y) and y.max() >= len(names):
         raise DataError(
             f"{path}: label {int(y.max())} is out of range: 'classes' names {len(names)} classes, so labels must "
             f"lie in 0..{len(names) - 1}"
@@ -236,8 +309,9 @@ def load_csv(
     feature. A ``split`` column selects the rows whose value equals ``split`` (``"all"`` keeps every row); without
     one the whole file is read for any split. A domain column lets one file hold several domains: ``domain``
     selects the rows whose value equals it and names the dataset ``<file>/<domain>`` (as text tables do); without
-    ``domain`` every row is read. String labels map to the sorted class names, integer labels to classes
-    ``"0".."max"`` (computed over the whole file, so splits and domains share class indices). Without a ``label``
+    ``domain`` every row is read. String labels map to the sorted class names, integer labels to the values that
+    occur in numeric order (computed over the whole file, so splits and domains share class indices; see
+    :func:`~transferkit.data.domain.integer_classes`). Without a ``label``
     column, or with ``label_column=None``, the dataset is unlabelled; a label or domain column given by another
     name must exist. ``.tsv`` files are read tab-separated.
 
@@ -392,7 +466,7 @@ def _class_indices(
     values: list[str], keep: list[int], label_column: str | None, path: Path, first_row: int
 ) -> tuple[np.ndarray, list[str]]:
     """Labels of the rows ``keep`` as class indices. Classes come from every row of the file (so splits and domains
-    read from one file share indices): integers ``0..max`` when every label is a non-negative integer, else the
+    read from one file share indices): the integers that occur when every label is a non-negative integer, else the
     sorted distinct strings. ``first_row`` numbers the first value in messages (2: a CSV line after the header)."""
     empty = [i + first_row for i, v in enumerate(values) if v == ""]
     if empty:
@@ -406,7 +480,7 @@ def _class_indices(
     if min(ints) < 0:
         raise DataError(f"{path}: integer labels in column {label_column!r} must be >= 0, found {min(ints)}")
     classes = integer_classes(ints, f"{path} (label column {label_column!r})")
-    return np.asarray([ints[i] for i in keep], dtype=np.int64), classes
+    return integer_positions([ints[i] for i in keep], classes), classes
 
 
 # -- Parquet -----------------------------------------------------------------------------------
@@ -421,7 +495,7 @@ def load_parquet(
 
     Feature columns must have a numeric Parquet type (integer, floating point, boolean or decimal) and no nulls;
     a string or list column that is not the label, ``split`` or domain column is refused by name rather than
-    guessed at. Labels may be integers (classes ``"0".."max"``), integral floats, or strings (the sorted names),
+    guessed at. Labels may be integers (the values that occur), integral floats, or strings (the sorted names),
     mapped over the whole file as in :func:`load_csv`. Rows are numbered from 0 in messages.
 
     Raises:
@@ -540,7 +614,7 @@ def load_svmlight(
     shifted by one, so pass ``zero_based=True`` / ``False`` where the convention is known (the base, and whether
     it was given, seen (index 0 present) or guessed, is kept in ``meta`` for :func:`check_feature_widths`).
 
-    Labels must be integer class ids: non-negative ones map to classes ``"0".."max"`` as in :func:`load_csv`;
+    Labels must be integer class ids: non-negative ones map to the values that occur, as in :func:`load_csv`;
     the binary convention ``-1`` / ``+1`` maps to classes ``["-1", "1"]`` (indices 0, 1). Regression targets
     are refused.
 

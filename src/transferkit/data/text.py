@@ -8,8 +8,8 @@ of such a file without Python code::
     reviews.csv?text=body&label=stars&domain=kitchen     # other column names
 
 Class names are computed over the *whole* file (every domain, every split) before rows are selected, so a
-source and a target read from one file share class indices. Integer labels give classes ``"0".."max"``,
-other labels the sorted distinct values.
+source and a target read from one file share class indices. Integer labels give the values that occur in
+numeric order (1-based labels: ``"1".."K"``), other labels the sorted distinct values.
 
 Example:
     >>> import json, tempfile, pathlib
