@@ -140,9 +140,25 @@ def jobs_for(args: argparse.Namespace) -> list[Job]:
                     for arm in args.arms.split(","):
                         methods = args.methods.split(",") if arm == "transferkit" else ["none"]
                         for method in methods:
-                            out.append({"family": fam, "source": source, "target": target, "size": size,
-                                        "seed": seed, "arm": arm, "method": method, "root": args.root,
-                                        "output_dir": args.output_dir})
+                            job = {"family": fam, "source": source, "target": target, "size": size,
+                                   "seed": seed, "arm": arm, "method": method, "root": args.root,
+                                   "output_dir": args.output_dir}
+                            if arm == "transferkit" and args.variant:
+                                job["variant"], job["overrides"] = args.variant, _overrides(args.set)
+                            out.append(job)
+    return out
+
+
+def _overrides(pairs: list[str]) -> dict[str, dict[str, Any]]:
+    """``section.key=JSON`` pairs (``model.backbone_kwargs={"hidden": 64}``): a candidate default, measured as a
+    named variant of the transferkit arm next to the defaults."""
+    out: dict[str, dict[str, Any]] = {}
+    for pair in pairs:
+        dotted, _, value = pair.partition("=")
+        section, _, key = dotted.partition(".")
+        if not key or not value:
+            raise SystemExit(f"--set wants section.key=JSON, got {pair!r}")
+        out.setdefault(section, {})[key] = json.loads(value)
     return out
 
 
@@ -159,20 +175,28 @@ def _transferkit(job: Job) -> dict[str, Any]:
     size = None if job["size"] == "full" else int(job["size"])
     raw: dict[str, Any] = {
         "name": f"{job['family']}-{Path(job['source']).stem}-{Path(job['target']).stem}-{job['size']}-"
-                f"{job['method'].replace('+', 'plus')}-s{job['seed']}",
+                f"{job['method'].replace('+', 'plus')}{'-' + job['variant'] if job.get('variant') else ''}"
+                f"-s{job['seed']}",
         "output_dir": job["output_dir"], "seeds": [job["seed"]],
         "data": {"source": job["source"], "target": job["target"], "source_per_class": size,
                  "train_split": fam.train_split, "eval_split": fam.eval_split, "root": job["root"]},
         "model": {"backbone": fam.backbone},
         "adapt": {"method": job["method"]},
     }
-    for section, values in fam.flags.items():
+    for section, values in [*fam.flags.items(), *job.get("overrides", {}).items()]:
         raw.setdefault(section, {}).update(values)
     report = fit(parse_config(raw), overwrite=True, progress=False)
     seed = report["per_seed"][0]
-    return {"r_target_acc": report["summary"]["target"]["accuracy"]["mean"], "r_steps": seed["fit"].get("steps"),
-            "r_budget": seed["fit"].get("budget"), "r_selection": report["selection"],
-            "r_guard": seed.get("guard", {}).get("keep")}
+    out = {"r_target_acc": report["summary"]["target"]["accuracy"]["mean"], "r_steps": seed["fit"].get("steps"),
+           "r_budget": seed["fit"].get("budget"), "r_selection": report["selection"],
+           "r_guard": seed.get("guard", {}).get("keep"), "r_seconds": seed["fit"].get("seconds")}
+    if "auto" in seed:  # every candidate's label-free numbers and target accuracy: benchmarks/auto_selection.py
+        out["r_auto"] = {"chosen": seed["auto"]["chosen"], "candidates": {
+            name: {k: c.get(k) for k in ("target_accuracy", "kept", "guard_rules", "validators", "seconds")}
+            for name, c in seed["auto"]["candidates"].items()}}
+    if "guard" in seed:
+        out["r_guard_rules"] = seed["guard"].get("numbers", {}).get("rules")
+    return out
 
 
 def _inputs(ds: Any, how: str, device: str = "cpu") -> Any:
@@ -266,6 +290,7 @@ def table(rows: list[dict[str, Any]], args: argparse.Namespace) -> list[str]:
     cells: dict[tuple[str, str, str], dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     for r in rows:
         arm = r["arm"] if r["arm"] != "transferkit" or r["method"] == "none" else f"transferkit {r['method']}"
+        arm += f" [{r['variant']}]" if r.get("variant") else ""
         cells[(r["family"], r["size"], arm)][r["seed"]].append(r["r_target_acc"])
     arms = sorted({k[2] for k in cells}, key=lambda a: (not a.startswith("transferkit"), a))
     lines = ["| family | source size | " + " | ".join(arms) + " | tuned recipe (README) |",
@@ -295,6 +320,9 @@ def main() -> None:
     p.add_argument("--arms", default=",".join(ARMS))
     p.add_argument("--methods", default="none", help="transferkit arm: none and/or adaptation methods (or auto)")
     p.add_argument("--root", default=os.environ.get("TRANSFERKIT_DATA"))
+    p.add_argument("--variant", default="", help="name the transferkit arm's --set overrides (a candidate default)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=JSON",
+                   help="with --variant: a config value the candidate changes (repeatable)")
     p.add_argument("--table-only", action="store_true", help="print the table of --results-jsonl, run nothing")
     common_args(p, "defaults")
     args = p.parse_args()

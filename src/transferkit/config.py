@@ -252,7 +252,8 @@ class FinetuneConfig(_Strict):
 class AdaptConfig(_Strict):
     """Domain adaptation: L = L_source + λ(p) · L_transfer, with unlabelled target batches."""
 
-    method: str = Field("none", description="none or a method name (`transferkit methods`)")
+    method: str = Field("none", description="none, auto (try a few, keep the one label-free validation prefers) or a "
+                        "method name (`transferkit methods`)")
     weight: Annotated[float, Field(ge=0.0, le=1e6)] | None = Field(None, description="λ; default: the method's own")
     target_weight: Annotated[float, Field(ge=0.0, le=1e6)] = Field(
         1.0, description="λ_t: weight of the cross-entropy on the labelled target items (data.target_labels_per_class)"
@@ -279,6 +280,32 @@ class AdaptConfig(_Strict):
         "source-only model's estimated error"
     )
     guard_validator: str | None = Field(None, description="guard: also require this label-free validator to agree")
+    auto_methods: list[str] = Field(
+        default_factory=lambda: ["dann", "mcc", "dan"], min_length=1, max_length=8,
+        description="method auto: the adaptation methods tried next to source-only (each at its default λ)"
+    )
+    auto_validator: str = Field("dev", description="method auto: the label-free validator that chooses")
+
+    @field_validator("auto_methods")
+    @classmethod
+    def _known_methods(cls, v: list[str]) -> list[str]:
+        from transferkit.adapt.methods import list_methods
+
+        unknown = [m for m in v if m not in list_methods()]
+        if unknown:
+            raise ValueError(f"unknown method(s) {unknown}; choose from {sorted(list_methods())}")
+        if len(set(v)) != len(v):
+            raise ValueError("each method once")
+        return v
+
+    @field_validator("auto_validator")
+    @classmethod
+    def _known_auto_validator(cls, v: str) -> str:
+        from transferkit.measure.selection import VALIDATORS
+
+        if v not in VALIDATORS:
+            raise ValueError(f"unknown validator {v!r}; choose from {sorted(VALIDATORS)}")
+        return v
 
     @field_validator("guard_validator")
     @classmethod

@@ -385,7 +385,8 @@ def _fit(cfg: RunConfig, *, overwrite: bool, resume: bool, progress: bool) -> di
     first = load_run_data(cfg, cfg.seeds[0])
     probe_model = build_model(cfg, first)
     apply_strategy(probe_model, cfg.finetune)
-    loss_terms(cfg, probe_model)  # unknown method or option -> ConfigError now, not after the run dir exists
+    for checked in (_auto_configs(cfg)[0].values() if cfg.adapt.method == "auto" else [cfg]):
+        loss_terms(checked, probe_model)  # unknown method or option -> ConfigError now, not after the run dir exists
     if cfg.data.augment:
         from transferkit.data.images import training_transform
 
@@ -456,15 +457,28 @@ def fit_seed(
     model = build_model(cfg, data)
     t0 = time.perf_counter()
     weights = _source_weights(cfg, model, data, progress) if cfg.data.source_weighting == "discrepancy" else None
-    result = _train(cfg, model, data, run, seed, resume=resume, progress=progress, on_epoch=on_epoch,
-                    source_weights=weights)
+    auto = _auto_configs(cfg)[0] if cfg.adapt.method == "auto" else None
+    if auto is not None:  # source-only first: every candidate then trains exactly its number of steps
+        result = _train(_plain(cfg), model, replace(data, target_train=None), run, seed, prefix="source-only-",
+                        resume=resume, progress=progress, on_epoch=on_epoch, source_weights=weights)
+        result["seconds"] = time.perf_counter() - t0
+        trained = {}
+        for name, cfg_m in auto.items():
+            torch.manual_seed(seed)
+            t_m = time.perf_counter()
+            cand = build_model(cfg_m, data)
+            r = _train(cfg_m, cand, data, run, seed, prefix=f"{name}-", resume=resume, progress=progress,
+                       on_epoch=on_epoch, source_weights=weights, steps=result.get("steps"))
+            trained[name] = (cand, {**r, "seconds": time.perf_counter() - t_m})
+    else:
+        result = _train(cfg, model, data, run, seed, resume=resume, progress=progress, on_epoch=on_epoch,
+                        source_weights=weights)
     baseline = None
-    if cfg.adapt.method != "none" and cfg.adapt.guard and cfg.model.primary_reads_labels:
+    if auto is None and cfg.adapt.method != "none" and cfg.adapt.guard and cfg.model.primary_reads_labels:
         # The guard's twin: the same model, seed and settings without the transfer loss.
         torch.manual_seed(seed)
         baseline = build_model(cfg, data)
-        plain = cfg.model_copy(update={"adapt": cfg.adapt.model_copy(update={"method": "none"})})
-        _train(plain, baseline, replace(data, target_train=None), run, seed, prefix="source-only-", resume=resume,
+        _train(_plain(cfg), baseline, replace(data, target_train=None), run, seed, prefix="source-only-", resume=resume,
                progress=progress, on_epoch=on_epoch, source_weights=weights, steps=result.get("steps"))
     if not get_accelerator(cfg.train.device, cfg.train.mixed_precision, cfg.train.grad_accum_steps).is_main_process:
         return {}  # under `accelerate launch`, the main process scores, decides and writes
@@ -474,7 +488,11 @@ def fit_seed(
     evals: dict[str, Any] = {}
     guard = None
     candidates = None
-    if baseline is not None:
+    auto_report = None
+    if auto is not None:
+        model, result, auto_report, candidates, evals, guard = _choose_auto(cfg, model, result, trained, vdata, view,
+                                                                            kw)
+    elif baseline is not None:
         # Both models share one architecture, hence one preprocessing: computed once for all their predictions.
         shared = _preprocessed(vdata, view(model), cfg.data.cache_mb * 2**20)
         decision, gap, candidates = _guard(cfg, view(model), view(baseline), shared, kw)
@@ -505,15 +523,107 @@ def fit_seed(
         "fit": {**result, "seconds": seconds},
         "evaluations": evals,
     }
+    if auto_report is not None:
+        report["auto"] = auto_report
     if guard is not None:
         report["guard"] = guard
-    elif cfg.adapt.method != "none" and cfg.adapt.guard:
+    elif cfg.adapt.method not in ("none", "auto") and cfg.adapt.guard:
         report["guard_note"] = ("the negative-transfer guard compares class predictions with the dataset's labels; "
                                 f"the primary head {model.tasks[0].name!r} predicts {model.tasks[0].kind} "
                                 f"{model.tasks[0].field!r}, so it did not run")
     if weights is not None:
         report["source_weights"] = dict(zip(data.source_names, weights, strict=True))
     return write_report(run, report)
+
+
+def _plain(cfg: RunConfig) -> RunConfig:
+    """``cfg`` without adaptation: the source-only model (the guard's twin, auto's reference)."""
+    return cfg.model_copy(update={"adapt": cfg.adapt.model_copy(update={"method": "none"})})
+
+
+def _auto_configs(cfg: RunConfig) -> tuple[dict[str, RunConfig], dict[str, str]]:
+    """``adapt.method auto``: the config of each candidate method that can train with this model, and the methods
+    left out (with why); a ConfigError where auto cannot choose at all."""
+    from transferkit.adapt.auto import trainable_methods
+
+    a = cfg.adapt
+    if a.weight is not None or a.options:
+        raise ConfigError("adapt.method auto trains each candidate at its own default λ and options: drop adapt.weight "
+                          "and adapt.options (or name one method to set them)")
+    if not cfg.model.primary_reads_labels:
+        raise ConfigError("adapt.method auto chooses by class predictions: the first of model.heads must be a "
+                          "classification head on `label` (or name a feature-alignment method: dan, coral, dann, afn)")
+    frozen = cfg.finetune.strategy == "linear-probe" and cfg.model.bottleneck_dim is None
+    skipped = trainable_methods(a.auto_methods, frozen_features=frozen, reads_labels=True)
+    configs = {m: cfg.model_copy(update={"adapt": a.model_copy(update={"method": m})})
+               for m in a.auto_methods if m not in skipped}
+    if not configs:
+        raise ConfigError(f"adapt.method auto: none of adapt.auto_methods {a.auto_methods} can train with this model ("
+                          + "; ".join(f"{m} {why}" for m, why in skipped.items()) + ")")
+    return configs, skipped
+
+
+def _choose_auto(
+    cfg: RunConfig, source_only: TransferModel, result: dict[str, Any],
+    trained: dict[str, tuple[TransferModel, dict[str, Any]]], vdata: RunData, view: Callable[[Any], Any],
+    kw: dict[str, Any],
+) -> tuple[TransferModel, dict[str, Any], dict[str, Any], tuple[Any, Any], dict[str, Any], dict[str, Any] | None]:
+    """Guard and score every candidate of ``adapt.method auto`` (:mod:`transferkit.adapt.auto`) and keep the chosen
+    one in ``source_only``'s place. Returns the model, its training result, the report's ``auto`` section, the
+    (source-only, chosen) candidates for the feature map, the target evaluations (reported, never used to decide)
+    and the chosen candidate's guard decision (None when source-only is chosen)."""
+    from transferkit.adapt.auto import SOURCE_ONLY, choose
+    from transferkit.measure.selection import collapse_check
+
+    shared = _preprocessed(vdata, view(source_only), cfg.data.cache_mb * 2**20)
+    evals: dict[str, Any] = {}
+    scored = shared.target_eval is not None
+
+    def target_score(m: TransferModel) -> dict[str, Any] | None:
+        return score(view(m), shared.target_eval, **kw, preprocessed=_cached(shared.target_eval)) if scored else None
+
+    so_candidate = None
+    adapted, rejections, decisions = {}, {}, {}
+    for name, (model, _) in trained.items():
+        decision, gap, (so_c, ad_c) = _guard(cfg, view(model), view(source_only), shared, kw, source_only=so_candidate)
+        so_candidate, adapted[name] = so_c, ad_c
+        if cfg.adapt.guard:
+            rejections[name] = decision.reasons
+        else:  # only what would make any score meaningless: collapsed target predictions
+            col_a, col_s = collapse_check(ad_c.target_logits), collapse_check(so_c.target_logits)
+            rejections[name] = [f"its target predictions collapsed ({col_a.reason})"] if (
+                col_a.collapsed and not col_s.collapsed) else []
+        decisions[name] = {**decision.to_dict(), "gap": gap}
+    assert so_candidate is not None  # auto has at least one candidate
+    choice = choose(so_candidate, adapted, rejections, cfg.adapt.auto_validator)
+    so_eval = target_score(source_only)
+    table: dict[str, Any] = {SOURCE_ONLY: {"steps": result.get("steps"), "seconds": result.get("seconds"),
+                                           "target_accuracy": so_eval["accuracy"] if so_eval else None}}
+    for name, (model, r) in trained.items():
+        e = target_score(model)
+        if name == choice.chosen and e is not None:
+            evals["target"] = e
+        signals = decisions[name]["numbers"].get("signals", {})
+        table[name] = {
+            "kept": not rejections[name], "reasons": rejections[name],
+            "guard_rules": decisions[name]["numbers"].get("rules", {}), "steps": r.get("steps"),
+            "seconds": r.get("seconds"), "target_accuracy": e["accuracy"] if e else None,
+            "validators": {v: s["adapted"] for v, s in signals.items() if isinstance(s, dict) and "adapted" in s},
+        }
+        table[SOURCE_ONLY].setdefault("validators", {
+            v: s[SOURCE_ONLY] for v, s in signals.items() if isinstance(s, dict) and SOURCE_ONLY in s})
+    if so_eval is not None:
+        evals["target_source_only"] = so_eval
+        evals.setdefault("target", so_eval)
+    report = {**choice.to_dict(), "candidates": table,
+              "target_labels": "score each candidate for this table; they decide nothing" if scored else "none"}
+    guard = None
+    if choice.chosen != SOURCE_ONLY:
+        model, r = trained[choice.chosen]
+        source_only.load_state_dict(model.state_dict())
+        result = {**result, **{k: v for k, v in r.items() if k != "seconds"}}
+        guard = decisions[choice.chosen]
+    return source_only, result, report, (so_candidate, adapted.get(choice.chosen, so_candidate)), evals, guard
 
 
 def _source_weights(cfg: RunConfig, model: TransferModel, data: RunData, progress: bool) -> list[float]:
@@ -617,7 +727,8 @@ def _preprocessed(data: RunData, model: TransferModel, max_bytes: int) -> RunDat
 
 
 def _guard(
-    cfg: RunConfig, adapted: TransferModel, baseline: TransferModel, data: RunData, kw: dict[str, Any]
+    cfg: RunConfig, adapted: TransferModel, baseline: TransferModel, data: RunData, kw: dict[str, Any], *,
+    source_only: Any = None,
 ) -> tuple[Any, dict[str, Any], tuple[Any, Any]]:
     """The negative-transfer guard's decision (:mod:`transferkit.measure.guard`), from label-free outputs only; the
     domain gap on each model's features, before (source-only) and after adaptation; and the two candidates
@@ -630,8 +741,9 @@ def _guard(
     train = data.source_train
     if len(train) > 2000:
         train = train.subset(np.sort(np.random.default_rng(0).choice(len(train), 2000, replace=False)))
-    source_only, adapted_c = (_candidate(name, m, val, data.target_train, train, kw)
-                              for name, m in (("source-only", baseline), ("adapted", adapted)))
+    if source_only is None:  # ``source_only``: the baseline's candidate, computed already (auto compares several)
+        source_only = _candidate("source-only", baseline, val, data.target_train, train, kw)
+    adapted_c = _candidate("adapted", adapted, val, data.target_train, train, kw)
     decision = guard_decision(source_only, adapted_c, max_source_drop=cfg.adapt.guard_max_source_drop,
                               gap_alpha=cfg.adapt.guard_gap_alpha, absent_weight=cfg.adapt.guard_absent_weight,
                               flip_check=cfg.adapt.guard_flip_check, validator=cfg.adapt.guard_validator)

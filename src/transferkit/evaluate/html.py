@@ -45,7 +45,7 @@ ROLE_NOTES = {
     "target_source_only": "the source-only twin on the target, kept or not",
 }
 ROLE_ORDER = ("target", "source", "target_adapted", "target_source_only")
-NAV = {"guard": "Guard", "feature-map": "Feature map", "per-class": "Per class", "config": "Config"}
+NAV = {"auto": "Auto", "guard": "Guard", "feature-map": "Feature map", "per-class": "Per class", "config": "Config"}
 
 CSS = """
 :root { --fg: #1f2328; --muted: #59636e; --line: #d8dee4; --soft: #f6f8fa; --accent: #3b6fb6;
@@ -119,6 +119,8 @@ def render_html(report: dict[str, Any], run_dir: str | Path) -> str:
 def _seed_page(report: dict[str, Any], run_dir: Path) -> str:
     plots = report.get("plots", {})
     sections = [("results", "Results", _results_single(report))]
+    if report.get("auto"):
+        sections.append(("auto", "Method auto", _auto_table(report["auto"])))
     guard = report.get("guard")
     if guard is not None:
         sections.append(("guard", "Negative-transfer guard", _guard_single(guard)))
@@ -144,6 +146,9 @@ def _aggregate_page(report: dict[str, Any], run_dir: Path) -> str:
     note = (f'<p class="note">Images below are from seed {e(first.get("seed"))}, the first seed; each seed\'s own '
             "report has its images.</p>") if per_seed else ""
     sections = [("results", "Results over seeds", _results_aggregate(report))]
+    if any("auto" in r for r in per_seed):
+        sections.append(("auto", "Method auto", "".join(
+            f"<h3>Seed {e(r.get('seed'))}</h3>" + _auto_table(r["auto"]) for r in per_seed if "auto" in r)))
     if any("guard" in r for r in per_seed):
         sections.append(("guard", "Negative-transfer guard", _guard_aggregate(per_seed)))
     sections.append(("gap", "Domain gap", _gap_aggregate(report)))
@@ -290,6 +295,30 @@ def _per_class(report: dict[str, Any]) -> str:
     classes = report.get("classes", [])
     summary = f"Accuracy (%) per true class, {len(classes)} classes (– : no item of the class)"
     return f"<details{' open' if len(classes) <= 12 else ''}><summary>{e(summary)}</summary>{table}</details>"
+
+
+# -- method auto ---------------------------------------------------------------------------------------
+def _auto_table(auto: dict[str, Any]) -> str:
+    """Every candidate of ``adapt.method auto``: the guard's verdict, the validator's score, the target accuracy
+    (shown, never used to choose)."""
+    rows = []
+    for name, c in auto.get("candidates", {}).items():
+        chosen = name == auto.get("chosen")
+        verdict = "reference" if name == "source-only" else ("kept" if c.get("kept") else "rejected")
+        reasons = "; ".join(c.get("reasons") or [])
+        score = auto.get("scores", {}).get(name)
+        badge = ' <span class="badge ok">chosen</span>' if chosen else ""
+        rows.append(f"<tr><td>{e(name)}{badge}</td>"
+                    f"<td>{e(verdict)}{': ' + e(reasons) if reasons else ''}</td>"
+                    f'<td class="num">{"–" if score is None else f"{score:.4g}"}</td>'
+                    f'<td class="num">{_pct(c.get("target_accuracy"), 1)}</td>'
+                    f'<td class="num">{e(round(c.get("seconds") or 0, 1))}</td></tr>')
+    return (f"<p>Chose <b>{e(auto.get('chosen'))}</b>: {e(auto.get('why'))}. Each candidate trained the same steps "
+            "from the same seed; the negative-transfer guard rejected some, and the label-free validator chose among "
+            "the rest and source-only (<code>transferkit.adapt.auto</code>). Target accuracy is shown, never used."
+            f'</p><table><thead><tr><th>candidate</th><th>guard</th><th class="num">{e(auto.get("validator"))}</th>'
+            '<th class="num">target acc. (%)</th><th class="num">seconds</th></tr></thead><tbody>'
+            + "".join(rows) + "</tbody></table>")
 
 
 # -- the guard and the gap -----------------------------------------------------------------------

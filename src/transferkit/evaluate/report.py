@@ -162,6 +162,7 @@ def render_markdown(report: dict[str, Any]) -> str:
                       + (", stopped early" if fit.get("stopped_early") else "") + "."]
             if fit.get("head_weights"):
                 lines += ["", LEARNT_WEIGHTS + ", ".join(f"{n} {w:.2f}" for n, w in fit["head_weights"].items())]
+    lines += _auto_lines(report)
     lines += _guard_lines(report)
     if report.get("plots"):
         lines += ["", "## Plots", ""]
@@ -181,6 +182,31 @@ def _head_lines(evals: dict[str, Any]) -> list[str]:
                           KIND_SCALARS[h["kind"]])
         n = f"{h['n']} (+{h['unknown']} of a class the source lacks, not scored)" if h.get("unknown") else h["n"]
         lines.append(f"| {role} | {name} | {h['kind']} | {n} | {shown} |")
+    return lines
+
+
+def _auto_lines(report: dict[str, Any]) -> list[str]:
+    """``adapt.method auto``: every candidate of each seed, its label-free score, what was chosen and why."""
+    seeds = [(report.get("seed"), report["auto"])] if "auto" in report else [
+        (r.get("seed"), r["auto"]) for r in report.get("per_seed", []) if "auto" in r
+    ]
+    if not seeds:
+        return []
+    lines = ["", "## Method auto", "",
+             "Each candidate trained the same steps from the same seed; the guard rejected some, the validator chose "
+             "among the rest and source-only (`transferkit.adapt.auto`). Target accuracy, where the target has labels, "
+             "is shown here only: it decided nothing.", ""]
+    for seed, a in seeds:
+        lines += [f"Seed {seed}: chose **{a['chosen']}**: {a['why']}.", "",
+                  f"| candidate | guard | {a['validator']} | target accuracy | seconds |", "|---|---|---:|---:|---:|"]
+        for name, c in a["candidates"].items():
+            verdict = "reference" if name == "source-only" else (
+                "kept" if c.get("kept") else "rejected: " + "; ".join(c.get("reasons", [])))
+            sc = a["scores"].get(name)
+            acc = c.get("target_accuracy")
+            lines.append(f"| {name} | {verdict} | {'–' if sc is None else f'{sc:.4g}'} | "
+                         f"{'–' if acc is None else f'{100 * acc:.1f}'} | {c.get('seconds') or 0:.1f} |")
+        lines.append("")
     return lines
 
 

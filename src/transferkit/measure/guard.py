@@ -82,7 +82,8 @@ def guard_decision(
     """Apply the rule of the module docstring to two candidates (both need target and source-val logits;
     the gap rule also needs their source-val and target features). ``gap_alpha=None`` / ``absent_weight=None``
     turn the gap / absent-class rules off, ``flip_check=False`` the sure-answers rule."""
-    reasons = []
+    reasons: list[str] = []
+    fired: dict[str, bool] = {}  # every rule that was checked and whether it fired (to re-judge the rules later)
     col_s, col_a = collapse_check(source_only.target_logits), collapse_check(adapted.target_logits)
     acc_s, acc_a = source_accuracy(source_only), source_accuracy(adapted)
     numbers: dict[str, Any] = {
@@ -91,9 +92,11 @@ def guard_decision(
         "max_source_drop": max_source_drop,
         "gap_alpha": gap_alpha,
     }
-    if col_a.collapsed and not col_s.collapsed:
+    fired["collapse"] = col_a.collapsed and not col_s.collapsed
+    if fired["collapse"]:
         reasons.append(f"the adapted model's target predictions collapsed ({col_a.reason})")
-    if acc_a < acc_s - max_source_drop:
+    fired["source_drop"] = acc_a < acc_s - max_source_drop
+    if fired["source_drop"]:
         reasons.append(
             f"adaptation cost {100 * (acc_s - acc_a):.1f} points of source-validation accuracy "
             f"({100 * acc_s:.1f}% -> {100 * acc_a:.1f}%; more than {100 * max_source_drop:.0f} allowed)"
@@ -102,7 +105,8 @@ def guard_decision(
     if gap is not None:
         numbers["gap"] = gap
         mmd_s, mmd_a = gap["source-only"]["mmd2"], gap["adapted"]["mmd2"]
-        if gap_alpha is not None and mmd_a["value"] > mmd_s["value"] and mmd_a["p_value"] < gap_alpha:
+        fired["gap"] = mmd_a["value"] > mmd_s["value"] and mmd_a["p_value"] < (gap_alpha or 0.05)
+        if gap_alpha is not None and fired["gap"]:
             reasons.append(
                 f"adaptation widened the domain gap: MMD² {mmd_s['value']:.4f} on the source-only features -> "
                 f"{mmd_a['value']:.4f} on the adapted ones (p = {mmd_a['p_value']:.3f})"
@@ -110,7 +114,9 @@ def guard_decision(
     if absent_weight is not None:
         absent = absent_classes(source_only, adapted, absent_weight)
         numbers["absent_classes"] = absent
-        if absent["classes"] and absent["adapted_share"] > max(absent["limit"], absent["source_only_share"]):
+        fired["absent"] = bool(absent["classes"]) and absent["adapted_share"] > max(absent["limit"],
+                                                                                     absent["source_only_share"])
+        if fired["absent"]:
             reasons.append(
                 f"adaptation put {100 * absent['adapted_share']:.1f}% of the target into classes "
                 f"{absent['classes']} that the source-only model finds absent from it (source-only: "
@@ -121,7 +127,8 @@ def guard_decision(
         flips = confident_flips(source_only.target_logits, adapted.target_logits)
         error = atc_error(source_only)
         numbers["sure_half"] = {"relabelled": flips, "source_only_error_estimate": error}
-        if flips > error:
+        fired["flips"] = flips > error
+        if fired["flips"]:
             reasons.append(
                 f"adaptation relabelled {100 * flips:.1f}% of the target half the source-only model is surest of, "
                 f"more than that model's estimated error on the whole target ({100 * error:.1f}%, ATC)"
@@ -130,8 +137,10 @@ def guard_decision(
         fn = VALIDATORS[validator][0]
         v_s, v_a = fn(source_only), fn(adapted)
         numbers["validator"] = {"name": validator, "source-only": v_s, "adapted": v_a}
-        if v_a < v_s:
+        fired["validator"] = v_a < v_s
+        if fired["validator"]:
             reasons.append(f"validator {validator} scores the adapted model lower ({v_a:.4g} < {v_s:.4g})")
+    numbers["rules"] = fired
     return GuardDecision("source-only" if reasons else "adapted", reasons, numbers)
 
 
@@ -228,13 +237,13 @@ def guard_signals(
         out["weights_effective_share"] = float(w.sum() ** 2 / (w ** 2).sum() / len(w))
     for name, (fn, _) in VALIDATORS.items():
         try:
-            out[name] = {c.name: fn(_subsampled(c, max_items, seed)) for c in (source_only, adapted)}
+            out[name] = {c.name: fn(subsampled(c, max_items, seed)) for c in (source_only, adapted)}
         except DataError:  # a validator whose inputs are missing is simply not reported
             continue
     return out
 
 
-def _subsampled(c: Candidate, max_items: int, seed: int) -> Candidate:
+def subsampled(c: Candidate, max_items: int, seed: int) -> Candidate:
     """``c`` with at most ``max_items`` target items (SND is quadratic in them)."""
     from dataclasses import replace
 

@@ -1,0 +1,83 @@
+"""``adapt.method: auto``: try a small fixed set of adaptation methods and keep what label-free validation prefers.
+
+No adaptation method wins everywhere, and which one helps (and at all) depends on the data; the target labels
+that would say so are what the user does not have. ``auto`` therefore trains, with the same seed and the same
+budget of optimiser steps:
+
+1. the **source-only** model, once: the reference every candidate is compared with, and a candidate itself;
+2. each method of ``adapt.auto_methods`` (default DANN, MCC, DAN: an adversarial, a class-confusion and a
+   kernel-statistics method, each at its own default λ) that the model allows (a feature-alignment method
+   needs trainable features: not a linear probe without a bottleneck).
+
+Each adapted candidate then passes the negative-transfer guard against the source-only model
+(:mod:`transferkit.measure.guard`; with ``adapt.guard`` off, only the collapse check), and the survivors and the
+source-only model are scored by one label-free validator (``adapt.auto_validator``,
+:data:`~transferkit.measure.selection.VALIDATORS`). :func:`choose` keeps the best score; target labels, where the
+target has them, score every candidate for the report and decide nothing.
+
+Example:
+    >>> import numpy as np
+    >>> from transferkit.measure.selection import Candidate
+    >>> y = np.arange(40) % 4
+    >>> plain = Candidate("source-only", np.eye(4)[y] * 2, np.eye(4)[y] * 5, y)
+    >>> sharp = Candidate("mcc", np.eye(4)[y] * 6, np.eye(4)[y] * 5, y)
+    >>> choose(plain, {"mcc": sharp}, {"mcc": []}, "entropy").chosen
+    'mcc'
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from transferkit.measure.selection import VALIDATORS, Candidate
+
+SOURCE_ONLY = "source-only"
+
+
+@dataclass
+class AutoChoice:
+    chosen: str
+    validator: str
+    scores: dict[str, float]  # every candidate that was scored (source-only and those not rejected)
+    rejected: dict[str, list[str]]  # candidate -> why the guard (or the collapse check) rejected it
+    why: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def trainable_methods(methods: list[str], *, frozen_features: bool, reads_labels: bool) -> dict[str, str]:
+    """``{method: reason}`` for each method of ``methods`` that cannot train with this model: a feature-alignment
+    method on frozen features, anything that reads class predictions without a classification head."""
+    from transferkit.adapt.methods import list_methods
+
+    skipped = {}
+    for name in methods:
+        spec = list_methods()[name]
+        if spec.aligns_features and frozen_features:
+            skipped[name] = "aligns features, which a linear probe without model.bottleneck_dim keeps frozen"
+        elif not reads_labels:
+            skipped[name] = "auto chooses by class predictions, which the primary head does not make"
+    return skipped
+
+
+def choose(source_only: Candidate, adapted: dict[str, Candidate], rejections: dict[str, list[str]],
+           validator: str) -> AutoChoice:
+    """The best-scoring of source-only and the adapted candidates that ``rejections`` leaves (an empty list of
+    reasons: kept); a tie keeps source-only, the candidate that assumes nothing about the target."""
+    from transferkit.measure.guard import subsampled
+
+    def fn(c: Candidate) -> float:  # on at most 2,000 target items, as the guard's signals (SND is quadratic)
+        return VALIDATORS[validator][0](subsampled(c, 2000, 0))
+
+    rejected = {name: reasons for name, reasons in rejections.items() if reasons}
+    scores = {SOURCE_ONLY: fn(source_only)}
+    scores.update({name: fn(c) for name, c in adapted.items() if name not in rejected})
+    best = max(scores, key=lambda n: (scores[n], n == SOURCE_ONLY))
+    if best == SOURCE_ONLY:
+        why = ("no adapted candidate passed the guard" if len(scores) == 1 else
+               f"{validator} scores source-only at least as high as every adapted candidate that passed the guard")
+    else:
+        why = f"{validator} scores {best} highest of source-only and the adapted candidates that passed the guard"
+    return AutoChoice(best, validator, scores, rejected, why)

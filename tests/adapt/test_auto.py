@@ -1,0 +1,113 @@
+"""``adapt.method auto``: the choice among candidates (unit) and a whole run through the CLI (end to end)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from transferkit.adapt.auto import SOURCE_ONLY, choose, trainable_methods
+from transferkit.cli import app
+from transferkit.measure.selection import Candidate
+
+
+def invoke(*args: object) -> tuple[int, str]:
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    return result.exit_code, result.output
+
+Y = np.arange(40) % 4
+
+
+def _cand(name: str, sharpness: float) -> Candidate:
+    return Candidate(name, np.eye(4)[Y] * sharpness, np.eye(4)[Y] * 5, Y)
+
+
+def test_the_best_score_among_kept_candidates_is_chosen() -> None:
+    choice = choose(_cand(SOURCE_ONLY, 1), {"dann": _cand("dann", 3), "mcc": _cand("mcc", 6)},
+                    {"dann": [], "mcc": []}, "entropy")
+    assert choice.chosen == "mcc"
+    assert set(choice.scores) == {SOURCE_ONLY, "dann", "mcc"}
+    assert choice.scores["mcc"] > choice.scores["dann"] > choice.scores[SOURCE_ONLY]
+
+
+def test_a_rejected_candidate_is_never_chosen_however_it_scores() -> None:
+    choice = choose(_cand(SOURCE_ONLY, 1), {"dann": _cand("dann", 3), "mcc": _cand("mcc", 9)},
+                    {"dann": [], "mcc": ["its target predictions collapsed"]}, "entropy")
+    assert choice.chosen == "dann"
+    assert "mcc" not in choice.scores and choice.rejected == {"mcc": ["its target predictions collapsed"]}
+
+
+def test_source_only_when_everything_is_rejected_or_a_tie() -> None:
+    rejected = choose(_cand(SOURCE_ONLY, 1), {"dann": _cand("dann", 3)}, {"dann": ["widened"]}, "entropy")
+    assert rejected.chosen == SOURCE_ONLY and "no adapted candidate passed" in rejected.why
+    tie = choose(_cand(SOURCE_ONLY, 2), {"dann": _cand("dann", 2)}, {"dann": []}, "entropy")
+    assert tie.chosen == SOURCE_ONLY
+
+
+def test_feature_alignment_is_left_out_on_frozen_features() -> None:
+    skipped = trainable_methods(["dann", "mcc", "dan"], frozen_features=True, reads_labels=True)
+    assert set(skipped) == {"dann", "dan"}
+    assert trainable_methods(["dann", "mcc"], frozen_features=False, reads_labels=True) == {}
+
+
+@pytest.fixture
+def shifted_npz(tmp_path: Path) -> tuple[Path, Path]:
+    """Two 3-class Gaussian domains, the target shifted: small enough to train four candidates in seconds."""
+    rng = np.random.default_rng(0)
+
+    def make(n: int, shift: float) -> tuple[np.ndarray, np.ndarray]:
+        y = rng.integers(0, 3, n)
+        x = rng.normal(size=(n, 5)).astype(np.float32) + 2.5 * np.eye(3, 5)[y] + shift
+        return x.astype(np.float32), y
+
+    paths = []
+    for name, shift in (("src", 0.0), ("tgt", 0.7)):
+        (xtr, ytr), (xte, yte) = make(150, shift), make(60, shift)
+        path = tmp_path / f"{name}.npz"
+        np.savez(path, x_train=xtr, y_train=ytr, x_test=xte, y_test=yte, classes=np.array(["a", "b", "c"]))
+        paths.append(path)
+    return paths[0], paths[1]
+
+
+def test_fit_method_auto_reports_every_candidate_and_keeps_the_chosen(tmp_path: Path,
+                                                                      shifted_npz: tuple[Path, Path]) -> None:
+    src, tgt = shifted_npz
+    code, out = invoke("fit", "--source", src, "--target", tgt, "--backbone", "mlp", "--method", "auto",
+                       "--set", "train.steps=40", "--set", "adapt.auto_methods=[dann, mcc]",
+                       "--name", "auto", "--output-dir", tmp_path, "--no-progress")
+    assert code == 0, out
+    report = json.loads((tmp_path / "auto" / "report.json").read_text())
+    auto = report["auto"]
+    assert report["method"] == "auto"
+    assert set(auto["candidates"]) == {SOURCE_ONLY, "dann", "mcc"}
+    assert auto["chosen"] in auto["candidates"] and auto["validator"] == "dev"
+    # every candidate trained the same number of steps, and was scored on the target for the table only
+    assert {c["steps"] for c in auto["candidates"].values()} == {40}
+    chosen_acc = auto["candidates"][auto["chosen"]]["target_accuracy"]
+    assert report["evaluations"]["target"]["accuracy"] == pytest.approx(chosen_acc)
+    for name, c in auto["candidates"].items():
+        if name != SOURCE_ONLY:
+            assert c["kept"] == (name not in auto["rejected"]) and set(c["guard_rules"]) >= {"collapse", "gap"}
+    # the saved model is the chosen one: evaluate scores it the same
+    code, out = invoke("evaluate", tmp_path / "auto", "--data", tgt, "--split", "test")
+    assert code == 0, out
+    assert "## Method auto" in (tmp_path / "auto" / "report.md").read_text()
+    assert "Method auto" in (tmp_path / "auto" / "report.html").read_text()
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["--method", "auto", "--lambda", "0.5"], "own default"),
+    (["--method", "auto", "--set", "adapt.auto_methods=[dann, nope]"], "unknown method"),
+    (["--method", "auto", "--set", "adapt.auto_validator=oracle"], "unknown validator"),
+    (["--method", "auto", "--strategy", "linear-probe", "--set", "adapt.auto_methods=[dann]"], "frozen"),
+])
+def test_method_auto_bad_settings_exit_2(tmp_path: Path, shifted_npz: tuple[Path, Path], args: list[str],
+                                         needle: str) -> None:
+    src, tgt = shifted_npz
+    code, out = invoke("fit", "--source", src, "--target", tgt, "--backbone", "mlp", *args, "--name", "bad",
+                       "--output-dir", tmp_path, "--no-progress")
+    assert code == 2 and needle in out, out
+    assert not (tmp_path / "bad").exists()
