@@ -241,6 +241,16 @@ class FinetuneConfig(_Strict):
         False, description="keep every BatchNorm's running statistics while fine-tuning (small batches; LP-FT, "
         "whose head was fitted to features normalised by those statistics)"
     )
+    regularizers: list[Literal["l2-sp", "bss"]] = Field(
+        default_factory=list, max_length=2, description="regularised fine-tuning: l2-sp (decay towards the "
+        "pre-trained weights) and/or bss (shrink the batch features' smallest singular values)"
+    )
+    l2_sp_alpha: Annotated[float, Field(ge=0.0, le=100.0)] = Field(
+        0.01, description="L2-SP: weight of the backbone's squared distance from its starting point"
+    )
+    l2_sp_beta: Annotated[float, Field(ge=0.0, le=100.0)] = Field(0.01, description="L2-SP: L2 weight of the new head")
+    bss_weight: Annotated[float, Field(ge=0.0, le=100.0)] = Field(0.001, description="BSS: η")
+    bss_k: Annotated[int, Field(ge=1, le=4096)] = Field(1, description="BSS: how many smallest singular values")
     lora_r: Annotated[int, Field(ge=1, le=1024)] = Field(8, description="rank of the LoRA adapters (lora)")
     lora_alpha: Annotated[float, Field(gt=0.0)] = Field(16.0, description="LoRA scaling: updates are x alpha/r")
     lora_dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1

@@ -368,6 +368,16 @@ def loss_terms(cfg: RunConfig, model: TransferModel) -> list[LossTerm]:
 
         lam_t = (dann_ramp if cfg.adapt.target_schedule == "ramp" else constant)(cfg.adapt.target_weight)
         terms.append(target_cross_entropy(lam_t, cfg.train.label_smoothing))
+    f = cfg.finetune
+    if "l2-sp" in f.regularizers:
+        from transferkit.finetune.regularizers import l2_sp
+
+        heads = torch.nn.ModuleList([m for name, m in model.named_children() if name != "backbone"])
+        terms.append(l2_sp(model.backbone, heads, alpha=f.l2_sp_alpha, beta=f.l2_sp_beta))
+    if "bss" in f.regularizers:
+        from transferkit.finetune.regularizers import bss
+
+        terms.append(bss(f.bss_weight, f.bss_k))
     return terms
 
 
