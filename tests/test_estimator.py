@@ -97,6 +97,21 @@ def test_adaptation_trains_on_the_target_and_needs_it() -> None:
         TransferClassifier(method="dann", **SMALL).fit(Xs, ys)
 
 
+def test_method_auto_keeps_one_of_its_candidates_and_says_why() -> None:
+    Xs, ys = _blobs()
+    Xt, _ = _blobs(shift=1.0, seed=1)
+    clf = TransferClassifier(method="auto", **SMALL).fit(Xs, ys, X_target=Xt)
+    auto = clf.auto_
+    assert auto["chosen"] in {"source-only", "dann", "mcc", "dan"} and auto["why"]
+    assert "source-only" in auto["scores"] and set(auto["scores"]) | set(auto["rejected"]) == {
+        "source-only", "dann", "mcc", "dan"}
+    assert clf.predict(Xt).shape == (90,)
+    with pytest.raises(ConfigError, match="own default"):
+        TransferClassifier(method="auto", lam=0.3, **SMALL).fit(Xs, ys, X_target=Xt)
+    with pytest.raises(ConfigError, match="X_target"):
+        TransferClassifier(method="auto", **SMALL).fit(Xs, ys)
+
+
 def test_same_seed_same_model_and_global_rng_left_alone() -> None:
     Xs, ys = _blobs()
     Xt, _ = _blobs(shift=1.0, seed=1)

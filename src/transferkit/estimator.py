@@ -85,8 +85,10 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
     Args:
         backbone: a backbone spec (``transferkit backbones``): ``mlp`` for feature vectors, or ``lenet``,
             ``timm:NAME``, ``file:PATH``, ... for what a :class:`~transferkit.data.domain.DomainDataset` holds.
-        method: ``"none"`` (source only) or an adaptation method (``transferkit methods``: ``dann``, ``dan``,
-            ``coral``, ``cdan``, ``mcc``, ...); every method except ``none`` needs ``X_target`` in ``fit``.
+        method: ``"none"`` (source only), an adaptation method (``transferkit methods``: ``dann``, ``dan``,
+            ``coral``, ``cdan``, ``mcc``, ...) or ``"auto"`` (source-only and DANN, MCC, DAN trained alike, the
+            guarded label-free choice kept: :mod:`transferkit.adapt.auto`); every method except ``none`` needs
+            ``X_target`` in ``fit``.
         lam: λ, the weight of the method's loss; None: the method's own default.
         schedule: ``constant`` or ``ramp`` (``λ · (2/(1+exp(-10p)) - 1)`` over training progress ``p``).
         method_options: the method's options (e.g. ``{"hidden": 256}`` for DANN's discriminator).
@@ -113,6 +115,8 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
             safetensors file that ``transferkit predict`` reads).
         history_: one record per epoch (losses of each term, source train/validation accuracy).
         best_epoch_: the epoch whose weights were kept.
+        auto_: with ``method="auto"``, the choice: ``chosen``, every candidate's ``scores``, the ``rejected`` ones
+            with the guard's reasons, and ``why``.
     """
 
     def __init__(
@@ -194,7 +198,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
 
         cfg = self._train_config()
         self._check_params()
-        for attr in ("classes_", "n_features_in_", "feature_names_in_", "model_", "history_", "best_epoch_"):
+        for attr in ("classes_", "n_features_in_", "feature_names_in_", "model_", "history_", "best_epoch_", "auto_"):
             if attr in self.__dict__:  # a refit starts clean: nothing of an earlier fit may survive a failure
                 delattr(self, attr)
         source, classes = self._source(X, y)
@@ -222,18 +226,48 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
             except DataError as exc:
                 raise DataError(f"X (source): {exc}; lower val_fraction or set it to 0 (keep the last epoch)") from exc
 
-        with _scoped_torch_state(self.threads):
+        def train_one(method: str, steps: int | None = None) -> tuple[Any, Any]:
             torch.manual_seed(self.seed)  # the model's initial weights (and the method's modules) follow the seed
             model = self._build_model(source, classes)
-            terms = build_method(self.method, model.feature_dim, len(classes), weight=self.lam,
+            terms = build_method(method, model.feature_dim, len(classes), weight=self.lam,
                                  schedule=self.schedule, options=self.method_options)
             engine = Engine(model, cfg, loss_terms=[source_cross_entropy(self.label_smoothing), *terms],
                             run=None, seed=self.seed, batch_size=self.batch_size, progress=self.progress)
-            result = engine.fit(train, val, target if adapting else None)
+            return model, engine.fit(train, val, target if method != "none" else None, steps=steps)
+
+        with _scoped_torch_state(self.threads):
+            if self.method == "auto":
+                model, result = self._fit_auto(train_one, train, val, target)
+            else:
+                model, result = train_one(self.method)
         self.model_ = model.eval()
         self.history_ = result.history
         self.best_epoch_ = result.best_epoch
         return self
+
+    def _fit_auto(self, train_one: Any, train: DomainDataset, val: DomainDataset | None,
+                  target: DomainDataset) -> tuple[Any, Any]:
+        """``method="auto"`` (:mod:`transferkit.adapt.auto`): source-only and each default candidate at the same
+        number of steps, each guarded against source-only, the label-free validator's choice kept; ``auto_``
+        records every candidate's verdict and score."""
+        from transferkit.adapt.auto import SOURCE_ONLY, choose
+        from transferkit.config import AdaptConfig
+        from transferkit.experiment import candidate_of
+        from transferkit.measure.guard import guard_decision
+
+        defaults = AdaptConfig()
+        base, base_result = train_one("none")
+        kw = {"batch_size": 256, "num_workers": 0, "device": self.device}
+        scored_val = val if val is not None else train
+        so = candidate_of(SOURCE_ONLY, base, scored_val, target, train, kw)
+        models, adapted, rejections, results = {SOURCE_ONLY: base}, {}, {}, {SOURCE_ONLY: base_result}
+        for method in defaults.auto_methods:
+            models[method], results[method] = train_one(method, steps=base_result.steps)
+            adapted[method] = candidate_of("adapted", models[method], scored_val, target, train, kw)
+            rejections[method] = guard_decision(so, adapted[method]).reasons
+        choice = choose(so, adapted, rejections, defaults.auto_validator)
+        self.auto_ = choice.to_dict()
+        return models[choice.chosen], results[choice.chosen]
 
     def fit_transform(self, X: Any, y: Any = None, **fit_params: Any) -> np.ndarray:
         """:meth:`fit`, then :meth:`transform` of the source ``X``: the learnt features, for a pipeline step that
@@ -297,8 +331,11 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
     def _check_params(self) -> None:
         from transferkit.adapt.methods import list_methods
 
-        if self.method != "none" and self.method not in list_methods():
-            raise ConfigError(f"method: unknown method {self.method!r}; known: none, {', '.join(list_methods())}")
+        if self.method not in ("none", "auto") and self.method not in list_methods():
+            raise ConfigError(f"method: unknown method {self.method!r}; known: none, auto, {', '.join(list_methods())}")
+        if self.method == "auto" and (self.lam is not None or self.method_options):
+            raise ConfigError("method='auto' trains each candidate at its own default λ and options: leave lam and "
+                              "method_options unset")
         if not isinstance(self.batch_size, (int, np.integer)) or self.batch_size < 1:
             raise ConfigError(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
         if (self.method != "none" or self.bottleneck_dim is not None) and self.batch_size < 2:

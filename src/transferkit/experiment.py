@@ -702,11 +702,11 @@ def candidate_outputs(cfg: RunConfig, seed: int, *, need_train_features: bool = 
     val = data.source_val if data.source_val is not None else data.source_train
     target = data.target_train if data.target_train is not None else load_data(
         cfg.data.target, cfg.data.train_split, cfg.data.root).unlabelled()
-    return _candidate(f"{cfg.name}/seed-{seed}", model, val, target, data.source_train if need_train_features else None,
-                      kw)
+    return candidate_of(f"{cfg.name}/seed-{seed}", model, val, target,
+                        data.source_train if need_train_features else None, kw)
 
 
-def _candidate(name: str, model: TransferModel, val: DomainDataset, target: DomainDataset,
+def candidate_of(name: str, model: TransferModel, val: DomainDataset, target: DomainDataset,
                train: DomainDataset | None, kw: dict[str, Any]) -> Any:
     from transferkit.measure.selection import Candidate
 
@@ -752,8 +752,8 @@ def _guard(
     if len(train) > 2000:
         train = train.subset(np.sort(np.random.default_rng(0).choice(len(train), 2000, replace=False)))
     if source_only is None:  # ``source_only``: the baseline's candidate, computed already (auto compares several)
-        source_only = _candidate("source-only", baseline, val, data.target_train, train, kw)
-    adapted_c = _candidate("adapted", adapted, val, data.target_train, train, kw)
+        source_only = candidate_of("source-only", baseline, val, data.target_train, train, kw)
+    adapted_c = candidate_of("adapted", adapted, val, data.target_train, train, kw)
     decision = guard_decision(source_only, adapted_c, max_source_drop=cfg.adapt.guard_max_source_drop,
                               gap_alpha=cfg.adapt.guard_gap_alpha, absent_weight=cfg.adapt.guard_absent_weight,
                               flip_check=cfg.adapt.guard_flip_check, validator=cfg.adapt.guard_validator)
