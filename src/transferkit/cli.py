@@ -94,7 +94,9 @@ def fit(
         bool | None, typer.Option("--pretrained", help="pretrained weights from an installed package")
     ] = None,
     strategy: Annotated[str | None, typer.Option(help="full, linear-probe, partial, lp-ft, lora")] = None,
-    method: Annotated[str | None, typer.Option(help="domain adaptation: none, dann, mcc, ... (`methods`)")] = None,
+    method: Annotated[str | None, typer.Option(
+        help="domain adaptation: none, auto (try a few, keep the guarded label-free choice), dann, mcc, ... "
+             "(`methods`)")] = None,
     lam: Annotated[float | None, typer.Option("--lambda", help="weight λ of the transfer loss")] = None,
     target_labels_per_class: Annotated[int | None, typer.Option(
         help="also train on K labelled target items per class (joint, or semi-supervised with --method)")] = None,
@@ -676,6 +678,9 @@ def methods() -> None:
         opts = ", ".join(f"{k}={v}" for k, v in spec.options.items())
         table.add_row(name, spec.summary, f"{spec.default_weight:g}", opts, spec.reference)
     console.print(table)
+    console.print("--method auto: trains source-only and adapt.auto_methods (default dann, mcc, dan) at equal steps, "
+                  "rejects what the negative-transfer guard rejects and keeps the adapt.auto_validator's (default "
+                  "dev) choice; the report shows every candidate (docs/defaults.md).")
 
 
 @app.command()
