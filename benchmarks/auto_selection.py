@@ -8,6 +8,7 @@ accuracy %, mean over tasks and seeds):
 - ``source-only``, each candidate method alone (``dann``, ...) and each guarded (falling back to source-only when
   the guard rejects it);
 - ``auto`` as it ran, and ``auto`` with each validator instead (``by:VALIDATOR``), with and without the guard;
+- ``ensemble of the kept``: the mean softmax of source-only and the candidates the guard kept (as it ran);
 - ``oracle``: the best candidate by target accuracy, a ceiling no label-free rule can pass (shown, never a
   default).
 
@@ -38,20 +39,26 @@ def _choose(cands: dict[str, Any], validator: str, guarded: bool) -> str | None:
     return max(scores, key=lambda n: (scores[n], n == SO))
 
 
-def replay(rows: list[dict[str, Any]]) -> tuple[dict[tuple[str, str], dict[str, list[float]]], dict[str, Any]]:
-    cells: dict[tuple[str, str], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+Cells = dict[tuple[str, str], dict[str, list[float]]]
+
+
+def replay(rows: list[dict[str, Any]], keep: set[str] | None = None) -> tuple[Cells, dict[str, Any]]:
+    cells: Cells = defaultdict(lambda: defaultdict(list))
     rules: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     for r in rows:
         a = r.get("r_auto")
         if not a:
             continue
-        cands = a["candidates"]
+        cands = {n: c for n, c in a["candidates"].items() if keep is None or n == SO or n in keep}
         acc = {n: 100 * c["target_accuracy"] for n, c in cands.items()}
         cell = cells[(r["family"], r["size"])]
         cell[SO].append(acc[SO])
-        cell["auto"].append(acc[a["chosen"]])
+        if a["chosen"] in acc:  # auto as it ran (only when its choice is among the replayed candidates)
+            cell["auto"].append(acc[a["chosen"]])
         cell["oracle"].append(max(acc.values()))
-        validators = set.intersection(*(set(c.get("validators", {})) for c in cands.values()))
+        if a.get("ensemble") is not None:
+            cell["ensemble of the kept"].append(100 * a["ensemble"])
+        validators = set.union(*(set(c.get("validators", {})) for c in cands.values()))
         for v in sorted(validators):
             for guarded in (True, False):
                 pick = _choose(cands, v, guarded)
@@ -74,9 +81,10 @@ def replay(rows: list[dict[str, Any]]) -> tuple[dict[tuple[str, str], dict[str, 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("results_jsonl", nargs="+")
+    p.add_argument("--candidates", default=None, help="replay with only these candidates (comma-separated)")
     args = p.parse_args()
     rows = [json.loads(line) for f in args.results_jsonl for line in Path(f).read_text().splitlines() if line.strip()]
-    cells, rules = replay(rows)
+    cells, rules = replay(rows, set(args.candidates.split(",")) if args.candidates else None)
     arms = sorted({arm for cell in cells.values() for arm in cell})
     first = [SO, "auto", "oracle"]
     arms = first + [a for a in arms if a not in first]

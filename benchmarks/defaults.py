@@ -191,7 +191,8 @@ def _transferkit(job: Job) -> dict[str, Any]:
            "r_budget": seed["fit"].get("budget"), "r_selection": report["selection"],
            "r_guard": seed.get("guard", {}).get("keep"), "r_seconds": seed["fit"].get("seconds")}
     if "auto" in seed:  # every candidate's label-free numbers and target accuracy: benchmarks/auto_selection.py
-        out["r_auto"] = {"chosen": seed["auto"]["chosen"], "candidates": {
+        out["r_auto"] = {"chosen": seed["auto"]["chosen"], "ensemble": seed["auto"].get("ensemble_target_accuracy"),
+                         "candidates": {
             name: {k: c.get(k) for k in ("target_accuracy", "kept", "guard_rules", "validators", "seconds")}
             for name, c in seed["auto"]["candidates"].items()}}
     if "guard" in seed:

@@ -678,7 +678,7 @@ def methods() -> None:
         opts = ", ".join(f"{k}={v}" for k, v in spec.options.items())
         table.add_row(name, spec.summary, f"{spec.default_weight:g}", opts, spec.reference)
     console.print(table)
-    console.print("--method auto: trains source-only and adapt.auto_methods (default dann, mcc, dan) at equal steps, "
+    console.print("--method auto: trains source-only and adapt.auto_methods (default dan, mcc) at equal steps, "
                   "rejects what the negative-transfer guard rejects and keeps the adapt.auto_validator's (default "
                   "dev) choice; the report shows every candidate (docs/defaults.md).")
 

@@ -291,7 +291,7 @@ class AdaptConfig(_Strict):
     )
     guard_validator: str | None = Field(None, description="guard: also require this label-free validator to agree")
     auto_methods: list[str] = Field(
-        default_factory=lambda: ["dann", "mcc", "dan"], min_length=1, max_length=8,
+        default_factory=lambda: ["dan", "mcc"], min_length=1, max_length=8,
         description="method auto: the adaptation methods tried next to source-only (each at its default λ)"
     )
     auto_validator: str = Field("dev", description="method auto: the label-free validator that chooses")
@@ -313,8 +313,8 @@ class AdaptConfig(_Strict):
     def _known_auto_validator(cls, v: str) -> str:
         from transferkit.measure.selection import VALIDATORS
 
-        if v not in VALIDATORS:
-            raise ValueError(f"unknown validator {v!r}; choose from {sorted(VALIDATORS)}")
+        if v not in VALIDATORS and v != "ensv":
+            raise ValueError(f"unknown validator {v!r}; choose from {sorted([*VALIDATORS, 'ensv'])}")
         return v
 
     @field_validator("guard_validator")

@@ -86,7 +86,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         backbone: a backbone spec (``transferkit backbones``): ``mlp`` for feature vectors, or ``lenet``,
             ``timm:NAME``, ``file:PATH``, ... for what a :class:`~transferkit.data.domain.DomainDataset` holds.
         method: ``"none"`` (source only), an adaptation method (``transferkit methods``: ``dann``, ``dan``,
-            ``coral``, ``cdan``, ``mcc``, ...) or ``"auto"`` (source-only and DANN, MCC, DAN trained alike, the
+            ``coral``, ``cdan``, ``mcc``, ...) or ``"auto"`` (source-only, DAN and MCC trained alike, the
             guarded label-free choice kept: :mod:`transferkit.adapt.auto`); every method except ``none`` needs
             ``X_target`` in ``fit``.
         lam: λ, the weight of the method's loss; None: the method's own default.
@@ -130,7 +130,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         lr: float = 1e-3,
         batch_size: int = 64,
         hidden: int = 256,
-        depth: int = 2,
+        depth: int = 1,
         dropout: float = 0.1,
         bottleneck_dim: int | None = None,
         head_dropout: float = 0.0,
@@ -261,7 +261,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         scored_val = val if val is not None else train
         so = candidate_of(SOURCE_ONLY, base, scored_val, target, train, kw)
         models, adapted, rejections, results = {SOURCE_ONLY: base}, {}, {}, {SOURCE_ONLY: base_result}
-        for method in defaults.auto_methods:
+        for method in defaults.auto_methods:  # the CLI's defaults (adapt.auto_methods, adapt.auto_validator)
             models[method], results[method] = train_one(method, steps=base_result.steps)
             adapted[method] = candidate_of("adapted", models[method], scored_val, target, train, kw)
             rejections[method] = guard_decision(so, adapted[method]).reasons

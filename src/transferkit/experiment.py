@@ -582,7 +582,7 @@ def _choose_auto(
     one in ``source_only``'s place. Returns the model, its training result, the report's ``auto`` section, the
     (source-only, chosen) candidates for the feature map, the target evaluations (reported, never used to decide)
     and the chosen candidate's guard decision (None when source-only is chosen)."""
-    from transferkit.adapt.auto import SOURCE_ONLY, choose
+    from transferkit.adapt.auto import SOURCE_ONLY, choose, ensemble_agreement
     from transferkit.measure.selection import collapse_check
 
     shared = _preprocessed(vdata, view(source_only), cfg.data.cache_mb * 2**20)
@@ -606,6 +606,8 @@ def _choose_auto(
         decisions[name] = {**decision.to_dict(), "gap": gap}
     assert so_candidate is not None  # auto has at least one candidate
     choice = choose(so_candidate, adapted, rejections, cfg.adapt.auto_validator)
+    pool = {SOURCE_ONLY: so_candidate, **{n: c for n, c in adapted.items() if not rejections[n]}}
+    agreement = ensemble_agreement(pool)  # recorded whichever validator chose (benchmarks/auto_selection.py)
     so_eval = target_score(source_only)
     table: dict[str, Any] = {SOURCE_ONLY: {"steps": result.get("steps"), "seconds": result.get("seconds"),
                                            "target_accuracy": so_eval["accuracy"] if so_eval else None}}
@@ -622,10 +624,15 @@ def _choose_auto(
         }
         table[SOURCE_ONLY].setdefault("validators", {
             v: s[SOURCE_ONLY] for v, s in signals.items() if isinstance(s, dict) and SOURCE_ONLY in s})
+    for name, row in table.items():
+        if name in agreement:
+            row.setdefault("validators", {})["ensv"] = agreement[name]
+    ensemble = _ensemble_accuracy([source_only] + [trained[n][0] for n in pool if n != SOURCE_ONLY],
+                                  shared.target_eval, view, kw) if scored else None
     if so_eval is not None:
         evals["target_source_only"] = so_eval
         evals.setdefault("target", so_eval)
-    report = {**choice.to_dict(), "candidates": table,
+    report = {**choice.to_dict(), "candidates": table, "ensemble_target_accuracy": ensemble,
               "target_labels": "score each candidate for this table; they decide nothing" if scored else "none"}
     guard = None
     if choice.chosen != SOURCE_ONLY:
@@ -634,6 +641,18 @@ def _choose_auto(
         result = {**result, **{k: v for k, v in r.items() if k != "seconds"}}
         guard = decisions[choice.chosen]
     return source_only, result, report, (so_candidate, adapted.get(choice.chosen, so_candidate)), evals, guard
+
+
+def _ensemble_accuracy(models: list[TransferModel], target: DomainDataset, view: Callable[[Any], Any],
+                       kw: dict[str, Any]) -> float:
+    """Target accuracy of the mean softmax of ``models`` (auto's report: what an ensemble of the kept candidates
+    would have scored; it decides nothing)."""
+    probs, labels = [], None
+    for m in models:
+        _, logits, labels = predict_outputs(view(m), target, **kw, preprocessed=_cached(target))
+        probs.append(torch.softmax(logits.float(), 1))
+    assert labels is not None
+    return float((torch.stack(probs).mean(0).argmax(1) == labels).float().mean())
 
 
 def _source_weights(cfg: RunConfig, model: TransferModel, data: RunData, progress: bool) -> list[float]:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from transferkit.adapt.auto import SOURCE_ONLY, choose, trainable_methods
+from transferkit.adapt.auto import ENSV, SOURCE_ONLY, choose, ensemble_agreement, trainable_methods
 from transferkit.cli import app
 from transferkit.measure.selection import Candidate
 
@@ -45,6 +45,17 @@ def test_source_only_when_everything_is_rejected_or_a_tie() -> None:
     assert rejected.chosen == SOURCE_ONLY and "no adapted candidate passed" in rejected.why
     tie = choose(_cand(SOURCE_ONLY, 2), {"dann": _cand("dann", 2)}, {"dann": []}, "entropy")
     assert tie.chosen == SOURCE_ONLY
+
+
+def test_ensemble_agreement_by_hand() -> None:
+    # 4 items, 2 classes; a and b predict [0, 0, 1, 1] confidently, c predicts [0, 1, 1, 0] weakly
+    a = Candidate("a", np.array([[4.0, 0], [4, 0], [0, 4], [0, 4]]))
+    b = Candidate("b", np.array([[3.0, 0], [3, 0], [0, 3], [0, 3]]))
+    c = Candidate("c", np.array([[1.0, 0], [0, 1], [0, 1], [1, 0]]))
+    agreement = ensemble_agreement({"a": a, "b": b, "c": c})
+    assert agreement == {"a": 1.0, "b": 1.0, "c": 0.5}  # the ensemble is [0, 0, 1, 1]
+    choice = choose(Candidate(SOURCE_ONLY, c.target_logits), {"a": a, "b": b}, {"a": [], "b": ["rejected"]}, ENSV)
+    assert choice.chosen == "a" and set(choice.scores) == {SOURCE_ONLY, "a"}  # b rejected: not in the ensemble
 
 
 def test_feature_alignment_is_left_out_on_frozen_features() -> None:

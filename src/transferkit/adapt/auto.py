@@ -5,9 +5,10 @@ that would say so are what the user does not have. ``auto`` therefore trains, wi
 budget of optimiser steps:
 
 1. the **source-only** model, once: the reference every candidate is compared with, and a candidate itself;
-2. each method of ``adapt.auto_methods`` (default DANN, MCC, DAN: an adversarial, a class-confusion and a
-   kernel-statistics method, each at its own default λ) that the model allows (a feature-alignment method
-   needs trainable features: not a linear probe without a bottleneck).
+2. each method of ``adapt.auto_methods`` (default DAN and MCC: a feature-statistics and a class-confusion
+   method, each at its own default λ) that the model allows (a feature-alignment method needs trainable
+   features: not a linear probe without a bottleneck). DANN was a third default until the defaults suite showed
+   it matching DAN's accuracy on every family at three times its cost (docs/defaults.md).
 
 Each adapted candidate then passes the negative-transfer guard against the source-only model
 (:mod:`transferkit.measure.guard`; with ``adapt.guard`` off, only the collapse check), and the survivors and the
@@ -30,9 +31,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from transferkit.measure.selection import VALIDATORS, Candidate
+import numpy as np
+
+from transferkit.measure.selection import VALIDATORS, Candidate, softmax
 
 SOURCE_ONLY = "source-only"
+ENSV = "ensv"  # agreement with the candidates' ensemble: needs every candidate, so not one of VALIDATORS
 
 
 @dataclass
@@ -62,18 +66,30 @@ def trainable_methods(methods: list[str], *, frozen_features: bool, reads_labels
     return skipped
 
 
+def ensemble_agreement(candidates: dict[str, Candidate]) -> dict[str, float]:
+    """EnsV (Hu et al., "Towards Reliable Model Selection for Unsupervised Domain Adaptation", 2024): the share
+    of target items on which each candidate agrees with the ensemble of all of them (mean softmax). The ensemble
+    is rarely worse than its members, so agreeing with it is a label-free stand-in for target accuracy that no
+    single method's own objective (confidence, alignment) can game."""
+    probs = {name: softmax(np.asarray(c.target_logits)) for name, c in candidates.items()}
+    pseudo = np.mean(list(probs.values()), axis=0).argmax(1)
+    return {name: float((p.argmax(1) == pseudo).mean()) for name, p in probs.items()}
+
+
 def choose(source_only: Candidate, adapted: dict[str, Candidate], rejections: dict[str, list[str]],
            validator: str) -> AutoChoice:
     """The best-scoring of source-only and the adapted candidates that ``rejections`` leaves (an empty list of
-    reasons: kept); a tie keeps source-only, the candidate that assumes nothing about the target."""
+    reasons: kept); a tie keeps source-only, the candidate that assumes nothing about the target. ``validator``
+    is one of :data:`~transferkit.measure.selection.VALIDATORS` or ``ensv`` (:func:`ensemble_agreement` among
+    source-only and the kept candidates)."""
     from transferkit.measure.guard import subsampled
 
-    def fn(c: Candidate) -> float:  # on at most 2,000 target items, as the guard's signals (SND is quadratic)
-        return VALIDATORS[validator][0](subsampled(c, 2000, 0))
-
     rejected = {name: reasons for name, reasons in rejections.items() if reasons}
-    scores = {SOURCE_ONLY: fn(source_only)}
-    scores.update({name: fn(c) for name, c in adapted.items() if name not in rejected})
+    pool = {SOURCE_ONLY: source_only, **{n: c for n, c in adapted.items() if n not in rejected}}
+    if validator == ENSV:
+        scores = ensemble_agreement(pool)
+    else:  # on at most 2,000 target items, as the guard's signals (SND is quadratic)
+        scores = {name: VALIDATORS[validator][0](subsampled(c, 2000, 0)) for name, c in pool.items()}
     best = max(scores, key=lambda n: (scores[n], n == SOURCE_ONLY))
     if best == SOURCE_ONLY:
         why = ("no adapted candidate passed the guard" if len(scores) == 1 else

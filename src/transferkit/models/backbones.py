@@ -315,9 +315,9 @@ def _lenet(in_chans: int = 1, dropout: float = 0.5) -> Backbone:
     return Backbone(body, 500, "lenet", transform, stages, {"in_chans": in_chans, "dropout": dropout})
 
 
-@register_backbone("mlp", "MLP for feature vectors (needs in_features); hidden=256, depth=2, dropout=0.1",
+@register_backbone("mlp", "MLP for feature vectors (needs in_features); hidden=256, depth=1, dropout=0.1",
                    MLP_OPTIONS)
-def _mlp(in_features: int | None = None, hidden: int = 256, depth: int = 2, dropout: float = 0.1,
+def _mlp(in_features: int | None = None, hidden: int = 256, depth: int = 1, dropout: float = 0.1,
          standardize: str = "none") -> Backbone:
     """``standardize`` (``source`` or ``per-domain``, see :mod:`transferkit.data.standardize`) puts a
     :class:`Standardize` layer first, whose statistics ``fit`` sets from the source."""
