@@ -42,7 +42,8 @@ def _choose(cands: dict[str, Any], validator: str, guarded: bool) -> str | None:
 Cells = dict[tuple[str, str], dict[str, list[float]]]
 
 
-def replay(rows: list[dict[str, Any]], keep: set[str] | None = None) -> tuple[Cells, dict[str, Any]]:
+def replay(rows: list[dict[str, Any]], keep: set[str] | None = None,
+           ignore_rules: frozenset[str] = frozenset()) -> tuple[Cells, dict[str, Any]]:
     cells: Cells = defaultdict(lambda: defaultdict(list))
     rules: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     for r in rows:
@@ -50,6 +51,10 @@ def replay(rows: list[dict[str, Any]], keep: set[str] | None = None) -> tuple[Ce
         if not a:
             continue
         cands = {n: c for n, c in a["candidates"].items() if keep is None or n == SO or n in keep}
+        if ignore_rules:  # the guard's verdict as if these rules were off (each run records every rule's outcome)
+            cands = {n: c if n == SO else {**c, "kept": not {r for r, f in (c.get("guard_rules") or {}).items()
+                                                              if f and r not in ignore_rules}}
+                     for n, c in cands.items()}
         acc = {n: 100 * c["target_accuracy"] for n, c in cands.items()}
         cell = cells[(r["family"], r["size"])]
         cell[SO].append(acc[SO])
@@ -69,6 +74,8 @@ def replay(rows: list[dict[str, Any]], keep: set[str] | None = None) -> tuple[Ce
                 continue
             cell[name].append(acc[name])
             cell[f"{name} guarded"].append(acc[name] if c.get("kept") else acc[SO])
+            fired = {rule for rule, f in (c.get("guard_rules") or {}).items() if f}
+            cell[f"{name} guarded without the gap rule"].append(acc[SO] if fired - {"gap"} else acc[name])
             for rule, fired in (c.get("guard_rules") or {}).items():
                 if fired:
                     gain = acc[name] - acc[SO]
@@ -82,9 +89,11 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("results_jsonl", nargs="+")
     p.add_argument("--candidates", default=None, help="replay with only these candidates (comma-separated)")
+    p.add_argument("--ignore-rules", default="", help="guard rules to replay as off (comma-separated, e.g. gap)")
     args = p.parse_args()
     rows = [json.loads(line) for f in args.results_jsonl for line in Path(f).read_text().splitlines() if line.strip()]
-    cells, rules = replay(rows, set(args.candidates.split(",")) if args.candidates else None)
+    cells, rules = replay(rows, set(args.candidates.split(",")) if args.candidates else None,
+                          frozenset(r for r in args.ignore_rules.split(",") if r))
     arms = sorted({arm for cell in cells.values() for arm in cell})
     first = [SO, "auto", "oracle"]
     arms = first + [a for a in arms if a not in first]

@@ -280,7 +280,8 @@ class AdaptConfig(_Strict):
         0.05, description="guard: largest loss of source-validation accuracy adaptation may cost"
     )
     guard_gap_alpha: Annotated[float, Field(gt=0.0, lt=1.0)] | None = Field(
-        0.05, description="guard: fall back when adaptation widens the MMD² gap at this significance (null: off)"
+        None, description="guard: fall back when adaptation widens the MMD² gap at this significance (null, the "
+        "default: measured and reported, not used; see docs/defaults.md)"
     )
     guard_absent_weight: Annotated[float, Field(gt=0.0, lt=1.0)] | None = Field(
         0.1, description="guard: class weight below which a source class counts as absent from the target (null: off)"

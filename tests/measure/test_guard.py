@@ -104,10 +104,11 @@ def test_falls_back_when_adaptation_widens_the_domain_gap() -> None:
     near = src + rng.normal(size=(40, 3)) * 0.01
     s = Candidate("source-only", GOOD, GOOD, Y, source_val_features=src, target_features=near)
     a = Candidate("adapted", GOOD, GOOD, Y, source_val_features=src, target_features=src + 3.0)  # pushed apart
-    d = guard_decision(s, a)
+    d = guard_decision(s, a, gap_alpha=0.05)
     assert d.keep == "source-only" and "widened the domain gap" in d.reasons[0]
     assert d.numbers["gap"]["adapted"]["mmd2"]["value"] > d.numbers["gap"]["source-only"]["mmd2"]["value"]
-    assert guard_decision(s, a, gap_alpha=None).keep == "adapted"
+    assert guard_decision(s, a).keep == "adapted"  # off by default: measured and recorded only
+    assert guard_decision(s, a).numbers["rules"]["gap"] is True
     # the other way round (adaptation closed the gap) is what adaptation is for
     assert guard_decision(Candidate("source-only", GOOD, GOOD, Y, source_val_features=src, target_features=src + 3.0),
                           Candidate("adapted", GOOD, GOOD, Y, source_val_features=src, target_features=src)).keep \
