@@ -13,7 +13,8 @@ accuracy %, mean over tasks and seeds):
   default).
 
 Then each guard rule: how often it fired, how often rightly (the candidate it rejected was below source-only on
-the target) and the net effect of its rejections in accuracy points.
+the target) and the net effect of its rejections in accuracy points; "alone" counts the rejections no other rule
+made, which are what the rule itself decides.
 
     .venv/bin/python benchmarks/auto_selection.py runs/bench-defaults/auto.jsonl
 """
@@ -76,12 +77,15 @@ def replay(rows: list[dict[str, Any]], keep: set[str] | None = None,
             cell[f"{name} guarded"].append(acc[name] if c.get("kept") else acc[SO])
             fired = {rule for rule, f in (c.get("guard_rules") or {}).items() if f}
             cell[f"{name} guarded without the gap rule"].append(acc[SO] if fired - {"gap"} else acc[name])
-            for rule, fired in (c.get("guard_rules") or {}).items():
-                if fired:
-                    gain = acc[name] - acc[SO]
-                    rules[rule]["fired"] += 1
-                    rules[rule]["right"] += gain < 0
-                    rules[rule]["net_points"] += -gain  # what rejecting it gained
+            gain = acc[name] - acc[SO]
+            for rule in fired:
+                rules[rule]["fired"] += 1
+                rules[rule]["right"] += gain < 0
+                rules[rule]["net_points"] += -gain  # what rejecting it gained
+                if fired == {rule}:  # rejections no other rule made: what the rule itself decides
+                    rules[rule]["alone"] += 1
+                    rules[rule]["alone_right"] += gain < 0
+                    rules[rule]["alone_net"] += -gain
     return cells, rules
 
 
@@ -105,9 +109,11 @@ def main() -> None:
         known = [v for v in vals if v is not None]
         mean = f"{statistics.mean(known):.1f}" if len(known) == len(vals) else "–"
         print(f"| {arm} | " + " | ".join(shown) + f" | {mean} |")
-    print("\n| guard rule | fired | rightly | net points per run where it fired |\n|---|---:|---:|---:|")
+    print("\n| guard rule | fired | rightly | net points per firing | fired alone | rightly | net points, total |"
+          "\n|---|---:|---:|---:|---:|---:|---:|")
     for rule, n in sorted(rules.items()):
-        print(f"| {rule} | {int(n['fired'])} | {int(n['right'])} | {n['net_points'] / n['fired']:+.2f} |")
+        print(f"| {rule} | {int(n['fired'])} | {int(n['right'])} | {n['net_points'] / n['fired']:+.2f} | "
+              f"{int(n['alone'])} | {int(n['alone_right'])} | {n['alone_net']:+.1f} |")
     times = [(c["seconds"], r["r_auto"]["candidates"][SO]["seconds"]) for r in rows if r.get("r_auto")
              for c in [{"seconds": r.get("r_seconds")}] if c["seconds"] and r["r_auto"]["candidates"][SO]["seconds"]]
     if times:

@@ -63,7 +63,7 @@ def run_job(job: Job) -> dict[str, Any]:
     model = _pretrained(job["task"], job["seed"], args)
     regs = [] if job["arm"] == "none" else job["arm"].split("+")
     raw: dict[str, Any] = {
-        "name": f"ft-{job['task']}-{job['shots']}-{job['arm']}-a{job['alpha']}-s{job['seed']}",
+        "name": f"ft-{job['task']}-{job['shots']}-{job['arm'].replace('+', 'plus')}-a{job['alpha']}-s{job['seed']}",
         "output_dir": args.output_dir, "seeds": [job["seed"]],
         "data": {"source": target, "source_per_class": job["shots"], "root": args.root},
         "finetune": {"strategy": "full", "regularizers": regs, "l2_sp_alpha": job["alpha"]},

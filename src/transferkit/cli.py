@@ -680,7 +680,7 @@ def methods() -> None:
     console.print(table)
     console.print("--method auto: trains source-only and adapt.auto_methods (default dan, mcc) at equal steps, "
                   "rejects what the negative-transfer guard rejects and keeps the adapt.auto_validator's (default "
-                  "dev) choice; the report shows every candidate (docs/defaults.md).")
+                  "info_max) choice; the report shows every candidate (docs/defaults.md).")
 
 
 @app.command()

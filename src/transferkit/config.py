@@ -295,7 +295,8 @@ class AdaptConfig(_Strict):
         default_factory=lambda: ["dan", "mcc"], min_length=1, max_length=8,
         description="method auto: the adaptation methods tried next to source-only (each at its default λ)"
     )
-    auto_validator: str = Field("dev", description="method auto: the label-free validator that chooses")
+    auto_validator: str = Field("info_max", description="method auto: the label-free validator that chooses "
+                                "(chosen with benchmarks/auto_selection.py; docs/defaults.md)")
 
     @field_validator("auto_methods")
     @classmethod

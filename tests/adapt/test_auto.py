@@ -94,7 +94,7 @@ def test_fit_method_auto_reports_every_candidate_and_keeps_the_chosen(tmp_path: 
     auto = report["auto"]
     assert report["method"] == "auto"
     assert set(auto["candidates"]) == {SOURCE_ONLY, "dann", "mcc"}
-    assert auto["chosen"] in auto["candidates"] and auto["validator"] == "dev"
+    assert auto["chosen"] in auto["candidates"] and auto["validator"] == "info_max"
     # every candidate trained the same number of steps, and was scored on the target for the table only
     assert {c["steps"] for c in auto["candidates"].values()} == {40}
     chosen_acc = auto["candidates"][auto["chosen"]]["target_accuracy"]
