@@ -206,6 +206,9 @@ def _auto_lines(report: dict[str, Any]) -> list[str]:
             acc = c.get("target_accuracy")
             lines.append(f"| {name} | {verdict} | {'–' if sc is None else f'{sc:.4g}'} | "
                          f"{'–' if acc is None else f'{100 * acc:.1f}'} | {c.get('seconds') or 0:.1f} |")
+        if a.get("ensemble_target_accuracy") is not None:
+            lines += ["", f"The mean prediction of source-only and the kept candidates would have scored "
+                          f"{100 * a['ensemble_target_accuracy']:.1f}% on the target (shown only)."]
         lines.append("")
     return lines
 
