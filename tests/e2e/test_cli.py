@@ -378,7 +378,8 @@ def test_sweep_chooses_without_target_labels_and_rejects_collapse(tmp_path: Path
     base.write_text(
         f"name: sw\noutput_dir: {tmp_path / 'runs'}\n"
         f"data: {{source: {tiny_npz}, target: {tiny_npz}, batch_size: 32}}\n"
-        "model: {backbone: mlp}\ntrain: {epochs: 3, lr: 0.01, device: cpu}\n"
+        # two hidden layers (the default has one): enough capacity for λ = 1000 to collapse the target in 3 epochs
+        "model: {backbone: mlp, backbone_kwargs: {depth: 2}}\ntrain: {epochs: 3, lr: 0.01, device: cpu}\n"
     )
     code, text = invoke("sweep", base, "--over", "method=entropy", "--over", "lambda=0.01,1000", "--select",
                         "info_max", "--no-progress")

@@ -25,7 +25,7 @@ def test_l2_sp_is_the_distance_from_the_start_plus_decay_of_the_head() -> None:
         backbone.weight.add_(torch.tensor([[1.0, 0.0, 2.0], [0.0, -1.0, 0.0]]))  # squared distance 6
     decay = sum(float((p.detach() ** 2).sum()) for p in head.parameters())
     loss = term.fn(None)
-    assert float(loss) == pytest.approx(0.5 * 0.1 * 6 + 0.5 * 0.01 * decay, rel=1e-5)
+    assert float(loss.detach()) == pytest.approx(0.5 * 0.1 * 6 + 0.5 * 0.01 * decay, rel=1e-5)
     loss.backward()  # gradient alpha * (w - w0): pulls back towards the start, not towards zero
     expected = 0.1 * (backbone.weight.detach() - start[0])
     assert torch.allclose(backbone.weight.grad, expected, atol=1e-6)
