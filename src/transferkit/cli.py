@@ -180,6 +180,11 @@ def _print_summary(report: dict[str, Any]) -> None:
                               for k, _, scale, _ in cols))
     console.print(table)
     console.print(f"checkpoint selection: {report['selection']}")
+    autos = [r["auto"] for r in report.get("per_seed", []) if "auto" in r]
+    if autos:  # which candidate each seed kept, and why (every candidate is in the report)
+        chosen = ", ".join(f"{a['chosen']}" for a in autos)
+        console.print(f"method auto kept: {chosen} (by seed; {autos[0]['validator']} among source-only and the "
+                      "candidates the guard kept; the report lists every candidate)")
 
 
 @app.command()

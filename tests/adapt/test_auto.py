@@ -90,6 +90,7 @@ def test_fit_method_auto_reports_every_candidate_and_keeps_the_chosen(tmp_path: 
                        "--set", "train.steps=40", "--set", "adapt.auto_methods=[dann, mcc]",
                        "--name", "auto", "--output-dir", tmp_path, "--no-progress")
     assert code == 0, out
+    assert "method auto kept:" in out
     report = json.loads((tmp_path / "auto" / "report.json").read_text())
     auto = report["auto"]
     assert report["method"] == "auto"
