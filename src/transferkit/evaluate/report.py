@@ -185,11 +185,16 @@ def _head_lines(evals: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _by_seed(report: dict[str, Any], key: str) -> list[tuple[Any, Any]]:
+    """``(seed, report[key])`` of a single seed's report, or of each seed of an aggregate that has ``key``."""
+    if key in report:
+        return [(report.get("seed"), report[key])]
+    return [(r.get("seed"), r[key]) for r in report.get("per_seed", []) if key in r]
+
+
 def _auto_lines(report: dict[str, Any]) -> list[str]:
     """``adapt.method auto``: every candidate of each seed, its label-free score, what was chosen and why."""
-    seeds = [(report.get("seed"), report["auto"])] if "auto" in report else [
-        (r.get("seed"), r["auto"]) for r in report.get("per_seed", []) if "auto" in r
-    ]
+    seeds = _by_seed(report, "auto")
     if not seeds:
         return []
     lines = ["", "## Method auto", "",
@@ -215,9 +220,7 @@ def _auto_lines(report: dict[str, Any]) -> list[str]:
 
 def _guard_lines(report: dict[str, Any]) -> list[str]:
     """The negative-transfer guard's decision(s), with the reasons (see transferkit.measure.guard)."""
-    seeds = [(report.get("seed"), report["guard"])] if "guard" in report else [
-        (r.get("seed"), r["guard"]) for r in report.get("per_seed", []) if "guard" in r
-    ]
+    seeds = _by_seed(report, "guard")
     if not seeds:
         return []
     lines = ["", "## Negative-transfer guard", "",
