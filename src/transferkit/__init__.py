@@ -13,25 +13,45 @@ import os as _os
 # the offline guard's reach (transferkit.network); its own switch must be set before it is first imported.
 _os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
-from transferkit.config import RunConfig as RunConfig
-from transferkit.config import parse_config as parse_config
-from transferkit.data import DomainDataset as DomainDataset
-from transferkit.data import load_data as load_data
 from transferkit.errors import ConfigError as ConfigError
 from transferkit.errors import DataError as DataError
 from transferkit.errors import ModelError as ModelError
 from transferkit.errors import RunDirError as RunDirError
 from transferkit.errors import TransferkitError as TransferkitError
-from transferkit.estimator import TransferClassifier as TransferClassifier
-from transferkit.evaluate.metrics import classification_metrics as classification_metrics
-from transferkit.experiment import fit as fit
-from transferkit.features import extract_to_npz as extract_to_npz
-from transferkit.models.backbones import create_backbone as create_backbone
-from transferkit.models.heads import TransferModel as TransferModel
-from transferkit.tasks import Task as Task
-from transferkit.tasks import regression_metrics as regression_metrics
-from transferkit.train.engine import Engine as Engine
-from transferkit.train.engine import LossTerm as LossTerm
+
+# The rest of the public API is imported on first use (PEP 562): `import transferkit` and the CLI's `--help` do not
+# pay for torch, torchmetrics and the model libraries until something needs them.
+_LAZY = {
+    "RunConfig": "transferkit.config",
+    "parse_config": "transferkit.config",
+    "DomainDataset": "transferkit.data",
+    "load_data": "transferkit.data",
+    "TransferClassifier": "transferkit.estimator",
+    "classification_metrics": "transferkit.evaluate.metrics",
+    "fit": "transferkit.experiment",
+    "extract_to_npz": "transferkit.features",
+    "create_backbone": "transferkit.models.backbones",
+    "TransferModel": "transferkit.models.heads",
+    "Task": "transferkit.tasks",
+    "regression_metrics": "transferkit.tasks",
+    "Engine": "transferkit.train.engine",
+    "LossTerm": "transferkit.train.engine",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # later lookups are plain attribute reads
+        return value
+    raise AttributeError(f"module 'transferkit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __version__ = "0.1.0"
 
