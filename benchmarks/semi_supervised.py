@@ -6,7 +6,7 @@ Five ways to use them, LeNet from scratch, the same seed choosing the same K ite
 - ``target-only``: train on the K·10 labelled target items alone.
 - ``fine-tune``: pre-train on the labelled source (the ``source-only`` run below), then train on the K·10 items
   from its weights (``model.init_from``): sequential transfer.
-- ``joint``: labelled source and labelled target batches in one run, L = L_s + λ_t·L_t (``--target-labels-per-class
+- ``joint``: labelled source and labelled target batches in one run, L = L_s + λ_t·L_t (``--target-labels
   K``), no adaptation method.
 - ``semi-da``: joint plus an unsupervised method (``--method``, default MCC) on the unlabelled rest of the target.
 - K = 0 rows: ``source-only`` and the same method without labels (``unsupervised-da``), the curve's start.

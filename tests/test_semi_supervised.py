@@ -121,7 +121,7 @@ def test_unlabelled_target_cannot_give_labelled_items(tmp_path: Path) -> None:
 def test_cli_target_labels_per_class(tmp_path: Path) -> None:
     src, tgt = _blobs(tmp_path / "src.npz", False, 0), _blobs(tmp_path / "tgt.npz", True, 1)
     result = CliRunner().invoke(app, ["fit", "--source", str(src), "--target", str(tgt), "--backbone", "mlp",
-                                      "--epochs", "2", "--target-labels-per-class", "3", "--method", "mcc",
+                                      "--epochs", "2", "--target-labels", "3", "--method", "mcc",
                                       "--name", "cli", "--output-dir", str(tmp_path / "runs"), "--no-progress",
                                       "--set", "train.device=cpu"])
     assert result.exit_code == 0, result.output

@@ -99,7 +99,8 @@ def fit(
              "(`methods`)")] = None,
     lam: Annotated[float | None, typer.Option("--lambda", help="weight λ of the transfer loss")] = None,
     target_labels_per_class: Annotated[int | None, typer.Option(
-        help="also train on K labelled target items per class (joint, or semi-supervised with --method)")] = None,
+        "--target-labels", help="also train on K labelled target items per class (joint, or semi-supervised with "
+        "--method)")] = None,
     epochs: Annotated[int | None, typer.Option(help="training epochs")] = None,
     lr: Annotated[float | None, typer.Option(help="learning rate")] = None,
     batch_size: Annotated[int | None, typer.Option(help="batch size")] = None,
@@ -520,7 +521,7 @@ def measure(
     ] = False,
     split: Annotated[str, typer.Option(help="split of both datasets")] = "train",
     measures: Annotated[
-        str | None, typer.Option(help="comma-separated: mmd2,proxy_a,coral,wasserstein,sliced_wasserstein")
+        str | None, typer.Option(help="comma-separated: mmd2, proxy_a, coral, wasserstein, sliced_wasserstein")
     ] = None,
     max_samples: Annotated[int, typer.Option(help="per domain, for the permutation test, A-distance and OT")] = 1000,
     permutations: Annotated[int, typer.Option(help="permutations of the MMD test")] = 500,
