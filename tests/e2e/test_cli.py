@@ -470,3 +470,16 @@ def test_fit_refuses_a_pickled_model_unless_trusted(tmp_path: Path, tiny_npz: Pa
     code, out = invoke(*args, "--name", "trusted", "--trust-pickle")
     assert code == 0, out
     assert "trust_pickle: true" in (tmp_path / "runs" / "trusted" / "config.yaml").read_text()
+
+
+@pytest.mark.parametrize("command", ["fit", "evaluate", "predict", "extract", "measure", "rank", "sweep", "report"])
+def test_help_fits_80_columns_without_cutting_anything(command: str) -> None:
+    import os
+    import shutil
+
+    exe = shutil.which("transferkit", path=str(Path(sys.executable).parent))
+    assert exe is not None
+    done = subprocess.run([exe, command, "--help"], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "COLUMNS": "80", "TERM": "dumb"})
+    assert done.returncode == 0, done.stderr
+    assert "…" not in done.stdout, [line for line in done.stdout.splitlines() if "…" in line]
