@@ -564,7 +564,7 @@ def _auto_configs(cfg: RunConfig) -> tuple[dict[str, RunConfig], dict[str, str]]
         raise ConfigError("adapt.method auto chooses by class predictions: the first of model.heads must be a "
                           "classification head on `label` (or name a feature-alignment method: dan, coral, dann, afn)")
     frozen = cfg.finetune.strategy == "linear-probe" and cfg.model.bottleneck_dim is None
-    skipped = trainable_methods(a.auto_methods, frozen_features=frozen, reads_labels=True)
+    skipped = trainable_methods(a.auto_methods, frozen_features=frozen)
     configs = {m: cfg.model_copy(update={"adapt": a.model_copy(update={"method": m})})
                for m in a.auto_methods if m not in skipped}
     if not configs:

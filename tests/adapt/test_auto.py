@@ -59,9 +59,9 @@ def test_ensemble_agreement_by_hand() -> None:
 
 
 def test_feature_alignment_is_left_out_on_frozen_features() -> None:
-    skipped = trainable_methods(["dann", "mcc", "dan"], frozen_features=True, reads_labels=True)
+    skipped = trainable_methods(["dann", "mcc", "dan"], frozen_features=True)
     assert set(skipped) == {"dann", "dan"}
-    assert trainable_methods(["dann", "mcc"], frozen_features=False, reads_labels=True) == {}
+    assert trainable_methods(["dann", "mcc"], frozen_features=False) == {}
 
 
 @pytest.fixture

@@ -51,19 +51,13 @@ class AutoChoice:
         return asdict(self)
 
 
-def trainable_methods(methods: list[str], *, frozen_features: bool, reads_labels: bool) -> dict[str, str]:
+def trainable_methods(methods: list[str], *, frozen_features: bool) -> dict[str, str]:
     """``{method: reason}`` for each method of ``methods`` that cannot train with this model: a feature-alignment
-    method on frozen features, anything that reads class predictions without a classification head."""
+    method on frozen features."""
     from transferkit.adapt.methods import list_methods
 
-    skipped = {}
-    for name in methods:
-        spec = list_methods()[name]
-        if spec.aligns_features and frozen_features:
-            skipped[name] = "aligns features, which a linear probe without model.bottleneck_dim keeps frozen"
-        elif not reads_labels:
-            skipped[name] = "auto chooses by class predictions, which the primary head does not make"
-    return skipped
+    return {name: "aligns features, which a linear probe without model.bottleneck_dim keeps frozen"
+            for name in methods if list_methods()[name].aligns_features and frozen_features}
 
 
 def ensemble_agreement(candidates: dict[str, Candidate]) -> dict[str, float]:
