@@ -467,7 +467,7 @@ def fit_seed(
     model = build_model(cfg, data)
     t0 = time.perf_counter()
     weights = _source_weights(cfg, model, data, progress) if cfg.data.source_weighting == "discrepancy" else None
-    auto = _auto_configs(cfg)[0] if cfg.adapt.method == "auto" else None
+    auto, left_out = _auto_configs(cfg) if cfg.adapt.method == "auto" else (None, {})
     if auto is not None:  # source-only first: every candidate then trains exactly its number of steps
         result = _train(_plain(cfg), model, replace(data, target_train=None), run, seed, prefix="source-only-",
                         resume=resume, progress=progress, on_epoch=on_epoch, source_weights=weights)
@@ -534,7 +534,7 @@ def fit_seed(
         "evaluations": evals,
     }
     if auto_report is not None:
-        report["auto"] = auto_report
+        report["auto"] = {**auto_report, "left_out": left_out}  # methods this model cannot train, and why
     if guard is not None:
         report["guard"] = guard
     elif cfg.adapt.method not in ("none", "auto") and cfg.adapt.guard:

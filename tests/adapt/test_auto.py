@@ -110,6 +110,18 @@ def test_fit_method_auto_reports_every_candidate_and_keeps_the_chosen(tmp_path: 
     assert "Method auto" in (tmp_path / "auto" / "report.html").read_text()
 
 
+def test_methods_the_model_cannot_train_are_left_out_and_said(tmp_path: Path, shifted_npz: tuple[Path, Path]) -> None:
+    src, tgt = shifted_npz
+    code, out = invoke("fit", "--source", src, "--target", tgt, "--backbone", "mlp", "--method", "auto",
+                       "--strategy", "linear-probe", "--set", "train.steps=20",
+                       "--set", "adapt.auto_methods=[dann, mcc]", "--name", "lp", "--output-dir", tmp_path,
+                       "--no-progress")
+    assert code == 0, out
+    auto = json.loads((tmp_path / "lp" / "report.json").read_text())["auto"]
+    assert set(auto["candidates"]) == {SOURCE_ONLY, "mcc"} and "frozen" in auto["left_out"]["dann"]
+    assert "Not tried: dann" in (tmp_path / "lp" / "report.md").read_text()
+
+
 @pytest.mark.parametrize(("args", "needle"), [
     (["--method", "auto", "--lambda", "0.5"], "own default"),
     (["--method", "auto", "--set", "adapt.auto_methods=[dann, nope]"], "unknown method"),

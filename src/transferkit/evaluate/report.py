@@ -202,7 +202,8 @@ def _auto_lines(report: dict[str, Any]) -> list[str]:
              "among the rest and source-only (`transferkit.adapt.auto`). Target accuracy, where the target has labels, "
              "is shown here only: it decided nothing.", ""]
     for seed, a in seeds:
-        lines += [f"Seed {seed}: chose **{a['chosen']}**: {a['why']}.", "",
+        left_out = "".join(f" Not tried: {m} ({why})." for m, why in (a.get("left_out") or {}).items())
+        lines += [f"Seed {seed}: chose **{a['chosen']}**: {a['why']}.{left_out}", "",
                   f"| candidate | guard | {a['validator']} | target accuracy | seconds |", "|---|---|---:|---:|---:|"]
         for name, c in a["candidates"].items():
             verdict = "reference" if name == "source-only" else (
