@@ -44,6 +44,9 @@ from transferkit.train.engine import (
     source_cross_entropy,
     target_cross_entropy,
 )
+from transferkit.train.callbacks import console
+from transferkit.train.twin_cache import describe as describe_twin
+from transferkit.train.twin_cache import load_twin, store_twin, twin_key
 
 
 @dataclass
@@ -244,8 +247,6 @@ def _optional_split(specs: list[str], split: str, root: str | None) -> DomainDat
         return load_sources(specs, split, root)
     except DataError as exc:
         if "split" in str(exc).lower():
-            from transferkit.train.callbacks import console
-
             console.print(f"[yellow]note:[/] source {spec!r} has no {split!r} split; the source is not scored "
                           "(set data.eval_split to a split it has)", highlight=False)
             return None
@@ -483,13 +484,24 @@ def fit_seed(
     else:
         result = _train(cfg, model, data, run, seed, resume=resume, progress=progress, on_epoch=on_epoch,
                         source_weights=weights)
-    baseline = None
+    if cfg.adapt.method in ("none", "auto"):  # a later guarded run of the same settings reuses this model as its twin
+        store_twin(cfg, twin_key(cfg, seed, result.get("steps"), _trained_on(data), weights), model)
+    baseline, twin_reused = None, False
     if auto is None and cfg.adapt.method != "none" and cfg.adapt.guard and cfg.model.primary_reads_labels:
-        # The guard's twin: the same model, seed and settings without the transfer loss.
+        # The guard's twin: the same model, seed and settings without the transfer loss (trained once per key).
         torch.manual_seed(seed)
         baseline = build_model(cfg, data)
-        _train(_plain(cfg), baseline, replace(data, target_train=None), run, seed, prefix="source-only-", resume=resume,
-               progress=progress, on_epoch=on_epoch, source_weights=weights, steps=result.get("steps"))
+        key = twin_key(cfg, seed, result.get("steps"), _trained_on(data), weights)
+        twin_reused = load_twin(cfg, key, baseline)
+        if not twin_reused:
+            if progress:
+                console.print(f"negative-transfer guard: training the source-only twin ({result.get('steps')} steps)")
+            _train(_plain(cfg), baseline, replace(data, target_train=None), run, seed, prefix="source-only-",
+                   resume=resume, progress=progress, on_epoch=on_epoch, source_weights=weights,
+                   steps=result.get("steps"))
+            store_twin(cfg, key, baseline)
+        elif progress:
+            console.print("negative-transfer guard: source-only twin reused from an identical earlier run")
     if not get_accelerator(cfg.train.device, cfg.train.mixed_precision, cfg.train.grad_accum_steps).is_main_process:
         return {}  # under `accelerate launch`, the main process scores, decides and writes
     kw = {"batch_size": cfg.data.eval_batch_size, "num_workers": cfg.data.num_workers, "device": cfg.train.device}
@@ -513,7 +525,7 @@ def fit_seed(
                                                 preprocessed=_cached(shared.target_eval))
         if decision.keep == "source-only":
             model.load_state_dict(baseline.state_dict())
-        guard = {**decision.to_dict(), "gap": gap}
+        guard = {**decision.to_dict(), "gap": gap, "twin": describe_twin(twin_reused)}
     seconds = time.perf_counter() - t0
     merge_lora(model.backbone)  # adapters folded into their weights: the saved model needs no PEFT
     model.save(run.model)
@@ -543,7 +555,12 @@ def fit_seed(
                                 f"{model.tasks[0].field!r}, so it did not run")
     if weights is not None:
         report["source_weights"] = dict(zip(data.source_names, weights, strict=True))
-    return write_report(run, report)
+    return write_report(run, report, draw_map=seed == cfg.seeds[0])
+
+
+def _trained_on(data: RunData) -> list[DomainDataset | None]:
+    """The labelled data a source-only model is trained and selected on (what its twin-cache key hashes)."""
+    return [data.source_train, data.source_val, data.target_labelled]
 
 
 def _plain(cfg: RunConfig) -> RunConfig:

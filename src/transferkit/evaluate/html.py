@@ -134,7 +134,7 @@ def _seed_page(report: dict[str, Any], run_dir: Path) -> str:
     up = ""
     if run_dir.name.startswith("seed-") and (run_dir.parent / "config.yaml").is_file():
         up = f'<a href="../{REPORT_HTML}">← all seeds of this run</a>'
-    return _page(report, sections, up)
+    return page(report, sections, up)
 
 
 def _aggregate_page(report: dict[str, Any], run_dir: Path) -> str:
@@ -157,11 +157,11 @@ def _aggregate_page(report: dict[str, Any], run_dir: Path) -> str:
     sections.append(("confusion", "Confusion matrices", note + _confusions(first, first_dir, first_plots)))
     sections.append(("seeds", "Seeds", _seed_links(run_dir, per_seed)))
     sections.append(("config", "Configuration", _config(run_dir)))
-    return _page(report, sections)
+    return page(report, sections)
 
 
 # -- page frame ------------------------------------------------------------------------------------
-def _page(report: dict[str, Any], sections: list[tuple[str, str, str]], nav_extra: str = "") -> str:
+def page(report: dict[str, Any], sections: list[tuple[str, str, str]], nav_extra: str = "") -> str:
     from transferkit import __version__
 
     name = report.get("name") or "run"
@@ -463,6 +463,8 @@ def _map_heading(report: dict[str, Any]) -> str:
 def _feature_map_section(report: dict[str, Any], run_dir: Path, plots: dict[str, str]) -> str:
     info = report.get("feature_map")
     file = plots.get("feature map")
+    if info and info.get("drawn") is False:
+        return f'<p class="muted">No feature map here: {e(info.get("note"))}.</p>'
     if not info or not file:
         if not report.get("target"):
             why = "the run has no target domain."
@@ -484,14 +486,14 @@ def _feature_map_section(report: dict[str, Any], run_dir: Path, plots: dict[str,
         caption = f"'Before' is unavailable: {info.get('note') or 'no source-only model was trained'}. "
     if info.get("embedding") == "PCA":
         what += " PCA, not t-SNE: too few points for t-SNE's neighbourhoods."
-    return _figure(run_dir / file, "2-D map of source and target features", caption + what)
+    return figure(run_dir / file, "2-D map of source and target features", caption + what)
 
 
 def _curves(report: dict[str, Any], run_dir: Path, plots: dict[str, str]) -> str:
     file = plots.get("learning curves")
     if not file:
         return '<p class="muted">No learning curves: metrics.jsonl has no record.</p>'
-    return _figure(run_dir / file, "learning curves",
+    return figure(run_dir / file, "learning curves",
                    "Loss and accuracy per epoch on the source training data (solid) and the source validation "
                    "split (dashed), one line per phase" + (" and seed." if "per_seed" in report else "."))
 
@@ -503,7 +505,7 @@ def _confusions(report: dict[str, Any], run_dir: Path, plots: dict[str, str]) ->
         file = plots.get(f"confusion matrix ({role})")
         if file:
             m = evals[role]
-            figures[role] = _figure(run_dir / file, f"confusion matrix ({role})",
+            figures[role] = figure(run_dir / file, f"confusion matrix ({role})",
                                     f"{role}: {m.get('domain', '')}, {m.get('n', '')} items, accuracy "
                                     f"{_pct(m.get('accuracy'), 2)}%. Rows: true class; cells: counts, shaded by "
                                     "the share of the row.")
@@ -518,7 +520,7 @@ def _confusions(report: dict[str, Any], run_dir: Path, plots: dict[str, str]) ->
     return out
 
 
-def _figure(path: Path, alt: str, caption: str) -> str:
+def figure(path: Path, alt: str, caption: str) -> str:
     try:
         data = base64.b64encode(path.read_bytes()).decode("ascii")
     except OSError:

@@ -143,10 +143,14 @@ def plot_feature_map(
     n_points = len(after[0]) + len(after[1])
     method = map_method(n_points)
     embedded = []
-    for _, (src, tgt) in panels:
-        src, tgt = np.asarray(src), np.asarray(tgt)
-        z = embed_2d(np.concatenate([src, tgt]), method)
-        embedded.append((z[: len(src)], z[len(src):]))
+    from transferkit.train.callbacks import console
+
+    # a transient one-line status in a terminal (a t-SNE takes seconds); nothing in a log
+    with console.status(f"feature map: {method} of {n_points} points x {len(panels)}"):
+        for _, (src, tgt) in panels:
+            src, tgt = np.asarray(src), np.asarray(tgt)
+            z = embed_2d(np.concatenate([src, tgt]), method)
+            embedded.append((z[: len(src)], z[len(src):]))
     by_class = source_labels is not None and len(source_labels) == len(after[0]) and len(after[0]) > 0
     # two models: one column each, the class colouring below; one model: its two colourings side by side
     shape = (2 if by_class else 1, 2) if len(panels) == 2 else (1, 2 if by_class else 1)

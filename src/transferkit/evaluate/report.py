@@ -34,8 +34,10 @@ def aggregate(per_seed: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, A
     return out
 
 
-def write_report(run: RunDir, report: dict[str, Any]) -> dict[str, Any]:
-    """Write report.json, report.md and the plots of one seed's run."""
+def write_report(run: RunDir, report: dict[str, Any], *, draw_map: bool = True) -> dict[str, Any]:
+    """Write report.json, report.md and the plots of one seed's run. ``draw_map=False`` leaves the feature map's
+    t-SNE (seconds) undrawn: a multi-seed run draws it for its first seed, and ``transferkit report`` on any seed's
+    directory draws that seed's."""
     plots: dict[str, str] = {}
     curves = plot_learning_curves(read_jsonl(run.metrics), run.path / "learning_curves.png", report.get("name", ""))
     if curves is not None:
@@ -49,9 +51,13 @@ def write_report(run: RunDir, report: dict[str, Any]) -> dict[str, Any]:
             f"{role}: {metrics.get('domain', '')} (acc {metrics['accuracy']:.3f})",
         )
         plots[f"confusion matrix ({role})"] = png.name
-    fmap = _plot_feature_map(run, report)
-    if fmap is not None:
-        plots["feature map"] = fmap.name
+    if draw_map:
+        fmap = _plot_feature_map(run, report)
+        if fmap is not None:
+            plots["feature map"] = fmap.name
+    elif (run.path / FEATURE_MAP).is_file():
+        report["feature_map"] = {"drawn": False, "note": "drawn for the first seed only (a t-SNE takes seconds): "
+                                 f"`transferkit report {run.path}` draws this seed's"}
     report["plots"] = plots
     atomic_write_json(run.report_json, report)
     atomic_write_text(run.report_md, render_markdown(report))

@@ -223,16 +223,15 @@ def guard_signals(
         "confident_flips": {f"top_{q:g}": confident_flips(source_only.target_logits, adapted.target_logits, q)
                             for q in (0.1, 0.25, 0.5, 0.75)},
     }
-    if source_only.source_train_features is not None and source_only.source_val_labels is not None:
-        from transferkit.adapt.shallow import ImportanceReweighter
+    # One subsample per candidate for every number below: the importance-weighted validators (IWCV, DEV) and the
+    # weighted source accuracy then share one domain classifier per candidate (each fit takes seconds on 500-d
+    # features of well-separated domains) instead of fitting one per number.
+    subs = (subsampled(source_only, max_items, seed), subsampled(adapted, max_items, seed))
+    if (source_only.source_train_features is not None and source_only.source_val_labels is not None
+            and source_only.source_val_features is not None and source_only.target_features is not None):
+        from transferkit.measure.selection import importance_weights
 
-        rng = np.random.default_rng(seed)
-
-        def sub(x: np.ndarray) -> np.ndarray:
-            return x[rng.choice(len(x), max_items, replace=False)] if len(x) > max_items else x
-
-        w = ImportanceReweighter().fit(sub(source_only.source_train_features),
-                                       sub(source_only.target_features)).weights(source_only.source_val_features)
+        w = importance_weights(subs[0])
         labels = np.asarray(source_only.source_val_labels)
         out["weighted_source_accuracy"] = {
             c.name: float((w * (c.source_val_logits.argmax(1) == labels)).sum() / w.sum())
@@ -241,7 +240,7 @@ def guard_signals(
         out["weights_effective_share"] = float(w.sum() ** 2 / (w ** 2).sum() / len(w))
     for name, (fn, _) in VALIDATORS.items():
         try:
-            out[name] = {c.name: fn(subsampled(c, max_items, seed)) for c in (source_only, adapted)}
+            out[name] = {c.name: fn(sub) for c, sub in zip((source_only, adapted), subs, strict=True)}
         except DataError:  # a validator whose inputs are missing is simply not reported
             continue
     return out
