@@ -632,7 +632,7 @@ def demo(
     seeds: SeedsOpt = "0,1,2",
     full: Annotated[bool, typer.Option("--full", help="the default step budget, MCC and every fine-tuning "
                                        "strategy (about 10 min on 2 cores)")] = False,
-    steps: Annotated[int | None, typer.Option(help="pre-training and adaptation steps (default 1200; with "
+    steps: Annotated[int | None, typer.Option(help="pre-training and adaptation steps (default 1000; with "
                                                    "--full, the default budget)", min=1)] = None,
     shots: Annotated[int, typer.Option(help="labelled target images per class")] = 10,
     finetune_epochs: Annotated[int, typer.Option(help="epochs of each few-shot fine-tuning")] = 40,

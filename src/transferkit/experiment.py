@@ -484,7 +484,7 @@ def fit_seed(
     else:
         result = _train(cfg, model, data, run, seed, resume=resume, progress=progress, on_epoch=on_epoch,
                         source_weights=weights)
-    if cfg.adapt.method in ("none", "auto"):  # a later guarded run of the same settings reuses this model as its twin
+    if cfg.adapt.method in ("none", "auto") and cfg.data.target:  # a later guarded run reuses this model as its twin
         store_twin(cfg, twin_key(cfg, seed, result.get("steps"), _trained_on(data), weights), model)
     baseline, twin_reused = None, False
     if auto is None and cfg.adapt.method != "none" and cfg.adapt.guard and cfg.model.primary_reads_labels:
@@ -779,13 +779,15 @@ def _guard(
     """The negative-transfer guard's decision (:mod:`transferkit.measure.guard`), from label-free outputs only; the
     domain gap on each model's features, before (source-only) and after adaptation; and the two candidates
     ``(source-only, adapted)``, whose source-validation and target features are the report's feature map."""
-    from transferkit.measure.guard import guard_decision, guard_signals
+    from transferkit.measure.guard import IMPORTANCE_WEIGHTED, guard_decision, guard_signals
 
     val = data.source_val if data.source_val is not None else data.source_train
     assert data.target_train is not None  # an adaptation method always has one
-    # The source-train features only feed the recorded signals' domain classifiers, which use 2,000 items.
-    train = data.source_train
-    if len(train) > 2000:
+    # The source-train features only feed the importance-weighted signals' domain classifiers (2,000 items, seconds
+    # per candidate): computed where something reads them, auto's report and replay or a guard validator among them.
+    importance = cfg.adapt.method == "auto" or cfg.adapt.guard_validator in IMPORTANCE_WEIGHTED
+    train = data.source_train if importance else None
+    if train is not None and len(train) > 2000:
         train = train.subset(np.sort(np.random.default_rng(0).choice(len(train), 2000, replace=False)))
     if source_only is None:  # ``source_only``: the baseline's candidate, computed already (auto compares several)
         source_only = candidate_of("source-only", baseline, val, data.target_train, train, kw)
@@ -793,7 +795,7 @@ def _guard(
     decision = guard_decision(source_only, adapted_c, max_source_drop=cfg.adapt.guard_max_source_drop,
                               gap_alpha=cfg.adapt.guard_gap_alpha, absent_weight=cfg.adapt.guard_absent_weight,
                               flip_check=cfg.adapt.guard_flip_check, validator=cfg.adapt.guard_validator)
-    decision.numbers["signals"] = guard_signals(source_only, adapted_c)
+    decision.numbers["signals"] = guard_signals(source_only, adapted_c, importance=importance)
     return decision, decision.numbers.pop("gap", {}), (source_only, adapted_c)
 
 

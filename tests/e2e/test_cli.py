@@ -200,7 +200,7 @@ def test_demo_walks_the_whole_loop_at_a_tiny_size(tmp_path: Path) -> None:
     root = tmp_path / "demo"
     summary = json.loads((root / "report.json").read_text())
     assert set(summary["rows"]) == {"source only", "adapted: dann", "scratch (10/class)", "fine-tuned: full (10/class)"}
-    assert summary["budget"] == "6 steps of batch 32"
+    assert summary["budget"] == "6 steps of batch 64"
     assert {g["name"] for g in summary["gap"]} == {"mmd2", "proxy_a"} and set(summary["adaptation_gap"]["dann"]) == {
         "mmd2", "proxy_a"}
     for f in ("comparison.png", "report.md", "report.html"):

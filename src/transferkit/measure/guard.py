@@ -204,8 +204,12 @@ def confident_flips(source_only_logits: np.ndarray, adapted_logits: np.ndarray, 
     return float((ps[top].argmax(1) != np.asarray(adapted_logits)[top].argmax(1)).mean())
 
 
+# validators that weigh the source by a domain classifier's density ratio (a fit of seconds per candidate)
+IMPORTANCE_WEIGHTED = ("iwcv", "dev")
+
+
 def guard_signals(
-    source_only: Candidate, adapted: Candidate, *, max_items: int = 2000, seed: int = 0
+    source_only: Candidate, adapted: Candidate, *, max_items: int = 2000, seed: int = 0, importance: bool = True,
 ) -> dict[str, Any]:
     """Label-free numbers that compare the two models (recorded with the decision; not all are used by it).
 
@@ -215,7 +219,9 @@ def guard_signals(
     ``weighted_source_accuracy``:
     source-validation accuracy with each item weighted by how target-like it looks *to the source-only model*
     (one set of weights for both models, so the comparison is paired); and every validator that the
-    candidates' arrays allow.
+    candidates' arrays allow. ``importance=False`` leaves out the numbers that need a domain classifier per
+    candidate (``weighted_source_accuracy`` and :data:`IMPORTANCE_WEIGHTED`): a guarded run that uses none of them
+    does not pay their seconds.
     """
     ys, ya = source_only.target_logits.argmax(1), adapted.target_logits.argmax(1)
     out: dict[str, Any] = {
@@ -227,7 +233,7 @@ def guard_signals(
     # weighted source accuracy then share one domain classifier per candidate (each fit takes seconds on 500-d
     # features of well-separated domains) instead of fitting one per number.
     subs = (subsampled(source_only, max_items, seed), subsampled(adapted, max_items, seed))
-    if (source_only.source_train_features is not None and source_only.source_val_labels is not None
+    if (importance and source_only.source_train_features is not None and source_only.source_val_labels is not None
             and source_only.source_val_features is not None and source_only.target_features is not None):
         from transferkit.measure.selection import importance_weights
 
@@ -239,6 +245,8 @@ def guard_signals(
         }
         out["weights_effective_share"] = float(w.sum() ** 2 / (w ** 2).sum() / len(w))
     for name, (fn, _) in VALIDATORS.items():
+        if name in IMPORTANCE_WEIGHTED and not importance:
+            continue
         try:
             out[name] = {c.name: fn(sub) for c, sub in zip((source_only, adapted), subs, strict=True)}
         except DataError:  # a validator whose inputs are missing is simply not reported
