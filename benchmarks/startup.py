@@ -26,6 +26,11 @@ COMMANDS = {
     "transferkit methods": ["transferkit", "methods"],
     "transferkit datasets": ["transferkit", "datasets"],
     "transferkit backbones": ["transferkit", "backbones"],
+    # what `fit` and `evaluate` import before their first training step / forward pass (torchmetrics, ~3 s, comes
+    # later: when the first split is scored)
+    "imports before `fit` trains": [sys.executable, "-c", "import transferkit.cli, transferkit.experiment"],
+    "imports before `evaluate` predicts": [sys.executable, "-c",
+                                           "import transferkit.cli, transferkit.evaluate.predict, transferkit.runs"],
 }
 
 

@@ -85,8 +85,18 @@ def run_demo(
             "model": MODEL, "adapt": {"method": method}, "train": budget,
         }), progress=progress)
 
+    phases: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(phase: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        phases[phase] = round(now - clock, 1)
+        clock = now
+
     console.rule(f"[bold]1. pre-train LeNet on {SOURCE} (source only), seeds {list(seeds)}")
     pre = source_run("pretrain", "none")
+    lap("1. pre-train")
     rows: dict[str, dict[str, Any]] = {
         "source only": {"target": pre["summary"]["target"], "note": f"{SOURCE} labels only"},
     }
@@ -96,6 +106,7 @@ def run_demo(
     for g in gap:
         p = "" if g["p_value"] is None else f" (permutation test p = {g['p_value']:.3g})"
         console.print(f"  {g['name']}: {g['value']:.4g}{p}: {g['meaning']}", highlight=False, soft_wrap=True)
+    lap("2. measure the gap")
 
     console.rule(f"[bold]3. adapt to the unlabelled {TARGET} images (no target labels), seeds {list(seeds)}")
     adapt_gaps: dict[str, dict[str, Any]] = {}
@@ -109,6 +120,7 @@ def run_demo(
                     f"model in {kept.count('adapted')} of {len(kept)} seeds",
         }
         adapt_gaps[method] = _gap_change(guards)
+    lap("3. adapt")
 
     console.rule(f"[bold]4. fine-tune on {shots} labelled {TARGET} images per class, seeds {list(seeds)}")
     pretrained = RunDir(root.path / "pretrain").find_model(seeds[0] if len(seeds) > 1 else None)
@@ -133,6 +145,7 @@ def run_demo(
                                                                     f", starting from the {SOURCE} CNN"),
         }
 
+    lap("4. fine-tune")
     seconds = time.perf_counter() - t_start
     summary = {
         "name": name,
@@ -145,6 +158,7 @@ def run_demo(
                    f"the default step budget, batch {batch}"),
         "finetune_epochs": finetune_epochs,
         "seconds": seconds,
+        "phase_seconds": phases,
         "evaluated_on": f"{TARGET} test split (1,000 images)",
         "selection": "pre-training and adaptation: best MNIST validation accuracy; fine-tuning: last epoch "
         "(fixed budget); target test labels choose nothing",
@@ -202,7 +216,8 @@ def print_table(summary: dict[str, Any]) -> None:
             console.print(f"{method}: proxy A-distance {c['before']:.2f} (source-only features) -> {c['after']:.2f} "
                           f"(adapted), mean of {c['seeds']} seeds (0: domains indistinguishable, 2: separable)",
                           highlight=False)
-    console.print(f"Finished in {summary['seconds']:.0f} s. Open {summary.get('html', '')} in a browser "
+    steps = ", ".join(f"{k} {v:.0f} s" for k, v in summary.get("phase_seconds", {}).items())
+    console.print(f"Finished in {summary['seconds']:.0f} s ({steps}). Open {summary.get('html', '')} in a browser "
                   f"(the same in markdown: {summary.get('report', '')}).", highlight=False, soft_wrap=True)
 
 

@@ -555,7 +555,7 @@ def fit_seed(
                                 f"{model.tasks[0].field!r}, so it did not run")
     if weights is not None:
         report["source_weights"] = dict(zip(data.source_names, weights, strict=True))
-    return write_report(run, report, draw_map=seed == cfg.seeds[0])
+    return write_report(run, report, draw_plots=seed == cfg.seeds[0])
 
 
 def _trained_on(data: RunData) -> list[DomainDataset | None]:

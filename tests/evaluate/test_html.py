@@ -176,8 +176,8 @@ def test_multi_seed_source_only_report(runs: dict[str, Path]) -> None:
     assert {"seed-0/report.html", "seed-1/report.html"} <= set(page.refs)
     assert "'Before' is unavailable: a source-only run (adapt.method none)" in page.all_text
     assert "PCA, not t-SNE" in page.all_text  # 12 source-val + 60 target-test points: too few for t-SNE
+    _check_self_contained(*_page(runs["plain"] / "seed-0" / "report.html"))  # the seed whose plots are drawn
     seed_text, seed_page = _page(runs["plain"] / "seed-1" / "report.html")
-    _check_self_contained(seed_text, seed_page)
     assert "Negative-transfer guard" not in seed_page.h2 and "Configuration" in seed_page.h2
     assert "seeds:" in seed_page.all_text  # the run's config, one level up
     assert "../report.html" in seed_page.refs
@@ -236,12 +236,16 @@ def test_adapted_run_without_the_guard_says_why_there_is_no_before(runs: dict[st
     assert "Not measured: the negative-transfer guard was off" in words
 
 
-def test_only_the_first_seed_draws_its_map_and_report_draws_any_other(runs: dict[str, Path]) -> None:
-    first, second = runs["plain"] / "seed-0", runs["plain"] / "seed-1"
-    assert (first / "feature_map.png").is_file() and not (second / "feature_map.png").exists()
+def test_only_the_first_seed_draws_its_plots_and_report_draws_any_other(runs: dict[str, Path],
+                                                                        tmp_path: Path) -> None:
+    shutil.copytree(runs["plain"], tmp_path / "plain")
+    first, second = tmp_path / "plain" / "seed-0", tmp_path / "plain" / "seed-1"
+    pngs = ("feature_map.png", "learning_curves.png", "confusion_target.png")
+    assert all((first / f).is_file() for f in pngs) and not any((second / f).exists() for f in pngs)
     report = json.loads((second / "report.json").read_text())
-    assert report["feature_map"]["drawn"] is False and "transferkit report" in report["feature_map"]["note"]
-    assert "drawn for the first seed only" in _page(second / "report.html")[1].all_text
+    assert report["plots"] == {} and "transferkit report" in report["plots_note"]
+    assert _page(second / "report.html")[1].all_text.count("drawn for the first seed only") == 3
     invoke("report", second)
-    assert (second / "feature_map.png").is_file()
-    assert json.loads((second / "report.json").read_text())["feature_map"]["embedding"] in ("t-SNE", "PCA")
+    assert all((second / f).is_file() for f in pngs)
+    report = json.loads((second / "report.json").read_text())
+    assert "plots_note" not in report and report["feature_map"]["embedding"] in ("t-SNE", "PCA")

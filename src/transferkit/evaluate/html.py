@@ -463,8 +463,8 @@ def _map_heading(report: dict[str, Any]) -> str:
 def _feature_map_section(report: dict[str, Any], run_dir: Path, plots: dict[str, str]) -> str:
     info = report.get("feature_map")
     file = plots.get("feature map")
-    if info and info.get("drawn") is False:
-        return f'<p class="muted">No feature map here: {e(info.get("note"))}.</p>'
+    if report.get("plots_note"):
+        return _not_drawn(report)
     if not info or not file:
         if not report.get("target"):
             why = "the run has no target domain."
@@ -489,7 +489,13 @@ def _feature_map_section(report: dict[str, Any], run_dir: Path, plots: dict[str,
     return figure(run_dir / file, "2-D map of source and target features", caption + what)
 
 
+def _not_drawn(report: dict[str, Any]) -> str:
+    return f'<p class="muted">Not drawn here: {e(report["plots_note"])}.</p>'
+
+
 def _curves(report: dict[str, Any], run_dir: Path, plots: dict[str, str]) -> str:
+    if report.get("plots_note"):
+        return _not_drawn(report)
     file = plots.get("learning curves")
     if not file:
         return '<p class="muted">No learning curves: metrics.jsonl has no record.</p>'
@@ -499,6 +505,8 @@ def _curves(report: dict[str, Any], run_dir: Path, plots: dict[str, str]) -> str
 
 
 def _confusions(report: dict[str, Any], run_dir: Path, plots: dict[str, str]) -> str:
+    if report.get("plots_note"):
+        return _not_drawn(report)
     evals = report.get("evaluations", {})
     figures: dict[str, str] = {}
     for role in _ordered(evals):

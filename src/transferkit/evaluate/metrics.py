@@ -19,12 +19,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from torchmetrics.functional.classification import (
-    multiclass_accuracy,
-    multiclass_calibration_error,
-    multiclass_confusion_matrix,
-    multiclass_f1_score,
-)
 
 from transferkit.errors import DataError
 
@@ -48,6 +42,14 @@ def classification_metrics(
         raise DataError("cannot score an empty evaluation set")
     if labels.min() < 0 or labels.max() >= c:
         raise DataError(f"evaluation labels must lie in [0, {c - 1}]; unlabelled data cannot be scored")
+    # torchmetrics takes ~3 s to import (it pulls in torchvision): paid when something is scored, not at start-up
+    from torchmetrics.functional.classification import (
+        multiclass_accuracy,
+        multiclass_calibration_error,
+        multiclass_confusion_matrix,
+        multiclass_f1_score,
+    )
+
     preds = logits.argmax(1)
     probs = logits.softmax(1)
     cm = multiclass_confusion_matrix(preds, labels, num_classes=c)

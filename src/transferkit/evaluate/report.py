@@ -34,16 +34,22 @@ def aggregate(per_seed: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, A
     return out
 
 
-def write_report(run: RunDir, report: dict[str, Any], *, draw_map: bool = True) -> dict[str, Any]:
-    """Write report.json, report.md and the plots of one seed's run. ``draw_map=False`` leaves the feature map's
-    t-SNE (seconds) undrawn: a multi-seed run draws it for its first seed, and ``transferkit report`` on any seed's
-    directory draws that seed's."""
+def write_report(run: RunDir, report: dict[str, Any], *, draw_plots: bool = True) -> dict[str, Any]:
+    """Write report.json, report.md and the plots of one seed's run. ``draw_plots=False`` leaves the PNGs undrawn
+    (a t-SNE takes seconds, each other plot a fraction of one): a multi-seed run draws them for its first seed, whose
+    images its overview page shows, and ``transferkit report`` on any seed's directory draws that seed's."""
     plots: dict[str, str] = {}
-    curves = plot_learning_curves(read_jsonl(run.metrics), run.path / "learning_curves.png", report.get("name", ""))
+    report.pop("plots_note", None)
+    if not draw_plots:
+        report.pop("feature_map", None)
+        report["plots_note"] = (f"drawn for the first seed only, to keep small runs quick: `transferkit report "
+                                f"{run.path}` draws this seed's")
+    curves = plot_learning_curves(read_jsonl(run.metrics), run.path / "learning_curves.png",
+                                  report.get("name", "")) if draw_plots else None
     if curves is not None:
         plots["learning curves"] = curves.name
     classes = report["classes"]
-    for role, metrics in report.get("evaluations", {}).items():
+    for role, metrics in report.get("evaluations", {}).items() if draw_plots else ():
         if "confusion_matrix" not in metrics:
             continue  # a regression or multi-label primary head
         png = plot_confusion_matrix(
@@ -51,13 +57,9 @@ def write_report(run: RunDir, report: dict[str, Any], *, draw_map: bool = True) 
             f"{role}: {metrics.get('domain', '')} (acc {metrics['accuracy']:.3f})",
         )
         plots[f"confusion matrix ({role})"] = png.name
-    if draw_map:
-        fmap = _plot_feature_map(run, report)
-        if fmap is not None:
-            plots["feature map"] = fmap.name
-    elif (run.path / FEATURE_MAP).is_file():
-        report["feature_map"] = {"drawn": False, "note": "drawn for the first seed only (a t-SNE takes seconds): "
-                                 f"`transferkit report {run.path}` draws this seed's"}
+    fmap = _plot_feature_map(run, report) if draw_plots else None
+    if fmap is not None:
+        plots["feature map"] = fmap.name
     report["plots"] = plots
     atomic_write_json(run.report_json, report)
     atomic_write_text(run.report_md, render_markdown(report))
@@ -174,6 +176,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += ["", "## Plots", ""]
         for title, file in report["plots"].items():
             lines.append(f"![{title}]({Path(file).name})")
+    elif report.get("plots_note"):
+        lines += ["", f"Plots: {report['plots_note']}."]
     return "\n".join(lines) + "\n"
 
 
