@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from transferkit.data.domain import DomainDataset
+from transferkit.data.domain import DomainDataset, collate
 from transferkit.errors import ConfigError, DataError
 from transferkit.models.backbones import Backbone
 from transferkit.models.inference import inference_copy
@@ -71,7 +71,7 @@ def iter_features(
         batch_size = CPU_BATCH_SIZE if dev.type == "cpu" else GPU_BATCH_SIZE
     ds = dataset.with_transform(backbone.transform) if backbone.transform is not None else dataset
     loader = torch.utils.data.DataLoader(
-        ds, batch_size=batch_size, shuffle=False, num_workers=num_workers, persistent_workers=False
+        ds, batch_size=batch_size, shuffle=False, num_workers=num_workers, persistent_workers=False, collate_fn=collate
     )
     channels_last = dataset.kind == "image"
     model = inference_copy(backbone, dev, channels_last=channels_last)

@@ -76,8 +76,10 @@ def _mid_epoch_checkpoint(run: Path) -> dict[str, int] | None:
 
 
 def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
-    data, out = _data(tmp_path), tmp_path / "runs"
-    straight = _run(_args(data, out, "straight"))
+    # two output folders: runs of one folder share the guard's source-only twin (the second would reuse the
+    # first's and log no twin training), and this compares two runs that each train everything
+    data, out, alone = _data(tmp_path), tmp_path / "runs", tmp_path / "alone"
+    straight = _run(_args(data, alone, "straight"))
 
     killed = _run(_args(data, out, "killed"), SLOW_CLI)
     deadline, seen = time.monotonic() + 300, None
@@ -94,7 +96,7 @@ def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(tmp_path: Pat
     _finish(_run([*_args(data, out, "killed"), "--resume"]))
     _finish(straight)
 
-    a, b = out / "straight", out / "killed"
+    a, b = alone / "straight", out / "killed"
     wa, wb = load_file(str(a / "model.safetensors")), load_file(str(b / "model.safetensors"))
     assert wa.keys() == wb.keys() and all((wa[k] == wb[k]).all() for k in wa)  # bit-identical weights
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from transferkit.data.domain import DomainDataset
+from transferkit.data.domain import DomainDataset, collate
 from transferkit.evaluate.metrics import classification_metrics
 from transferkit.features import pick_device
 from transferkit.models.heads import TransferModel
@@ -49,7 +49,8 @@ def predict_outputs(
     """
     dev = pick_device(device)
     ds = dataset if preprocessed or model.transform is None else dataset.with_transform(model.transform)
-    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                                         collate_fn=collate)
     was_training = model.training
     model.eval().to(dev)
     feats, outs, ys = [], [], []
@@ -78,7 +79,8 @@ def predict_heads(
 
     dev = pick_device(device)
     ds = dataset if preprocessed or model.transform is None else dataset.with_transform(model.transform)
-    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                                         collate_fn=collate)
     was_training = model.training
     model.eval().to(dev)
     outs: dict[str, list[torch.Tensor]] = {}

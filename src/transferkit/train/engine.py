@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from transferkit.config import TrainConfig
-from transferkit.data.domain import UNLABELLED, DomainDataset, PairedLoader
+from transferkit.data.domain import UNLABELLED, DomainDataset, PairedLoader, collate
 from transferkit.errors import ConfigError, RunDirError, TrainingError
 from transferkit.runs import (
     RunDir,
@@ -180,6 +180,7 @@ def make_loader(ds: DomainDataset, batch_size: int, *, shuffle: bool, seed: int,
         sampler=sampler,
         num_workers=num_workers,
         drop_last=drop_last,
+        collate_fn=collate,
         persistent_workers=num_workers > 0,
         # Its own generator: every new iterator draws a worker base seed, which must not come from (and shift)
         # the global RNG that dropout and the losses use, or a mid-epoch resume would not replay them exactly.
