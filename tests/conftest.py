@@ -135,3 +135,14 @@ def reviews_jsonl(tmp_path: Path) -> Path:
                          else 1, "text": f"this {noun} is {words[i % 3]} very {words[(i + 1) % 3]}"})
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
     return path
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _library_loggers_on_the_session_stream() -> None:
+    """transformers attaches its log handler to whatever ``sys.stderr`` is when it first logs. Inside a CliRunner
+    invocation that is a buffer closed afterwards, and every later warning then prints "--- Logging error ---" with
+    a traceback. Configuring it once here binds it to the session's stream (torchmetrics, which imports
+    transformers, used to do this at collection; it is now imported only when something is scored)."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.get_verbosity()

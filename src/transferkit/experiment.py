@@ -37,6 +37,7 @@ from transferkit.models.backbones import Standardize, check_input_kind, create_b
 from transferkit.models.heads import IdentityBackbone, TransferModel
 from transferkit.runs import RunDir, atomic_path, atomic_write_text
 from transferkit.tasks import Task, UncertaintyWeights, attach_targets, build_tasks, head_loss_terms, is_default
+from transferkit.train.callbacks import console
 from transferkit.train.engine import (
     Engine,
     LossTerm,
@@ -44,7 +45,6 @@ from transferkit.train.engine import (
     source_cross_entropy,
     target_cross_entropy,
 )
-from transferkit.train.callbacks import console
 from transferkit.train.twin_cache import describe as describe_twin
 from transferkit.train.twin_cache import load_twin, store_twin, twin_key
 

@@ -177,7 +177,7 @@ def test_multi_seed_source_only_report(runs: dict[str, Path]) -> None:
     assert "'Before' is unavailable: a source-only run (adapt.method none)" in page.all_text
     assert "PCA, not t-SNE" in page.all_text  # 12 source-val + 60 target-test points: too few for t-SNE
     _check_self_contained(*_page(runs["plain"] / "seed-0" / "report.html"))  # the seed whose plots are drawn
-    seed_text, seed_page = _page(runs["plain"] / "seed-1" / "report.html")
+    seed_page = _page(runs["plain"] / "seed-1" / "report.html")[1]
     assert "Negative-transfer guard" not in seed_page.h2 and "Configuration" in seed_page.h2
     assert "seeds:" in seed_page.all_text  # the run's config, one level up
     assert "../report.html" in seed_page.refs

@@ -52,7 +52,8 @@ def twin_key(
     dumped = cfg.model_dump(mode="json")
     for k in _TOP_IGNORED:
         dumped.pop(k, None)
-    dumped["adapt"] = {k: v for k, v in dumped["adapt"].items() if k not in _ADAPT_IGNORED and not k.startswith("guard")}
+    dumped["adapt"] = {k: v for k, v in dumped["adapt"].items()
+                       if k not in _ADAPT_IGNORED and not k.startswith("guard")}
     what = {
         "config": dumped,
         "seed": seed,
