@@ -214,7 +214,8 @@ def print_table(summary: dict[str, Any]) -> None:
         if "proxy_a" in change:
             c = change["proxy_a"]
             console.print(f"{method}: proxy A-distance {c['before']:.2f} (source-only features) -> {c['after']:.2f} "
-                          f"(adapted), mean of {c['seeds']} seeds (0: domains indistinguishable, 2: separable)",
+                          f"(adapted), mean of {c['seeds']} seed{'s' if c['seeds'] != 1 else ''} (0: domains "
+                          "indistinguishable, 2: separable)",
                           highlight=False)
     steps = ", ".join(f"{k} {v:.0f} s" for k, v in summary.get("phase_seconds", {}).items())
     console.print(f"Finished in {summary['seconds']:.0f} s ({steps}). Open {summary.get('html', '')} in a browser "
