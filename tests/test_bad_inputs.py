@@ -127,7 +127,7 @@ def _vectors(path: Path, n: int = 12, width: int = 4, classes: tuple[str, ...] =
 def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished one-epoch MLP run (model, report, checkpoints); tests copy it before changing anything."""
     root = tmp_path_factory.mktemp("trained")
-    cfg = _config(root, _vectors(root / "toy.npz", n=16))
+    cfg = _config(root, _vectors(root / "toy.npz", n=16), train={"keep_finished_checkpoints": True})
     fit(cfg, progress=False)
     assert (cfg.run_path / "model.safetensors").is_file()
     return cfg.run_path

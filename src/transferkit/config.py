@@ -354,6 +354,10 @@ class TrainConfig(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     early_stopping_patience: Annotated[int, Field(ge=1)] | None = None
     keep_checkpoints: Annotated[int, Field(ge=1)] = Field(1, description="epoch checkpoints kept besides the best")
+    keep_finished_checkpoints: bool = Field(
+        False, description="keep a seed's checkpoints once it has finished (its model.safetensors and report are "
+        "written; a resume needs checkpoints only of an unfinished seed)"
+    )
     checkpoint_every_steps: Annotated[int, Field(ge=1)] | None = Field(
         None, description="also checkpoint within an epoch every this many steps (--resume continues at that step)"
     )

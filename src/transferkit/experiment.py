@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -555,7 +556,12 @@ def fit_seed(
                                 f"{model.tasks[0].field!r}, so it did not run")
     if weights is not None:
         report["source_weights"] = dict(zip(data.source_names, weights, strict=True))
-    return write_report(run, report, draw_plots=seed == cfg.seeds[0])
+    written = write_report(run, report, draw_plots=seed == cfg.seeds[0])
+    if not cfg.train.keep_finished_checkpoints:
+        # model.safetensors and the report are on disk: a resume skips this seed, so its checkpoints (the optimiser
+        # state, a discriminator's, every phase's best and last) are dead weight: 25 MB each for a LeNet DANN
+        shutil.rmtree(run.checkpoints, ignore_errors=True)
+    return written
 
 
 def _trained_on(data: RunData) -> list[DomainDataset | None]:
@@ -1047,6 +1053,7 @@ def _single_summary(report: dict[str, Any]) -> dict[str, Any]:
 # Settings that change how a run is carried out, not what it computes: a resume may change them.
 RESUME_MAY_CHANGE = frozenset({
     "train.threads", "train.checkpoint_every_steps", "train.checkpoint_every_minutes", "train.keep_checkpoints",
+    "train.keep_finished_checkpoints",
     "data.num_workers", "data.cache_mb", "tracking.log_to", "tracking.mlflow_uri", "tracking.experiment",
 })
 

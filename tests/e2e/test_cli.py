@@ -48,11 +48,21 @@ def trained_run(tmp_path: Path, tiny_npz: Path) -> Path:
     return tmp_path / "runs" / "toy"
 
 
+def test_finished_checkpoints_are_kept_on_request(tmp_path: Path) -> None:
+    data = tmp_path / "toy.npz"
+    rng = np.random.default_rng(0)
+    np.savez(data, x_train=rng.normal(size=(40, 3)).astype(np.float32), y_train=np.arange(40) % 2)
+    code, out = invoke("fit", "--source", data, "--backbone", "mlp", "--epochs", "1", "--name", "kept",
+                       "--output-dir", tmp_path, "--no-progress", "--set", "train.keep_finished_checkpoints=true")
+    assert code == 0, out
+    assert (tmp_path / "kept" / "checkpoints" / "train" / "best" / "model.safetensors").is_file()
+
+
 def test_fit_writes_a_complete_run_directory(trained_run: Path) -> None:
     for name in ("config.yaml", "metrics.jsonl", "model.safetensors", "report.json", "report.md",
                  "learning_curves.png", "confusion_target.png"):
         assert (trained_run / name).is_file(), name
-    assert (trained_run / "checkpoints" / "train" / "best" / "model.safetensors").is_file()
+    assert not (trained_run / "checkpoints").exists()  # a finished seed's checkpoints: removed, nothing resumes them
     report = json.loads((trained_run / "report.json").read_text())
     assert report["evaluations"]["target"]["accuracy"] > 0.8  # separable toy task
     assert len((trained_run / "metrics.jsonl").read_text().splitlines()) == 3

@@ -254,7 +254,7 @@ def test_metrics_records_of_the_wrong_shape_are_skipped(finished_run: Path) -> N
 def test_damaged_checkpoints_on_resume(tmp_path: Path, meta: str | None, state: Any) -> None:
     import torch
 
-    code, text = _fit(tmp_path, "--epochs", "2")
+    code, text = _fit(tmp_path, "--epochs", "2", "--set", "train.keep_finished_checkpoints=true")
     assert code == 0, text
     run = tmp_path / "runs" / "r"
     (run / "report.json").unlink()
