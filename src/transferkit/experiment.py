@@ -911,10 +911,6 @@ def _train(
     return _result_dict(res, engine)
 
 
-# feature-alignment methods whose loss also reads the class predictions (a softmax, a classification margin)
-READS_CLASSES = frozenset({"jan", "cdan", "cdan+e", "mdd"})
-
-
 def _check_combination(cfg: RunConfig) -> None:
     """Settings that are each valid but cannot work together."""
     from transferkit.features import pick_device
@@ -934,8 +930,7 @@ def _check_combination(cfg: RunConfig) -> None:
     if needs_pairs and cfg.data.batch_size < 2:
         raise ConfigError("data.batch_size must be >= 2 with an adaptation method or a bottleneck (batch statistics)")
     kind = cfg.model.primary_kind
-    reads_classes = (method is not None and not method.aligns_features) or cfg.adapt.method in READS_CLASSES
-    if kind != "classification" and reads_classes:
+    if kind != "classification" and method is not None and method.reads_classes:
         raise ConfigError(
             f"adapt.method {cfg.adapt.method!r} reads class predictions, but the primary head "
             f"{cfg.model.heads[0].name!r} is {kind}: use a feature-alignment method (dan, coral, dann, afn) or "

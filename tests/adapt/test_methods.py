@@ -25,6 +25,25 @@ def test_registry_lists_the_methods_of_the_issue() -> None:
 
 
 @pytest.mark.parametrize("name", METHODS)
+def test_reads_classes_says_whether_the_loss_reads_the_predictions(name: str) -> None:
+    """The flag a regression head is refused by (and what a new method must set), checked on the loss itself: does
+    its value change when only the class predictions do? (CDAN and MDD read them without a gradient through them.)"""
+    torch.manual_seed(0)
+    (term,) = build_method(name, feature_dim=8, num_classes=3)
+    if term.module is not None:
+        term.module.eval()  # no dropout: the two calls differ only by their logits
+    fs, ft = torch.randn(6, 8), torch.randn(6, 8)
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+
+    def loss(logits: torch.Tensor) -> float:
+        with torch.no_grad():
+            return float(term.fn(StepOutputs(fs, logits[:6], y, ft, logits[6:], progress=0.5)))
+
+    a, b = torch.randn(12, 3) * 5, torch.randn(12, 3) * 5
+    assert list_methods()[name].reads_classes == (loss(a) != loss(b))
+
+
+@pytest.mark.parametrize("name", METHODS)
 def test_each_method_gives_a_finite_differentiable_loss(name: str) -> None:
     torch.manual_seed(0)
     (term,) = build_method(name, feature_dim=8, num_classes=3)

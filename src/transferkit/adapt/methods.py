@@ -53,6 +53,8 @@ class MethodSpec:
     default_weight: float = 1.0
     options: dict[str, Any] = field(default_factory=dict)
     aligns_features: bool = False  # its loss moves the features: needs something trainable under them
+    # its loss reads the class predictions (a softmax, a margin, pseudo-labels): needs a classification head first
+    reads_classes: bool = False
     # computed on the step's batch gathered from every process under `accelerate launch`; False for a mean over
     # items that uses more than the gathered tensors (self-training's strong views of the local inputs)
     global_batch: bool = True
@@ -358,29 +360,30 @@ for _spec in (
     MethodSpec("dan", "multi-kernel MMD between source and target features", "Long et al., ICML 2015", _dan,
                options={**_KERNEL, "linear": False}, aligns_features=True),
     MethodSpec("jan", "joint MMD over features and softmax outputs", "Long et al., ICML 2017", _jan, options=_KERNEL,
-               aligns_features=True),
+               aligns_features=True, reads_classes=True),
     MethodSpec("coral", "match second-order feature statistics (Deep CORAL)", "Sun & Saenko, ECCV-W 2016", _coral,
                aligns_features=True),
     MethodSpec("dann", "domain discriminator behind a gradient reversal layer", "Ganin et al., JMLR 2016", _dann,
                options=dict(_ADV), aligns_features=True),
     MethodSpec("cdan", "discriminator conditioned on features ⊗ predictions", "Long et al., NeurIPS 2018",
                _cdan_builder(False), options={**_ADV, "max_product_dim": 4096, "random_dim": 1024},
-               aligns_features=True),
+               aligns_features=True, reads_classes=True),
     MethodSpec("cdan+e", "CDAN with entropy weighting of certain samples", "Long et al., NeurIPS 2018",
                _cdan_builder(True), options={**_ADV, "max_product_dim": 4096, "random_dim": 1024},
-               aligns_features=True),
+               aligns_features=True, reads_classes=True),
     MethodSpec("mdd", "margin disparity discrepancy with an adversarial head", "Zhang et al., ICML 2019", _mdd,
-               options={"hidden": 1024, "grl_max": 0.1, "grl_ramp": True, "margin": 4.0}, aligns_features=True),
+               options={"hidden": 1024, "grl_max": 0.1, "grl_ramp": True, "margin": 4.0}, aligns_features=True,
+               reads_classes=True),
     MethodSpec("mcc", "minimum class confusion on target predictions", "Jin et al., ECCV 2020",
-               _on_target_logits(mcc_loss, "temperature"), options={"temperature": 2.5}),
+               _on_target_logits(mcc_loss, "temperature"), options={"temperature": 2.5}, reads_classes=True),
     MethodSpec("bnm", "batch nuclear-norm maximisation on target predictions", "Cui et al., CVPR 2020",
-               _on_target_logits(bnm_loss)),
+               _on_target_logits(bnm_loss), reads_classes=True),
     MethodSpec("entropy", "target entropy minimisation", "Grandvalet & Bengio, NeurIPS 2005",
-               _on_target_logits(entropy_loss), default_weight=0.1),
+               _on_target_logits(entropy_loss), default_weight=0.1, reads_classes=True),
     MethodSpec("afn", "stepwise adaptive feature norm", "Xu et al., ICCV 2019", _afn, default_weight=0.05,
                options={"delta": 1.0}, aligns_features=True),
     MethodSpec("self-training", "confident target pseudo-labels, learnt on strongly augmented images",
                "Lee, ICML-W 2013; Sohn et al. (FixMatch), NeurIPS 2020", _self_training,
-               options={"threshold": 0.9, "strong_views": True}, global_batch=False),
+               options={"threshold": 0.9, "strong_views": True}, global_batch=False, reads_classes=True),
 ):
     _register(_spec)
