@@ -631,7 +631,7 @@ def demo(
     name: Annotated[str | None, typer.Option(help="run name (default demo-<timestamp>)")] = None,
     seeds: SeedsOpt = "0,1,2",
     full: Annotated[bool, typer.Option("--full", help="the default step budget, MCC and every fine-tuning "
-                                       "strategy (about 10 min on 2 cores)")] = False,
+                                       "strategy (longer)")] = False,
     steps: Annotated[int | None, typer.Option(help="pre-training and adaptation steps (default 1000; with "
                                                    "--full, the default budget)", min=1)] = None,
     shots: Annotated[int, typer.Option(help="labelled target images per class")] = 10,

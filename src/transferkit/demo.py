@@ -101,8 +101,8 @@ def run_demo(
         "source only": {"target": pre["summary"]["target"], "note": f"{SOURCE} labels only"},
     }
     console.rule(f"[bold]2. measure the domain gap on the pre-trained CNN's features (seed {seeds[0]})")
-    gap = measure_demo_gap(RunDir(root.path / "pretrain").find_model(seeds[0] if len(seeds) > 1 else None),
-                           progress=progress)
+    pretrained = RunDir(root.path / "pretrain").find_model(seeds[0] if len(seeds) > 1 else None)
+    gap = measure_demo_gap(pretrained, progress=progress)
     for g in gap:
         p = "" if g["p_value"] is None else f" (permutation test p = {g['p_value']:.3g})"
         console.print(f"  {g['name']}: {g['value']:.4g}{p}: {g['meaning']}", highlight=False, soft_wrap=True)
@@ -123,7 +123,6 @@ def run_demo(
     lap("3. adapt")
 
     console.rule(f"[bold]4. fine-tune on {shots} labelled {TARGET} images per class, seeds {list(seeds)}")
-    pretrained = RunDir(root.path / "pretrain").find_model(seeds[0] if len(seeds) > 1 else None)
     settings: list[tuple[str, str, dict[str, Any], dict[str, Any]]] = [
         (f"scratch ({shots}/class)", "lenet", {"strategy": "full"}, {"lr": 1e-3})
     ]

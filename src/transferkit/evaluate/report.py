@@ -38,33 +38,39 @@ def write_report(run: RunDir, report: dict[str, Any], *, draw_plots: bool = True
     """Write report.json, report.md and the plots of one seed's run. ``draw_plots=False`` leaves the PNGs undrawn
     (a t-SNE takes seconds, each other plot a fraction of one): a multi-seed run draws them for its first seed, whose
     images its overview page shows, and ``transferkit report`` on any seed's directory draws that seed's."""
-    plots: dict[str, str] = {}
     report.pop("plots_note", None)
-    if not draw_plots:
+    if draw_plots:
+        plots = _draw_plots(run, report)
+    else:
+        plots = {}
         report.pop("feature_map", None)
         report["plots_note"] = (f"drawn for the first seed only, to keep small runs quick: `transferkit report "
                                 f"{run.path}` draws this seed's")
-    curves = plot_learning_curves(read_jsonl(run.metrics), run.path / "learning_curves.png",
-                                  report.get("name", "")) if draw_plots else None
-    if curves is not None:
-        plots["learning curves"] = curves.name
-    classes = report["classes"]
-    for role, metrics in report.get("evaluations", {}).items() if draw_plots else ():
-        if "confusion_matrix" not in metrics:
-            continue  # a regression or multi-label primary head
-        png = plot_confusion_matrix(
-            metrics["confusion_matrix"], classes, run.path / f"confusion_{role}.png",
-            f"{role}: {metrics.get('domain', '')} (acc {metrics['accuracy']:.3f})",
-        )
-        plots[f"confusion matrix ({role})"] = png.name
-    fmap = _plot_feature_map(run, report) if draw_plots else None
-    if fmap is not None:
-        plots["feature map"] = fmap.name
     report["plots"] = plots
     atomic_write_json(run.report_json, report)
     atomic_write_text(run.report_md, render_markdown(report))
     atomic_write_text(run.path / REPORT_HTML, render_html(report, run.path))
     return report
+
+
+def _draw_plots(run: RunDir, report: dict[str, Any]) -> dict[str, str]:
+    """The seed's PNGs (learning curves, a confusion matrix per scored split, the feature map), by title."""
+    plots: dict[str, str] = {}
+    curves = plot_learning_curves(read_jsonl(run.metrics), run.path / "learning_curves.png", report.get("name", ""))
+    if curves is not None:
+        plots["learning curves"] = curves.name
+    for role, metrics in report.get("evaluations", {}).items():
+        if "confusion_matrix" not in metrics:
+            continue  # a regression or multi-label primary head
+        png = plot_confusion_matrix(
+            metrics["confusion_matrix"], report["classes"], run.path / f"confusion_{role}.png",
+            f"{role}: {metrics.get('domain', '')} (acc {metrics['accuracy']:.3f})",
+        )
+        plots[f"confusion matrix ({role})"] = png.name
+    fmap = _plot_feature_map(run, report)
+    if fmap is not None:
+        plots["feature map"] = fmap.name
+    return plots
 
 
 def _plot_feature_map(run: RunDir, report: dict[str, Any]) -> Path | None:
