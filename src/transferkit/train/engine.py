@@ -223,8 +223,9 @@ def get_accelerator(device: str = "auto", mixed_precision: str = "auto", grad_ac
 
 def channels_last(setting: str, model: nn.Module, device: torch.device) -> bool:
     """Whether to train in the channels-last layout: ``auto`` picks it for a convolutional network on a CPU, where
-    oneDNN's convolutions run faster on it (measured: a LeNet step of 64 digits 15.8 -> 10.2 ms, a DANN step 44.5 ->
-    35.8 ms on 2 cores). The arithmetic is the same; only the order of summation inside a convolution may differ."""
+    oneDNN's convolutions run faster on it (``benchmarks/cpu_step.py``: a LeNet step of 64 digits 15.6 -> 9.9 ms, a
+    DANN step 37.7 -> 28.3 ms on 2 cores). The arithmetic is the same; only the order of summation inside a
+    convolution may differ."""
     if setting != "auto":
         return setting == "channels_last"
     return device.type == "cpu" and any(isinstance(m, nn.Conv2d) for m in model.modules())
@@ -672,7 +673,7 @@ class Engine:
 
     def _optimizer(self, groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
         # torch's fused kernels: the same update as the default per-tensor loop, one kernel for every parameter
-        # (measured: AdamW on LeNet + a DANN discriminator, 6.9 -> 1.0 ms per step on 2 CPU cores); where a device
+        # (``benchmarks/cpu_step.py``: a DANN step of LeNet 42.1 -> 37.7 ms on 2 CPU cores); where a device
         # or dtype has no fused kernel, torch's default implementation
         fused = all(p.dtype.is_floating_point and p.device.type in ("cpu", "cuda") for g in groups for p in g["params"])
         kw: dict[str, Any] = {"fused": True} if fused else {}
