@@ -237,6 +237,11 @@ class FinetuneConfig(_Strict):
         10, description="epochs of the linear-probe phase (lp-ft)"
     )
     lp_lr: Annotated[float, Field(gt=0.0)] | None = Field(None, description="LR of the linear-probe phase")
+    probe_solver: Literal["auto", "lbfgs", "sgd"] = Field(
+        "auto", description="linear-probe: lbfgs = L2 logistic regression solved to convergence on the cached "
+        "features, C by 5-fold source cross-validation; sgd = the engine's optimiser; auto = lbfgs for a plain "
+        "classification probe without train.epochs/steps"
+    )
     freeze_bn: bool = Field(
         False, description="keep every BatchNorm's running statistics while fine-tuning (small batches; LP-FT, "
         "whose head was fitted to features normalised by those statistics)"

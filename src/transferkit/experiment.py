@@ -33,6 +33,7 @@ from transferkit.evaluate.predict import predict_outputs, score
 from transferkit.evaluate.report import FEATURE_MAP, write_aggregate_report, write_report
 from transferkit.features import cached_features
 from transferkit.finetune import apply_strategy, param_groups
+from transferkit.finetune.convex_probe import solver_for
 from transferkit.finetune.lora import merge_lora
 from transferkit.models.backbones import Standardize, check_input_kind, create_backbone
 from transferkit.models.heads import IdentityBackbone, TransferModel
@@ -885,6 +886,8 @@ def _train(
         "num_workers": cfg.data.num_workers,
         "progress": progress,
     }
+    if strategy == "linear-probe" and solver_for(cfg) == "lbfgs":
+        return _convex_probe(model, data, seed, cfg=cfg, progress=progress)
     if strategy in ("linear-probe", "lp-ft"):
         epochs = cfg.train.epochs if strategy == "linear-probe" else cfg.finetune.lp_epochs
         lr = cfg.train.lr if strategy == "linear-probe" or cfg.finetune.lp_lr is None else cfg.finetune.lp_lr
@@ -916,6 +919,7 @@ def _check_combination(cfg: RunConfig) -> None:
     from transferkit.features import pick_device
 
     pick_device(cfg.train.device)
+    solver_for(cfg)  # finetune.probe_solver lbfgs on a probe that is more than logistic regression
     method = list_methods().get(cfg.adapt.method)
     frozen = cfg.finetune.strategy == "linear-probe" and cfg.model.bottleneck_dim is None
     if method is not None and method.aligns_features and frozen:
@@ -981,6 +985,28 @@ def _linear_probe(cfg: RunConfig, model: TransferModel, data: RunData, train_cfg
     return _result_dict(res, engine)
 
 
+def _convex_probe(model: TransferModel, data: RunData, seed: int, *, cfg: RunConfig,
+                  progress: bool) -> dict[str, Any]:
+    """The head as L2 logistic regression on the cached features of the source's training split (the validation
+    split stays held out: the guard and the validators score on it)."""
+    from contextlib import nullcontext
+
+    from transferkit.finetune.convex_probe import fit_convex_probe
+
+    apply_strategy(model, cfg.finetune, phase="lp")
+    feats = cached_features(model.backbone, data.source_train, batch_size=None, num_workers=cfg.data.num_workers,
+                            device=cfg.train.device, progress=progress)
+    waiting = console.status("linear probe: L-BFGS, the L2 strength by cross-validation") if progress else None
+    with waiting or nullcontext():
+        fit = fit_convex_probe(np.asarray(feats.inputs), np.asarray(feats.labels), num_classes=len(model.classes),
+                               seed=seed)
+    with torch.no_grad():
+        model.head.fc.weight.copy_(torch.from_numpy(fit.weight))
+        model.head.fc.bias.copy_(torch.from_numpy(fit.bias))
+    return {"solver": fit.describe(), "probe_c": fit.c, "cv_accuracy": fit.cv_accuracy,
+            "solver_iterations": fit.iterations, "steps": None, "budget": "solved to convergence (L-BFGS)"}
+
+
 def _result_dict(res: Any, engine: Engine) -> dict[str, Any]:
     out = {
         "best_epoch": res.best_epoch,
@@ -1014,7 +1040,10 @@ def _header(cfg: RunConfig, data: RunData) -> dict[str, Any]:
         scored += "; the source file has no splits, so the source score is on the items it trained on"
     measure = {"classification": "accuracy", "regression": "MAE", "multilabel": "micro-F1"}[cfg.model.primary_kind]
     selection = (
-        f"best source-validation {measure}"
+        "none: the linear probe is solved to convergence (L-BFGS), its L2 strength chosen by cross-validation on "
+        "the source's training split"
+        if solver_for(cfg) == "lbfgs"
+        else f"best source-validation {measure}"
         if data.source_val is not None
         else f"last epoch (no validation split: {data.val_note or 'data.val_fraction = 0'})"
     )

@@ -215,7 +215,9 @@ def _results_single(report: dict[str, Any]) -> str:
         shown = ", ".join(f"{name} {w:.2f}" for name, w in report["source_weights"].items())
         out += (f"<p>Source weights (MMD² to the target, measured before training; mean 1): {e(shown)}.</p>")
     fit = report.get("fit")
-    if fit:
+    if fit and fit.get("solver"):
+        out += f"<p>Fitted in {_num(fit.get('seconds'), 1)} s: {e(fit['solver'])}.</p>"
+    elif fit:
         best = fit.get("best_epoch")
         text = (f"Trained {e(fit.get('epochs_run'))} epochs in {_num(fit.get('seconds'), 1)} s; selected epoch "
                 f"{e(best + 1 if isinstance(best, int) else best)}")

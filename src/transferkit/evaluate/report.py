@@ -166,7 +166,9 @@ def render_markdown(report: dict[str, Any]) -> str:
                     cells.append("–" if v is None else f"{100 * v:.1f}")
                 lines.append(f"| {c} | " + " | ".join(cells) + " |")
         fit = report.get("fit")
-        if fit:
+        if fit and fit.get("solver"):
+            lines += ["", f"Fitted in {fit['seconds']:.1f} s: {fit['solver']}."]
+        elif fit:
             lines += ["", f"Trained {fit['epochs_run']} epochs in {fit['seconds']:.1f} s; "
                       f"selected epoch {fit['best_epoch'] + 1}"
                       + (f" (source val acc {fit['best_val_acc']:.4f})" if fit.get("best_val_acc") is not None else "")
