@@ -24,7 +24,8 @@ from transferkit.experiment import fit
 from transferkit.models.backbones import create_backbone
 from transferkit.models.heads import TransferModel
 from transferkit.runs import RunDir, read_jsonl
-from transferkit.train.engine import Engine, _newest_checkpoint
+from transferkit.train.checkpoints import newest_checkpoint
+from transferkit.train.engine import Engine
 
 
 class _Killed(BaseException):
@@ -84,7 +85,7 @@ def test_a_kill_at_every_write_leaves_a_loadable_checkpoint_and_resumes_identica
         with monkeypatch.context() as m, pytest.raises(_Killed):
             _KillAt(m, at)
             _fit(run)
-        newest = _newest_checkpoint(run.checkpoints / "train")
+        newest = newest_checkpoint(run.checkpoints / "train")
         if newest is not None:  # loadable: weights without pickle, state with weights_only
             load_file(str(newest / "model.safetensors"))
             torch.load(newest / "state.pt", weights_only=True)

@@ -239,8 +239,12 @@ class FinetuneConfig(_Strict):
     lp_lr: Annotated[float, Field(gt=0.0)] | None = Field(None, description="LR of the linear-probe phase")
     probe_solver: Literal["auto", "lbfgs", "sgd"] = Field(
         "auto", description="linear-probe: lbfgs = L2 logistic regression solved to convergence on the cached "
-        "features, C by 5-fold source cross-validation; sgd = the engine's optimiser; auto = lbfgs for a plain "
-        "classification probe without train.epochs/steps"
+        "features; sgd = the engine's optimiser; auto = lbfgs for a plain classification probe without "
+        "train.epochs/steps"
+    )
+    probe_c: Annotated[float, Field(gt=0.0, le=1e6)] | None = Field(
+        1.0, description="lbfgs probe: inverse L2 strength C (scikit-learn's; loss = Σ CE + ‖W‖²/2C); null: chosen "
+        "from 0.01-100 by 5-fold cross-validation on the source's training split"
     )
     freeze_bn: bool = Field(
         False, description="keep every BatchNorm's running statistics while fine-tuning (small batches; LP-FT, "

@@ -996,10 +996,10 @@ def _convex_probe(model: TransferModel, data: RunData, seed: int, *, cfg: RunCon
     apply_strategy(model, cfg.finetune, phase="lp")
     feats = cached_features(model.backbone, data.source_train, batch_size=None, num_workers=cfg.data.num_workers,
                             device=cfg.train.device, progress=progress)
-    waiting = console.status("linear probe: L-BFGS, the L2 strength by cross-validation") if progress else None
+    waiting = console.status("linear probe: logistic regression by L-BFGS") if progress else None
     with waiting or nullcontext():
         fit = fit_convex_probe(np.asarray(feats.inputs), np.asarray(feats.labels), num_classes=len(model.classes),
-                               seed=seed)
+                               seed=seed, c=cfg.finetune.probe_c)
     with torch.no_grad():
         model.head.fc.weight.copy_(torch.from_numpy(fit.weight))
         model.head.fc.bias.copy_(torch.from_numpy(fit.bias))
@@ -1040,8 +1040,9 @@ def _header(cfg: RunConfig, data: RunData) -> dict[str, Any]:
         scored += "; the source file has no splits, so the source score is on the items it trained on"
     measure = {"classification": "accuracy", "regression": "MAE", "multilabel": "micro-F1"}[cfg.model.primary_kind]
     selection = (
-        "none: the linear probe is solved to convergence (L-BFGS), its L2 strength chosen by cross-validation on "
-        "the source's training split"
+        "none: the linear probe is solved to convergence (L-BFGS)" + (
+            " with its L2 strength chosen by cross-validation on the source's training split"
+            if cfg.finetune.probe_c is None else "")
         if solver_for(cfg) == "lbfgs"
         else f"best source-validation {measure}"
         if data.source_val is not None

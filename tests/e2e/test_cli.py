@@ -276,6 +276,27 @@ def test_fit_pretrained_linear_probe_on_an_image_folder(tmp_path: Path) -> None:
     assert report["evaluations"]["source"]["accuracy"] == 1.0  # dark vs bright images: trivially separable
 
 
+def test_a_linear_probe_without_a_training_length_is_solved_as_logistic_regression(tmp_path: Path) -> None:
+    tree = _image_tree(tmp_path / "hymenoptera")
+    code, out = invoke(
+        "fit", "--source", tree, "--backbone", "torchvision:mobilenet_v2", "--pretrained", "--strategy",
+        "linear-probe", "--name", "img", "--output-dir", tmp_path / "runs", "--set", "data.eval_split=val",
+        "--no-progress",
+    )
+    assert code == 0, out
+    run = tmp_path / "runs" / "img"
+    report = json.loads((run / "report.json").read_text())
+    fit = report["per_seed"][0]["fit"] if "per_seed" in report else report["fit"]
+    assert fit["solver"].startswith("L2 logistic regression by L-BFGS, C=1;") and fit["probe_c"] == 1.0
+    assert report["selection"].startswith("none: the linear probe is solved to convergence")
+    assert "Fitted in" in (run / "report.md").read_text()
+    assert report["evaluations"]["source"]["accuracy"] == 1.0
+    code, out = invoke("evaluate", run, "--data", tree, "--split", "val")  # the saved head is the fitted one
+    assert code == 0, out
+    again = json.loads((run / "evaluations" / "hymenoptera-val.json").read_text())
+    assert again["accuracy"] == 1.0
+
+
 def test_fit_on_a_tree_with_a_corrupt_image_exits_2_before_training(tmp_path: Path) -> None:
     tree = _image_tree(tmp_path / "tree")
     bad = tree / "train" / "bees" / "3.jpg"

@@ -27,7 +27,7 @@ def _blobs(n: int, k: int, d: int, seed: int = 0, spread: float = 1.0) -> tuple[
 @pytest.mark.parametrize("k", [2, 4])
 def test_the_head_gives_scikit_learns_probabilities_at_the_chosen_c(k: int) -> None:
     x, y = _blobs(30, k, 5, spread=2.0)
-    fit = fit_convex_probe(x, y, num_classes=k, seed=0)
+    fit = fit_convex_probe(x, y, num_classes=k, seed=0, c=None)
     ref = LogisticRegression(C=fit.c, max_iter=1000).fit(x.astype(np.float64), y)
     ours = _softmax(x @ fit.weight.T + fit.bias)
     np.testing.assert_allclose(ours, ref.predict_proba(x), atol=1e-4)
@@ -38,7 +38,7 @@ def test_c_is_the_grid_value_with_the_best_cross_validated_accuracy() -> None:
     from sklearn.model_selection import StratifiedKFold, cross_val_score
 
     x, y = _blobs(25, 3, 8, seed=1, spread=3.0)
-    fit = fit_convex_probe(x, y, num_classes=3, seed=7)
+    fit = fit_convex_probe(x, y, num_classes=3, seed=7, c=None)
     split = StratifiedKFold(n_splits=5, shuffle=True, random_state=7)
     scores = [cross_val_score(LogisticRegression(C=c, max_iter=1000), x.astype(np.float64), y, cv=split).mean()
               for c in C_GRID]
@@ -46,12 +46,19 @@ def test_c_is_the_grid_value_with_the_best_cross_validated_accuracy() -> None:
     assert fit.cv_accuracy == pytest.approx(max(scores))
 
 
-def test_one_item_in_a_class_means_the_default_c_and_says_so() -> None:
+def test_a_given_c_is_fitted_without_cross_validation() -> None:
+    x, y = _blobs(20, 3, 4, spread=2.0)
+    fit = fit_convex_probe(x, y, num_classes=3, seed=0, c=0.5)
+    ref = LogisticRegression(C=0.5, max_iter=1000).fit(x.astype(np.float64), y)
+    np.testing.assert_allclose(_softmax(x @ fit.weight.T + fit.bias), ref.predict_proba(x), atol=1e-4)
+    assert fit.folds == 0 and fit.cv_accuracy is None and "C=0.5;" in fit.describe()
+
+
+def test_one_item_in_a_class_cannot_be_cross_validated_so_c_is_the_default() -> None:
     x, y = _blobs(6, 2, 3)
     x, y = x[5:], y[5:]  # class 0 keeps one item
-    fit = fit_convex_probe(x, y, num_classes=2, seed=0)
+    fit = fit_convex_probe(x, y, num_classes=2, seed=0, c=None)
     assert fit.folds == 0 and fit.c == 1.0 and fit.cv_accuracy is None
-    assert "too few items per class" in fit.describe()
 
 
 def test_a_class_without_items_is_never_predicted() -> None:

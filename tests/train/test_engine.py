@@ -19,6 +19,7 @@ from transferkit.errors import TrainingError
 from transferkit.models.backbones import create_backbone
 from transferkit.models.heads import TransferModel
 from transferkit.runs import RunDir, read_jsonl
+from transferkit.train.checkpoints import CheckpointStore
 from transferkit.train.engine import Engine, LossTerm, StepOutputs, source_cross_entropy
 
 CLASSES = ["neg", "pos"]
@@ -227,18 +228,18 @@ def test_resume_after_a_crash_while_checkpointing(tmp_path: Path, monkeypatch: p
     _engine(straight, _cfg(epochs=3), run=RunDir(tmp_path / "a")).fit(train, val)
 
     run = RunDir(tmp_path / "b")
-    real_save = Engine._save
+    real_save = CheckpointStore.save_epoch
 
-    def crashing_save(self: Engine, *args: Any, **kwargs: Any) -> None:
+    def crashing_save(self: CheckpointStore, *args: Any, **kwargs: Any) -> None:
         if args[4] == 1:  # the epoch argument
             raise KeyboardInterrupt
         real_save(self, *args, **kwargs)
 
-    monkeypatch.setattr(Engine, "_save", crashing_save)
+    monkeypatch.setattr(CheckpointStore, "save_epoch", crashing_save)
     with pytest.raises(KeyboardInterrupt):
         _engine(_model(), _cfg(epochs=3), run=run).fit(train, val)
     assert [r["epoch"] for r in read_jsonl(run.metrics)] == [0, 1]
-    monkeypatch.setattr(Engine, "_save", real_save)
+    monkeypatch.setattr(CheckpointStore, "save_epoch", real_save)
 
     resumed = _model(seed=42)
     result = _engine(resumed, _cfg(epochs=3), run=run).fit(train, val, resume=True)

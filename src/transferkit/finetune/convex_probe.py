@@ -1,19 +1,22 @@
 """The linear probe solved as what it is: L2-regularised logistic regression on frozen features.
 
 A head trained by AdamW for a few hundred steps on frozen features stops short of the optimum a second-order
-solver reaches in seconds: on frozen MiniLM sentence embeddings it scored up to 2.8 points below scikit-learn's
+solver reaches: on frozen MiniLM sentence embeddings it scored up to 2.8 points below scikit-learn's
 ``LogisticRegression`` on the same features (benchmarks/defaults.py). The problem is convex, so it is solved to
-convergence (L-BFGS) instead of trained. The one real choice, the L2 strength ``C``, is made by stratified k-fold
-cross-validation on the labelled source (never the target), and the probe is then refitted on every labelled
-source item.
+convergence (L-BFGS) instead of trained. The one real choice is the L2 strength ``C``: scikit-learn's default
+``C = 1`` unless asked otherwise, because choosing it by cross-validation on the source did no better on the target
+(docs/defaults.md) at many times the cost; ``c=None`` does choose it that way (stratified k-fold, the source
+only), then refits on every training item.
 
     >>> import numpy as np
     >>> rng = np.random.default_rng(0)
     >>> x = np.concatenate([rng.normal(-1, 1, (40, 3)), rng.normal(1, 1, (40, 3))]).astype(np.float32)
     >>> y = np.repeat([0, 1], 40)
     >>> fit = fit_convex_probe(x, y, num_classes=2, seed=0)
-    >>> fit.weight.shape, fit.bias.shape, fit.c in C_GRID, fit.folds
-    ((2, 3), (2,), True, 5)
+    >>> fit.weight.shape, fit.bias.shape, fit.c, fit.folds
+    ((2, 3), (2,), 1.0, 0)
+    >>> fit_convex_probe(x, y, num_classes=2, seed=0, c=None).folds  # C by 5-fold cross-validation
+    5
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ if TYPE_CHECKING:
 
 # Inverse L2 strengths tried (scikit-learn's C: the loss is sum of cross-entropies + ||w||² / (2C)).
 C_GRID = (0.01, 0.1, 1.0, 10.0, 100.0)
-DEFAULT_C = 1.0  # scikit-learn's default: used when a class has too few items to cross-validate
+DEFAULT_C = 1.0  # scikit-learn's default (and the fallback when a class has too few items to cross-validate)
 MAX_FOLDS = 5
 LARGE = 20_000  # above this many items, 3 folds instead of 5 (the fit is then the slow part of a run)
 MAX_ITER = 1000
@@ -42,22 +45,23 @@ class ProbeFit:
     weight: np.ndarray  # (num_classes, dim)
     bias: np.ndarray  # (num_classes,)
     c: float
-    folds: int  # 0: too few items per class to cross-validate, DEFAULT_C used
+    folds: int  # 0: C was given, or a class had too few items to cross-validate
     cv_accuracy: float | None
     iterations: int
     converged: bool
 
     def describe(self) -> str:
-        how = (f"C={self.c:g} chosen by {self.folds}-fold cross-validation on the labelled source "
-               f"(accuracy {100 * self.cv_accuracy:.1f}%)" if self.folds and self.cv_accuracy is not None
-               else f"C={self.c:g} (too few items per class to cross-validate)")
+        how = (f"C={self.c:g} chosen by {self.folds}-fold cross-validation on the source's training split "
+               f"(accuracy {100 * self.cv_accuracy:.1f}%), then refitted on all of it" if self.cv_accuracy is not None
+               else f"C={self.c:g}")
         end = "converged" if self.converged else f"stopped at {MAX_ITER} iterations before converging"
-        return f"L2 logistic regression by L-BFGS, {how}; refitted on every labelled source item, {end}"
+        return f"L2 logistic regression by L-BFGS, {how}; {end} in {self.iterations} iterations"
 
 
-def fit_convex_probe(x: np.ndarray, y: np.ndarray, *, num_classes: int, seed: int,
+def fit_convex_probe(x: np.ndarray, y: np.ndarray, *, num_classes: int, seed: int, c: float | None = DEFAULT_C,
                      grid: tuple[float, ...] = C_GRID) -> ProbeFit:
-    """Fit the head on features ``x`` (N, D) and class indices ``y`` (N,) in ``[0, num_classes)``.
+    """Fit the head on features ``x`` (N, D) and class indices ``y`` (N,) in ``[0, num_classes)``; ``c=None``
+    chooses C from ``grid`` by cross-validation (``DEFAULT_C`` where a class has too few items for two folds).
 
     Classes without a training item get a bias far below the others (the probe never predicts them) rather than
     a head of a different width.
@@ -72,17 +76,19 @@ def fit_convex_probe(x: np.ndarray, y: np.ndarray, *, num_classes: int, seed: in
     if len(present) < 2:
         raise ValueError(f"a linear probe needs items of at least 2 classes, got {len(present)}")
     folds = min(MAX_FOLDS if len(y) <= LARGE else 3, int(counts.min()))
-    c, cv_acc = DEFAULT_C, None
+    cv_acc = None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # reported as `converged` on the final fit
-        if folds >= 2 and len(grid) > 1:
+        if c is not None:
+            folds = 0
+        elif folds >= 2 and len(grid) > 1:
             split = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
             scores = [cross_val_score(LogisticRegression(C=g, max_iter=MAX_ITER), x, y, cv=split).mean()
                       for g in grid]
             best = int(np.argmax(scores))  # first of equals: the strongest regularisation among the best
             c, cv_acc = grid[best], float(scores[best])
         else:
-            folds = 0
+            c, folds = DEFAULT_C, 0
         clf = LogisticRegression(C=c, max_iter=MAX_ITER).fit(x, y)
     n_iter = int(np.max(clf.n_iter_))
     coef, intercept = clf.coef_, clf.intercept_

@@ -21,12 +21,9 @@ import contextlib
 import json
 import math
 import os
-import random
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,18 +33,22 @@ from torch import nn
 
 from transferkit.config import TrainConfig
 from transferkit.data.domain import UNLABELLED, DomainDataset, PairedLoader, collate
-from transferkit.errors import ConfigError, RunDirError, TrainingError
+from transferkit.errors import ConfigError, TrainingError
 from transferkit.runs import (
     RunDir,
     append_jsonl,
-    atomic_save_safetensors,
-    atomic_torch_save,
-    atomic_write_json,
     atomic_write_text,
     read_jsonl,
 )
 from transferkit.train.budget import MAX_EPOCHS, Budget, plan_budget
 from transferkit.train.callbacks import EarlyStopping, make_progress
+from transferkit.train.checkpoints import (
+    CheckpointStore,
+    apply_weights,
+    resume_point,
+    seed_everything,
+    weights_of,
+)
 from transferkit.train.schedules import lr_multiplier
 
 _DIVERGED_HINT = (
@@ -331,7 +332,7 @@ class Engine:
             self.run.path.mkdir(parents=True, exist_ok=True)
         if self.cfg.threads:
             torch.set_num_threads(self.cfg.threads)
-        _seed_everything(self.seed)
+        seed_everything(self.seed)
 
         groups = self.param_groups or [{"params": [p for p in self.model.parameters() if p.requires_grad]}]
         groups = [dict(g) for g in groups]
@@ -418,11 +419,11 @@ class Engine:
         start_epoch, global_step = 0, 0
         partial: dict[str, Any] | None = None  # the running sums of an epoch a mid-epoch checkpoint cut
         if resume and self.run is not None:
-            state = self._load_last(model, extra, optimizer, scheduler)
+            state = self._ckpt.load_last(model, extra, optimizer, scheduler)
             if state is not None:
-                global_step, start_epoch, history, partial = _resume_point(state, stopper)
+                global_step, start_epoch, history, partial = resume_point(state, stopper)
                 if acc.is_main_process:
-                    self._repair_best(stopper.best_epoch)
+                    self._ckpt.repair_best(stopper.best_epoch)
                 if stopper.should_stop:
                     start_epoch, partial = budget.epochs, None
             self._forget_records_from(start_epoch)
@@ -499,8 +500,8 @@ class Engine:
                         running = {"step_in_epoch": i + 1, "sums": g_sums, "correct": g_correct, "seen": g_seen,
                                    "seconds": time.perf_counter() - t0}
                         if acc.is_main_process:
-                            self._save_step(model, extra, optimizer, scheduler, epoch, global_step, stopper, history,
-                                            running)
+                            self._ckpt.save_step(model, extra, optimizer, scheduler, epoch, global_step, stopper,
+                                                 history, running)
                         last_save, since_save = time.monotonic(), 0
                 sums, correct, seen = _sum_over_processes(acc, sums, correct, seen)
                 self._check_weights(model, extra, epoch)
@@ -536,9 +537,11 @@ class Engine:
                 )
                 if self.run is not None and acc.is_main_process:
                     append_jsonl(self.run.metrics, record)
-                    self._save(model, extra, optimizer, scheduler, epoch, global_step, stopper, history, improved)
+                    self._ckpt.save_epoch(model, extra, optimizer, scheduler, epoch, global_step, stopper, history,
+                                          improved)
                 elif self.run is None and improved:
-                    self._best_in_memory = {k: v.detach().clone() for k, v in self._weights(model, extra).items()}
+                    weights = weights_of(self.accelerator, model, extra)
+                    self._best_in_memory = {k: v.detach().clone() for k, v in weights.items()}
                 if self.on_epoch is not None and acc.is_main_process:
                     self.on_epoch(record)  # experiment trackers (TensorBoard, MLflow, CSV), once the epoch is safe
                 if stopper.should_stop:
@@ -686,116 +689,11 @@ class Engine:
 
     # -- checkpoints ----------------------------------------------------------------------------
     @property
-    def _ckpt_dir(self) -> Path:
-        assert self.run is not None
-        return self.run.checkpoints / self.phase
-
-    def _weights(self, model: nn.Module, extra: nn.Module) -> dict[str, torch.Tensor]:
-        acc = self.accelerator
-        state = {f"model.{k}": v for k, v in acc.unwrap_model(model).state_dict().items()}
-        state.update({f"extra.{k}": v for k, v in acc.unwrap_model(extra).state_dict().items()})
-        return state
-
-    def _save(self, model: nn.Module, extra: nn.Module, optimizer: Any, scheduler: Any, epoch: int,
-              global_step: int, stopper: EarlyStopping, history: list[dict[str, Any]], improved: bool) -> None:
-        """The end-of-epoch checkpoint; it becomes ``best`` when the epoch improved, and replaces any mid-epoch one."""
-        root = self._ckpt_dir
-        final = self._write_checkpoint(f"epoch-{epoch:04d}", model, extra, self._state(
-            optimizer, scheduler, epoch, global_step, stopper, history))
-        if improved:
-            self._promote_best(final)
-        kept = sorted(p for p in root.glob("epoch-*") if p.is_dir())
-        for p in kept[: -self.cfg.keep_checkpoints]:
-            shutil.rmtree(p, ignore_errors=True)
-        for p in root.glob("step-*"):
-            shutil.rmtree(p, ignore_errors=True)
-
-    def _promote_best(self, checkpoint: Path) -> None:
-        """Copy ``checkpoint`` to ``best``. A directory cannot be replaced atomically, so the copy is made complete
-        first (``meta.json`` copied last) and :meth:`_best_dir` knows which folder holds the best at any moment."""
-        root = self._ckpt_dir
-        new, old = root / ".best.partial", root / ".best.old"
-        shutil.rmtree(new, ignore_errors=True)
-        new.mkdir(parents=True)
-        for name in ("model.safetensors", "state.pt", "meta.json"):
-            shutil.copy2(checkpoint / name, new / name)
-        shutil.rmtree(old, ignore_errors=True)
-        if (root / "best").exists():
-            (root / "best").rename(old)
-        new.rename(root / "best")
-        shutil.rmtree(old, ignore_errors=True)
-
-    def _best_dir(self) -> Path | None:
-        """The best checkpoint, also after a kill in the middle of :meth:`_promote_best`: ``best``, else the complete
-        new copy, else the previous best."""
-        root = self._ckpt_dir
-        for p in (root / "best", root / ".best.partial", root / ".best.old"):
-            if (p / "meta.json").exists():
-                return p
-        return None
-
-    def _repair_best(self, best_epoch: int) -> None:
-        """On resume: a kill after an improving epoch's checkpoint but before (or while) it became ``best`` leaves
-        the wrong best behind; the early stopper knows the right epoch, whose checkpoint is the newest one."""
-        if best_epoch < 0:
-            return
-        current = self._best_dir()
-        if current is not None and _checkpoint_epoch(current) == best_epoch:
-            if current.name != "best":  # finish the interrupted promotion
-                current.rename(self._ckpt_dir / "best")
-            return
-        checkpoint = self._ckpt_dir / f"epoch-{best_epoch:04d}"
-        if (checkpoint / "meta.json").exists():
-            self._promote_best(checkpoint)
-
-    def _save_step(self, model: nn.Module, extra: nn.Module, optimizer: Any, scheduler: Any, epoch: int,
-                   global_step: int, stopper: EarlyStopping, history: list[dict[str, Any]],
-                   running: dict[str, Any]) -> None:
-        """A mid-epoch checkpoint: the epoch's position and running sums besides the usual state; only the newest
-        is kept."""
-        state = self._state(optimizer, scheduler, epoch, global_step, stopper, history)
-        state.update(step_in_epoch=int(running["step_in_epoch"]), epoch_json=json.dumps(running))
-        name = f"step-{global_step:09d}"
-        self._write_checkpoint(name, model, extra, state)
-        for p in self._ckpt_dir.glob("step-*"):
-            if p.name != name:
-                shutil.rmtree(p, ignore_errors=True)
-
-    def _state(self, optimizer: Any, scheduler: Any, epoch: int, global_step: int, stopper: EarlyStopping,
-               history: list[dict[str, Any]]) -> dict[str, Any]:
-        state = {
-            "epoch": epoch,
-            "global_step": global_step,
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "rng": _rng_state(),
-            "stopper": stopper.state_dict(),
-            "history_json": json.dumps(history),
-        }
-        scaler = getattr(self.accelerator, "scaler", None)
-        if scaler is not None:  # fp16 loss scaling
-            state["scaler"] = scaler.state_dict()
-        return state
-
-    def _write_checkpoint(self, name: str, model: nn.Module, extra: nn.Module, state: dict[str, Any]) -> Path:
-        """Write into a hidden folder and rename it into place: a kill at any moment leaves either the complete
-        checkpoint or none (``meta.json``, written last, marks it complete)."""
-        root = self._ckpt_dir
-        final, tmp = root / name, root / f".{name}.partial"
-        shutil.rmtree(tmp, ignore_errors=True)
-        try:
-            tmp.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise RunDirError(f"cannot write checkpoint {tmp}: {exc.strerror or exc}") from exc
-        epoch = int(state["epoch"])
-        atomic_save_safetensors(self._weights(model, extra), tmp / "model.safetensors", {"epoch": str(epoch)})
-        atomic_torch_save(state, tmp / "state.pt")
-        atomic_write_json(tmp / "meta.json", {"epoch": epoch, "global_step": int(state["global_step"]),
-                                              "step_in_epoch": int(state.get("step_in_epoch", 0)),
-                                              "phase": self.phase, "complete": True})
-        shutil.rmtree(final, ignore_errors=True)
-        tmp.rename(final)
-        return final
+    def _ckpt(self) -> CheckpointStore:
+        """This phase's checkpoints (a stateless view of ``<run>/checkpoints/<phase>``)."""
+        assert self.run is not None, "checkpoints need a run folder"
+        return CheckpointStore(self.run.checkpoints / self.phase, self.phase, self.accelerator,
+                               self.cfg.keep_checkpoints)
 
     def _forget_records_from(self, start_epoch: int) -> None:
         """Drop this phase's metrics of epochs that will be redone (logged, but killed before the checkpoint)."""
@@ -808,71 +706,14 @@ class Engine:
         if len(keep) != len(records) and self.accelerator.is_main_process:
             atomic_write_text(self.run.metrics, "".join(json.dumps(r) + "\n" for r in keep))
 
-    def _load_last(self, model: nn.Module, extra: nn.Module, optimizer: Any, scheduler: Any) -> dict[str, Any] | None:
-        """Load the newest complete checkpoint (end of epoch or mid-epoch) into the model, optimiser, scheduler and
-        RNGs; return its state, or None when there is none."""
-        last = _newest_checkpoint(self._ckpt_dir)
-        if last is None:
-            return None
-        try:
-            state = torch.load(last / "state.pt", map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise RunDirError(f"checkpoint {last / 'state.pt'} cannot be read safely: {exc}") from exc
-        if not isinstance(state, dict) or not set(state) >= _STATE_KEYS:
-            raise RunDirError(f"checkpoint {last / 'state.pt'} is damaged (not the state transferkit writes); delete "
-                              f"{last} to resume from an earlier checkpoint")
-        self._load_weights(model, extra, last / "model.safetensors")
-        try:
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-        except (ValueError, KeyError, TypeError, AttributeError, IndexError, RuntimeError) as exc:
-            raise RunDirError(
-                f"checkpoint {last} does not fit this run's optimiser ({exc}); did the configuration change?"
-            ) from exc
-        try:
-            scaler = getattr(self.accelerator, "scaler", None)
-            if scaler is not None and "scaler" in state:
-                scaler.load_state_dict(state["scaler"])
-            _set_rng_state(state["rng"])
-        except (ValueError, KeyError, TypeError, AttributeError, IndexError, RuntimeError, OverflowError) as exc:
-            raise RunDirError(f"checkpoint {last / 'state.pt'} is damaged ({type(exc).__name__}: {exc}); delete "
-                              f"{last} to resume from an earlier checkpoint") from exc
-        state["_path"] = str(last)
-        return state
-
-    def _load_weights(self, model: nn.Module, extra: nn.Module, path: Path) -> None:
-        from safetensors.torch import load_file
-
-        try:
-            state = load_file(str(path))
-        except Exception as exc:  # safetensors' own error on a truncated or corrupt file
-            raise RunDirError(
-                f"checkpoint {path} cannot be read ({exc}); it is damaged: delete its folder to resume from an "
-                "earlier checkpoint, or start over with --overwrite"
-            ) from exc
-        self._apply_weights(model, extra, state, str(path))
-
-    def _apply_weights(self, model: nn.Module, extra: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-        acc = self.accelerator
-        m = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
-        e = {k[len("extra."):]: v for k, v in state.items() if k.startswith("extra.")}
-        try:
-            acc.unwrap_model(model).load_state_dict(m, strict=True)
-            acc.unwrap_model(extra).load_state_dict(e, strict=True)
-        except RuntimeError as exc:
-            raise RunDirError(
-                f"checkpoint {source} does not fit this model ({str(exc).splitlines()[0]}); "
-                "did the configuration change since the run started?"
-            ) from exc
-
     def _restore_best(self, model: nn.Module, extra: nn.Module, stopper: EarlyStopping) -> None:
         if self.run is None:
             if self._best_in_memory is not None:
-                self._apply_weights(model, extra, self._best_in_memory, "the best epoch")
+                apply_weights(self.accelerator, model, extra, self._best_in_memory, "the best epoch")
             return
-        best = self._best_dir()
+        best = self._ckpt.best_dir()
         if best is not None:
-            self._load_weights(model, extra, best / "model.safetensors")
+            self._ckpt.load_weights(model, extra, best / "model.safetensors")
 
 
 def _with_model_transform(
@@ -972,89 +813,3 @@ def _position(loader: Any, epoch: int, step: int, num_processes: int = 1) -> Non
     steps = max(1, len(loader))
     per_step = int(getattr(loader, "batch_size", None) or getattr(loader.batch_sampler, "batch_size", None) or 1)
     sampler.start_epoch(epoch, passes=step // steps, skip=(step % steps) * per_step * num_processes)
-
-
-_STATE_KEYS = frozenset({"epoch", "global_step", "optimizer", "scheduler", "rng", "stopper", "history_json"})
-
-
-def _resume_point(state: dict[str, Any], stopper: EarlyStopping) -> tuple[int, int, list[dict[str, Any]],
-                                                                         dict[str, Any] | None]:
-    """``(global_step, start_epoch, history, partial epoch sums)`` of a checkpoint's state, every value checked: a
-    run folder may be damaged or hostile, and a resume must fail with the checkpoint's name, not a traceback."""
-    where = state.get("_path", "the checkpoint")
-    try:
-        global_step, epoch = state["global_step"], state["epoch"]
-        step_in_epoch = state.get("step_in_epoch", 0)
-        if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 10**12
-                   for v in (global_step, epoch, step_in_epoch)):
-            raise ValueError("its epoch and step counters are not counters")
-        stopper.load_state_dict(state["stopper"])
-        history = json.loads(state["history_json"])
-        partial = json.loads(state["epoch_json"]) if step_in_epoch > 0 else None
-        if not isinstance(history, list) or not all(isinstance(r, dict) for r in history):
-            raise ValueError("its history is not a list of records")
-        if partial is not None and not (isinstance(partial, dict) and isinstance(partial.get("sums"), dict)
-                                        and all(isinstance(partial.get(k), (int, float))
-                                                for k in ("step_in_epoch", "correct", "seen", "seconds"))):
-            raise ValueError("its running sums are not numbers")
-    except (KeyError, TypeError, ValueError, AttributeError, RecursionError, OverflowError) as exc:
-        raise RunDirError(f"{where} is damaged ({type(exc).__name__}: {exc}); delete it to resume from an earlier "
-                          "checkpoint, or start over with --overwrite") from None
-    return global_step, (epoch if partial is not None else epoch + 1), history, partial
-
-
-def _checkpoint_epoch(folder: Path) -> int | None:
-    """The epoch a checkpoint's ``meta.json`` names; None where it is damaged."""
-    try:
-        epoch = json.loads((folder / "meta.json").read_text(encoding="utf-8")).get("epoch")
-    except (OSError, ValueError, AttributeError, RecursionError):
-        return None
-    return epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None
-
-
-def _newest_checkpoint(root: Path) -> Path | None:
-    """The complete checkpoint (``meta.json`` present and well-formed) with the most steps; an epoch's beats a
-    mid-epoch one of the same step. A folder whose ``meta.json`` is damaged counts as incomplete."""
-    found = []
-    for p in [*root.glob("epoch-*"), *root.glob("step-*")]:
-        try:
-            meta = json.loads((p / "meta.json").read_text(encoding="utf-8"))
-            step, epoch = meta.get("global_step", 0), meta.get("epoch", -1)
-            if not all(isinstance(v, int) and not isinstance(v, bool) and -1 <= v < 10**12 for v in (step, epoch)):
-                continue
-        except (OSError, ValueError, AttributeError, RecursionError):
-            continue  # no meta.json: killed before the checkpoint was complete
-        found.append(((step, epoch, p.name.startswith("epoch")), p))
-    return max(found)[1] if found else None
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
-
-
-def _rng_state() -> dict[str, Any]:
-    _, keys, pos, has_gauss, gauss = np.random.get_state()
-    py = random.getstate()
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy_keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
-        "numpy_pos": int(pos),
-        "numpy_has_gauss": int(has_gauss),
-        "numpy_gauss": float(gauss),
-        "python_version": int(py[0]),
-        "python_state": torch.tensor(py[1], dtype=torch.int64),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    keys = state["numpy_keys"].numpy().astype(np.uint32)
-    np.random.set_state(("MT19937", keys, state["numpy_pos"], state["numpy_has_gauss"], state["numpy_gauss"]))
-    random.setstate((state["python_version"], tuple(int(v) for v in state["python_state"].tolist()), None))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
