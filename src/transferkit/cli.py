@@ -364,7 +364,7 @@ def extract(
     try:
         from transferkit.data import load_data
         from transferkit.features import extract_to_npz
-        from transferkit.models.backbones import check_input_kind, create_backbone
+        from transferkit.models.backbones import backbone_for, check_input_kind
         from transferkit.models.pretrained import trusting_pickle
 
         if out.exists() and not overwrite:
@@ -372,9 +372,8 @@ def extract(
         if out.suffix != ".npz":
             _fail(f"--out must end in .npz, got {out}")
         ds = load_data(data, split)
-        kwargs = {"in_features": int(ds.inputs.shape[1])} if backbone == "mlp" else {}
         with trusting_pickle(trust_pickle):
-            bb = create_backbone(backbone, weights=weights, pretrained=pretrained, online=online, **kwargs)
+            bb = backbone_for(backbone, ds, weights=weights, pretrained=pretrained, online=online)
         check_input_kind(bb, ds)
         extract_to_npz(bb, ds, out, batch_size=batch_size, num_workers=num_workers, device=device)
     except TransferkitError as exc:
@@ -545,7 +544,7 @@ def measure(
         from transferkit.data import load_data
         from transferkit.features import feature_matrix
         from transferkit.measure.discrepancy import measure_gap, per_class_gap
-        from transferkit.models.backbones import create_backbone
+        from transferkit.models.backbones import backbone_for
         from transferkit.models.pretrained import trusting_pickle
 
         if max_samples < 10 or permutations < 1:
@@ -554,9 +553,8 @@ def measure(
         src, tgt = load_data(source, split), load_data(target, split)
         bb = None
         if backbone is not None:
-            kwargs = {"in_features": int(src.inputs.shape[1])} if backbone == "mlp" else {}
             with trusting_pickle(trust_pickle):
-                bb = create_backbone(backbone, weights=weights, pretrained=pretrained, online=online, **kwargs)
+                bb = backbone_for(backbone, src, weights=weights, pretrained=pretrained, online=online)
         xs, xt = feature_matrix(src, bb, device=device), feature_matrix(tgt, bb, device=device)
         if bb is None and xs.shape[1] != xt.shape[1]:
             _fail(f"the raw inputs differ in size ({xs.shape[1]} vs {xt.shape[1]} values): give --backbone to "

@@ -350,17 +350,13 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
             raise ConfigError(f"bottleneck_dim must be >= 1 or None, got {self.bottleneck_dim!r}")
 
     def _build_model(self, source: DomainDataset, classes: list[str]) -> Any:
-        from transferkit.models.backbones import check_input_kind, create_backbone
+        from transferkit.models.backbones import backbone_for, check_input_kind
         from transferkit.models.heads import TransferModel
 
         kwargs = dict(self.backbone_kwargs or {})
         if self.backbone == "mlp":
-            if source.kind != "vector":
-                raise ConfigError(f"backbone 'mlp' reads feature vectors, but X holds {source.kind} data; "
-                                  "pick a backbone for it (`transferkit backbones`)")
-            kwargs = {"in_features": _width(source), "hidden": self.hidden, "depth": self.depth,
-                      "dropout": self.dropout, **kwargs}
-        backbone = create_backbone(self.backbone, **kwargs)
+            kwargs = {"hidden": self.hidden, "depth": self.depth, "dropout": self.dropout, **kwargs}
+        backbone = backbone_for(self.backbone, source, **kwargs)
         if source.transform is None or not isinstance(source.transform, _AsIs):
             check_input_kind(backbone, source)
         return TransferModel(backbone, classes, head_dropout=self.head_dropout, bottleneck_dim=self.bottleneck_dim)
@@ -483,12 +479,6 @@ def _check_finite(X: np.ndarray, what: str) -> None:
         more = f" (and {int(bad.sum()) - 1} more cells)" if bad.sum() > 1 else ""
         raise DataError(f"{what} contains {kind} at row {row}, column {col}{more}; impute or drop those values "
                         "first (e.g. sklearn.impute.SimpleImputer in the pipeline)")
-
-
-def _width(ds: DomainDataset) -> int:
-    if ds.cache is not None and ds.cache.dim() == 2:
-        return int(ds.cache.shape[1])
-    return int(np.asarray(ds.inputs[0]).reshape(-1).shape[0]) if ds.kind == "vector" else 0
 
 
 def _read_torch_dataset(dataset: Any, what: str) -> tuple[torch.Tensor, list[Any] | None]:

@@ -35,7 +35,7 @@ from transferkit.features import cached_features
 from transferkit.finetune import apply_strategy, param_groups
 from transferkit.finetune.convex_probe import solver_for
 from transferkit.finetune.lora import merge_lora
-from transferkit.models.backbones import Standardize, check_input_kind, create_backbone
+from transferkit.models.backbones import Standardize, backbone_for, check_input_kind
 from transferkit.models.heads import IdentityBackbone, TransferModel
 from transferkit.runs import RunDir, atomic_path, atomic_write_text
 from transferkit.tasks import Task, UncertaintyWeights, attach_targets, build_tasks, head_loss_terms, is_default
@@ -278,15 +278,10 @@ def _standardize_of(path: str) -> tuple[str, str]:
 
 def build_model(cfg: RunConfig, data: RunData) -> TransferModel:
     kwargs = dict(cfg.model.backbone_kwargs)
-    if cfg.model.backbone == "mlp" and "in_features" not in kwargs:
-        if data.source_train.kind != "vector":
-            raise ConfigError("backbone 'mlp' needs feature vectors; use an image backbone for image data")
-        kwargs["in_features"] = int(data.source_train.inputs.shape[1])
     if cfg.model.backbone == "mlp":
         kwargs["standardize"] = data.standardize[0]
-    backbone = create_backbone(
-        cfg.model.backbone, weights=cfg.model.weights, pretrained=cfg.model.pretrained, online=cfg.online, **kwargs
-    )
+    backbone = backbone_for(cfg.model.backbone, data.source_train, weights=cfg.model.weights,
+                            pretrained=cfg.model.pretrained, online=cfg.online, **kwargs)
     first = next(iter(backbone.body.children()), None)
     if isinstance(first, Standardize):  # the source's statistics, saved with the model
         from transferkit.data.standardize import statistics

@@ -322,3 +322,20 @@ def test_identity_backbone_passes_features_through() -> None:
     bb = IdentityBackbone(6)
     x = torch.randn(3, 6)
     assert torch.equal(bb(x), x) and bb.stages() == [] and bb.out_features == 6
+
+
+def test_backbone_for_sets_an_mlps_width_from_the_data_and_refuses_other_kinds() -> None:
+    import numpy as np
+
+    from transferkit.data import DomainDataset
+    from transferkit.errors import ConfigError
+    from transferkit.models.backbones import backbone_for
+
+    vectors = DomainDataset(np.zeros((4, 7), dtype=np.float32), np.array([0, 1, 0, 1]), "v", ["a", "b"], "vector")
+    mlp = backbone_for("mlp", vectors, hidden=8)
+    assert mlp(torch.zeros(2, 7)).shape == (2, mlp.out_features)
+    assert backbone_for("mlp", vectors, in_features=3).body(torch.zeros(1, 3)).shape[0] == 1  # given width wins
+    images = DomainDataset(np.zeros((4, 8, 8), dtype=np.uint8), np.array([0, 1, 0, 1]), "pics", ["a", "b"], "image")
+    with pytest.raises(ConfigError, match="'mlp' reads feature vectors, but 'pics' holds image data"):
+        backbone_for("mlp", images)
+    assert backbone_for("lenet", images).out_features > 0  # other families ignore the data

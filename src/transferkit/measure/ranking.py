@@ -54,7 +54,7 @@ def rank_backbones(
 
     from transferkit.features import feature_matrix
     from transferkit.measure.transferability import METRICS, score
-    from transferkit.models.backbones import create_backbone
+    from transferkit.models.backbones import backbone_for
 
     if dataset.labels is None:
         raise DataError(f"ranking needs target labels: {dataset.domain!r} has none")
@@ -67,13 +67,11 @@ def rank_backbones(
     for text in candidates:
         spec, pretrained = parse_candidate(text)
         kwargs: dict[str, Any] = {}
-        if spec == "mlp":
-            kwargs["in_features"] = int(np.asarray(dataset.inputs).shape[1])
         if image_size is not None and spec.startswith(("timm:", "torchvision:")):
             kwargs["image_size"] = image_size
         t0 = time.perf_counter()
         torch.manual_seed(seed)
-        bb = create_backbone(spec, pretrained=pretrained, online=online, **kwargs)
+        bb = backbone_for(spec, dataset, pretrained=pretrained, online=online, **kwargs)
         feats = feature_matrix(dataset, bb, device=device, progress=progress)
         row = RankRow(text, feats.shape[1], time.perf_counter() - t0)
         probs = _source_probs(spec, dataset, device)

@@ -246,6 +246,30 @@ def create_backbone(
         return _build(spec, weights=weights, pretrained=pretrained, online=online, **kwargs)
 
 
+def backbone_for(spec: str, dataset: Any, **kwargs: Any) -> Backbone:
+    """:func:`create_backbone` with what the data decides: an ``mlp`` reads vectors as wide as the dataset's.
+
+    Every place that builds a backbone for a dataset (fit, the estimator, extract, measure, rank) goes through here,
+    so the one data-shaped argument is set, and refused for data an ``mlp`` cannot read, in one way."""
+    if spec == "mlp" and "in_features" not in kwargs:
+        from transferkit.errors import ConfigError
+
+        if getattr(dataset, "kind", None) != "vector":
+            raise ConfigError(f"backbone 'mlp' reads feature vectors, but {getattr(dataset, 'domain', 'the data')!r} "
+                              f"holds {getattr(dataset, 'kind', 'other')} data; pick a backbone for it "
+                              "(`transferkit backbones`)")
+        kwargs["in_features"] = _vector_width(dataset)
+    return create_backbone(spec, **kwargs)
+
+
+def _vector_width(dataset: Any) -> int:
+    """Values per item of a vector dataset (its preprocessed cache, when it has one, is what the model reads)."""
+    cache = getattr(dataset, "cache", None)
+    if isinstance(cache, torch.Tensor) and cache.dim() == 2:
+        return int(cache.shape[1])
+    return int(torch.as_tensor(dataset.inputs[0]).reshape(-1).shape[0])
+
+
 def _build(spec: str, *, weights: str | Path | None, pretrained: bool, online: bool, **kwargs: Any) -> Backbone:
     prefix, _, name = spec.partition(":")
     if not name:
