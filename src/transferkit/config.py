@@ -42,6 +42,15 @@ MAX_NAME_LENGTH = 100  # a run or head name becomes a folder or file name: far b
 MAX_SEED = 2**32 - 1  # numpy's seeds stop there
 
 
+# Settings that change how a run is carried out, not what it computes: a resume may change them, and a cached
+# source-only model (train/twin_cache.py) does not depend on them.
+RESUME_MAY_CHANGE = frozenset({
+    "train.threads", "train.checkpoint_every_steps", "train.checkpoint_every_minutes", "train.keep_checkpoints",
+    "train.keep_finished_checkpoints",
+    "data.num_workers", "data.cache_mb", "tracking.log_to", "tracking.mlflow_uri", "tracking.experiment",
+})
+
+
 class _Strict(BaseModel):
     # NaN and ±inf are refused everywhere: `weight_decay: 1e400` (inf in YAML) trained a model of NaN weights
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)

@@ -78,6 +78,11 @@ def test_anything_that_shapes_the_model_gives_another_key(tmp_path: Path, shifte
     assert key != twin_key(base, 0, 30, data, source_weights=[1.0])
     accum = base.model_copy(update={"train": base.train.model_copy(update={"grad_accum_steps": 2})})
     assert twin_key(accum, 0, 30, data) is None and twin_key(base, 0, None, data) is None
+    carried_out = base.model_copy(update={  # how a run is carried out, not what it computes: the same twin
+        "train": base.train.model_copy(update={"threads": 1, "keep_checkpoints": 5}),
+        "data": base.data.model_copy(update={"num_workers": 2, "cache_mb": 16}),
+    })
+    assert twin_key(carried_out, 0, 30, data) == key
 
 
 def test_a_damaged_cache_entry_is_retrained_not_an_error(tmp_path: Path, shifted: tuple[str, str]) -> None:

@@ -49,7 +49,12 @@ def twin_key(
 
     if steps is None or cfg.train.grad_accum_steps != 1:
         return None
+    from transferkit.config import RESUME_MAY_CHANGE
+
     dumped = cfg.model_dump(mode="json")
+    for dotted in RESUME_MAY_CHANGE:  # how a run is carried out (threads, workers, checkpoints) shapes no weight
+        section, key = dotted.split(".")
+        dumped.get(section, {}).pop(key, None)
     for k in _TOP_IGNORED:
         dumped.pop(k, None)
     dumped["adapt"] = {k: v for k, v in dumped["adapt"].items()
