@@ -141,6 +141,49 @@ class FitResult:
     budget: str = ""  # how the length was chosen (train.budget)
 
 
+@dataclass
+class _Fit:
+    """What one :meth:`Engine.fit` trains with (prepared by Accelerate) and where it stands."""
+
+    model: nn.Module
+    extra: nn.Module  # the loss terms' modules (a discriminator)
+    optimizer: Any
+    scheduler: Any
+    train: Any  # the loaders
+    target: Any
+    val: Any
+    labelled: Any
+    paired: PairedLoader
+    budget: Budget
+    stopper: EarlyStopping
+    val_metric: str  # what selects the checkpoint: val_acc, val_mae or val_micro_f1
+    history: list[dict[str, Any]] = field(default_factory=list)
+    global_step: int = 0
+
+
+@dataclass
+class _Sums:
+    """An epoch's running sums (restored from a mid-epoch checkpoint on resume) and its start time."""
+
+    sums: dict[str, float]
+    correct: int
+    seen: int
+    t0: float
+
+    @classmethod
+    def resumed(cls, partial: dict[str, Any] | None) -> _Sums:
+        if partial is None:
+            return cls({}, 0, 0, time.perf_counter())
+        return cls(dict(partial["sums"]), int(partial["correct"]), int(partial["seen"]),
+                   time.perf_counter() - float(partial["seconds"]))
+
+
+def _summary(record: dict[str, Any], val_metric: str) -> str:
+    """The epoch's numbers on the run's progress line."""
+    return (f"loss {record['train_loss']:.4f}" + (f"  acc {record['train_acc']:.3f}" if "train_acc" in record else "")
+            + (f"  {val_metric} {record[val_metric]:.3f}" if val_metric in record else ""))
+
+
 class EpochSampler(torch.utils.data.Sampler[int]):
     """A shuffle that depends only on (seed, epoch, pass): resuming at an epoch replays the same order.
 
@@ -327,51 +370,36 @@ class Engine:
             raise ValueError(f"the training set {train.domain!r} must be labelled")
         if labelled_target is not None and not labelled_target.is_labelled:
             raise ValueError(f"the labelled target set {labelled_target.domain!r} has no labels")
+        f = self._prepare(train, val, target, labelled_target, steps)
+        start_epoch, partial = self._resume(f) if resume and self.run is not None else (0, None)
+        acc = self.accelerator
+        with make_progress(self.progress and acc.is_local_main_process) as bar:
+            # One line per fit (epochs, last epoch's numbers) plus a transient bar over the current epoch's steps.
+            run_task = bar.add_task(
+                f"{self.phase} (seed {self.seed})", total=f.budget.epochs, completed=start_epoch, stats=""
+            )
+            for epoch in range(start_epoch, f.budget.epochs):
+                record = self._epoch(f, epoch, partial, bar)
+                partial = None
+                bar.update(run_task, advance=1, stats=_summary(record, f.val_metric))
+                self._end_epoch(f, record)
+                if f.stopper.should_stop:
+                    break
+        return self._finish(f)
+
+    # -- the parts of a fit ------------------------------------------------------------------------
+    def _prepare(self, train: DomainDataset, val: DomainDataset | None, target: DomainDataset | None,
+                 labelled_target: DomainDataset | None, steps: int | None) -> _Fit:
+        """Optimiser, loaders, Accelerate's wrappers, the step budget and the LR schedule of one fit."""
         acc = self.accelerator
         if self.run is not None:
             self.run.path.mkdir(parents=True, exist_ok=True)
         if self.cfg.threads:
             torch.set_num_threads(self.cfg.threads)
         seed_everything(self.seed)
-
-        groups = self.param_groups or [{"params": [p for p in self.model.parameters() if p.requires_grad]}]
-        groups = [dict(g) for g in groups]
-        for g in groups:
-            g.setdefault("lr", self.cfg.lr)
-        if len(self.extra):
-            groups.append({"params": list(self.extra.parameters()), "lr": self.cfg.lr, "name": "loss_modules"})
-        groups = [g for g in groups if len(g["params"])]
-        if not groups:
-            raise ValueError("nothing to train: every parameter is frozen")
-        for g in groups:
-            g["initial_lr"] = g["lr"]
+        groups = self._param_groups()
         optimizer = self._optimizer(groups)
-
-        # Datasets without a transform of their own get the backbone's preprocessing, as at prediction time.
-        show_bar = self.progress and acc.is_local_main_process
-        train, val, target, labelled_target = (
-            _with_model_transform(d, self.model, self.cache_bytes, show_bar)
-            for d in (train, val, target, labelled_target)
-        )
-        train_loader = make_loader(
-            train, self.batch_size, shuffle=True, seed=self.seed, num_workers=self.num_workers
-        )
-        labelled_loader = (
-            make_loader(labelled_target, min(self.batch_size, len(labelled_target)), shuffle=True,
-                        seed=self.seed + 15485863, num_workers=self.num_workers)
-            if labelled_target is not None
-            else None
-        )
-        target_loader = (
-            make_loader(target, self.batch_size, shuffle=True, seed=self.seed + 7919, num_workers=self.num_workers)
-            if target is not None
-            else None
-        )
-        val_loader = (
-            make_loader(val, self.eval_batch_size, shuffle=False, seed=0, num_workers=self.num_workers)
-            if val is not None
-            else None
-        )
+        loaders = self._loaders(train, val, target, labelled_target)
 
         # The accelerator is shared by every fit of this process and keeps what it prepared: drop what an earlier
         # fit left (one that crashed included), or every model and dataset of a benchmark or sweep stays in RAM.
@@ -390,13 +418,11 @@ class Engine:
         model, optimizer = acc.prepare(self.model, optimizer)
         extra = self.extra.to(acc.device)
         _broadcast_module(extra, acc.num_processes)
-        loaders = (train_loader, target_loader, val_loader, labelled_loader)
         prepared = acc.prepare(*(x for x in loaders if x is not None))
         prepared = list(prepared) if isinstance(prepared, (list, tuple)) else [prepared]
-        train_loader = prepared.pop(0)
-        target_loader = prepared.pop(0) if target_loader is not None else None
-        val_loader = prepared.pop(0) if val_loader is not None else None
-        labelled_loader = prepared.pop(0) if labelled_loader is not None else None
+        train_loader, target_loader, val_loader, labelled_loader = (
+            prepared.pop(0) if x is not None else None for x in loaders
+        )
         # after prepare: under `accelerate launch` each process takes 1/N of the batches, and the schedules count
         # the steps each process makes
         run_batches = max(len(train_loader), len(target_loader) if target_loader is not None else 0)
@@ -411,162 +437,204 @@ class Engine:
         accum = self.cfg.grad_accum_steps
         total_steps = sum(math.ceil(budget.epoch_steps(e) / accum) for e in range(budget.epochs))  # optimiser steps
         warmup = round(self.cfg.warmup_epochs * math.ceil(budget.epoch_len / accum))
-        factor = lr_multiplier(self.cfg.scheduler, total_steps, warmup)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(raw_optimizer, factor)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(raw_optimizer, lr_multiplier(self.cfg.scheduler, total_steps,
+                                                                                   warmup))
+        return _Fit(
+            model=model, extra=extra, optimizer=optimizer, scheduler=scheduler,
+            train=train_loader, target=target_loader, val=val_loader, labelled=labelled_loader,
+            paired=PairedLoader(train_loader, target_loader, labelled_loader, length=budget.epoch_len),
+            budget=budget, stopper=EarlyStopping(self.cfg.early_stopping_patience),
+            val_metric={"regression": "val_mae", "multilabel": "val_micro_f1"}.get(self.primary_kind, "val_acc"),
+        )
 
-        stopper = EarlyStopping(self.cfg.early_stopping_patience)
-        history: list[dict[str, Any]] = []
-        start_epoch, global_step = 0, 0
-        partial: dict[str, Any] | None = None  # the running sums of an epoch a mid-epoch checkpoint cut
-        if resume and self.run is not None:
-            state = self._ckpt.load_last(model, extra, optimizer, scheduler)
-            if state is not None:
-                global_step, start_epoch, history, partial = resume_point(state, stopper)
-                if acc.is_main_process:
-                    self._ckpt.repair_best(stopper.best_epoch)
-                if stopper.should_stop:
-                    start_epoch, partial = budget.epochs, None
-            self._forget_records_from(start_epoch)
+    def _param_groups(self) -> list[dict[str, Any]]:
+        groups = self.param_groups or [{"params": [p for p in self.model.parameters() if p.requires_grad]}]
+        groups = [dict(g) for g in groups]
+        for g in groups:
+            g.setdefault("lr", self.cfg.lr)
+        if len(self.extra):
+            groups.append({"params": list(self.extra.parameters()), "lr": self.cfg.lr, "name": "loss_modules"})
+        groups = [g for g in groups if len(g["params"])]
+        if not groups:
+            raise ValueError("nothing to train: every parameter is frozen")
+        for g in groups:
+            g["initial_lr"] = g["lr"]
+        return groups
 
-        paired = PairedLoader(train_loader, target_loader, labelled_loader, length=budget.epoch_len)
-        val_metric = {"regression": "val_mae", "multilabel": "val_micro_f1"}.get(self.primary_kind, "val_acc")
+    def _loaders(self, train: DomainDataset, val: DomainDataset | None, target: DomainDataset | None,
+                 labelled_target: DomainDataset | None) -> tuple[Any, Any, Any, Any]:
+        """``(train, target, val, labelled target)`` loaders; datasets without a transform of their own get the
+        backbone's preprocessing, as at prediction time."""
+        show_bar = self.progress and self.accelerator.is_local_main_process
+        train, val, target, labelled_target = (
+            _with_model_transform(d, self.model, self.cache_bytes, show_bar)
+            for d in (train, val, target, labelled_target)
+        )
+        workers = self.num_workers
+        return (
+            make_loader(train, self.batch_size, shuffle=True, seed=self.seed, num_workers=workers),
+            None if target is None else make_loader(target, self.batch_size, shuffle=True, seed=self.seed + 7919,
+                                                    num_workers=workers),
+            None if val is None else make_loader(val, self.eval_batch_size, shuffle=False, seed=0,
+                                                 num_workers=workers),
+            None if labelled_target is None else make_loader(
+                labelled_target, min(self.batch_size, len(labelled_target)), shuffle=True,
+                seed=self.seed + 15485863, num_workers=workers),
+        )
+
+    def _resume(self, f: _Fit) -> tuple[int, dict[str, Any] | None]:
+        """Load the newest checkpoint into ``f``: the epoch to start at and the running sums of an epoch a mid-epoch
+        checkpoint cut (None at an epoch's start)."""
+        start_epoch, partial = 0, None
+        state = self._ckpt.load_last(f.model, f.extra, f.optimizer, f.scheduler)
+        if state is not None:
+            f.global_step, start_epoch, f.history, partial = resume_point(state, f.stopper)
+            if self.accelerator.is_main_process:
+                self._ckpt.repair_best(f.stopper.best_epoch)
+            if f.stopper.should_stop:
+                start_epoch, partial = f.budget.epochs, None
+        self._forget_records_from(start_epoch)
+        return start_epoch, partial
+
+    def _epoch(self, f: _Fit, epoch: int, partial: dict[str, Any] | None, bar: Any) -> dict[str, Any]:
+        """Train one epoch (from a mid-epoch checkpoint's step when ``partial`` holds its sums), validate, and return
+        the epoch's record (also appended to ``f.history``)."""
+        acc = self.accelerator
+        epoch_steps = f.budget.epoch_steps(epoch)
+        first = 0 if partial is None else int(partial["step_in_epoch"])
+        for loader in (f.train, f.target, f.labelled):
+            if loader is not None:
+                _position(loader, epoch, first, acc.num_processes)
+        f.model.train()
+        f.extra.train()
+        task = bar.add_task(f"  epoch {epoch + 1}/{f.budget.epochs}", total=epoch_steps, completed=first, stats="")
+        if partial is not None and not acc.is_main_process:  # the checkpoint holds every process's sums
+            partial = {**partial, "sums": {}, "correct": 0, "seen": 0}
+        sums = _Sums.resumed(partial)
+        last_save, since_save = time.monotonic(), 0
         every_steps, every_s = self.cfg.checkpoint_every_steps, self.cfg.checkpoint_every_minutes
-        epoch = start_epoch - 1
-        with make_progress(self.progress and acc.is_local_main_process) as bar:
-            # One line per fit (epochs, last epoch's numbers) plus a transient bar over the current epoch's steps.
-            run_task = bar.add_task(
-                f"{self.phase} (seed {self.seed})", total=budget.epochs, completed=start_epoch, stats=""
+        for i, (src, tgt, few) in enumerate(f.paired.iterate(first, epoch_steps), start=first):
+            # Step every grad_accum_steps micro-batches and at the end of the epoch. Decided here, not by
+            # acc.accumulate: its end-of-data check follows whichever loader started last, which is wrong while one
+            # side of a source/target pair cycles.
+            sync = (i + 1) % self.cfg.grad_accum_steps == 0 or i + 1 == epoch_steps
+            out, parts = self._step(f, src, tgt, few, sync)
+            f.global_step += 1
+            since_save += 1
+            self._count(sums, out, parts)
+            acc_text = f"  acc {sums.correct / max(sums.seen, 1):.3f}" if self.primary_kind == "classification" else ""
+            bar.update(task, advance=1, stats=f"loss {sums.sums['loss'] / sums.seen:.4f}{acc_text}")
+            # A mid-epoch checkpoint only where no gradient is half-accumulated, and never on the last step (the
+            # epoch's own checkpoint follows).
+            due = (every_steps is not None and since_save >= every_steps) or (
+                every_s is not None and _clock_says(acc, time.monotonic() - last_save >= 60.0 * every_s)
             )
-            for epoch in range(start_epoch, budget.epochs):
-                epoch_steps = budget.epoch_steps(epoch)
-                first = 0 if partial is None else int(partial["step_in_epoch"])
-                for loader in (train_loader, target_loader, labelled_loader):
-                    if loader is not None:
-                        _position(loader, epoch, first, acc.num_processes)
-                model.train()
-                extra.train()
-                task = bar.add_task(
-                    f"  epoch {epoch + 1}/{budget.epochs}", total=epoch_steps, completed=first, stats=""
-                )
-                if partial is not None and not acc.is_main_process:  # the checkpoint holds every process's sums
-                    partial = {**partial, "sums": {}, "correct": 0, "seen": 0}
-                sums: dict[str, float] = dict(partial["sums"]) if partial else {}
-                correct, seen = (int(partial["correct"]), int(partial["seen"])) if partial else (0, 0)
-                t0 = time.perf_counter() - (float(partial["seconds"]) if partial else 0.0)
-                partial = None
+            if due and sync and i + 1 < epoch_steps and self.run is not None:
+                self._checkpoint_mid_epoch(f, epoch, i + 1, sums)
                 last_save, since_save = time.monotonic(), 0
-                for i, (src, tgt, few) in enumerate(paired.iterate(first, epoch_steps), start=first):
-                    # Step every grad_accum_steps micro-batches and at the end of the epoch. Decided here, not by
-                    # acc.accumulate: its end-of-data check follows whichever loader started last, which is
-                    # wrong while one side of a source/target pair cycles.
-                    sync = (i + 1) % self.cfg.grad_accum_steps == 0 or i + 1 == epoch_steps
-                    with contextlib.nullcontext() if sync else acc.no_sync(model):
-                        # over micro-batches: ceil(steps / accum) * accum overcounts them when accum does not
-                        # divide the epoch, and progress would stop short of 1
-                        progress = min(1.0, global_step / max(1, budget.total))
-                        out = self._forward(model, src, tgt, progress, few)
-                        total, parts = self._loss(out, progress)
-                        acc.backward(total)  # divided by grad_accum_steps
-                    if sync:
-                        _average_gradients(extra, acc.num_processes)
-                        if self.cfg.max_grad_norm is not None:
-                            acc.clip_grad_norm_(
-                                [p for g in optimizer.param_groups for p in g["params"]], self.cfg.max_grad_norm
-                            )
-                        optimizer.step()
-                        scheduler.step()
-                        optimizer.zero_grad(set_to_none=True)
-                    global_step += 1
-                    since_save += 1
-                    n = int(out.source_labels.numel())
-                    for k, v in parts.items():
-                        sums[k] = sums.get(k, 0.0) + v * n
-                    if self.primary_kind == "classification":
-                        truth = (out.source_labels if self.primary_reads_labels or out.source_targets is None
-                                 else out.source_targets[self.tasks[0].name])
-                        correct += int((out.source_logits.argmax(1) == truth).sum())
-                    seen += n
-                    acc_text = f"  acc {correct / max(seen, 1):.3f}" if self.primary_kind == "classification" else ""
-                    bar.update(task, advance=1, stats=f"loss {sums['loss'] / seen:.4f}{acc_text}")
-                    # A mid-epoch checkpoint only where no gradient is half-accumulated, and never on the last step
-                    # (the epoch's own checkpoint follows).
-                    due = (every_steps is not None and since_save >= every_steps) or (
-                        every_s is not None and _clock_says(acc, time.monotonic() - last_save >= 60.0 * every_s)
-                    )
-                    if due and sync and i + 1 < epoch_steps and self.run is not None:
-                        self._check_weights(model, extra, epoch)
-                        # the whole epoch's sums so far: the resumed main process starts from them, the others at 0
-                        g_sums, g_correct, g_seen = _sum_over_processes(acc, sums, correct, seen)
-                        running = {"step_in_epoch": i + 1, "sums": g_sums, "correct": g_correct, "seen": g_seen,
-                                   "seconds": time.perf_counter() - t0}
-                        if acc.is_main_process:
-                            self._ckpt.save_step(model, extra, optimizer, scheduler, epoch, global_step, stopper,
-                                                 history, running)
-                        last_save, since_save = time.monotonic(), 0
-                sums, correct, seen = _sum_over_processes(acc, sums, correct, seen)
-                self._check_weights(model, extra, epoch)
-                record: dict[str, Any] = {
-                    "phase": self.phase,
-                    "seed": self.seed,
-                    "epoch": epoch,
-                    "step": global_step,
-                    "lr": optimizer.param_groups[0]["lr"],
-                }
-                if self.primary_kind == "classification":
-                    record["train_acc"] = correct / max(seen, 1)
-                record.update(
-                    {("train_loss" if k == "loss" else f"loss/{k}"): v / max(seen, 1) for k, v in sums.items()}
-                )
-                if val_loader is not None:
-                    val_loss, val_score = self._validate(model, val_loader)
-                    record.update({"val_loss": val_loss, val_metric: val_score})
-                    # the stopper keeps the highest: an error (MAE) counts negated
-                    improved = stopper.update(-val_score if val_metric == "val_mae" else val_score, epoch)
-                else:
-                    improved = stopper.update(float(epoch), epoch)  # no validation split: keep the last epoch
-                record["best"] = improved
-                record["epoch_time_s"] = round(time.perf_counter() - t0, 4)
-                history.append(record)
-                bar.remove_task(task)
-                bar.update(
-                    run_task,
-                    advance=1,
-                    stats=f"loss {record['train_loss']:.4f}"
-                    + (f"  acc {record['train_acc']:.3f}" if "train_acc" in record else "")
-                    + (f"  {val_metric} {record[val_metric]:.3f}" if val_metric in record else ""),
-                )
-                if self.run is not None and acc.is_main_process:
-                    append_jsonl(self.run.metrics, record)
-                    self._ckpt.save_epoch(model, extra, optimizer, scheduler, epoch, global_step, stopper, history,
-                                          improved)
-                elif self.run is None and improved:
-                    weights = weights_of(self.accelerator, model, extra)
-                    self._best_in_memory = {k: v.detach().clone() for k, v in weights.items()}
-                if self.on_epoch is not None and acc.is_main_process:
-                    self.on_epoch(record)  # experiment trackers (TensorBoard, MLflow, CSV), once the epoch is safe
-                if stopper.should_stop:
-                    break
+        sums.sums, sums.correct, sums.seen = _sum_over_processes(acc, sums.sums, sums.correct, sums.seen)
+        self._check_weights(f.model, f.extra, epoch)
+        record = self._record(f, epoch, sums)
+        f.history.append(record)
+        bar.remove_task(task)
+        return record
 
+    def _step(self, f: _Fit, src: dict[str, Any], tgt: dict[str, Any] | None, few: dict[str, Any] | None,
+              sync: bool) -> tuple[StepOutputs, dict[str, float]]:
+        """Forward, loss and backward of one micro-batch; the optimiser steps when ``sync``."""
+        acc = self.accelerator
+        with contextlib.nullcontext() if sync else acc.no_sync(f.model):
+            # over micro-batches: ceil(steps / accum) * accum overcounts them when accum does not divide the epoch,
+            # and progress would stop short of 1
+            progress = min(1.0, f.global_step / max(1, f.budget.total))
+            out = self._forward(f.model, src, tgt, progress, few)
+            total, parts = self._loss(out, progress)
+            acc.backward(total)  # divided by grad_accum_steps
+        if sync:
+            _average_gradients(f.extra, acc.num_processes)
+            if self.cfg.max_grad_norm is not None:
+                acc.clip_grad_norm_([p for g in f.optimizer.param_groups for p in g["params"]], self.cfg.max_grad_norm)
+            f.optimizer.step()
+            f.scheduler.step()
+            f.optimizer.zero_grad(set_to_none=True)
+        return out, parts
+
+    def _count(self, sums: _Sums, out: StepOutputs, parts: dict[str, float]) -> None:
+        n = int(out.source_labels.numel())
+        for k, v in parts.items():
+            sums.sums[k] = sums.sums.get(k, 0.0) + v * n
+        if self.primary_kind == "classification":
+            truth = (out.source_labels if self.primary_reads_labels or out.source_targets is None
+                     else out.source_targets[self.tasks[0].name])
+            sums.correct += int((out.source_logits.argmax(1) == truth).sum())
+        sums.seen += n
+
+    def _checkpoint_mid_epoch(self, f: _Fit, epoch: int, step_in_epoch: int, sums: _Sums) -> None:
+        acc = self.accelerator
+        self._check_weights(f.model, f.extra, epoch)
+        # the whole epoch's sums so far: the resumed main process starts from them, the others at 0
+        g_sums, g_correct, g_seen = _sum_over_processes(acc, sums.sums, sums.correct, sums.seen)
+        running = {"step_in_epoch": step_in_epoch, "sums": g_sums, "correct": g_correct, "seen": g_seen,
+                   "seconds": time.perf_counter() - sums.t0}
+        if acc.is_main_process:
+            self._ckpt.save_step(f.model, f.extra, f.optimizer, f.scheduler, epoch, f.global_step, f.stopper,
+                                 f.history, running)
+
+    def _record(self, f: _Fit, epoch: int, sums: _Sums) -> dict[str, Any]:
+        """The epoch's line of ``metrics.jsonl``: training means, validation, and whether it is the best so far."""
+        seen = max(sums.seen, 1)
+        record: dict[str, Any] = {"phase": self.phase, "seed": self.seed, "epoch": epoch, "step": f.global_step,
+                                  "lr": f.optimizer.param_groups[0]["lr"]}
+        if self.primary_kind == "classification":
+            record["train_acc"] = sums.correct / seen
+        record.update({("train_loss" if k == "loss" else f"loss/{k}"): v / seen for k, v in sums.sums.items()})
+        if f.val is not None:
+            val_loss, val_score = self._validate(f.model, f.val)
+            record.update({"val_loss": val_loss, f.val_metric: val_score})
+            # the stopper keeps the highest: an error (MAE) counts negated
+            improved = f.stopper.update(-val_score if f.val_metric == "val_mae" else val_score, epoch)
+        else:
+            improved = f.stopper.update(float(epoch), epoch)  # no validation split: keep the last epoch
+        record["best"] = improved
+        record["epoch_time_s"] = round(time.perf_counter() - sums.t0, 4)
+        return record
+
+    def _end_epoch(self, f: _Fit, record: dict[str, Any]) -> None:
+        """Log the epoch and checkpoint it (or keep the best weights in memory without a run folder)."""
+        acc = self.accelerator
+        if self.run is not None and acc.is_main_process:
+            append_jsonl(self.run.metrics, record)
+            self._ckpt.save_epoch(f.model, f.extra, f.optimizer, f.scheduler, record["epoch"], f.global_step,
+                                  f.stopper, f.history, record["best"])
+        elif self.run is None and record["best"]:
+            weights = weights_of(acc, f.model, f.extra)
+            self._best_in_memory = {k: v.detach().clone() for k, v in weights.items()}
+        if self.on_epoch is not None and acc.is_main_process:
+            self.on_epoch(record)  # experiment trackers (TensorBoard, MLflow, CSV), once the epoch is safe
+
+    def _finish(self, f: _Fit) -> FitResult:
+        """Restore the best epoch's weights into the plain model and say what was trained."""
+        acc = self.accelerator
         acc.wait_for_everyone()  # the main process wrote the checkpoints every process now reads
-        self._restore_best(model, extra, stopper)
+        self._restore_best(f.model, f.extra, f.stopper)
         # Drop Accelerate's autocast wrapper: the caller scores and saves the plain fp32 model.
-        acc.unwrap_model(model, keep_fp32_wrapper=False)
+        acc.unwrap_model(f.model, keep_fp32_wrapper=False)
         if self._channels_last:
             self.model.to(memory_format=torch.contiguous_format)
         acc.free_memory()
-        best = stopper.best if val_loader is not None and stopper.best_epoch >= 0 else None
-        if best is not None and val_metric == "val_mae":
+        best = f.stopper.best if f.val is not None and f.stopper.best_epoch >= 0 else None
+        if best is not None and f.val_metric == "val_mae":
             best = -best
         return FitResult(
-            best_epoch=stopper.best_epoch,
-            best_val_acc=best if val_metric == "val_acc" else None,
-            epochs_run=len(history),
-            stopped_early=stopper.should_stop and len(history) < budget.epochs,
-            history=history,
-            val_metric=val_metric,
+            best_epoch=f.stopper.best_epoch,
+            best_val_acc=best if f.val_metric == "val_acc" else None,
+            epochs_run=len(f.history),
+            stopped_early=f.stopper.should_stop and len(f.history) < f.budget.epochs,
+            history=f.history,
+            val_metric=f.val_metric,
             best_val=best,
-            steps=global_step,
-            budget=budget.describe(),
+            steps=f.global_step,
+            budget=f.budget.describe(),
         )
 
     # -- one step -------------------------------------------------------------------------------
