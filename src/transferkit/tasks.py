@@ -306,7 +306,7 @@ def task_loss(task: Task, outputs: torch.Tensor, targets: torch.Tensor, label_sm
 def head_loss_terms(tasks: Sequence[Task], weighting: str = "fixed", label_smoothing: float = 0.0) -> list[Any]:
     """The engine's loss terms for the task heads: one per head (``task/<name>``, weighted by its fixed weight), or
     one ``tasks`` term with :class:`UncertaintyWeights` (``weighting="uncertainty"``)."""
-    from transferkit.train.engine import LossTerm
+    from transferkit.train.terms import LossTerm
 
     def loss_of(t: Task) -> Any:
         def fn(out: Any) -> torch.Tensor:

@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 
 from transferkit.cli import app
 from transferkit.data import benchmarks
-from transferkit.data.registry import DATA_ROOT_ENV, list_datasets, load_dataset
+from transferkit.data.catalog import list_datasets, load_dataset
+from transferkit.data.registry import DATA_ROOT_ENV
 from transferkit.errors import DataError
 
 NAMES = [f"amazon-{d}" for d in benchmarks.AMAZON_DOMAINS]

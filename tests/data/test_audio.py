@@ -21,7 +21,7 @@ from transferkit.data.audio import (
     resample,
     verify_audio,
 )
-from transferkit.data.registry import load_dataset
+from transferkit.data.catalog import load_dataset
 from transferkit.errors import DataError
 
 TONES = {"high": 1200.0, "low": 300.0}

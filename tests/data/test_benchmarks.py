@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from transferkit.data import benchmarks
-from transferkit.data.registry import DATA_ROOT_ENV, list_datasets, load_dataset
+from transferkit.data.catalog import list_datasets, load_dataset
+from transferkit.data.registry import DATA_ROOT_ENV
 from transferkit.errors import DataError
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from transferkit.data.catalog import list_datasets, load_dataset
 from transferkit.data.newsgroups import CATEGORIES, NEWSGROUPS_FILE, PAIR_GROUPS, pair_categories
-from transferkit.data.registry import list_datasets, load_dataset
 from transferkit.errors import DataError
 
 

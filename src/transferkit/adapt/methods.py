@@ -40,8 +40,8 @@ from transferkit.adapt.losses import (
 )
 from transferkit.errors import ConfigError
 from transferkit.models.heads import DomainDiscriminator
-from transferkit.train.engine import LossTerm, StepOutputs
 from transferkit.train.schedules import constant, dann_ramp
+from transferkit.train.terms import LossTerm, StepOutputs
 
 
 @dataclass(frozen=True)
@@ -89,8 +89,17 @@ def _check_option(method: str, key: str, value: Any) -> None:
 _METHODS: dict[str, MethodSpec] = {}
 
 
-def _register(spec: MethodSpec) -> None:
+def register_method(spec: MethodSpec) -> None:
+    """Make ``spec`` a method of ``adapt.method``: config validation, ``transferkit methods``, ``auto`` and the
+    pipeline read the registry, so a new method is its builder plus this call (docs/architecture.md)."""
+    if spec.name in _METHODS or spec.name in ("none", "auto"):
+        raise ValueError(f"method {spec.name!r} is registered already (or reserved)")
     _METHODS[spec.name] = spec
+
+
+def unregister_method(name: str) -> None:
+    """Remove a method registered with :func:`register_method` (tests, plugins that unload)."""
+    _METHODS.pop(name, None)
 
 
 def list_methods() -> dict[str, MethodSpec]:
@@ -386,4 +395,4 @@ for _spec in (
                "Lee, ICML-W 2013; Sohn et al. (FixMatch), NeurIPS 2020", _self_training,
                options={"threshold": 0.9, "strong_views": True}, global_batch=False, reads_classes=True),
 ):
-    _register(_spec)
+    register_method(_spec)

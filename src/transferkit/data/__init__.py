@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from transferkit.data.catalog import list_datasets as list_datasets
+from transferkit.data.catalog import load_dataset as load_dataset
 from transferkit.data.domain import DomainDataset as DomainDataset
 from transferkit.data.domain import PairedLoader as PairedLoader
 from transferkit.data.domain import check_label_sets as check_label_sets
-from transferkit.data.registry import list_datasets as list_datasets
-from transferkit.data.registry import load_dataset as load_dataset
 from transferkit.errors import DataError
 
 __all__ = ["DomainDataset", "PairedLoader", "check_label_sets", "list_datasets", "load_data", "load_dataset"]
@@ -41,7 +41,7 @@ def load_data(spec: str, split: str = "train", root: str | Path | None = None) -
     Raises:
         DataError: the name is unknown and no such path exists, or the file cannot be read.
     """
-    from transferkit.data.registry import is_registered
+    from transferkit.data.catalog import is_registered
 
     if is_registered(spec):
         return load_dataset(spec, split, root)

@@ -32,18 +32,19 @@ from __future__ import annotations
 import csv
 import os
 import re
-import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 from math import gcd
 from pathlib import Path
-from typing import Any
 from urllib.parse import unquote
 
 import numpy as np
 import torch
 
 from transferkit.data.domain import DomainDataset, bad_files_error
+from transferkit.data.waveform import Waveform as Waveform  # re-exported: audio's public vocabulary
+from transferkit.data.waveform import header_problem, soundfile_module
+from transferkit.data.waveform import read_audio as read_audio
 from transferkit.errors import DataError
 
 AUDIO_EXTENSIONS = frozenset({".wav"})
@@ -56,58 +57,18 @@ _IGNORED_DIRS = frozenset({"__MACOSX", "__pycache__"})
 _SCAN_DEPTH = 3  # folder levels searched when deciding whether a path holds audio
 
 
-@dataclass(frozen=True)
-class Waveform:
-    """One decoded recording: mono float32 samples in [-1, 1] and their sample rate (Hz)."""
-
-    samples: np.ndarray
-    sample_rate: int
-
-    @property
-    def seconds(self) -> float:
-        return len(self.samples) / self.sample_rate
-
-
-# -- decoding ----------------------------------------------------------------------------------
-def read_audio(path: str | Path) -> Waveform:
-    """Decode an audio file with soundfile; several channels are averaged to mono.
-
-    Raises:
-        DataError: the file is missing, not a readable audio file, truncated (a WAV whose header promises more
-            samples than the file holds: soundfile would silently return the part that is there), empty, or
-            holds NaN/Inf samples. The message names the file.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"audio file {path} does not exist")
-    problem = _header_problem(path)
-    if problem is not None:
-        raise DataError(f"cannot read audio file {path}: {problem}")
-    sf = _soundfile()
-    try:
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
-        raise DataError(f"cannot read audio file {path}: {exc}") from exc
-    samples = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
-    if samples.size == 0:
-        raise DataError(f"audio file {path} holds no samples (an empty recording)")
-    if not np.isfinite(samples).all():
-        raise DataError(f"audio file {path} holds NaN or infinite samples")
-    return Waveform(np.ascontiguousarray(samples, dtype=np.float32), int(rate))
-
-
 def verify_audio(paths: Iterable[str | Path]) -> None:
     """Check every file's header (no decoding): readable, not empty, not truncated; one error lists them all.
 
     Reading headers only keeps this fast (thousands of files a second) and needs no progress bar.
     """
-    sf = _soundfile()
+    sf = soundfile_module()
     bad: list[tuple[str, str]] = []
     n = 0
     for p in paths:
         n += 1
         path = Path(p)
-        problem = _header_problem(path) if path.is_file() else "missing"
+        problem = header_problem(path) if path.is_file() else "missing"
         if problem is None:
             try:
                 info = sf.info(str(path))
@@ -120,44 +81,6 @@ def verify_audio(paths: Iterable[str | Path]) -> None:
     if bad:
         raise bad_files_error(bad, n, "audio files cannot be used (missing, empty, truncated or not audio)",
                               "remove or replace these files, then run again", _MAX_LISTED)
-
-
-def _soundfile() -> Any:
-    try:
-        import soundfile
-    except ImportError as exc:  # the audio extra is optional
-        raise DataError("reading audio needs the soundfile package: pip install 'transferkit[audio]'") from exc
-    return soundfile
-
-
-def _header_problem(path: Path) -> str | None:
-    """Why a WAV file's RIFF header does not fit the file (truncated copy, broken header), or None.
-
-    Files that are not RIFF/WAVE (or that stream with an unknown length) are left to soundfile.
-    """
-    if path.suffix.lower() != ".wav":
-        return None
-    size = path.stat().st_size
-    if size == 0:
-        return "the file is empty (0 bytes)"
-    with open(path, "rb") as f:
-        head = f.read(12)
-        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-            return None  # RF64, raw data, ...: soundfile decides
-        offset = 12
-        while offset + 8 <= size:
-            f.seek(offset)
-            chunk_id, chunk_size = struct.unpack("<4sI", f.read(8))
-            if chunk_id == b"data":
-                if chunk_size in (0, 0xFFFFFFFF):
-                    return None  # written by a stream that never went back to fill in the size
-                have = size - offset - 8
-                if have < chunk_size:
-                    return (f"truncated: its header declares {chunk_size} bytes of samples but the file holds "
-                            f"{have} (an interrupted copy or download?)")
-                return None
-            offset += 8 + chunk_size + (chunk_size & 1)
-    return "no sample data: the WAV header ends before its 'data' chunk (truncated or not a WAV file)"
 
 
 # -- preprocessing -----------------------------------------------------------------------------

@@ -130,7 +130,7 @@ class DomainDataset(torch.utils.data.Dataset):
         if self.kind == "text":
             return str(raw)
         if self.kind == "audio":
-            from transferkit.data.audio import read_audio
+            from transferkit.data.waveform import read_audio
 
             return read_audio(Path(raw))
         if isinstance(raw, (str, Path)):

@@ -33,7 +33,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from transferkit.train.engine import LossTerm, StepOutputs
+from transferkit.train.terms import LossTerm, StepOutputs
 
 
 def l2_sp(backbone: nn.Module, head: nn.Module, *, alpha: float = 0.01, beta: float = 0.01) -> LossTerm:

@@ -606,8 +606,8 @@ def build_hf_audio_backbone(
     from transformers import AutoFeatureExtractor, AutoModel
     from transformers.utils import logging as hf_logging
 
+    from transferkit.models.hf_folder import from_folder
     from transferkit.models.pretrained import remote_code_trusted
-    from transferkit.models.text import from_folder
 
     hf_logging.disable_progress_bar()
     try:
