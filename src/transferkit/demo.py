@@ -109,40 +109,12 @@ def run_demo(
     lap("2. measure the gap")
 
     console.rule(f"[bold]3. adapt to the unlabelled {TARGET} images (no target labels), seeds {list(seeds)}")
-    adapt_gaps: dict[str, dict[str, Any]] = {}
-    for method in ADAPT_FULL if full else ADAPT_QUICK:
-        rep = source_run(f"adapt-{method}", method)
-        guards = [r["guard"] for r in rep["per_seed"] if "guard" in r]
-        kept = [g["keep"] for g in guards]
-        rows[f"adapted: {method}"] = {
-            "target": rep["summary"]["target"],
-            "note": f"{SOURCE} labels + unlabelled {TARGET} images; the negative-transfer guard kept the adapted "
-                    f"model in {kept.count('adapted')} of {len(kept)} seeds",
-        }
-        adapt_gaps[method] = _gap_change(guards)
+    adapted, adapt_gaps = _adapt(source_run, ADAPT_FULL if full else ADAPT_QUICK)
+    rows.update(adapted)
     lap("3. adapt")
 
     console.rule(f"[bold]4. fine-tune on {shots} labelled {TARGET} images per class, seeds {list(seeds)}")
-    settings: list[tuple[str, str, dict[str, Any], dict[str, Any]]] = [
-        (f"scratch ({shots}/class)", "lenet", {"strategy": "full"}, {"lr": 1e-3})
-    ]
-    strategies = STRATEGY_SETTINGS if full else {k: STRATEGY_SETTINGS[k] for k in QUICK_STRATEGIES}
-    settings += [(f"fine-tuned: {k} ({shots}/class)", f"file:{pretrained}", ft, tr) for k, (ft, tr) in
-                 strategies.items()]
-    for label, backbone, ft, tr in settings:
-        model = {**MODEL, "backbone": backbone} if backbone == "lenet" else {"backbone": backbone}
-        cfg = parse_config({
-            "name": label.split(" (")[0].replace(": ", "-"), "output_dir": out, "seeds": list(seeds),
-            "data": {"source": TARGET, "source_per_class": shots, "val_fraction": 0.0, "batch_size": 32},
-            "model": model, "finetune": ft, "train": {"epochs": finetune_epochs, **tr},
-        })
-        console.print(f"[bold]{label}[/] ({'from scratch' if backbone == 'lenet' else 'from the step-1 CNN'})")
-        rep = fit(cfg, progress=progress)
-        rows[label] = {
-            "target": rep["summary"]["source"],  # the fine-tuning domain *is* the target here
-            "note": f"{shots} labelled {TARGET} images per class" + ("" if backbone == "lenet" else
-                                                                    f", starting from the {SOURCE} CNN"),
-        }
+    rows.update(_finetune(out, pretrained, seeds, shots, finetune_epochs, full, progress))
 
     lap("4. fine-tune")
     seconds = time.perf_counter() - t_start
@@ -169,6 +141,49 @@ def run_demo(
     _write(root, summary)
     print_table(summary)
     return summary
+
+
+def _adapt(source_run: Any, methods: tuple[str, ...]) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """Step 3: each method on the unlabelled target under the guard; the rows and how each changed the gap."""
+    rows, gaps = {}, {}
+    for method in methods:
+        rep = source_run(f"adapt-{method}", method)
+        guards = [r["guard"] for r in rep["per_seed"] if "guard" in r]
+        kept = [g["keep"] for g in guards]
+        rows[f"adapted: {method}"] = {
+            "target": rep["summary"]["target"],
+            "note": f"{SOURCE} labels + unlabelled {TARGET} images; the negative-transfer guard kept the adapted "
+                    f"model in {kept.count('adapted')} of {len(kept)} seeds",
+        }
+        gaps[method] = _gap_change(guards)
+    return rows, gaps
+
+
+def _finetune(out: str, pretrained: Path, seeds: tuple[int, ...], shots: int, epochs: int, full: bool,
+              progress: bool) -> dict[str, dict[str, Any]]:
+    """Step 4: ``shots`` labelled target images per class, from scratch and from the step-1 CNN."""
+    settings: list[tuple[str, str, dict[str, Any], dict[str, Any]]] = [
+        (f"scratch ({shots}/class)", "lenet", {"strategy": "full"}, {"lr": 1e-3})
+    ]
+    strategies = STRATEGY_SETTINGS if full else {k: STRATEGY_SETTINGS[k] for k in QUICK_STRATEGIES}
+    settings += [(f"fine-tuned: {k} ({shots}/class)", f"file:{pretrained}", ft, tr) for k, (ft, tr) in
+                 strategies.items()]
+    rows = {}
+    for label, backbone, ft, tr in settings:
+        model = {**MODEL, "backbone": backbone} if backbone == "lenet" else {"backbone": backbone}
+        cfg = parse_config({
+            "name": label.split(" (")[0].replace(": ", "-"), "output_dir": out, "seeds": list(seeds),
+            "data": {"source": TARGET, "source_per_class": shots, "val_fraction": 0.0, "batch_size": 32},
+            "model": model, "finetune": ft, "train": {"epochs": epochs, **tr},
+        })
+        console.print(f"[bold]{label}[/] ({'from scratch' if backbone == 'lenet' else 'from the step-1 CNN'})")
+        rep = fit(cfg, progress=progress)
+        rows[label] = {
+            "target": rep["summary"]["source"],  # the fine-tuning domain *is* the target here
+            "note": f"{shots} labelled {TARGET} images per class" + ("" if backbone == "lenet" else
+                                                                    f", starting from the {SOURCE} CNN"),
+        }
+    return rows
 
 
 def measure_demo_gap(model_path: Path, *, progress: bool = True) -> list[dict[str, Any]]:
