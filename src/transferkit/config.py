@@ -302,7 +302,8 @@ class AdaptConfig(_Strict):
         "default: measured and reported, not used; see docs/defaults.md)"
     )
     guard_absent_weight: Annotated[float, Field(gt=0.0, lt=1.0)] | None = Field(
-        0.1, description="guard: class weight below which a source class counts as absent from the target (null: off)"
+        None, description="guard: class weight below which a source class counts as absent from the target, for "
+        "targets that may lack some source classes (e.g. 0.1; null, the default: off; see docs/defaults.md)"
     )
     guard_flip_check: bool = Field(
         True, description="guard: fall back when adaptation relabels more of the surest target half than the "

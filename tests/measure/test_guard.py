@@ -125,7 +125,7 @@ def test_falls_back_when_adaptation_fills_classes_the_target_lacks() -> None:
     spread = y.copy()
     spread[::4] += 5  # adaptation moves a quarter of the target into the absent classes 5-9
     s = Candidate("source-only", _onehot(y), val, np.arange(100) % 10)
-    d = guard_decision(s, Candidate("adapted", _onehot(spread), val, np.arange(100) % 10))
+    d = guard_decision(s, Candidate("adapted", _onehot(spread), val, np.arange(100) % 10), absent_weight=0.1)
     assert d.keep == "source-only" and "absent" in d.reasons[0]
     assert d.numbers["absent_classes"]["classes"] == [5, 6, 7, 8, 9]
     assert d.numbers["absent_classes"]["adapted_share"] == pytest.approx(0.25)
@@ -134,12 +134,24 @@ def test_falls_back_when_adaptation_fills_classes_the_target_lacks() -> None:
                           absent_weight=None, flip_check=False).keep == "adapted"
 
 
+def test_the_absent_class_rule_is_off_unless_asked_for() -> None:
+    y = np.arange(200) % 5
+    spread = y.copy()
+    spread[::4] += 5
+    val = _onehot(np.arange(100) % 10)
+    d = guard_decision(Candidate("source-only", _onehot(y), val, np.arange(100) % 10),
+                       Candidate("adapted", _onehot(spread), val, np.arange(100) % 10), flip_check=False)
+    assert d.keep == "adapted" and not d.reasons
+    assert d.numbers["absent_classes"]["classes"] == [5, 6, 7, 8, 9]  # measured and recorded, to be re-judged
+
+
 def test_finding_one_class_the_source_only_model_missed_is_kept() -> None:
     y = np.arange(200) % 10
     missed = np.where(y == 9, 8, y)  # source-only never predicts 9
     val = _onehot(np.arange(100) % 10)
     d = guard_decision(Candidate("source-only", _onehot(missed), val, np.arange(100) % 10),
-                       Candidate("adapted", _onehot(y), val, np.arange(100) % 10), flip_check=False)
+                       Candidate("adapted", _onehot(y), val, np.arange(100) % 10), flip_check=False,
+                       absent_weight=0.1)
     assert d.numbers["absent_classes"]["classes"] == [9]
     assert d.keep == "adapted"  # 10% into class 9: one class's even share among 9 present (11.1%) is not exceeded
 

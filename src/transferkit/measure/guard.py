@@ -80,12 +80,13 @@ class GuardDecision:
 
 def guard_decision(
     source_only: Candidate, adapted: Candidate, *, max_source_drop: float = 0.05, gap_alpha: float | None = None,
-    absent_weight: float | None = 0.1, flip_check: bool = True, validator: str | None = None,
+    absent_weight: float | None = None, flip_check: bool = True, validator: str | None = None,
     gap_samples: int = 500, gap_permutations: int = 200,
 ) -> GuardDecision:
     """Apply the rule of the module docstring to two candidates (both need target and source-val logits;
-    the gap rule also needs their source-val and target features). ``gap_alpha=None`` / ``absent_weight=None``
-    turn the gap / absent-class rules off, ``flip_check=False`` the sure-answers rule."""
+    the gap rule also needs their source-val and target features). The gap and absent-class rules are off unless
+    ``gap_alpha`` / ``absent_weight`` (e.g. 0.05 / 0.1) are given; ``flip_check=False`` turns the sure-answers rule
+    off."""
     reasons: list[str] = []
     fired: dict[str, bool] = {}  # every rule that was checked and whether it fired (to re-judge the rules later)
     col_s, col_a = collapse_check(source_only.target_logits), collapse_check(adapted.target_logits)
@@ -115,18 +116,18 @@ def guard_decision(
                 f"adaptation widened the domain gap: MMD² {mmd_s['value']:.4f} on the source-only features -> "
                 f"{mmd_a['value']:.4f} on the adapted ones (p = {mmd_a['p_value']:.3f})"
             )
-    if absent_weight is not None:
-        absent = absent_classes(source_only, adapted, absent_weight)
-        numbers["absent_classes"] = absent
-        fired["absent"] = bool(absent["classes"]) and absent["adapted_share"] > max(absent["limit"],
-                                                                                     absent["source_only_share"])
-        if fired["absent"]:
-            reasons.append(
-                f"adaptation put {100 * absent['adapted_share']:.1f}% of the target into classes "
-                f"{absent['classes']} that the source-only model finds absent from it (source-only: "
-                f"{100 * absent['source_only_share']:.1f}%; one present class's even share: "
-                f"{100 * absent['limit']:.1f}%)"
-            )
+    # measured at 0.1 when the rule is off, as the gap is: recorded so the rule can be re-judged, never acted on
+    absent = absent_classes(source_only, adapted, absent_weight if absent_weight is not None else 0.1)
+    numbers["absent_classes"] = absent
+    fired["absent"] = bool(absent["classes"]) and absent["adapted_share"] > max(absent["limit"],
+                                                                                 absent["source_only_share"])
+    if absent_weight is not None and fired["absent"]:
+        reasons.append(
+            f"adaptation put {100 * absent['adapted_share']:.1f}% of the target into classes "
+            f"{absent['classes']} that the source-only model finds absent from it (source-only: "
+            f"{100 * absent['source_only_share']:.1f}%; one present class's even share: "
+            f"{100 * absent['limit']:.1f}%)"
+        )
     if flip_check:
         flips = confident_flips(source_only.target_logits, adapted.target_logits)
         error = atc_error(source_only)
