@@ -32,7 +32,10 @@ The rule (:func:`guard_decision`). The final model falls back to source-only whe
    its classes pushes target items into them. The adapted model falls back when it puts more of the target
    into the absent classes, together, than one present class would get under an even split
    (1 / #present) and more than the source-only model does. One class the source-only model missed and the
-   adapted model rightly finds gets about one class's share, so it does not trip the rule.
+   adapted model rightly finds gets about one class's share, so it does not trip the rule. **Off by default**
+   (``absent_weight=None``; its numbers are still recorded): a weak source-only model also rarely predicts
+   classes the target does have, and on the defaults suite (USPS -> MNIST, 50 labels per class) the rule
+   rejected five adapted models that were all 11-24 points better; turn it on where the target may lack classes.
 5. **Sure answers overwritten**: adaptation relabels a larger share of the half of the target the source-only
    model is surest of than that model's estimated error rate on the whole target. The estimate is ATC
    (Garg et al., "Leveraging Unlabeled Data to Predict Out-of-Distribution Performance", ICLR 2022): the
