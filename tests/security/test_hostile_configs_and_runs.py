@@ -202,12 +202,17 @@ def test_ctrl_c_says_how_to_resume(tmp_path: Path) -> None:
            "--epochs", "1000", "--output-dir", str(tmp_path / "runs"), "--name", "r", "--no-progress",
            "--set", "data.batch_size=4", "--set", "train.checkpoint_every_steps=5"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
-    metrics = tmp_path / "runs" / "r" / "checkpoints"
-    deadline = time.monotonic() + 240
-    while not metrics.exists() and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=120)
+    try:
+        metrics = tmp_path / "runs" / "r" / "checkpoints"
+        deadline = time.monotonic() + 240
+        while not metrics.exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:  # never leave a 1,000-epoch run behind when the test fails
+            proc.kill()
+            proc.wait()
     assert proc.returncode == 130, out
     assert "interrupted" in out and "--resume" in out and "Traceback" not in out, out
 
