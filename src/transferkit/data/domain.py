@@ -1,21 +1,22 @@
 """The one dataset type every stage sees, and paired source/target iteration.
 
-A :class:`DomainDataset` is a labelled or unlabelled sample of one domain. Modality only decides how an
-item is decoded (an image array, an image file, a feature vector); after the backbone's transform every
-item is a tensor, so the engine and all methods stay modality-free.
+A :class:`DomainDataset` is a labelled or unlabelled sample of one domain. Its modality (its ``kind``, a record
+in :mod:`transferkit.data.modality`) only decides how an item is decoded, checked and hashed; after the
+backbone's transform every item is a tensor, so the engine and all methods stay modality-free.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
-from PIL import Image
 
+from transferkit.data.modality import modality
+from transferkit.data.pixels import image_as_rgb as image_as_rgb  # re-exported (image loaders, tests)
+from transferkit.data.pixels import to_uint8 as to_uint8
 from transferkit.errors import DataError
 
 Kind = Literal["image", "vector", "text", "audio"]
@@ -90,11 +91,7 @@ class DomainDataset(torch.utils.data.Dataset):
                     f"({len(self.classes)} classes), found {labels.min()}..{labels.max()}"
                 )
             self.labels = labels.astype(np.int64)
-        if self.kind == "vector" and isinstance(self.inputs, np.ndarray):
-            if self.inputs.ndim != 2:
-                raise DataError(f"dataset {self.domain!r}: feature vectors must be 2-D (N, D), got {self.inputs.shape}")
-            if not np.isfinite(self.inputs).all():
-                raise DataError(f"dataset {self.domain!r}: feature vectors contain NaN or Inf")
+        modality(self.kind).check(self.domain, self.inputs)
 
     # -- torch Dataset -------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -124,18 +121,7 @@ class DomainDataset(torch.utils.data.Dataset):
 
     def decode(self, index: int) -> Any:
         """The raw item: a PIL image, a float tensor (vectors), a string (text), a ``Waveform`` (audio)."""
-        raw = self.inputs[index]
-        if self.kind == "vector":
-            return torch.as_tensor(np.asarray(raw, dtype=np.float32))
-        if self.kind == "text":
-            return str(raw)
-        if self.kind == "audio":
-            from transferkit.data.waveform import read_audio
-
-            return read_audio(Path(raw))
-        if isinstance(raw, (str, Path)):
-            return _open_image(Path(raw))
-        return _array_to_pil(np.asarray(raw))
+        return modality(self.kind).decode(self.inputs[index])
 
     # -- views ---------------------------------------------------------------------------------
     @property
@@ -167,7 +153,7 @@ class DomainDataset(torch.utils.data.Dataset):
         if self.cache is not None or max_bytes <= 0:
             return self
         batch = getattr(self.transform, "batch", None)
-        if batch is not None and self.kind == "text":  # a tokenizer: whole batches at once are far faster
+        if batch is not None and modality(self.kind).batched:  # a tokenizer: whole batches at once are far faster
             return self._precomputed_in_batches(batch, max_bytes)
         first = self[0]["x"]
         if not isinstance(first, torch.Tensor) or first.element_size() * first.numel() * len(self) > max_bytes:
@@ -277,15 +263,8 @@ class DomainDataset(torch.utils.data.Dataset):
         if isinstance(self.inputs, np.ndarray):
             h.update(str(self.inputs.shape).encode() + str(self.inputs.dtype).encode())
             h.update(np.ascontiguousarray(self.inputs).tobytes())
-        elif self.kind == "text":
-            for text in self.inputs:
-                h.update(str(text).encode("utf-8", "surrogatepass"))
-                h.update(b"\0")
-        else:
-            for p in self.inputs:
-                path = Path(p)
-                st = path.stat()
-                h.update(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
+        else:  # a list: strings (text) or file paths, each modality hashes its own
+            modality(self.kind).hash_items(h, self.inputs)
         if self.labels is not None:
             h.update(self.labels.tobytes())
         return h.hexdigest()[:16]
@@ -358,65 +337,6 @@ def _default_to_tensor(item: Any) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(arr))
 
 
-def _array_to_pil(arr: np.ndarray) -> Image.Image:
-    if arr.dtype != np.uint8:
-        arr = to_uint8(arr, "an image array")
-    if arr.ndim == 3 and arr.shape[-1] == 1:
-        arr = arr[..., 0]
-    return Image.fromarray(arr)
-
-
-def to_uint8(arr: np.ndarray, what: str) -> np.ndarray:
-    """Pixels as 8 bits, rescaled from their own range rather than clipped: 16-bit (0..65535) and float images
-    (0..1, or 0..255) keep their contrast. Anything else is refused, naming ``what``: a silent clip turned a 16-bit
-    grey PNG almost white and a float TIFF black, and both trained without a word."""
-    if arr.dtype == np.uint8:
-        return arr
-    if arr.dtype.kind in "iub":
-        lo, hi = (int(arr.min()), int(arr.max())) if arr.size else (0, 0)
-        if lo < 0 or hi > 65535:
-            raise DataError(f"{what}: integer pixels range {lo}..{hi}, outside 8 and 16 bits; save it as 8- or "
-                            "16-bit, or scale it to 0..1 floats")
-        top = 65535.0 if arr.dtype.itemsize >= 2 and (arr.dtype == np.uint16 or hi > 255) else 255.0
-        return np.rint(arr.astype(np.float64) * (255.0 / top)).astype(np.uint8)
-    if arr.dtype.kind == "f":
-        if arr.size and not np.isfinite(arr).all():
-            raise DataError(f"{what}: float pixels include NaN or infinity")
-        lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
-        if lo >= 0.0 and hi <= 1.0:
-            scale = 255.0
-        elif lo >= 0.0 and hi <= 255.0:
-            scale = 1.0
-        else:
-            raise DataError(f"{what}: float pixels range {lo:.4g}..{hi:.4g}; transferkit reads float images in 0..1 "
-                            "(or 0..255): rescale it")
-        return np.clip(np.rint(arr.astype(np.float64) * scale), 0, 255).astype(np.uint8)
-    raise DataError(f"{what}: pixels of type {arr.dtype} cannot be read as an image")
-
-
-# PIL modes of more than 8 bits per channel: read as arrays and rescaled (convert("RGB") would clip them)
-_DEEP_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
-
-
-def image_as_rgb(im: Image.Image, path: Path | str) -> Image.Image:
-    """An opened image as 8-bit RGB whatever its mode (grey, palette, RGBA, CMYK, 16-bit, float)."""
-    if im.mode in _DEEP_MODES:
-        grey = to_uint8(np.asarray(im), f"image {path} (mode {im.mode})")
-        return Image.fromarray(grey, "L").convert("RGB")
-    return im.convert("RGB")
-
-
-def _open_image(path: Path) -> Image.Image:
-    try:
-        with Image.open(path) as im:
-            return image_as_rgb(im, path)
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        if isinstance(exc, DataError):
-            raise
-        raise DataError(f"cannot read image {path}: {exc}") from exc
-
-
-# -- paired source/target iteration ------------------------------------------------------------
 class PairedLoader:
     """Iterate source and target loaders together; the shorter side cycles (reshuffled each pass).
 
