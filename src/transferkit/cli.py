@@ -541,49 +541,32 @@ def measure(
     _offline(online)
     _trust_code(ctx, trust_remote_code)
     try:
-        from transferkit.data import load_data
-        from transferkit.features import feature_matrix
-        from transferkit.measure.discrepancy import measure_gap, per_class_gap
-        from transferkit.models.backbones import backbone_for
+        from transferkit.measure.domain_gap import measure_domains
         from transferkit.models.pretrained import trusting_pickle
 
-        if max_samples < 10 or permutations < 1:
-            _fail("--max-samples must be >= 10 and --permutations >= 1")
-        names = [m.strip() for m in measures.split(",")] if measures else None
-        src, tgt = load_data(source, split), load_data(target, split)
-        bb = None
-        if backbone is not None:
-            with trusting_pickle(trust_pickle):
-                bb = backbone_for(backbone, src, weights=weights, pretrained=pretrained, online=online)
-        xs, xt = feature_matrix(src, bb, device=device), feature_matrix(tgt, bb, device=device)
-        if bb is None and xs.shape[1] != xt.shape[1]:
-            _fail(f"the raw inputs differ in size ({xs.shape[1]} vs {xt.shape[1]} values): give --backbone to "
-                  "measure on features of one width")
-        gaps = measure_gap(xs, xt, measures=names, max_samples=max_samples, num_permutations=permutations, seed=seed)
-        classes = per_class_gap(xs, src.labels, xt, tgt.labels, classes=src.classes, seed=seed) \
-            if per_class and src.labels is not None else None
+        with trusting_pickle(trust_pickle):
+            result = measure_domains(
+                source, target, split=split, backbone=backbone, weights=weights, pretrained=pretrained,
+                online=online, measures=[m.strip() for m in measures.split(",")] if measures else None,
+                max_samples=max_samples, permutations=permutations, per_class=per_class, seed=seed, device=device)
     except (TransferkitError, ValueError) as exc:
         _fail(str(exc))
-    on = f"{bb.spec} features ({xs.shape[1]}-d)" if bb is not None else f"raw inputs ({xs.shape[1]}-d)"
-    table = Table(title=f"gap {source} → {target} ({split} split), on {on}")
+    table = Table(title=f"gap {source} → {target} ({split} split), on {result.features}")
     for col in ("measure", "value", "p-value", "samples (source / target)"):
         table.add_column(col)
-    for g in gaps:
+    for g in result.gaps:
         p = "" if g.p_value is None else f"{g.p_value:.3g}"
         table.add_row(g.name, f"{g.value:.4g}", p, f"{g.samples[0]} / {g.samples[1]}")
     console.print(table)
-    for g in gaps:
+    for g in result.gaps:
         console.print(f"  {g.name}: {g.meaning}", highlight=False, soft_wrap=True)
-    if classes is not None:
-        label = "target labels" if tgt.labels is not None else "nearest source class mean (pseudo-labels)"
-        console.print(f"MMD² per class (target classes from {label}): "
-                      + ", ".join(f"{k} {'–' if v is None else f'{v:.3g}'}" for k, v in classes.items()))
+    if result.per_class is not None:
+        console.print(f"MMD² per class (target classes from {result.per_class_from}): "
+                      + ", ".join(f"{k} {'–' if v is None else f'{v:.3g}'}" for k, v in result.per_class.items()))
     if json_out is not None:
         from transferkit.runs import atomic_write_text
 
-        payload = {"source": source, "target": target, "split": split, "features": on,
-                   "gaps": [g.to_dict() for g in gaps], "per_class_mmd2": classes}
-        atomic_write_text(json_out, json.dumps(payload, indent=2))
+        atomic_write_text(json_out, json.dumps(result.to_dict(), indent=2))
         console.print(f"wrote {json_out}")
 
 
