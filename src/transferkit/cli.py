@@ -5,7 +5,6 @@ Every command exits with code 2 and a one-line reason on bad input (a :class:`Tr
 
 from __future__ import annotations
 
-import csv
 import json
 import sys
 from pathlib import Path
@@ -282,56 +281,16 @@ def predict(
     _trust_code(ctx, trust_remote_code)
     try:
         from transferkit.data import load_data
-        from transferkit.evaluate.predict import predict_logits
+        from transferkit.evaluate.predictions_csv import write_predictions_csv
         from transferkit.models.heads import TransferModel
-        from transferkit.runs import RunDir, atomic_path
+        from transferkit.runs import RunDir
 
         model = TransferModel.load(RunDir(run).find_model(seed))
         ds = model.prepare(load_data(data, split))
-        if len(model.tasks) > 1 or model.tasks[0].field != "label":
-            _predict_heads_csv(model, ds, out, batch_size)
-            console.print(f"wrote {len(ds)} predictions to {out}")
-            return
-        logits, labels = predict_logits(model, ds, batch_size=batch_size, progress=True)
-        probs = logits.softmax(1)
-        conf, pred = probs.max(1)
-        with atomic_path(out) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
-            w = csv.writer(f)
-            w.writerow(["index", "input", "label", "prediction", "confidence"])
-            for i in range(len(ds)):
-                src = ds.inputs[i] if not hasattr(ds.inputs, "shape") else ""
-                lab = model.classes[int(labels[i])] if int(labels[i]) >= 0 and ds.classes == model.classes else ""
-                w.writerow([i, src, lab, model.classes[int(pred[i])], f"{float(conf[i]):.6f}"])
+        write_predictions_csv(model, ds, out, batch_size=batch_size)
     except TransferkitError as exc:
         _fail(str(exc))
     console.print(f"wrote {len(ds)} predictions to {out}")
-
-
-def _predict_heads_csv(model: Any, ds: Any, out: Path, batch_size: int) -> None:
-    """One column per head (two for a classifier: its class and confidence): a model with ``model.heads``."""
-    from transferkit.evaluate.predict import predict_heads
-    from transferkit.runs import atomic_path
-
-    outs, _ = predict_heads(model, ds.unlabelled(), batch_size=batch_size, progress=True)
-    columns: list[tuple[str, list[str]]] = []
-    for t in model.tasks:
-        o = outs[t.name]
-        if t.kind == "classification":
-            conf, pred = o.softmax(1).max(1)
-            columns += [(t.name, [t.classes[int(i)] for i in pred]), (f"{t.name}_confidence",
-                                                                      [f"{float(c):.6f}" for c in conf])]
-        elif t.kind == "multilabel":
-            on = o.sigmoid() >= 0.5
-            columns.append((t.name, ["|".join(c for c, b in zip(t.classes, row, strict=True) if b) for row in on]))
-        else:
-            values = t.decode(o)
-            columns.append((t.name, [";".join(f"{float(v):.6g}" for v in row) for row in values]))
-    with atomic_path(out) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["index", "input", *(name for name, _ in columns)])
-        for i in range(len(ds)):
-            src = ds.inputs[i] if not hasattr(ds.inputs, "shape") else ""
-            w.writerow([i, src, *(values[i] for _, values in columns)])
 
 
 @app.command()
