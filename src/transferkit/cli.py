@@ -77,6 +77,17 @@ def _parse_seeds(text: str | None) -> list[int] | None:
     return seeds
 
 
+# `transferkit fit`'s flags that set a config key (a test checks that every key exists in RunConfig)
+FIT_FLAG_KEYS = {
+    "name": "name", "source": "data.source", "target": "data.target", "backbone": "model.backbone",
+    "weights": "model.weights", "init_from": "model.init_from", "pretrained": "model.pretrained",
+    "strategy": "finetune.strategy", "method": "adapt.method", "lam": "adapt.weight",
+    "target_labels_per_class": "data.target_labels_per_class", "epochs": "train.epochs", "lr": "train.lr",
+    "batch_size": "data.batch_size", "seeds": "seeds", "output_dir": "output_dir", "online": "online",
+    "trust_pickle": "model.trust_pickle", "log_to": "tracking.log_to",
+}
+
+
 @app.command()
 def fit(
     ctx: typer.Context,
@@ -136,18 +147,16 @@ def fit(
     _offline(online)
     _trust_code(ctx, trust_remote_code)
     try:
-        overrides: dict[str, Any] = {}
-        for key, value in {
-            "name": name, "data.source": (source[0] if len(source) == 1 else source) if source else None,
-            "data.target": target, "model.backbone": backbone, "model.weights": weights, "model.init_from": init_from,
-            "model.pretrained": pretrained, "finetune.strategy": strategy,
-            "adapt.method": method, "adapt.weight": lam, "data.target_labels_per_class": target_labels_per_class,
-            "train.epochs": epochs, "train.lr": lr, "data.batch_size": batch_size, "seeds": _parse_seeds(seeds),
-            "output_dir": output_dir, "online": online or None, "model.trust_pickle": trust_pickle or None,
-            "tracking.log_to": [k.strip() for k in log_to.split(",") if k.strip()] if log_to else None,
-        }.items():
-            if value is not None:
-                overrides[key] = value
+        flags = {
+            "name": name, "source": (source[0] if len(source) == 1 else source) if source else None,
+            "target": target, "backbone": backbone, "weights": weights, "init_from": init_from,
+            "pretrained": pretrained, "strategy": strategy, "method": method, "lam": lam,
+            "target_labels_per_class": target_labels_per_class, "epochs": epochs, "lr": lr,
+            "batch_size": batch_size, "seeds": _parse_seeds(seeds), "output_dir": output_dir,
+            "online": online or None, "trust_pickle": trust_pickle or None,
+            "log_to": [k.strip() for k in log_to.split(",") if k.strip()] if log_to else None,
+        }
+        overrides: dict[str, Any] = {FIT_FLAG_KEYS[f]: v for f, v in flags.items() if v is not None}
         for item in set_ or []:
             k, v = parse_override(item)
             overrides[k] = v

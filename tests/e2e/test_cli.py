@@ -523,3 +523,19 @@ def test_help_fits_80_columns_without_cutting_anything(command: str) -> None:
                           env={**os.environ, "COLUMNS": "80", "TERM": "dumb"})
     assert done.returncode == 0, done.stderr
     assert "…" not in done.stdout, [line for line in done.stdout.splitlines() if "…" in line]
+
+
+def test_every_fit_flag_sets_a_config_key_that_exists() -> None:
+    import inspect
+
+    from transferkit.cli import FIT_FLAG_KEYS, fit
+    from transferkit.config import RunConfig
+
+    params = set(inspect.signature(fit).parameters)
+    for flag, dotted in FIT_FLAG_KEYS.items():
+        assert flag in params, f"FIT_FLAG_KEYS names {flag!r}, which is not a parameter of `fit`"
+        model: type | None = RunConfig
+        for part in dotted.split("."):
+            assert part in model.model_fields, f"--{flag} sets {dotted!r}, which RunConfig does not have"
+            annotation = model.model_fields[part].annotation
+            model = annotation if isinstance(annotation, type) and hasattr(annotation, "model_fields") else None
