@@ -288,7 +288,7 @@ def test_a_linear_probe_without_a_training_length_is_solved_as_logistic_regressi
     report = json.loads((run / "report.json").read_text())
     fit = report["per_seed"][0]["fit"] if "per_seed" in report else report["fit"]
     assert fit["solver"].startswith("L2 logistic regression by L-BFGS, C=1;") and fit["probe_c"] == 1.0
-    assert report["selection"].startswith("none: the linear probe is solved to convergence")
+    assert report["selection"].startswith("none: the linear probe is solved by L-BFGS")
     assert "Fitted in" in (run / "report.md").read_text()
     assert report["evaluations"]["source"]["accuracy"] == 1.0
     code, out = invoke("evaluate", run, "--data", tree, "--split", "val")  # the saved head is the fitted one

@@ -72,7 +72,9 @@ def test_a_class_without_items_is_never_predicted() -> None:
 
 
 def test_a_single_class_is_refused() -> None:
-    with pytest.raises(ValueError, match="at least 2 classes"):
+    from transferkit.errors import DataError
+
+    with pytest.raises(DataError, match="at least 2 classes"):
         fit_convex_probe(np.zeros((4, 2)), np.zeros(4, dtype=int), num_classes=2, seed=0)
 
 
@@ -96,3 +98,26 @@ def test_auto_solves_a_plain_probe_and_trains_anything_more() -> None:
 def test_lbfgs_on_a_probe_with_more_than_cross_entropy_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="label_smoothing"):
         solver_for(_cfg(finetune={"probe_solver": "lbfgs"}, train={"label_smoothing": 0.1}))
+
+
+def test_auto_on_a_probe_reports_how_the_kept_model_was_trained(tmp_path) -> None:
+    from transferkit.experiment import fit
+
+    rng = np.random.default_rng(0)
+    for name, shift in (("src", 0.0), ("tgt", 1.0)):
+        x = rng.normal(0, 1, (160, 5)).astype(np.float32)
+        y = (x[:, 0] + 0.3 * x[:, 1] > 0).astype(np.int64)
+        x[:, 2:] += shift
+        np.savez(tmp_path / f"{name}.npz", x_train=x[:120], y_train=y[:120], x_test=x[120:], y_test=y[120:])
+    cfg = RunConfig.model_validate({
+        "name": "auto-probe", "output_dir": str(tmp_path / "runs"), "seeds": [0],
+        "data": {"source": str(tmp_path / "src.npz"), "target": str(tmp_path / "tgt.npz")},
+        "model": {"backbone": "mlp", "backbone_kwargs": {"hidden": 8}},
+        "finetune": {"strategy": "linear-probe"}, "adapt": {"method": "auto"},
+    })
+    report = fit(cfg, progress=False)
+    seed = report["per_seed"][0] if "per_seed" in report else report
+    chosen = seed["auto"]["chosen"]
+    assert seed["auto"]["candidates"]["source-only"]  # solved by L-BFGS, scored like every candidate
+    # the report describes the kept model: the solved probe, or the candidate's own training, never a mix
+    assert ("solver" in seed["fit"]) == (chosen == "source-only"), (chosen, seed["fit"])

@@ -1,7 +1,7 @@
 """Where named datasets register: ``@register_dataset(name, description)`` on a loader ``(split, root) ->
 DomainDataset``; :mod:`transferkit.data.catalog` looks names up (``load_dataset("mnist-5k", split="train")``).
- Built-in datasets ship inside pip
-packages (no download); benchmark datasets read a local root (``TRANSFERKIT_DATA``) and check SHA-256.
+Built-in datasets ship inside pip packages (no download); benchmark datasets read a local root
+(``TRANSFERKIT_DATA``) and check SHA-256.
 Anything that is not a registered name is treated as a path (see :func:`transferkit.data.load_data`).
 """
 

@@ -18,7 +18,7 @@ from transferkit.runs import RunDir, atomic_write_json, atomic_write_text, read_
 from transferkit.tasks import KIND_SCALARS, scalars_of
 
 SCALARS = ("accuracy", "macro_f1", "ece")  # a classification head's; see transferkit.tasks.KIND_SCALARS for others
-FEATURE_MAP = "feature_map.npz"  # written by transferkit.experiment.fit_seed
+FEATURE_MAP = "feature_map.npz"  # written by transferkit.pipeline.report.save_feature_map
 
 
 def aggregate(per_seed: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:

@@ -45,7 +45,7 @@ class ProbeFit:
     weight: np.ndarray  # (num_classes, dim)
     bias: np.ndarray  # (num_classes,)
     c: float
-    folds: int  # 0: C was given, or a class had too few items to cross-validate
+    folds: int  # 0: C was given (or a one-value grid), or a class had too few items to cross-validate
     cv_accuracy: float | None
     iterations: int
     converged: bool
@@ -74,14 +74,16 @@ def fit_convex_probe(x: np.ndarray, y: np.ndarray, *, num_classes: int, seed: in
     y = np.asarray(y, dtype=np.int64)
     present, counts = np.unique(y, return_counts=True)
     if len(present) < 2:
-        raise ValueError(f"a linear probe needs items of at least 2 classes, got {len(present)}")
+        from transferkit.errors import DataError
+
+        raise DataError(f"a linear probe needs training items of at least 2 classes, got {len(present)}")
     folds = min(MAX_FOLDS if len(y) <= LARGE else 3, int(counts.min()))
     cv_acc = None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # reported as `converged` on the final fit
-        if c is not None:
-            folds = 0
-        elif folds >= 2 and len(grid) > 1:
+        if c is not None or len(grid) == 1:
+            c, folds = (grid[0] if c is None else c), 0
+        elif folds >= 2:
             split = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
             scores = [cross_val_score(LogisticRegression(C=g, max_iter=MAX_ITER), x, y, cv=split).mean()
                       for g in grid]

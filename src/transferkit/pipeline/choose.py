@@ -17,6 +17,7 @@ from transferkit.evaluate.predict import predict_outputs, score
 from transferkit.features import cached_features
 from transferkit.models.heads import IdentityBackbone, TransferModel
 from transferkit.pipeline.data import RunData, load_run_data
+from transferkit.pipeline.train import PROBE_KEYS
 from transferkit.runs import RunDir
 
 
@@ -108,7 +109,9 @@ def choose_auto(
     if choice.chosen != SOURCE_ONLY:
         model, r = trained[choice.chosen]
         source_only.load_state_dict(model.state_dict())
-        result = {**result, **{k: v for k, v in r.items() if k != "seconds"}}
+        # the chosen candidate's own training record (a convex source-only probe's solver keys do not describe it)
+        result = {**{k: v for k, v in result.items() if k not in PROBE_KEYS},
+                  **{k: v for k, v in r.items() if k != "seconds"}}
         guard = decisions[choice.chosen]
     return source_only, result, report, (so_candidate, adapted.get(choice.chosen, so_candidate)), evals, guard
 

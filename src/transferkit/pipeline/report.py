@@ -92,7 +92,7 @@ def report_header(cfg: RunConfig, data: RunData) -> dict[str, Any]:
         scored += "; the source file has no splits, so the source score is on the items it trained on"
     measure = {"classification": "accuracy", "regression": "MAE", "multilabel": "micro-F1"}[cfg.model.primary_kind]
     selection = (
-        "none: the linear probe is solved to convergence (L-BFGS)" + (
+        "none: the linear probe is solved by L-BFGS" + (
             " with its L2 strength chosen by cross-validation on the source's training split"
             if cfg.finetune.probe_c is None else "")
         if solver_for(cfg) == "lbfgs"

@@ -18,6 +18,7 @@ from transferkit.errors import RunDirError
 from transferkit.evaluate.predict import score
 from transferkit.evaluate.report import write_aggregate_report, write_report
 from transferkit.finetune import apply_strategy
+from transferkit.finetune.convex_probe import solver_for
 from transferkit.finetune.lora import merge_lora
 from transferkit.models.heads import TransferModel
 from transferkit.pipeline.choose import (
@@ -211,14 +212,17 @@ def _train_candidates(s: _Seed, auto: dict[str, RunConfig], steps: int | None) -
 
 def _guard_twin(s: _Seed, steps: int | None) -> tuple[TransferModel, bool]:
     """The guard's twin: the same model, seed and settings without the transfer loss, trained for as many steps
-    (loaded from the twin cache when an identical one was trained before); and whether it was reused."""
+    (loaded from the twin cache when an identical one was trained before); and whether it was reused. A linear
+    probe's twin is what ``--method none`` gives, the probe solved by L-BFGS, whatever the adapted head trained."""
     torch.manual_seed(s.seed)
     baseline = build_model(s.cfg, s.data)
     key = twin_key(s.cfg, s.seed, steps, trained_on(s.data), s.weights)
     reused = load_twin(s.cfg, key, baseline)
     if not reused:
         if s.progress:
-            console.print(f"negative-transfer guard: training the source-only twin ({steps} steps)")
+            how = ("solving its probe by L-BFGS" if solver_for(source_only_config(s.cfg)) == "lbfgs"
+                   else f"{steps} steps")
+            console.print(f"negative-transfer guard: training the source-only twin ({how})")
         s.train(source_only_config(s.cfg), baseline, replace(s.data, target_train=None), prefix="source-only-",
                 steps=steps)
         store_twin(s.cfg, key, baseline)

@@ -146,7 +146,11 @@ def _convex_probe(model: TransferModel, data: RunData, seed: int, *, cfg: RunCon
         model.head.fc.weight.copy_(torch.from_numpy(fit.weight))
         model.head.fc.bias.copy_(torch.from_numpy(fit.bias))
     return {"solver": fit.describe(), "probe_c": fit.c, "cv_accuracy": fit.cv_accuracy,
-            "solver_iterations": fit.iterations, "steps": None, "budget": "solved to convergence (L-BFGS)"}
+            "solver_iterations": fit.iterations, "steps": None, "budget": "L-BFGS, no step budget"}
+
+
+# what _convex_probe reports instead of an engine's epochs (auto drops them when a trained candidate is kept)
+PROBE_KEYS = ("solver", "probe_c", "cv_accuracy", "solver_iterations")
 
 
 def _result_dict(res: Any, engine: Engine) -> dict[str, Any]:

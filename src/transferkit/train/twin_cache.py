@@ -8,7 +8,9 @@ trained weights:
 
 - the run's config with the adaptation method set to ``none``, minus what only names, schedules or judges the run
   (``name``, ``output_dir``, ``seeds``, ``tracking``, the transfer loss's λ, schedule and options, the guard's and
-  ``auto``'s settings);
+  ``auto``'s settings) and how it is carried out (``config.RESUME_MAY_CHANGE``: threads, checkpoint intervals,
+  data workers unless images are augmented in them; a different thread count may change the last bits of a sum,
+  so a hit is the same training, not always the same bits);
 - the seed and the number of optimiser steps trained;
 - content hashes of the labelled data trained and selected on (source train and validation splits, labelled target
   items) and the per-source weights;
@@ -52,7 +54,9 @@ def twin_key(
     from transferkit.config import RESUME_MAY_CHANGE
 
     dumped = cfg.model_dump(mode="json")
-    for dotted in RESUME_MAY_CHANGE:  # how a run is carried out (threads, workers, checkpoints) shapes no weight
+    for dotted in RESUME_MAY_CHANGE:  # how a run is carried out (threads, checkpoints) shapes no weight...
+        if dotted == "data.num_workers" and cfg.data.augment:
+            continue  # ...except workers under augmentation: random views drawn in worker processes
         section, key = dotted.split(".")
         dumped.get(section, {}).pop(key, None)
     for k in _TOP_IGNORED:
