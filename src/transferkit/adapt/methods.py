@@ -58,6 +58,11 @@ class MethodSpec:
     # computed on the step's batch gathered from every process under `accelerate launch`; False for a mean over
     # items that uses more than the gathered tensors (self-training's strong views of the local inputs)
     global_batch: bool = True
+    # several sources: average the loss between each source and the target (statistic matching: DAN, JAN, CORAL)
+    per_source: bool = False
+    # several sources: a builder of its own, (feature_dim, num_sources, options, multi_source) -> (fn, module)
+    build_multi: Callable[[int, int, dict[str, Any], str], tuple[Callable[[StepOutputs], torch.Tensor],
+                                                                 nn.Module | None]] | None = None
 
 # What each option must be: a positive integer, a positive number, a number >= 0, a share in [0, 1], a flag.
 MAX_COUNT = 65536
@@ -122,9 +127,9 @@ def build_method(
     ``schedule`` is ``constant`` (λ throughout) or ``ramp`` (``λ · (2/(1+exp(-10p)) - 1)``). With ``num_sources``
     k > 1 (the step's source items carry their source index), ``dann`` trains one binary discriminator per source
     against the target (``multi_source="per-source"``, as MDAN, Zhao et al., 2018) or one (k+1)-way discriminator
-    naming each item's domain (``"k+1-way"``), and the statistic-matching methods (``dan``, ``jan``, ``coral``) average
-    their loss between each source and the target (:data:`PER_SOURCE`); every other method treats the sources as one
-    pooled domain.
+    naming each item's domain (``"k+1-way"``; its ``MethodSpec.build_multi``), and the statistic-matching methods
+    (``dan``, ``jan``, ``coral``: ``MethodSpec.per_source``) average their loss between each source and the target;
+    every other method treats the sources as one pooled domain.
     """
     if name == "none":
         return []
@@ -149,18 +154,13 @@ def build_method(
         w = dann_ramp(lam)
     else:
         raise ConfigError(f"adapt.schedule must be 'constant' or 'ramp', got {schedule!r}")
-    if num_sources > 1 and name == "dann":
-        build = _dann_k_plus_1 if multi_source == "k+1-way" else _dann_per_source
-        fn, module = build(feature_dim, num_sources, opts)
+    if num_sources > 1 and spec.build_multi is not None:
+        fn, module = spec.build_multi(feature_dim, num_sources, opts, multi_source)
     else:
         fn, module = spec.build(feature_dim, num_classes, opts)
-        if num_sources > 1 and name in PER_SOURCE:
+        if num_sources > 1 and spec.per_source:
             fn = _per_source(fn)
     return [LossTerm(name, fn, w, module, global_batch=spec.global_batch)]
-
-
-# methods that measure one source against the target: with several sources, one loss per source, averaged
-PER_SOURCE = frozenset({"dan", "jan", "coral"})
 
 
 def _per_source(fn: Callable[[StepOutputs], torch.Tensor]) -> Callable[[StepOutputs], torch.Tensor]:
@@ -183,6 +183,11 @@ def _per_source(fn: Callable[[StepOutputs], torch.Tensor]) -> Callable[[StepOutp
         return total / norm if norm > 0 else total
 
     return multi
+
+
+def _dann_multi(d: int, k: int, o: dict[str, Any], multi_source: str) -> tuple[Callable[[StepOutputs], torch.Tensor],
+                                                                               nn.Module]:
+    return (_dann_k_plus_1 if multi_source == "k+1-way" else _dann_per_source)(d, k, o)
 
 
 def _dann_per_source(d: int, k: int, o: dict[str, Any]) -> tuple[Callable[[StepOutputs], torch.Tensor], nn.Module]:
@@ -367,13 +372,13 @@ _ADV = {"hidden": 1024, "grl_max": 1.0, "grl_ramp": True}
 _KERNEL = {"kernels": 5, "kernel_mult": 2.0}
 for _spec in (
     MethodSpec("dan", "multi-kernel MMD between source and target features", "Long et al., ICML 2015", _dan,
-               options={**_KERNEL, "linear": False}, aligns_features=True),
+               options={**_KERNEL, "linear": False}, aligns_features=True, per_source=True),
     MethodSpec("jan", "joint MMD over features and softmax outputs", "Long et al., ICML 2017", _jan, options=_KERNEL,
-               aligns_features=True, reads_classes=True),
+               aligns_features=True, reads_classes=True, per_source=True),
     MethodSpec("coral", "match second-order feature statistics (Deep CORAL)", "Sun & Saenko, ECCV-W 2016", _coral,
-               aligns_features=True),
+               aligns_features=True, per_source=True),
     MethodSpec("dann", "domain discriminator behind a gradient reversal layer", "Ganin et al., JMLR 2016", _dann,
-               options=dict(_ADV), aligns_features=True),
+               options=dict(_ADV), aligns_features=True, build_multi=_dann_multi),
     MethodSpec("cdan", "discriminator conditioned on features ⊗ predictions", "Long et al., NeurIPS 2018",
                _cdan_builder(False), options={**_ADV, "max_product_dim": 4096, "random_dim": 1024},
                aligns_features=True, reads_classes=True),
