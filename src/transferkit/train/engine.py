@@ -20,19 +20,17 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from transferkit.config import TrainConfig
-from transferkit.data.domain import DomainDataset, PairedLoader, collate
+from transferkit.data.domain import DomainDataset, PairedLoader
 from transferkit.errors import ConfigError, TrainingError
 from transferkit.runs import (
     RunDir,
@@ -49,6 +47,18 @@ from transferkit.train.checkpoints import (
     seed_everything,
     weights_of,
 )
+from transferkit.train.loaders import EpochSampler as EpochSampler  # re-exported
+from transferkit.train.loaders import make_loader as make_loader
+from transferkit.train.loaders import position_loader, with_model_transform
+from transferkit.train.processes import (
+    average_gradients,
+    broadcast_module,
+    clock_says,
+    gather_outputs,
+    sum_over_processes,
+)
+from transferkit.train.processes import channels_last as channels_last
+from transferkit.train.processes import get_accelerator as get_accelerator
 from transferkit.train.schedules import lr_multiplier
 from transferkit.train.terms import LossTerm as LossTerm  # re-exported: the engine's public vocabulary
 from transferkit.train.terms import StepOutputs as StepOutputs
@@ -116,97 +126,6 @@ def _summary(record: dict[str, Any], val_metric: str) -> str:
     """The epoch's numbers on the run's progress line."""
     return (f"loss {record['train_loss']:.4f}" + (f"  acc {record['train_acc']:.3f}" if "train_acc" in record else "")
             + (f"  {val_metric} {record[val_metric]:.3f}" if val_metric in record else ""))
-
-
-class EpochSampler(torch.utils.data.Sampler[int]):
-    """A shuffle that depends only on (seed, epoch, pass): resuming at an epoch replays the same order.
-
-    The engine sets the epoch with :meth:`start_epoch`, on purpose not named ``set_epoch``: Accelerate's
-    DataLoaderShard calls ``sampler.set_epoch(<its own count of finished iterations>)`` at every ``__iter__``,
-    which would replay epoch 0's order after a resume and never reshuffle a loader that is cycled or left
-    before its end (the source loader when a target is given).
-    """
-
-    def __init__(self, n: int, seed: int, shuffle: bool = True) -> None:
-        self.n, self.seed, self.shuffle = n, seed, shuffle
-        self.epoch, self.passes, self.skip = 0, 0, 0
-
-    def start_epoch(self, epoch: int, passes: int = 0, skip: int = 0) -> None:
-        """Position the sampler: pass ``passes`` of ``epoch``, its first ``skip`` items already seen (a resume)."""
-        self.epoch, self.passes, self.skip = epoch, passes, skip
-
-    def __iter__(self) -> Iterator[int]:
-        skip, self.skip = self.skip, 0  # only the pass a resume lands in is partial
-        if not self.shuffle:
-            yield from range(skip, self.n)
-            return
-        rng = np.random.default_rng([self.seed, self.epoch, self.passes])
-        self.passes += 1
-        yield from rng.permutation(self.n)[skip:].tolist()
-
-    def __len__(self) -> int:
-        return self.n
-
-
-def make_loader(ds: DomainDataset, batch_size: int, *, shuffle: bool, seed: int, num_workers: int) -> Any:
-    sampler = EpochSampler(len(ds), seed, shuffle)
-    # A last batch of one item breaks BatchNorm in training mode: drop it (only ever that one item).
-    drop_last = shuffle and len(ds) > batch_size and len(ds) % batch_size == 1
-    return torch.utils.data.DataLoader(
-        ds,
-        batch_size=batch_size,
-        sampler=sampler,
-        num_workers=num_workers,
-        drop_last=drop_last,
-        collate_fn=collate,
-        persistent_workers=num_workers > 0,
-        # Its own generator: every new iterator draws a worker base seed, which must not come from (and shift)
-        # the global RNG that dropout and the losses use, or a mid-epoch resume would not replay them exactly.
-        generator=torch.Generator().manual_seed(seed),
-    )
-
-
-_ACCELERATORS: dict[tuple[bool, str], Any] = {}
-
-
-def get_accelerator(device: str = "auto", mixed_precision: str = "auto", grad_accum_steps: int = 1) -> Any:
-    """One Accelerator per (device, precision) per process: Accelerate's state is a process-wide singleton."""
-    from accelerate import Accelerator
-
-    cuda = torch.cuda.is_available() and device != "cpu"
-    launched = os.environ.get("ACCELERATE_MIXED_PRECISION")  # `accelerate launch --mixed_precision X` / its config
-    if mixed_precision == "auto" and launched in ("no", "fp16", "bf16"):
-        mixed_precision = launched if cuda else "no"
-    if mixed_precision == "auto":
-        mixed_precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "no"
-    key = (not cuda, mixed_precision)
-    if key not in _ACCELERATORS:
-        if _ACCELERATORS:
-            # Accelerate keeps one process-wide state and refuses a second precision in the same process (a
-            # notebook, a sweep, a benchmark). Single-process runs hold nothing in that state worth keeping.
-            from accelerate.state import AcceleratorState
-
-            if AcceleratorState().num_processes > 1:
-                raise ConfigError(
-                    f"this distributed process already trains with {next(iter(_ACCELERATORS))}; device and "
-                    "mixed precision cannot change within one `accelerate launch`"
-                )
-            AcceleratorState._reset_state(reset_partial_state=True)
-            _ACCELERATORS.clear()
-        _ACCELERATORS[key] = Accelerator(cpu=not cuda, mixed_precision=mixed_precision)
-    acc = _ACCELERATORS[key]
-    acc.gradient_accumulation_steps = grad_accum_steps
-    return acc
-
-
-def channels_last(setting: str, model: nn.Module, device: torch.device) -> bool:
-    """Whether to train in the channels-last layout: ``auto`` picks it for a convolutional network on a CPU, where
-    oneDNN's convolutions run faster on it (``benchmarks/cpu_step.py``: a LeNet step of 64 digits 15.6 -> 9.9 ms, a
-    DANN step 37.7 -> 28.3 ms on 2 cores). The arithmetic is the same; only the order of summation inside a
-    convolution may differ."""
-    if setting != "auto":
-        return setting == "channels_last"
-    return device.type == "cpu" and any(isinstance(m, nn.Conv2d) for m in model.modules())
 
 
 class Engine:
@@ -351,7 +270,7 @@ class Engine:
             self.model.to(memory_format=torch.channels_last)
         model, optimizer = acc.prepare(self.model, optimizer)
         extra = self.extra.to(acc.device)
-        _broadcast_module(extra, acc.num_processes)
+        broadcast_module(extra, acc.num_processes)
         prepared = acc.prepare(*(x for x in loaders if x is not None))
         prepared = list(prepared) if isinstance(prepared, (list, tuple)) else [prepared]
         train_loader, target_loader, val_loader, labelled_loader = (
@@ -401,7 +320,7 @@ class Engine:
         backbone's preprocessing, as at prediction time."""
         show_bar = self.progress and self.accelerator.is_local_main_process
         train, val, target, labelled_target = (
-            _with_model_transform(d, self.model, self.cache_bytes, show_bar)
+            with_model_transform(d, self.model, self.cache_bytes, show_bar)
             for d in (train, val, target, labelled_target)
         )
         workers = self.num_workers
@@ -438,7 +357,7 @@ class Engine:
         first = 0 if partial is None else int(partial["step_in_epoch"])
         for loader in (f.train, f.target, f.labelled):
             if loader is not None:
-                _position(loader, epoch, first, acc.num_processes)
+                position_loader(loader, epoch, first, acc.num_processes)
         f.model.train()
         f.extra.train()
         task = bar.add_task(f"  epoch {epoch + 1}/{f.budget.epochs}", total=epoch_steps, completed=first, stats="")
@@ -461,12 +380,12 @@ class Engine:
             # A mid-epoch checkpoint only where no gradient is half-accumulated, and never on the last step (the
             # epoch's own checkpoint follows).
             due = (every_steps is not None and since_save >= every_steps) or (
-                every_s is not None and _clock_says(acc, time.monotonic() - last_save >= 60.0 * every_s)
+                every_s is not None and clock_says(acc, time.monotonic() - last_save >= 60.0 * every_s)
             )
             if due and sync and i + 1 < epoch_steps and self.run is not None:
                 self._checkpoint_mid_epoch(f, epoch, i + 1, sums)
                 last_save, since_save = time.monotonic(), 0
-        sums.sums, sums.correct, sums.seen = _sum_over_processes(acc, sums.sums, sums.correct, sums.seen)
+        sums.sums, sums.correct, sums.seen = sum_over_processes(acc, sums.sums, sums.correct, sums.seen)
         self._check_weights(f.model, f.extra, epoch)
         record = self._record(f, epoch, sums)
         f.history.append(record)
@@ -485,7 +404,7 @@ class Engine:
             total, parts = self._loss(out, progress)
             acc.backward(total)  # divided by grad_accum_steps
         if sync:
-            _average_gradients(f.extra, acc.num_processes)
+            average_gradients(f.extra, acc.num_processes)
             if self.cfg.max_grad_norm is not None:
                 acc.clip_grad_norm_([p for g in f.optimizer.param_groups for p in g["params"]], self.cfg.max_grad_norm)
             f.optimizer.step()
@@ -507,7 +426,7 @@ class Engine:
         acc = self.accelerator
         self._check_weights(f.model, f.extra, epoch)
         # the whole epoch's sums so far: the resumed main process starts from them, the others at 0
-        g_sums, g_correct, g_seen = _sum_over_processes(acc, sums.sums, sums.correct, sums.seen)
+        g_sums, g_correct, g_seen = sum_over_processes(acc, sums.sums, sums.correct, sums.seen)
         running = {"step_in_epoch": step_in_epoch, "sums": g_sums, "correct": g_correct, "seen": g_seen,
                    "seconds": time.perf_counter() - sums.t0}
         if acc.is_main_process:
@@ -610,7 +529,7 @@ class Engine:
         for term in self.loss_terms:
             w = term.weight_at(progress)
             if term.global_batch and self.accelerator.num_processes > 1:
-                whole = whole or _gather_outputs(out)
+                whole = whole or gather_outputs(out)
                 value = term.fn(whole)
             else:
                 value = term.fn(out)
@@ -718,100 +637,3 @@ class Engine:
             self._ckpt.load_weights(model, extra, best / "model.safetensors")
 
 
-def _with_model_transform(
-    ds: DomainDataset | None, model: nn.Module, cache_bytes: int, progress: bool = False
-) -> DomainDataset | None:
-    """The backbone's preprocessing, computed once when it fits in ``cache_bytes``.
-
-    Only the model's own transform is cached: it is deterministic (evaluation preprocessing), whereas a
-    transform the caller set may draw random augmentations that must differ from epoch to epoch.
-    """
-    transform = getattr(model, "transform", None)
-    if ds is None or ds.transform is not None:
-        return ds
-    if transform is not None:
-        ds = ds.with_transform(transform)
-    return ds.precomputed(cache_bytes, progress=progress)
-
-
-def _gather_outputs(out: StepOutputs) -> StepOutputs:
-    """The step's outputs over every process, concatenated in rank order (the batch one process would see with the
-    same global batch size). Gathered with autograd: each process's share gets the gradient of the global loss."""
-    from torch.distributed import _functional_collectives as fc
-
-    world = torch.distributed.group.WORLD
-
-    def cat(t: torch.Tensor | None, grad: bool = True) -> torch.Tensor | None:
-        if t is None:
-            return None
-        gather = fc.all_gather_single_autograd if grad else fc.all_gather_single
-        return fc.wait_tensor(gather(t.contiguous(), 0, world))
-
-    labels = cat(out.source_labels, grad=False)
-    assert labels is not None
-    # target_inputs / model stay local: only per-item terms (self-training's strong views) use them; so do the task
-    # heads' outputs (their losses are means over items)
-    return StepOutputs(cat(out.source_features), cat(out.source_logits), labels, cat(out.target_features),
-                       cat(out.target_logits), out.progress, out.target_inputs, out.model, out.labelled_features,
-                       out.labelled_logits, out.labelled_labels, out.source_heads, out.source_targets,
-                       cat(out.source_domains, grad=False), cat(out.source_weights, grad=False))
-
-
-def _clock_says(acc: Any, due: bool) -> bool:
-    """A time-based decision every process takes together (the main process's clock decides): a checkpoint
-    involves collective operations, which would hang if only some processes entered them."""
-    if acc.num_processes == 1:
-        return due
-    flag = torch.tensor([float(due)], device=acc.device)
-    torch.distributed.broadcast(flag, src=0)
-    return bool(flag.item())
-
-
-def _broadcast_module(module: nn.Module, num_processes: int) -> None:
-    """Start the loss modules from rank 0's initial weights on every process (DDP does this for the model)."""
-    if num_processes > 1:
-        for t in [*module.parameters(), *module.buffers()]:
-            torch.distributed.broadcast(t.data, src=0)
-
-
-def _average_gradients(module: nn.Module, num_processes: int) -> None:
-    """DDP averages the model's gradients; the loss modules are not wrapped, so theirs are averaged here."""
-    if num_processes > 1:
-        for p in module.parameters():
-            if p.grad is not None:
-                torch.distributed.all_reduce(p.grad)
-                p.grad /= num_processes
-
-
-def _sum_over_processes(acc: Any, sums: dict[str, float], correct: int, seen: int) -> tuple[dict[str, float], int, int]:
-    """An epoch's running sums over every process, so that its record describes the whole epoch."""
-    if acc.num_processes == 1:
-        return sums, correct, seen
-    keys = sorted(sums)
-    t = torch.tensor([*(sums[k] for k in keys), float(correct), float(seen)], dtype=torch.float64, device=acc.device)
-    t = acc.reduce(t, reduction="sum")
-    values = t.tolist()
-    return dict(zip(keys, values[: len(keys)], strict=True)), int(values[-2]), int(values[-1])
-
-
-def _sampler_of(loader: Any) -> EpochSampler | None:
-    """The loader's EpochSampler, also inside Accelerate's wrappers (a BatchSamplerShard around the BatchSampler
-    under `accelerate launch`)."""
-    for path in (("sampler",), ("batch_sampler", "sampler"), ("batch_sampler", "batch_sampler", "sampler")):
-        obj = loader
-        for name in path:
-            obj = getattr(obj, name, None)
-        if isinstance(obj, EpochSampler):
-            return obj
-    return None
-
-
-def _position(loader: Any, epoch: int, step: int, num_processes: int = 1) -> None:
-    """Point ``loader`` at step ``step`` of ``epoch``: the passes it has completed (a cycled loader) and the items
-    already taken from the current one. Each step takes ``batch_size`` items per process."""
-    sampler = _sampler_of(loader)
-    if sampler is None:
-        return
-    steps = max(1, len(loader))
-    per_step = int(getattr(loader, "batch_size", None) or getattr(loader.batch_sampler, "batch_size", None) or 1)
-    sampler.start_epoch(epoch, passes=step // steps, skip=(step % steps) * per_step * num_processes)

@@ -1,0 +1,116 @@
+"""Where a fit runs: the shared Accelerate object (CPU, one GPU, mixed precision, ``accelerate launch``), the memory
+layout of convolutions, and what several processes must do together (gather a step's outputs for the loss terms,
+broadcast and average the loss modules by hand, sum an epoch's running numbers, agree on a clock)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from torch import nn
+
+from transferkit.errors import ConfigError
+from transferkit.train.terms import StepOutputs
+
+_ACCELERATORS: dict[tuple[bool, str], Any] = {}
+
+
+def get_accelerator(device: str = "auto", mixed_precision: str = "auto", grad_accum_steps: int = 1) -> Any:
+    """One Accelerator per (device, precision) per process: Accelerate's state is a process-wide singleton."""
+    from accelerate import Accelerator
+
+    cuda = torch.cuda.is_available() and device != "cpu"
+    launched = os.environ.get("ACCELERATE_MIXED_PRECISION")  # `accelerate launch --mixed_precision X` / its config
+    if mixed_precision == "auto" and launched in ("no", "fp16", "bf16"):
+        mixed_precision = launched if cuda else "no"
+    if mixed_precision == "auto":
+        mixed_precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "no"
+    key = (not cuda, mixed_precision)
+    if key not in _ACCELERATORS:
+        if _ACCELERATORS:
+            # Accelerate keeps one process-wide state and refuses a second precision in the same process (a
+            # notebook, a sweep, a benchmark). Single-process runs hold nothing in that state worth keeping.
+            from accelerate.state import AcceleratorState
+
+            if AcceleratorState().num_processes > 1:
+                raise ConfigError(
+                    f"this distributed process already trains with {next(iter(_ACCELERATORS))}; device and "
+                    "mixed precision cannot change within one `accelerate launch`"
+                )
+            AcceleratorState._reset_state(reset_partial_state=True)
+            _ACCELERATORS.clear()
+        _ACCELERATORS[key] = Accelerator(cpu=not cuda, mixed_precision=mixed_precision)
+    acc = _ACCELERATORS[key]
+    acc.gradient_accumulation_steps = grad_accum_steps
+    return acc
+
+
+def channels_last(setting: str, model: nn.Module, device: torch.device) -> bool:
+    """Whether to train in the channels-last layout: ``auto`` picks it for a convolutional network on a CPU, where
+    oneDNN's convolutions run faster on it (``benchmarks/cpu_step.py``: a LeNet step of 64 digits 15.6 -> 9.9 ms, a
+    DANN step 37.7 -> 28.3 ms on 2 cores). The arithmetic is the same; only the order of summation inside a
+    convolution may differ."""
+    if setting != "auto":
+        return setting == "channels_last"
+    return device.type == "cpu" and any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
+def gather_outputs(out: StepOutputs) -> StepOutputs:
+    """The step's outputs over every process, concatenated in rank order (the batch one process would see with the
+    same global batch size). Gathered with autograd: each process's share gets the gradient of the global loss."""
+    from torch.distributed import _functional_collectives as fc
+
+    world = torch.distributed.group.WORLD
+
+    def cat(t: torch.Tensor | None, grad: bool = True) -> torch.Tensor | None:
+        if t is None:
+            return None
+        gather = fc.all_gather_single_autograd if grad else fc.all_gather_single
+        return fc.wait_tensor(gather(t.contiguous(), 0, world))
+
+    labels = cat(out.source_labels, grad=False)
+    assert labels is not None
+    # target_inputs / model stay local: only per-item terms (self-training's strong views) use them; so do the task
+    # heads' outputs (their losses are means over items)
+    return StepOutputs(cat(out.source_features), cat(out.source_logits), labels, cat(out.target_features),
+                       cat(out.target_logits), out.progress, out.target_inputs, out.model, out.labelled_features,
+                       out.labelled_logits, out.labelled_labels, out.source_heads, out.source_targets,
+                       cat(out.source_domains, grad=False), cat(out.source_weights, grad=False))
+
+
+def clock_says(acc: Any, due: bool) -> bool:
+    """A time-based decision every process takes together (the main process's clock decides): a checkpoint
+    involves collective operations, which would hang if only some processes entered them."""
+    if acc.num_processes == 1:
+        return due
+    flag = torch.tensor([float(due)], device=acc.device)
+    torch.distributed.broadcast(flag, src=0)
+    return bool(flag.item())
+
+
+def broadcast_module(module: nn.Module, num_processes: int) -> None:
+    """Start the loss modules from rank 0's initial weights on every process (DDP does this for the model)."""
+    if num_processes > 1:
+        for t in [*module.parameters(), *module.buffers()]:
+            torch.distributed.broadcast(t.data, src=0)
+
+
+def average_gradients(module: nn.Module, num_processes: int) -> None:
+    """DDP averages the model's gradients; the loss modules are not wrapped, so theirs are averaged here."""
+    if num_processes > 1:
+        for p in module.parameters():
+            if p.grad is not None:
+                torch.distributed.all_reduce(p.grad)
+                p.grad /= num_processes
+
+
+def sum_over_processes(acc: Any, sums: dict[str, float], correct: int, seen: int) -> tuple[dict[str, float], int, int]:
+    """An epoch's running sums over every process, so that its record describes the whole epoch."""
+    if acc.num_processes == 1:
+        return sums, correct, seen
+    keys = sorted(sums)
+    t = torch.tensor([*(sums[k] for k in keys), float(correct), float(seen)], dtype=torch.float64, device=acc.device)
+    t = acc.reduce(t, reduction="sum")
+    values = t.tolist()
+    return dict(zip(keys, values[: len(keys)], strict=True)), int(values[-2]), int(values[-1])
