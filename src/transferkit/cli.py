@@ -1,6 +1,8 @@
 """The ``transferkit`` command line: parses arguments and calls the public API, nothing more.
 
 Every command exits with code 2 and a one-line reason on bad input (a :class:`TransferkitError`).
+
+Over 500 lines as one module: each command is its flags (most of the lines, as typer declares them) and a call.
 """
 
 from __future__ import annotations

@@ -7,6 +7,8 @@ Example:
     >>> cfg = RunConfig.model_validate({"name": "demo", "data": {"source": "mnist-5k"}})
     >>> cfg.train.epochs, cfg.train.steps, cfg.finetune.strategy  # None, None: a budget that follows the data
     (None, None, 'full')
+
+Over 500 lines as one module: the schema is read as one document, every section with its bounds and messages.
 """
 
 from __future__ import annotations

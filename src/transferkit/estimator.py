@@ -44,6 +44,9 @@ Example:
     >>> clf = TransferClassifier(method="dann", epochs=2, hidden=16, depth=1).fit(Xs, ys, X_target=Xt)
     >>> clf.classes_.tolist(), clf.predict_proba(Xt).shape, clf.transform(Xt).shape
     (['neg', 'pos'], (80, 2), (80, 16))
+
+Over 500 lines as one module: one class whose methods the scikit-learn contract couples (parameters, input
+validation, fit, predict, scoring).
 """
 
 from __future__ import annotations

@@ -4,6 +4,8 @@ One job: turn a report dict (what :mod:`transferkit.evaluate.report` writes to `
 plots beside it into HTML. Everything is inline: the CSS, and the images as base64 ``data:`` URIs; the page
 loads nothing and runs no script. Every string that comes from a user (run name, dataset specs, class names,
 the config, the guard's reasons) goes through :func:`html.escape`.
+
+Over 500 lines as one module: one page, whose sections share the escaping and layout helpers.
 """
 
 from __future__ import annotations

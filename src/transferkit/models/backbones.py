@@ -18,6 +18,9 @@ Example:
     >>> bb = create_backbone("lenet")
     >>> bb.out_features, len(bb.stages())
     (500, 3)
+
+Over 500 lines as one module: the registry, the built-ins and the model-file metadata, which is checked against
+the registry's allow-lists and must not drift from it.
 """
 
 from __future__ import annotations

@@ -13,6 +13,9 @@ the rest), and within an epoch every ``checkpoint_every_steps`` steps or ``check
 epoch already saw, and the RNGs, optimiser, LR schedule, λ schedule and the epoch's running sums are restored,
 so a resumed run computes what an uninterrupted one would (bit for bit on CPU with ``num_workers=0``). The
 checkpoint that is kept as "best" is chosen on the *source* validation split; target labels are never seen here.
+
+Over 500 lines as one module: the loop's parts (prepare, resume, epoch, step, record, finish) share one fit's
+state; checkpoints, loss terms, loaders and multi-process helpers live beside it in ``train/``.
 """
 
 from __future__ import annotations
