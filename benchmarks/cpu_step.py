@@ -2,6 +2,10 @@
 (contiguous vs channels-last), bf16 autocast, and AdamW's per-tensor loop vs torch's fused kernel, each as ms per
 step in the same run. Synthetic 28x28 RGB batches of 64 (source) and 64 + 64 (DANN).
 
+A roofline line follows: the FLOPs of one step (forward and backward, counted by torch's FlopCounterMode), the
+FLOP/s each variant achieves, and this CPU's FLOP/s on a large matmul in fp32 and bf16 in the same run (the
+ceiling a step of small convolutions cannot reach: it is bound by memory traffic and per-op overhead).
+
     .venv/bin/python benchmarks/cpu_step.py --threads 2
 """
 
@@ -10,6 +14,7 @@ from __future__ import annotations
 import argparse
 import platform
 import time
+from typing import Any
 
 import torch
 from torch import nn
@@ -17,7 +22,7 @@ from torch import nn
 from transferkit.models.backbones import create_backbone
 
 
-def _step_ms(dann: bool, channels_last: bool, bf16: bool, fused: bool, repeats: int) -> float:
+def _step(dann: bool, channels_last: bool, bf16: bool, fused: bool) -> Any:
     torch.manual_seed(0)
     backbone = create_backbone("lenet", in_chans=3)
     head = nn.Linear(500, 10)
@@ -43,12 +48,37 @@ def _step_ms(dann: bool, channels_last: bool, bf16: bool, fused: bool, repeats: 
         loss.backward()
         opt.step()
 
+    return step
+
+
+def _step_ms(dann: bool, channels_last: bool, bf16: bool, fused: bool, repeats: int) -> float:
+    step = _step(dann, channels_last, bf16, fused)
     for _ in range(5):
         step()
     t0 = time.perf_counter()
     for _ in range(repeats):
         step()
     return 1000 * (time.perf_counter() - t0) / repeats
+
+
+def _step_flops(dann: bool) -> int:
+    """Forward + backward FLOPs of one step (the optimiser's elementwise update is not counted)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    step = _step(dann, False, False, True)
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return int(counter.get_total_flops())
+
+
+def _matmul_flops_per_s(dtype: torch.dtype, n: int = 2048, repeats: int = 10) -> float:
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    for _ in range(2):
+        a @ b
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * n**3 * repeats / (time.perf_counter() - t0)
 
 
 def main() -> None:
@@ -58,13 +88,19 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     print(f"# {platform.platform()}, {args.threads} threads, torch {torch.__version__}")
-    print("| step | layout | bf16 | AdamW | ms/step |\n|---|---|---|---|---:|")
+    peak = {"fp32": _matmul_flops_per_s(torch.float32), "bf16": _matmul_flops_per_s(torch.bfloat16)}
+    print(f"# matmul 2048x2048: fp32 {peak['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peak['bf16'] / 1e9:.0f} GFLOP/s")
+    print("| step | layout | bf16 | AdamW | ms/step | GFLOP/s | of the matmul's |\n|---|---|---|---|---:|---:|---:|")
     for dann in (False, True):
+        flops = _step_flops(dann)
         for channels_last, bf16, fused in ((False, False, False), (False, False, True), (True, False, True),
                                            (True, True, True)):
             ms = _step_ms(dann, channels_last, bf16, fused, args.repeats)
-            print(f"| {'DANN' if dann else 'source-only'} | {'channels-last' if channels_last else 'contiguous'} | "
-                  f"{'yes' if bf16 else 'no'} | {'fused' if fused else 'per-tensor'} | {ms:.1f} |")
+            rate = flops / (ms / 1000)
+            share = rate / peak["bf16" if bf16 else "fp32"]
+            print(f"| {'DANN' if dann else 'source-only'} ({flops / 1e6:.0f} MFLOP) | "
+                  f"{'channels-last' if channels_last else 'contiguous'} | {'yes' if bf16 else 'no'} | "
+                  f"{'fused' if fused else 'per-tensor'} | {ms:.1f} | {rate / 1e9:.1f} | {100 * share:.1f}% |")
 
 
 if __name__ == "__main__":
