@@ -36,9 +36,7 @@ from transferkit.pipeline.resume import check_resume
 from transferkit.pipeline.train import discrepancy_weights, train_model
 from transferkit.runs import RunDir, atomic_write_text
 from transferkit.train.callbacks import console
-from transferkit.train.engine import (
-    get_accelerator,
-)
+from transferkit.train.engine import get_accelerator
 from transferkit.train.twin_cache import describe as describe_twin
 from transferkit.train.twin_cache import load_twin, store_twin, twin_key
 
