@@ -14,7 +14,7 @@ from transferkit.models.backbones import Standardize, backbone_for, check_input_
 from transferkit.models.heads import TransferModel
 from transferkit.pipeline.data import RunData
 from transferkit.tasks import Task, head_loss_terms, is_default
-from transferkit.train.engine import LossTerm, source_cross_entropy, target_cross_entropy
+from transferkit.train.terms import LossTerm, source_cross_entropy, target_cross_entropy
 
 
 def build_model(cfg: RunConfig, data: RunData) -> TransferModel:
