@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from transferkit.data.pixels import array_to_pil, open_image
+from transferkit.data.waveform import read_audio
 from transferkit.errors import DataError
 
 
@@ -72,14 +74,10 @@ def _check_vectors(domain: str, inputs: Any) -> None:
 
 
 def _decode_image(raw: Any) -> Any:
-    from transferkit.data.pixels import array_to_pil, open_image
-
     return open_image(Path(raw)) if isinstance(raw, (str, Path)) else array_to_pil(np.asarray(raw))
 
 
 def _decode_audio(raw: Any) -> Any:
-    from transferkit.data.waveform import read_audio
-
     return read_audio(Path(raw))
 
 

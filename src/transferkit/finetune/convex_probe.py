@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from transferkit.errors import ConfigError, DataError
+
 if TYPE_CHECKING:
     from transferkit.config import RunConfig
 
@@ -74,8 +76,6 @@ def fit_convex_probe(x: np.ndarray, y: np.ndarray, *, num_classes: int, seed: in
     y = np.asarray(y, dtype=np.int64)
     present, counts = np.unique(y, return_counts=True)
     if len(present) < 2:
-        from transferkit.errors import DataError
-
         raise DataError(f"a linear probe needs training items of at least 2 classes, got {len(present)}")
     folds = min(MAX_FOLDS if len(y) <= LARGE else 3, int(counts.min()))
     cv_acc = None
@@ -107,8 +107,6 @@ def fit_convex_probe(x: np.ndarray, y: np.ndarray, *, num_classes: int, seed: in
 def solver_for(cfg: RunConfig) -> str:
     """``lbfgs`` or ``sgd``: how the linear probe of ``cfg`` is trained (a ConfigError where lbfgs was asked for and
     the probe is not a plain logistic regression)."""
-    from transferkit.errors import ConfigError
-
     asked = cfg.finetune.probe_solver
     if asked == "sgd" or cfg.finetune.strategy != "linear-probe":
         return "sgd"
