@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from transferkit.data.domain import DomainDataset, collate
+from transferkit.data.modality import modality
 from transferkit.errors import ConfigError, DataError
 from transferkit.models.backbones import Backbone
 from transferkit.models.inference import inference_copy
@@ -73,12 +74,13 @@ def iter_features(
     loader = torch.utils.data.DataLoader(
         ds, batch_size=batch_size, shuffle=False, num_workers=num_workers, persistent_workers=False, collate_fn=collate
     )
-    channels_last = dataset.kind == "image"
+    record = modality(dataset.kind)
+    channels_last = record.channels_last
     model = inference_copy(backbone, dev, channels_last=channels_last)
     heap = heap_allocations() if dev.type == "cpu" else contextlib.nullcontext()
     with heap, make_progress(progress) as bar:
         task = bar.add_task(description, total=len(ds), stats=dataset.domain)
-        if getattr(ds.transform, "batch", None) is not None and ds.kind == "text":
+        if getattr(ds.transform, "batch", None) is not None and record.batched:
             yield from _length_sorted_features(model, ds, batch_size, dev, lambda k: bar.update(task, advance=k))
             return
         for batch in loader:
@@ -276,19 +278,11 @@ def feature_matrix(
 
         check_input_kind(backbone, dataset)
         return np.asarray(cached_features(backbone, dataset, device=device, progress=progress).inputs, np.float32)
-    if dataset.kind == "vector":
-        return np.asarray(dataset.inputs, np.float32)
-    if dataset.kind in ("text", "audio"):
+    raw_features = modality(dataset.kind).raw_features
+    if raw_features is None:
         raise ConfigError(f"{dataset.domain!r} holds {dataset.kind}: give a backbone to measure on its features "
-                          "(raw texts and waveforms are not feature vectors)")
-    first = dataset[0]["x"]
-    out = np.empty((len(dataset), first.numel()), np.float32)
-    for i in range(len(dataset)):
-        x = dataset[i]["x"]
-        if x.shape != first.shape:
-            raise ConfigError(
-                f"{dataset.domain!r} holds images of different sizes ({tuple(first.shape)} and {tuple(x.shape)}): "
-                "give a backbone to measure on its features"
-            )
-        out[i] = x.reshape(-1).numpy()
-    return out
+                          "(its raw inputs are not feature vectors)")
+    try:
+        return raw_features(dataset)
+    except DataError as exc:
+        raise ConfigError(str(exc)) from None
