@@ -16,6 +16,7 @@ import typer
 from rich.table import Table
 
 from transferkit.errors import TransferkitError
+from transferkit.field_help import FIELD_HELP
 from transferkit.train.callbacks import console
 
 app = typer.Typer(
@@ -27,9 +28,14 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-SeedsOpt = Annotated[str | None, typer.Option("--seeds", help="comma-separated seeds, e.g. 0,1,2 (mean ± std)")]
-TrustPickleOpt = Annotated[bool, typer.Option(
-    "--trust-pickle", help="accept a pickled weights file (torch.save(model)); unpickling runs code stored in it")]
+
+def _help(key: str) -> str:
+    """A flag that sets a config field shows that field's description (written once, in field_help.py)."""
+    return FIELD_HELP[key]
+
+
+SeedsOpt = Annotated[str | None, typer.Option("--seeds", help=_help("seeds"))]
+TrustPickleOpt = Annotated[bool, typer.Option("--trust-pickle", help=_help("model.trust_pickle"))]
 TrustCodeOpt = Annotated[bool, typer.Option(
     "--trust-remote-code", help="let a transformers model folder run the Python code its config names")]
 
@@ -94,39 +100,30 @@ FIT_FLAG_KEYS = {
 def fit(
     ctx: typer.Context,
     config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML run config (flags override it)")] = None,
-    name: Annotated[str | None, typer.Option(help="run name: the folder under --output-dir")] = None,
-    source: Annotated[list[str] | None, typer.Option(
-        help="labelled source/training data: a dataset name or a path; repeat it for several sources")] = None,
-    target: Annotated[str | None, typer.Option(help="target domain, scored with its labels only at the end")] = None,
-    backbone: Annotated[str | None, typer.Option(help="lenet, mlp, timm:NAME, torchvision:NAME, file:PATH")] = None,
-    weights: Annotated[str | None, typer.Option(help="local weights file for the backbone")] = None,
-    init_from: Annotated[str | None, typer.Option(
-        help="start from an earlier run's model.safetensors (pre-train on the source, then fine-tune)")] = None,
-    pretrained: Annotated[
-        bool | None, typer.Option("--pretrained", help="pretrained weights from an installed package")
-    ] = None,
-    strategy: Annotated[str | None, typer.Option(help="full, linear-probe, partial, lp-ft, lora")] = None,
-    method: Annotated[str | None, typer.Option(
-        help="domain adaptation: none, auto (try a few, keep the guarded label-free choice), dann, mcc, ... "
-             "(`methods`)")] = None,
-    lam: Annotated[float | None, typer.Option("--lambda", help="weight λ of the transfer loss")] = None,
+    name: Annotated[str | None, typer.Option(help=_help("name"))] = None,
+    source: Annotated[list[str] | None, typer.Option(help=_help("data.source"))] = None,
+    target: Annotated[str | None, typer.Option(help=_help("data.target"))] = None,
+    backbone: Annotated[str | None, typer.Option(help=_help("model.backbone"))] = None,
+    weights: Annotated[str | None, typer.Option(help=_help("model.weights"))] = None,
+    init_from: Annotated[str | None, typer.Option(help=_help("model.init_from"))] = None,
+    pretrained: Annotated[bool | None, typer.Option("--pretrained", help=_help("model.pretrained"))] = None,
+    strategy: Annotated[str | None, typer.Option(help=_help("finetune.strategy"))] = None,
+    method: Annotated[str | None, typer.Option(help=_help("adapt.method"))] = None,
+    lam: Annotated[float | None, typer.Option("--lambda", help=_help("adapt.weight"))] = None,
     target_labels_per_class: Annotated[int | None, typer.Option(
-        "--target-labels", help="also train on K labelled target items per class (joint, or semi-supervised with "
-        "--method)")] = None,
-    epochs: Annotated[int | None, typer.Option(help="training epochs")] = None,
-    lr: Annotated[float | None, typer.Option(help="learning rate")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="batch size")] = None,
+        "--target-labels", help=_help("data.target_labels_per_class"))] = None,
+    epochs: Annotated[int | None, typer.Option(help=_help("train.epochs"))] = None,
+    lr: Annotated[float | None, typer.Option(help=_help("train.lr"))] = None,
+    batch_size: Annotated[int | None, typer.Option(help=_help("data.batch_size"))] = None,
     seeds: SeedsOpt = None,
-    output_dir: Annotated[str | None, typer.Option(help="parent folder of run directories (default runs)")] = None,
+    output_dir: Annotated[str | None, typer.Option(help=_help("output_dir"))] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="override any field: section.field=value")] = None,
     overwrite: Annotated[bool, typer.Option(help="replace an existing run directory")] = False,
     resume: Annotated[bool, typer.Option(help="continue a killed run from its last checkpoint")] = False,
-    online: Annotated[bool, typer.Option(help="allow downloads from model hubs")] = False,
+    online: Annotated[bool, typer.Option(help=_help("online"))] = False,
     trust_pickle: TrustPickleOpt = False,
     trust_remote_code: TrustCodeOpt = False,
-    log_to: Annotated[
-        str | None, typer.Option("--log-to", help="also track with: csv, tensorboard, mlflow (comma-separated)")
-    ] = None,
+    log_to: Annotated[str | None, typer.Option("--log-to", help=_help("tracking.log_to"))] = None,
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
 ) -> None:
     """Fine-tune a backbone on labelled source data and score it on the source and target test splits.

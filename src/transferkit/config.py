@@ -22,6 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from transferkit.errors import ConfigError
+from transferkit.field_help import FIELD_HELP
 
 Strategy = Literal["full", "linear-probe", "partial", "lp-ft", "lora"]
 STRATEGIES: dict[str, str] = {
@@ -61,10 +62,7 @@ class _Strict(BaseModel):
 class DataConfig(_Strict):
     """Where the data comes from. ``source`` is labelled; ``target`` labels only score the final model."""
 
-    source: str | list[str] = Field(
-        "mnist-5k", description="dataset name (`transferkit datasets`) or a path; a list of them for several source "
-        "domains (multi-source), each keeping its own name"
-    )
+    source: str | list[str] = Field("mnist-5k", description=FIELD_HELP["data.source"])
     multi_source: Literal["per-source", "k+1-way", "pooled"] = Field(
         "per-source", description="several sources: per-source (DANN: one discriminator per source against the target; "
         "DAN/JAN/CORAL: one loss per source, averaged), k+1-way (DANN: one discriminator naming each source and the "
@@ -74,22 +72,21 @@ class DataConfig(_Strict):
         "none", description="several sources: weight each source's items (task loss and transfer terms) by its "
         "measured closeness to the target, w_k ∝ exp(-MMD²_k / mean MMD²), mean 1"
     )
-    target: str | None = Field(None, description="target domain: scored with its labels, never trained on them")
+    target: str | None = Field(None, description=FIELD_HELP["data.target"])
     train_split: str = "train"
     eval_split: str = Field("test", description="split on which the selected model is scored")
     source_per_class: Annotated[int, Field(ge=1)] | None = Field(
         None, description="train on only K labelled source items per class (few-shot), chosen by seed"
     )
     target_labels_per_class: Annotated[int, Field(ge=1)] | None = Field(
-        None, description="train on K labelled target items per class too (from the target train split, chosen by "
-        "seed): joint L_s + λ_t·L_t with adapt.method none, semi-supervised adaptation with a method"
+        None, description=FIELD_HELP["data.target_labels_per_class"]
     )
     val_fraction: Annotated[float, Field(ge=0.0, lt=0.9)] | None = Field(
         None, description="share of the training split held out to select the checkpoint (0: keep the last; "
         "default: 0.1 where that holds out at least 10 items per class, else 0)"
     )
     val_split: str | None = Field(None, description="use this existing split for validation instead")
-    batch_size: Annotated[int, Field(ge=1, le=65536)] = 64
+    batch_size: Annotated[int, Field(ge=1, le=65536)] = Field(64, description=FIELD_HELP["data.batch_size"])
     eval_batch_size: Annotated[int, Field(ge=1, le=65536)] = 256
     num_workers: Annotated[int, Field(ge=0, le=64)] = 0
     augment: bool = Field(
@@ -132,16 +129,10 @@ class DataConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    backbone: str = Field(
-        "lenet", description="backbone spec: lenet, mlp, logmel-cnn, timm:NAME, torchvision:NAME, hf:PATH, st:PATH, "
-        "onnx:PATH, file:PATH (`transferkit backbones`)"
-    )
-    weights: str | None = Field(None, description="local weights file for the backbone")
-    pretrained: bool = Field(False, description="use pretrained weights from an installed package (or --online)")
-    trust_pickle: bool = Field(
-        False, description="allow model.weights to be a pickle (torch.save(model)); unpickling runs code stored in "
-        "the file, so only for files from an author you trust"
-    )
+    backbone: str = Field("lenet", description=FIELD_HELP["model.backbone"])
+    weights: str | None = Field(None, description=FIELD_HELP["model.weights"])
+    pretrained: bool = Field(False, description=FIELD_HELP["model.pretrained"])
+    trust_pickle: bool = Field(False, description=FIELD_HELP["model.trust_pickle"])
     backbone_kwargs: dict[str, Any] = Field(default_factory=dict)
     head_dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
     bottleneck_dim: Annotated[int, Field(ge=1, le=65536)] | None = Field(
@@ -156,10 +147,7 @@ class ModelConfig(_Strict):
         "fixed", description="combine the heads' losses with their fixed weights, or learn them (homoscedastic "
         "uncertainty, Kendall et al., 2018)"
     )
-    init_from: str | None = Field(
-        None, description="a transferkit model file (an earlier run's model.safetensors) to start from: its backbone "
-        "and bottleneck, and its heads where their names and sizes match (sequential pre-train, then fine-tune)"
-    )
+    init_from: str | None = Field(None, description=FIELD_HELP["model.init_from"])
 
     @model_validator(mode="after")
     def _weights_xor_pretrained(self) -> ModelConfig:
@@ -236,7 +224,7 @@ class HeadConfig(_Strict):
 
 
 class FinetuneConfig(_Strict):
-    strategy: Strategy = "full"
+    strategy: Strategy = Field("full", description=FIELD_HELP["finetune.strategy"])
     freeze_stages: Annotated[int, Field(ge=0, le=10000)] = Field(0, description="stages frozen by `partial`")
     backbone_lr_mult: Annotated[float, Field(ge=0.0, le=10.0)] = Field(
         1.0, description="backbone LR = lr x this (the classic 0.1)"
@@ -282,9 +270,8 @@ class FinetuneConfig(_Strict):
 class AdaptConfig(_Strict):
     """Domain adaptation: L = L_source + λ(p) · L_transfer, with unlabelled target batches."""
 
-    method: str = Field("none", description="none, auto (try a few, keep the one label-free validation prefers) or a "
-                        "method name (`transferkit methods`)")
-    weight: Annotated[float, Field(ge=0.0, le=1e6)] | None = Field(None, description="λ; default: the method's own")
+    method: str = Field("none", description=FIELD_HELP["adapt.method"])
+    weight: Annotated[float, Field(ge=0.0, le=1e6)] | None = Field(None, description=FIELD_HELP["adapt.weight"])
     target_weight: Annotated[float, Field(ge=0.0, le=1e6)] = Field(
         1.0, description="λ_t: weight of the cross-entropy on the labelled target items (data.target_labels_per_class)"
     )
@@ -351,14 +338,11 @@ class AdaptConfig(_Strict):
 
 
 class TrainConfig(_Strict):
-    epochs: Annotated[int, Field(ge=1, le=100000)] | None = Field(
-        None, description="passes over the data (default: a budget of optimiser steps that follows the data size, "
-        "see docs/defaults.md)"
-    )
+    epochs: Annotated[int, Field(ge=1, le=100000)] | None = Field(None, description=FIELD_HELP["train.epochs"])
     steps: Annotated[int, Field(ge=1, le=10_000_000)] | None = Field(
         None, description="optimiser steps to train, instead of epochs"
     )
-    lr: Annotated[float, Field(gt=0.0, le=10.0)] = 1e-3
+    lr: Annotated[float, Field(gt=0.0, le=10.0)] = Field(1e-3, description=FIELD_HELP["train.lr"])
     optimizer: Literal["adamw", "sgd"] = "adamw"
     memory_format: Literal["auto", "channels_last", "contiguous"] = Field(
         "auto", description="layout of image batches and convolution weights while training; auto: channels_last "
@@ -403,7 +387,7 @@ class TrackingConfig(_Strict):
     """Where metrics go besides the run directory's own metrics.jsonl and report."""
 
     log_to: list[Literal["csv", "tensorboard", "mlflow"]] = Field(
-        default_factory=list, description="csv (metrics.csv), tensorboard (<run>/tensorboard), mlflow"
+        default_factory=list, description=FIELD_HELP["tracking.log_to"]
     )
     mlflow_uri: str | None = Field(
         None, description="MLflow tracking URI (a server or a database); default: sqlite:///<output_dir>/mlflow.db"
@@ -412,11 +396,12 @@ class TrackingConfig(_Strict):
 
 
 class RunConfig(_Strict):
-    name: str = "run"
-    output_dir: str = "runs"
-    seeds: list[Annotated[int, Field(ge=0, le=MAX_SEED)]] = Field(default_factory=lambda: [0], min_length=1,
-                                                                    max_length=1000)
-    online: bool = Field(False, description="allow downloads from model hubs")
+    name: str = Field("run", description=FIELD_HELP["name"])
+    output_dir: str = Field("runs", description=FIELD_HELP["output_dir"])
+    seeds: list[Annotated[int, Field(ge=0, le=MAX_SEED)]] = Field(
+        default_factory=lambda: [0], min_length=1, max_length=1000, description=FIELD_HELP["seeds"]
+    )
+    online: bool = Field(False, description=FIELD_HELP["online"])
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)

@@ -525,17 +525,23 @@ def test_help_fits_80_columns_without_cutting_anything(command: str) -> None:
     assert "…" not in done.stdout, [line for line in done.stdout.splitlines() if "…" in line]
 
 
-def test_every_fit_flag_sets_a_config_key_that_exists() -> None:
+def test_every_fit_flag_sets_a_config_key_that_exists_and_shows_its_description() -> None:
     import inspect
+    import typing
 
     from transferkit.cli import FIT_FLAG_KEYS, fit
     from transferkit.config import RunConfig
+    from transferkit.field_help import FIELD_HELP
 
-    params = set(inspect.signature(fit).parameters)
+    params = inspect.signature(fit, eval_str=True).parameters
     for flag, dotted in FIT_FLAG_KEYS.items():
         assert flag in params, f"FIT_FLAG_KEYS names {flag!r}, which is not a parameter of `fit`"
         model: type | None = RunConfig
         for part in dotted.split("."):
             assert part in model.model_fields, f"--{flag} sets {dotted!r}, which RunConfig does not have"
-            annotation = model.model_fields[part].annotation
+            field = model.model_fields[part]
+            annotation = field.annotation
             model = annotation if isinstance(annotation, type) and hasattr(annotation, "model_fields") else None
+        option = next(m for m in typing.get_args(params[flag].annotation)[1:] if hasattr(m, "help"))
+        assert field.description == FIELD_HELP[dotted], f"{dotted}'s description is not FIELD_HELP's"
+        assert option.help == FIELD_HELP[dotted], f"--{flag}'s help is not {dotted}'s description"
