@@ -85,38 +85,27 @@ def run_demo(
             "model": MODEL, "adapt": {"method": method}, "train": budget,
         }), progress=progress)
 
-    phases: dict[str, float] = {}
-    clock = time.perf_counter()
-
-    def lap(phase: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        phases[phase] = round(now - clock, 1)
-        clock = now
-
+    lap = _Laps()
     console.rule(f"[bold]1. pre-train LeNet on {SOURCE} (source only), seeds {list(seeds)}")
     pre = source_run("pretrain", "none")
-    lap("1. pre-train")
+    lap.done("1. pre-train")
     rows: dict[str, dict[str, Any]] = {
         "source only": {"target": pre["summary"]["target"], "note": f"{SOURCE} labels only"},
     }
     console.rule(f"[bold]2. measure the domain gap on the pre-trained CNN's features (seed {seeds[0]})")
     pretrained = RunDir(root.path / "pretrain").find_model(seeds[0] if len(seeds) > 1 else None)
     gap = measure_demo_gap(pretrained, progress=progress)
-    for g in gap:
-        p = "" if g["p_value"] is None else f" (permutation test p = {g['p_value']:.3g})"
-        console.print(f"  {g['name']}: {g['value']:.4g}{p}: {g['meaning']}", highlight=False, soft_wrap=True)
-    lap("2. measure the gap")
+    _print_gap(gap)
+    lap.done("2. measure the gap")
 
     console.rule(f"[bold]3. adapt to the unlabelled {TARGET} images (no target labels), seeds {list(seeds)}")
     adapted, adapt_gaps = _adapt(source_run, ADAPT_FULL if full else ADAPT_QUICK)
     rows.update(adapted)
-    lap("3. adapt")
+    lap.done("3. adapt")
 
     console.rule(f"[bold]4. fine-tune on {shots} labelled {TARGET} images per class, seeds {list(seeds)}")
     rows.update(_finetune(out, pretrained, seeds, shots, finetune_epochs, full, progress))
-
-    lap("4. fine-tune")
+    lap.done("4. fine-tune")
     seconds = time.perf_counter() - t_start
     summary = {
         "name": name,
@@ -129,7 +118,7 @@ def run_demo(
                    f"the default step budget, batch {batch}"),
         "finetune_epochs": finetune_epochs,
         "seconds": seconds,
-        "phase_seconds": phases,
+        "phase_seconds": lap.phases,
         "evaluated_on": f"{TARGET} test split (1,000 images)",
         "selection": "pre-training and adaptation: best MNIST validation accuracy; fine-tuning: last epoch "
         "(fixed budget); target test labels choose nothing",
@@ -141,6 +130,25 @@ def run_demo(
     _write(root, summary)
     print_table(summary)
     return summary
+
+
+class _Laps:
+    """Wall seconds of each phase, for the report."""
+
+    def __init__(self) -> None:
+        self.phases: dict[str, float] = {}
+        self._clock = time.perf_counter()
+
+    def done(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.phases[phase] = round(now - self._clock, 1)
+        self._clock = now
+
+
+def _print_gap(gap: list[dict[str, Any]]) -> None:
+    for g in gap:
+        p = "" if g["p_value"] is None else f" (permutation test p = {g['p_value']:.3g})"
+        console.print(f"  {g['name']}: {g['value']:.4g}{p}: {g['meaning']}", highlight=False, soft_wrap=True)
 
 
 def _adapt(source_run: Any, methods: tuple[str, ...]) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:

@@ -67,26 +67,42 @@ def load_image_folder(root: str | Path, split: str = "train", verify: bool = Tru
             f"or in {root}/<class>/*.jpg"
         )
 
-    if _is_split_layout(top):
-        layout = "splits"
-        classes = sorted({d.name for split_dir in top for d in _subdirs(split_dir)})
-        if split == ALL_SPLITS:
-            split_dirs = top
-        else:
-            split_dir = root / split
-            if not split_dir.is_dir() or split_dir not in top:
-                names = ", ".join(d.name for d in top)
-                raise DataError(
-                    f"split folder {split_dir} not found; split folders in {root}: {names} "
-                    f"(pass one of them as the split, or split='all')"
-                )
-            split_dirs = [split_dir]
-    else:
-        layout = "classes"
-        classes = [d.name for d in top]
-        split_dirs = [root]
+    layout, classes, split_dirs = _split_folders(root, top, split)
+    paths, labels = _labelled_files(split_dirs, {name: i for i, name in enumerate(classes)})
 
-    index = {name: i for i, name in enumerate(classes)}
+    if verify:
+        verify_images(paths)
+
+    return DomainDataset(
+        inputs=paths,
+        labels=np.asarray(labels, dtype=np.int64),
+        domain=root.resolve().name or str(root),
+        classes=classes,
+        kind="image",
+        meta={"root": str(root), "split": split, "layout": layout},
+    )
+
+
+def _split_folders(root: Path, top: list[Path], split: str) -> tuple[str, list[str], list[Path]]:
+    """The tree's layout ("splits": split/class/, or "classes": class/), its sorted class names, and the folders
+    to read for ``split``."""
+    if not _is_split_layout(top):
+        return "classes", [d.name for d in top], [root]
+    classes = sorted({d.name for split_dir in top for d in _subdirs(split_dir)})
+    if split == ALL_SPLITS:
+        return "splits", classes, top
+    split_dir = root / split
+    if not split_dir.is_dir() or split_dir not in top:
+        names = ", ".join(d.name for d in top)
+        raise DataError(
+            f"split folder {split_dir} not found; split folders in {root}: {names} "
+            f"(pass one of them as the split, or split='all')"
+        )
+    return "splits", classes, [split_dir]
+
+
+def _labelled_files(split_dirs: list[Path], index: dict[str, int]) -> tuple[list[str], list[int]]:
+    """Every image under ``split_dirs/<class>/`` and its class index; an empty class folder is an error."""
     paths: list[str] = []
     labels: list[int] = []
     for split_dir in split_dirs:
@@ -103,18 +119,7 @@ def load_image_folder(root: str | Path, split: str = "train", verify: bool = Tru
                 raise DataError(_empty_class_message(class_dir))
             paths.extend(str(f) for f in files)
             labels.extend([index[class_dir.name]] * len(files))
-
-    if verify:
-        verify_images(paths)
-
-    return DomainDataset(
-        inputs=paths,
-        labels=np.asarray(labels, dtype=np.int64),
-        domain=root.resolve().name or str(root),
-        classes=classes,
-        kind="image",
-        meta={"root": str(root), "split": split, "layout": layout},
-    )
+    return paths, labels
 
 
 def verify_images(paths: list[str] | list[Path]) -> None:

@@ -247,6 +247,33 @@ def _class_sums(f: np.ndarray, y: np.ndarray, c: int) -> np.ndarray:
     return csr_array((np.ones(len(y)), (y, np.arange(len(y)))), shape=(c, len(y))) @ f
 
 
+def _logme_step(
+    tri: _Tridiagonal, yy: np.ndarray, n: int, dual: bool, log_t: np.ndarray, cols: np.ndarray,
+    bounds: tuple[float, float],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Evidence / N at ``t`` and ``h = log t' - log t`` (``t'`` clipped to ``bounds``), for the classes ``cols``
+    (see :func:`_logme_fixed_point`)."""
+    log_lo, log_hi = bounds
+    s = tri.sigma[:, None]
+    t = np.exp(log_t)
+    u = tri.solve(t, cols)
+    qu = np.einsum("jk,kj->j", u, tri.qt_rhs[:, cols])
+    uu, utu = np.einsum("jk,jk->j", u, u), tri.quadratic(u)
+    if dual:  # v = (FFᵀ + tI)⁻¹y = Qu: ‖Fm - y‖² = t²‖v‖², mᵀm = vᵀFFᵀv
+        res2, m2 = t**2 * uu, utu
+    else:  # m = (FᵀF + tI)⁻¹Fᵀy = Qu: ‖Fm - y‖² = ‖y‖² - 2bᵀm + mᵀFᵀFm
+        res2, m2 = yy[cols] - 2.0 * qu + utu, uu
+    tiny = np.finfo(np.float64).tiny
+    res2, m2 = np.maximum(res2, tiny), np.maximum(m2, tiny)
+    gamma = (s / (s + t)).sum(0)
+    const = -0.5 * (1.0 + math.log(2 * math.pi))
+    evidence = const - 0.5 * np.log((res2 + t * m2) / n) - 0.5 * np.log1p(s / t).sum(0) / n
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        log_next = np.log(gamma) - np.log(m2) + np.log(res2) - np.log(n - gamma)  # log(α/β) after the update
+    log_next = np.clip(np.nan_to_num(log_next, nan=log_hi, posinf=log_hi, neginf=log_lo), log_lo, log_hi)
+    return evidence, log_next - log_t
+
+
 def _logme_fixed_point(
     tri: _Tridiagonal, yy: np.ndarray, n: int, dual: bool, max_iter: int, tol: float
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -273,30 +300,8 @@ def _logme_fixed_point(
     a local one, nearly always the one plain repetition from ``t = 1`` reaches (the search can step past it to
     another).
     """
-    s = tri.sigma[:, None]
     scale = max(float(tri.sigma.max()), 1.0)
     log_lo, log_hi = math.log(1e-12 * scale), math.log(1e12 * scale)
-    tiny = np.finfo(np.float64).tiny
-    const = -0.5 * (1.0 + math.log(2 * math.pi))
-
-    def step(log_t: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Evidence / N at ``t`` and ``h = log t' - log t`` (within the search range), for the classes ``cols``."""
-        t = np.exp(log_t)
-        u = tri.solve(t, cols)
-        qu = np.einsum("jk,kj->j", u, tri.qt_rhs[:, cols])
-        uu, utu = np.einsum("jk,jk->j", u, u), tri.quadratic(u)
-        if dual:  # v = (FFᵀ + tI)⁻¹y = Qu: ‖Fm - y‖² = t²‖v‖², mᵀm = vᵀFFᵀv
-            res2, m2 = t**2 * uu, utu
-        else:  # m = (FᵀF + tI)⁻¹Fᵀy = Qu: ‖Fm - y‖² = ‖y‖² - 2bᵀm + mᵀFᵀFm
-            res2, m2 = yy[cols] - 2.0 * qu + utu, uu
-        res2, m2 = np.maximum(res2, tiny), np.maximum(m2, tiny)
-        gamma = (s / (s + t)).sum(0)
-        evidence = const - 0.5 * np.log((res2 + t * m2) / n) - 0.5 * np.log1p(s / t).sum(0) / n
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            log_next = np.log(gamma) - np.log(m2) + np.log(res2) - np.log(n - gamma)  # log(α/β) after the update
-        log_next = np.clip(np.nan_to_num(log_next, nan=log_hi, posinf=log_hi, neginf=log_lo), log_lo, log_hi)
-        return evidence, log_next - log_t
-
     c = tri.qt_rhs.shape[1]
     log_t = np.zeros(c)
     evidence = np.full(c, -np.inf)
@@ -307,7 +312,7 @@ def _logme_fixed_point(
     active = np.arange(c)
     for _ in range(max_iter):
         a = active
-        ev, h = step(log_t[a], a)
+        ev, h = _logme_step(tri, yy, n, dual, log_t[a], a, (log_lo, log_hi))
         evidence[a] = ev
         up = h > 0
         end = np.where(up, -1, 1).astype(np.int8)
