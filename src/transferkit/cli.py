@@ -216,27 +216,9 @@ def evaluate(
     _offline(False)
     _trust_code(ctx, trust_remote_code)
     try:
-        from transferkit.data import load_data
-        from transferkit.evaluate.predict import score
-        from transferkit.models.heads import TransferModel
-        from transferkit.runs import RunDir, atomic_write_json
-        from transferkit.tasks import attach_targets
+        from transferkit.evaluate.score_run import evaluate_run
 
-        rd = RunDir(run)
-        model = TransferModel.load(rd.find_model(seed))
-        ds = model.prepare(load_data(data, split))
-        primary = model.tasks[0]
-        if primary.field == "label" and not ds.is_labelled:
-            _fail(f"{data!r} ({split}) has no labels; use `transferkit predict` for unlabelled data")
-        if primary.field != "label" and primary.field not in ds.meta:
-            _fail(f"{data!r} ({split}) has no {primary.field!r} for the primary head {primary.name!r}; use "
-                  "`transferkit predict` for data without it")
-        label_task = next((t for t in model.tasks if t.field == "label"), None)
-        if label_task is not None and ds.is_labelled:
-            _check_classes(list(label_task.classes), ds)
-        metrics = score(model, attach_targets(ds, model.tasks), batch_size=batch_size, progress=True)
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in f"{Path(data).name}-{split}")
-        out = atomic_write_json(rd.path / "evaluations" / f"{safe}.json", metrics)
+        metrics, out = evaluate_run(run, data, split, seed=seed, batch_size=batch_size)
     except TransferkitError as exc:
         _fail(str(exc))
     from transferkit.tasks import scalars_of
@@ -255,16 +237,6 @@ def evaluate(
         left_out = f"; {h['unknown']} item(s) of a class the source lacks, not scored" if h.get("unknown") else ""
         console.print(f"head {name} ({h['kind']}): {shown}{left_out}")
     console.print(f"written: {out}")
-
-
-def _check_classes(classes: list[str], ds: Any) -> None:
-    from transferkit.errors import DataError
-
-    if list(ds.classes) != list(classes):
-        raise DataError(
-            f"the model predicts classes {classes[:10]}, but {ds.domain!r} has classes {ds.classes[:10]}; "
-            "evaluate on data with the same label set"
-        )
 
 
 @app.command()

@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from transferkit.cli import app
+from transferkit.errors import DataError
 
 runner = CliRunner()
 
@@ -162,6 +163,18 @@ def test_evaluate(trained_run: Path, tiny_npz: Path) -> None:
     saved = json.loads((trained_run / "evaluations" / "toy.npz-test.json").read_text())
     assert saved["n"] == 60 and 0.8 < saved["accuracy"] <= 1.0
     assert f"{100 * saved['accuracy']:.2f}" in out
+
+
+def test_evaluate_run_is_the_commands_library_call(trained_run: Path, tiny_npz: Path) -> None:
+    from transferkit.evaluate.score_run import evaluate_run
+
+    metrics, path = evaluate_run(trained_run, str(tiny_npz), "test", progress=False)
+    assert path == trained_run / "evaluations" / "toy.npz-test.json"
+    assert json.loads(path.read_text())["accuracy"] == metrics["accuracy"] and metrics["n"] == 60
+    unlabelled = tiny_npz.parent / "unlabelled.npz"
+    np.savez(unlabelled, x=np.zeros((4, 6), np.float32))
+    with pytest.raises(DataError, match="has no labels; use `transferkit predict`"):
+        evaluate_run(trained_run, str(unlabelled), "all", progress=False)
 
 
 def test_evaluate_errors(tmp_path: Path, trained_run: Path) -> None:
