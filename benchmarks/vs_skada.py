@@ -147,13 +147,15 @@ def _autocast_forward(module: nn.Module) -> None:
 
 
 def run_ours(method: str, data: dict, args: argparse.Namespace, seed: int, epochs: int | None = None, *,
-             channels_last: bool = False, bf16: bool = False) -> dict:
-    """Train ours; ``channels_last`` and ``bf16`` are diagnostics (--profile), off in the timed runs."""
+             channels_last: bool = False, bf16: bool = False, precision: str = "no") -> dict:
+    """Train ours; ``precision`` is ``train.mixed_precision`` (``bf16``: the shipped opt-in fast path through
+    Accelerate); ``channels_last`` and ``bf16`` are the older diagnostics (--profile), off in the timed runs. The
+    engine's ``train.memory_format`` stays at its default (``auto``: channels-last for this CNN on a CPU)."""
     model, terms = initial_model(seed, method)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     cfg = TrainConfig(epochs=epochs or args.epochs, lr=args.lr, optimizer="adamw", weight_decay=args.weight_decay,
-                      scheduler="constant", mixed_precision="no", device="cpu", threads=args.threads)
+                      scheduler="constant", mixed_precision=precision, device="cpu", threads=args.threads)
     engine = Engine(model, cfg, loss_terms=terms, seed=seed, batch_size=args.batch_size, progress=False)
     source, target = data["source"], data["target"]  # the engine's own preprocessing, cached once in load_task
     if bf16:  # Accelerate allows one precision per process: autocast the forward passes as it would
@@ -346,6 +348,8 @@ def main() -> None:
     p.add_argument("--full", action="store_true", help="the full protocol: all of MNIST train, 20 epochs")
     p.add_argument("--profile", action="store_true", help="then profile one epoch of each of our methods (cProfile)")
     p.add_argument("--json", default=None, help="also write the raw numbers here")
+    p.add_argument("--precisions", default="no",
+                   help="ours under each train.mixed_precision listed (no = fp32, bf16), each against the same skada")
     args = p.parse_args()
     if args.full:
         args.source_size, args.epochs = 0, 20
@@ -381,13 +385,18 @@ def main() -> None:
           f"{steps} steps/epoch; {args.epochs} epochs; seeds {seeds}; final epoch scored (no selection)\n",
           flush=True)
 
-    results: dict[str, dict[str, list[dict]]] = {m: {"ours": [], "skada": []} for m in methods}
+    precisions = args.precisions.split(",")
+    ours_sides = ["ours" if prec == "no" else f"ours {prec}" for prec in precisions]
+    results: dict[str, dict[str, list[dict]]] = {m: {side: [] for side in [*ours_sides, "skada"]} for m in methods}
     t_all = time.perf_counter()
     for r, seed in enumerate(seeds):
         for j, m in enumerate(methods):
-            order = ("ours", "skada") if (r + j) % 2 == 0 else ("skada", "ours")
+            order = (*ours_sides, "skada") if (r + j) % 2 == 0 else ("skada", *ours_sides)
             for side in order:
-                res = (run_ours if side == "ours" else run_skada)(m, data, args, seed)
+                if side == "skada":
+                    res = run_skada(m, data, args, seed)
+                else:
+                    res = run_ours(m, data, args, seed, precision=precisions[ours_sides.index(side)])
                 results[m][side].append(res)
                 print(f"seed {seed} {m:5s} {side:5s}: target acc {res['acc'] * 100:.1f}%, "
                       f"s/epoch {statistics.median(res['epoch_s']):.2f}, fit {res['wall_s']:.1f} s wall, "
@@ -397,8 +406,8 @@ def main() -> None:
     print("\n| method | target acc. % ours | skada | s/epoch ours | skada | ratio ours/skada | CPU s/epoch ours "
           "| skada | CPU ratio ours/skada | acc. goal: ours ≥ skada | time goal: ≤ 0.5x |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|:-:|:-:|")
-    for m in methods:
-        ours, theirs = results[m]["ours"], results[m]["skada"]
+    for m, side in [(m, side) for m in methods for side in ours_sides]:
+        ours, theirs = results[m][side], results[m]["skada"]
         acc_o, acc_s = [x["acc"] for x in ours], [x["acc"] for x in theirs]
         ep_o = [statistics.median(x["epoch_s"]) for x in ours]
         ep_s = [statistics.median(x["epoch_s"]) for x in theirs]
@@ -408,7 +417,8 @@ def main() -> None:
         cpu_ratios = [a / b for a, b in zip(cpu_o, cpu_s, strict=True)]
         acc_ok = "yes" if statistics.mean(acc_o) >= statistics.mean(acc_s) else "no"
         time_ok = "yes" if max(statistics.median(ratios), statistics.median(cpu_ratios)) <= 0.5 else "no"
-        print(f"| {m} vs {METHODS[m]} | {mean_std(acc_o)} | {mean_std(acc_s)} | {spread(ep_o)} | {spread(ep_s)} | "
+        label = m if side == "ours" else f"{m} ({side.removeprefix('ours ')})"
+        print(f"| {label} vs {METHODS[m]} | {mean_std(acc_o)} | {mean_std(acc_s)} | {spread(ep_o)} | {spread(ep_s)} | "
               f"{spread(ratios)} | {spread(cpu_o)} | {spread(cpu_s)} | {spread(cpu_ratios)} | {acc_ok} | {time_ok} |")
     print(f"\naccuracy: mean ± std over {len(seeds)} seed(s) (USPS test, final epoch). s/epoch: each library's own "
           "epoch timer (wall clock), median of a run's epochs. CPU s/epoch: the process's CPU time over the whole fit "

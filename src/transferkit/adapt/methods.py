@@ -67,7 +67,7 @@ class MethodSpec:
 # What each option must be: a positive integer, a positive number, a number >= 0, a share in [0, 1], a flag.
 MAX_COUNT = 65536
 _OPTION_KINDS = {
-    "kernels": "count", "hidden": "count", "random_dim": "count", "max_product_dim": "count",
+    "kernels": "count", "hidden": "width", "random_dim": "count", "max_product_dim": "count",
     "kernel_mult": "positive", "temperature": "positive", "margin": "positive", "delta": "positive",
     "grl_max": "non-negative", "threshold": "share", "linear": "flag", "grl_ramp": "flag", "strong_views": "flag",
 }
@@ -76,16 +76,19 @@ _OPTION_KINDS = {
 def _check_option(method: str, key: str, value: Any) -> None:
     kind = _OPTION_KINDS.get(key, "positive")
     number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    # bounded: a config is data, and a width of 10^12 would be a denial of service, not a setting
+    count = isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_COUNT
     ok = {
-        # bounded: a config is data, and a width of 10^12 would be a denial of service, not a setting
-        "count": isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_COUNT,
+        "count": count,
+        "width": count or value == "auto",
         "positive": number and value > 0,
         "non-negative": number and value >= 0,
         "share": number and 0 <= value <= 1,
         "flag": isinstance(value, bool),
     }[kind]
     if not ok:
-        want = {"count": f"an integer in 1..{MAX_COUNT}", "positive": "a finite number > 0",
+        want = {"count": f"an integer in 1..{MAX_COUNT}", "width": f"'auto' or an integer in 1..{MAX_COUNT}",
+                "positive": "a finite number > 0",
                 "non-negative": "a finite number >= 0",
                 "share": "a number in [0, 1]", "flag": "true or false"}[kind]
         raise ConfigError(f"adapt.options.{key} of method {method!r} must be {want}, got {value!r}")
@@ -193,7 +196,7 @@ def _dann_multi(d: int, k: int, o: dict[str, Any], multi_source: str) -> tuple[C
 def _dann_per_source(d: int, k: int, o: dict[str, Any]) -> tuple[Callable[[StepOutputs], torch.Tensor], nn.Module]:
     """DANN with one discriminator per source, each telling its source from the target; their losses averaged with
     the sources' weights. The sources are not asked to look alike, only each like the target."""
-    discs = nn.ModuleList([DomainDiscriminator(d, o["hidden"]) for _ in range(k)])
+    discs = nn.ModuleList([DomainDiscriminator(d, hidden_width(o["hidden"], d)) for _ in range(k)])
 
     def fn(out: StepOutputs) -> torch.Tensor:
         ft, _ = _target(out)
@@ -219,7 +222,7 @@ def _dann_per_source(d: int, k: int, o: dict[str, Any]) -> tuple[Callable[[StepO
 def _dann_k_plus_1(d: int, k: int, o: dict[str, Any]) -> tuple[Callable[[StepOutputs], torch.Tensor], nn.Module]:
     """DANN with a (k+1)-way discriminator: it names each item's domain (source 0..k-1, or the target k) behind a
     gradient reversal layer, so the features lose what tells any source from the target and the sources apart."""
-    disc = DomainDiscriminator(d, o["hidden"], outputs=k + 1)
+    disc = DomainDiscriminator(d, hidden_width(o["hidden"], d), outputs=k + 1)
 
     def fn(out: StepOutputs) -> torch.Tensor:
         ft, _ = _target(out)
@@ -274,12 +277,29 @@ def _coral(d: int, c: int, o: dict[str, Any]) -> tuple[Callable[[StepOutputs], t
 
 
 # -- adversarial ----------------------------------------------------------------------------------
+AUTO_WIDTH = (256, 1024)
+
+
+def hidden_width(option: int | str, in_width: int) -> int:
+    """A discriminator's (or MDD's adversarial head's) hidden width: ``auto`` follows what it reads, clamped to
+    256..1024. A fixed 1,024 costs as much as LeNet itself on LeNet's 500-d features and is four times the
+    ``mlp``'s 256-d features; see docs/defaults.md for the measurement behind the default.
+
+        >>> hidden_width("auto", 500), hidden_width("auto", 64), hidden_width("auto", 40960), hidden_width(128, 500)
+        (500, 256, 1024, 128)
+    """
+    if option != "auto":
+        return int(option)
+    low, high = AUTO_WIDTH
+    return max(low, min(high, in_width))
+
+
 def _grl_coeff(o: dict[str, Any], progress: float) -> float:
     return dann_ramp(o["grl_max"])(progress) if o["grl_ramp"] else float(o["grl_max"])
 
 
 def _dann(d: int, c: int, o: dict[str, Any]) -> tuple[Callable[[StepOutputs], torch.Tensor], nn.Module]:
-    disc = DomainDiscriminator(d, o["hidden"])
+    disc = DomainDiscriminator(d, hidden_width(o["hidden"], d))
 
     def fn(out: StepOutputs) -> torch.Tensor:
         ft, _ = _target(out)
@@ -297,7 +317,7 @@ def _cdan_builder(use_entropy: bool) -> Callable[..., tuple[Callable[[StepOutput
         randomized = d * c > o["max_product_dim"]
         mapper = RandomizedMultilinearMap(d, c, o["random_dim"]) if randomized else None
         in_dim = o["random_dim"] if randomized else d * c
-        modules = nn.ModuleDict({"discriminator": DomainDiscriminator(in_dim, o["hidden"])})
+        modules = nn.ModuleDict({"discriminator": DomainDiscriminator(in_dim, hidden_width(o["hidden"], in_dim))})
         if mapper is not None:
             modules["map"] = mapper
 
@@ -319,7 +339,8 @@ def _cdan_builder(use_entropy: bool) -> Callable[..., tuple[Callable[[StepOutput
 
 
 def _mdd(d: int, c: int, o: dict[str, Any]) -> tuple[Callable[[StepOutputs], torch.Tensor], nn.Module]:
-    adv_head = nn.Sequential(nn.Linear(d, o["hidden"]), nn.ReLU(), nn.Dropout(0.5), nn.Linear(o["hidden"], c))
+    h = hidden_width(o["hidden"], d)
+    adv_head = nn.Sequential(nn.Linear(d, h), nn.ReLU(), nn.Dropout(0.5), nn.Linear(h, c))
 
     def fn(out: StepOutputs) -> torch.Tensor:
         ft, lt = _target(out)
