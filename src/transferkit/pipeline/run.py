@@ -36,7 +36,7 @@ from transferkit.pipeline.resume import check_resume
 from transferkit.pipeline.train import discrepancy_weights, train_model
 from transferkit.runs import RunDir, atomic_write_text
 from transferkit.train.callbacks import console
-from transferkit.train.engine import get_accelerator
+from transferkit.train.processes import process_accelerator
 from transferkit.train.twin_cache import describe as describe_twin
 from transferkit.train.twin_cache import load_twin, store_twin, twin_key
 
@@ -67,7 +67,7 @@ def _fit(cfg: RunConfig, *, overwrite: bool, resume: bool, progress: bool) -> di
     check_resume(run, cfg, resume)
     # Under `accelerate launch` every process runs this; only the main one writes the run directory (a failure
     # there ends the launch, and with it the other processes).
-    acc = get_accelerator(cfg.train.device, cfg.train.mixed_precision, cfg.train.grad_accum_steps)
+    acc = process_accelerator(cfg.train.device, cfg.train.mixed_precision, cfg.train.grad_accum_steps)
     if acc.is_main_process:
         run.prepare(overwrite=overwrite, resume=resume)
         atomic_write_text(run.config, cfg.to_yaml())
@@ -154,7 +154,7 @@ def fit_seed(
         store_twin(cfg, twin_key(cfg, seed, result.get("steps"), trained_on(data), s.weights), model)
     guarded = auto is None and cfg.adapt.method != "none" and cfg.adapt.guard and cfg.model.primary_reads_labels
     baseline, twin_reused = _guard_twin(s, result.get("steps")) if guarded else (None, False)
-    if not get_accelerator(cfg.train.device, cfg.train.mixed_precision, cfg.train.grad_accum_steps).is_main_process:
+    if not process_accelerator(cfg.train.device, cfg.train.mixed_precision, cfg.train.grad_accum_steps).is_main_process:
         return {}  # under `accelerate launch`, the main process scores, decides and writes
     kw = {"batch_size": cfg.data.eval_batch_size, "num_workers": cfg.data.num_workers, "device": cfg.train.device}
     # A frozen backbone's features are cached: the guard and the scores run the head on them, not the backbone.

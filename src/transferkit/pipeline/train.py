@@ -159,6 +159,7 @@ def _result_dict(res: Any, engine: Engine) -> dict[str, Any]:
         "stopped_early": res.stopped_early,
         "steps": res.steps,
         "budget": res.budget,
+        "precision": res.precision,
     }
     if res.val_metric != "val_acc":
         out[f"best_{res.val_metric}"] = res.best_val

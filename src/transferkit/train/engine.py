@@ -86,6 +86,7 @@ class FitResult:
     best_val: float | None = None
     steps: int = 0  # micro-batch steps trained (what a guard's twin is given to train as long)
     budget: str = ""  # how the length was chosen (train.budget)
+    precision: str = "fp32"  # what train.mixed_precision resolved to: fp32, bf16 or fp16
 
 
 @dataclass
@@ -203,7 +204,7 @@ class Engine:
         self.num_workers = num_workers
         self.cache_bytes = cache_mb * 2**20
         self.progress = progress
-        self.accelerator = get_accelerator(config.device, config.mixed_precision, config.grad_accum_steps)
+        self.accelerator = get_accelerator(config.device, config.mixed_precision, config.grad_accum_steps, model)
         self._best_in_memory: dict[str, torch.Tensor] | None = None
 
     # -- public ---------------------------------------------------------------------------------
@@ -491,6 +492,7 @@ class Engine:
             best_val=best,
             steps=f.global_step,
             budget=f.budget.describe(),
+            precision={"no": "fp32"}.get(str(self.accelerator.mixed_precision), str(self.accelerator.mixed_precision)),
         )
 
     # -- one step -------------------------------------------------------------------------------
