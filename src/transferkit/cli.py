@@ -288,7 +288,7 @@ def extract(
     num_workers: Annotated[int, typer.Option(help="data-loading worker processes")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
     overwrite: Annotated[bool, typer.Option(help="replace an existing output file")] = False,
-    online: Annotated[bool, typer.Option(help="allow downloads from model hubs")] = False,
+    online: Annotated[bool, typer.Option(help=_help("online"))] = False,
     trust_pickle: TrustPickleOpt = False,
     trust_remote_code: TrustCodeOpt = False,
 ) -> None:
@@ -333,7 +333,7 @@ def sweep(
     name: Annotated[str | None, typer.Option(help="sweep name: the folder under the config's output_dir")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="override a base field: section.field=value")] = None,
     overwrite: Annotated[bool, typer.Option(help="replace an existing sweep directory")] = False,
-    online: Annotated[bool, typer.Option(help="allow downloads from model hubs")] = False,
+    online: Annotated[bool, typer.Option(help=_help("online"))] = False,
     trust_remote_code: TrustCodeOpt = False,
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
 ) -> None:
@@ -398,7 +398,7 @@ def rank(
     = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="also write the ranking to this JSON file")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda (feature extraction)")] = "auto",
-    online: Annotated[bool, typer.Option(help="allow downloads from model hubs")] = False,
+    online: Annotated[bool, typer.Option(help=_help("online"))] = False,
     trust_remote_code: TrustCodeOpt = False,
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
 ) -> None:
@@ -467,7 +467,7 @@ def measure(
     seed: Annotated[int, typer.Option(help="seed of the subsamples and permutations")] = 0,
     json_out: Annotated[Path | None, typer.Option("--json", help="also write the results to this JSON file")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda (feature extraction)")] = "auto",
-    online: Annotated[bool, typer.Option(help="allow downloads from model hubs")] = False,
+    online: Annotated[bool, typer.Option(help=_help("online"))] = False,
     trust_pickle: TrustPickleOpt = False,
     trust_remote_code: TrustCodeOpt = False,
 ) -> None:
