@@ -469,29 +469,29 @@ def test_the_shared_accelerator_forgets_each_fit() -> None:
     assert acc._models == [] and acc._optimizers == [] and acc._dataloaders == []
 
 
-def test_auto_precision_is_bf16_only_for_a_convolutional_network_on_a_cpu_with_native_bf16(monkeypatch) -> None:
+def test_auto_precision_on_a_cpu_is_bf16_where_the_cpu_and_the_model_gain_from_it(monkeypatch) -> None:
     from torch import nn
 
     from transferkit.train import processes
 
     conv = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten())
-    mlp = nn.Sequential(nn.Linear(4, 2))
+    wide = nn.Sequential(nn.Linear(5000, 256))  # 1.28 M weights: an MLP on 5,000-d features
+    small = nn.Sequential(nn.Linear(384, 256), nn.ReLU(), nn.Linear(256, 2))
     monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
     monkeypatch.setattr(processes, "cpu_has_native_bf16", lambda: True)
-    assert processes.resolve_precision("auto", False, conv) == "bf16"
-    assert processes.resolve_precision("auto", False, mlp) == "no"
-    assert processes.resolve_precision("auto", False, None) == "no"
+    assert [processes.resolve_precision("auto", False, m) for m in (conv, wide, small, None)] == [
+        "bf16", "bf16", "no", "no"]
     assert processes.resolve_precision("no", False, conv) == "no"  # an explicit setting always wins
-    assert processes.resolve_precision("fp16", True, mlp) == "fp16"
+    assert processes.resolve_precision("bf16", False, small) == "bf16"
     monkeypatch.setattr(processes, "cpu_has_native_bf16", lambda: False)  # emulated bf16 is slower: fp32
     assert processes.resolve_precision("auto", False, conv) == "no"
     monkeypatch.setattr(processes, "cpu_has_native_bf16", lambda: True)
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")  # several CPU processes train in fp32
     assert processes.resolve_precision("auto", False, conv) == "no"
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
-    assert processes.resolve_precision("auto", True, mlp) == "bf16"  # accelerate launch's choice on a GPU
+    assert processes.resolve_precision("auto", True, small) == "bf16"  # accelerate launch's choice on a GPU
     monkeypatch.delenv("ACCELERATE_MIXED_PRECISION")
-    assert processes.resolve_precision("auto", True, mlp) == "fp16"
+    assert processes.resolve_precision("auto", True, small) == "fp16"
 
 
 def test_a_fit_reports_the_precision_it_trained_in() -> None:

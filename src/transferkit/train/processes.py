@@ -25,28 +25,52 @@ def cpu_has_native_bf16() -> bool:
         return False
 
 
+# bf16 pays on a CPU for convolutions and for matmuls at least this large (weights of one Linear layer): below it a
+# step is per-operator overhead, which bf16 does not shorten (MiniLM's 384-d features into a 256-wide MLP: 1.00x)
+BF16_MIN_LINEAR_WEIGHTS = 2**20
+
+
+def bf16_pays_off(model: nn.Module) -> bool:
+    """Whether a model has the work that bf16 matmuls speed up on a CPU: a convolution, or a Linear layer of at least
+    :data:`BF16_MIN_LINEAR_WEIGHTS` weights (an MLP on 5,000-d features: 0.7-0.8x the time)."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv1d | nn.Conv2d | nn.Conv3d):
+            return True
+        if isinstance(m, nn.Linear) and m.in_features * m.out_features >= BF16_MIN_LINEAR_WEIGHTS:
+            return True
+    return False
+
+
 def resolve_precision(mixed_precision: str, cuda: bool, model: nn.Module | None = None) -> str:
-    """``auto``: bf16 (or fp16 where the GPU lacks bf16) on a GPU; on a CPU, bf16 for a convolutional network where the
-    CPU multiplies bf16 natively, fp32 otherwise. On the CPU that is where it was measured both faster and as
-    accurate (docs/scaling.md: LeNet on MNIST -> USPS and the log-mel CNN on spoken digits, full-length runs and
-    3 seeds: 0.6-0.7x the time, accuracy within seed noise); feature-vector MLPs gained too little to pay for
-    results that differ between CPUs. Under ``accelerate launch`` its ``--mixed_precision`` decides on a GPU, and
-    CPU processes train in fp32."""
-    launched = os.environ.get("ACCELERATE_MIXED_PRECISION")  # `accelerate launch --mixed_precision X` / its config
+    """``auto``: bf16 (or fp16 where the GPU lacks bf16) on a GPU. On a CPU, bf16 where the CPU multiplies bf16
+    natively (emulated bf16 is slower) and the model has the work it speeds up (:func:`bf16_pays_off`), fp32
+    otherwise. Autocast keeps weights, optimiser state and losses in fp32. Measured on four families
+    (docs/scaling.md, 3 seeds each): accuracy within seed noise of fp32, 0.6-0.7x the time for LeNet, 0.7-0.8x
+    for an MLP on 5,000-d features, no gain on small features or the log-mel CNN; on a 2-d toy task CDAN failed
+    more often in bf16 (where bf16 gains nothing, so ``auto`` keeps fp32 there). Under ``accelerate launch`` its
+    ``--mixed_precision`` decides on a GPU, and CPU processes train in fp32."""
     if mixed_precision != "auto":
         return mixed_precision
+    launched = os.environ.get("ACCELERATE_MIXED_PRECISION")  # `accelerate launch --mixed_precision X` / its config
     if launched in ("no", "fp16", "bf16"):
-        return launched if cuda else "no"  # several CPU processes: fp32, as they were measured
+        return launched if cuda else "no"
     if cuda:
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    convolutional = model is not None and any(isinstance(m, nn.Conv1d | nn.Conv2d) for m in model.modules())
-    return "bf16" if convolutional and cpu_has_native_bf16() else "no"
+    return "bf16" if model is not None and bf16_pays_off(model) and cpu_has_native_bf16() else "no"
+
+
+def process_accelerator(device: str = "auto", mixed_precision: str = "auto", grad_accum_steps: int = 1) -> Any:
+    """For what every precision answers alike (is this the main process? wait for the others): the accelerator this
+    process already holds for ``device``, else a new one; never a switch of precision (which resets Accelerate)."""
+    cuda = torch.cuda.is_available() and device != "cpu"
+    held = next((acc for (cpu, _), acc in _ACCELERATORS.items() if cpu == (not cuda)), None)
+    return held if held is not None else get_accelerator(device, mixed_precision, grad_accum_steps)
 
 
 def get_accelerator(device: str = "auto", mixed_precision: str = "auto", grad_accum_steps: int = 1,
                     model: nn.Module | None = None) -> Any:
     """One Accelerator per (device, precision) per process: Accelerate's state is a process-wide singleton.
-    ``model`` lets ``auto`` precision look at what will train (:func:`resolve_precision`)."""
+    ``model`` (what will train) lets ``auto`` precision decide on a CPU (:func:`resolve_precision`)."""
     from accelerate import Accelerator
 
     cuda = torch.cuda.is_available() and device != "cpu"
@@ -69,14 +93,6 @@ def get_accelerator(device: str = "auto", mixed_precision: str = "auto", grad_ac
     acc = _ACCELERATORS[key]
     acc.gradient_accumulation_steps = grad_accum_steps
     return acc
-
-
-def process_accelerator(device: str = "auto", mixed_precision: str = "auto", grad_accum_steps: int = 1) -> Any:
-    """For what every precision answers alike (is this the main process? wait for the others): the accelerator this
-    process already holds for ``device``, else a new one; never a switch of precision (which resets Accelerate)."""
-    cuda = torch.cuda.is_available() and device != "cpu"
-    held = next((acc for (cpu, _), acc in _ACCELERATORS.items() if cpu == (not cuda)), None)
-    return held if held is not None else get_accelerator(device, mixed_precision, grad_accum_steps)
 
 
 def channels_last(setting: str, model: nn.Module, device: torch.device) -> bool:
