@@ -389,7 +389,7 @@ def _self_training(d: int, c: int, o: dict[str, Any]) -> tuple[Callable[[StepOut
     return fn, None
 
 
-_ADV = {"hidden": 1024, "grl_max": 1.0, "grl_ramp": True}
+_ADV = {"hidden": "auto", "grl_max": 1.0, "grl_ramp": True}  # hidden: see hidden_width
 _KERNEL = {"kernels": 5, "kernel_mult": 2.0}
 for _spec in (
     MethodSpec("dan", "multi-kernel MMD between source and target features", "Long et al., ICML 2015", _dan,
