@@ -145,3 +145,16 @@ def test_self_training_without_strong_views_or_on_vectors_uses_the_step_logits()
     (on,) = build_method("self-training", feature_dim=16, num_classes=3)
     vectors = StepOutputs(ft, lt, torch.zeros(5, dtype=torch.long), ft, lt, 0.5, target_inputs=ft, model=model)
     assert torch.allclose(on.fn(vectors), plain) and len(model.seen) == 1  # no augmentation for vectors
+
+
+def test_a_discriminators_auto_width_is_twice_its_input_within_256_to_1024() -> None:
+    from transferkit.adapt.methods import hidden_width
+
+    assert [hidden_width("auto", d) for d in (64, 256, 500, 4096)] == [256, 512, 1000, 1024]
+    assert hidden_width(64, 500) == 64  # a number fixes it
+    terms = build_method("dann", 256, 2)
+    disc = next(t.module for t in terms if t.module is not None)
+    widths = [m.out_features for m in disc.modules() if isinstance(m, torch.nn.Linear)]
+    assert widths[:2] == [512, 512]
+    with pytest.raises(ConfigError, match="'auto' or an integer"):
+        build_method("dann", 256, 2, options={"hidden": "wide"})
