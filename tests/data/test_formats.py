@@ -67,13 +67,13 @@ def test_a_new_format_plugs_in_before_an_existing_one(tmp_path: Path, restore_fo
         x = np.loadtxt(spec, dtype=np.float32, ndmin=2)
         return DomainDataset(x, np.zeros(len(x), np.int64), "toy", ["only"], "vector")
 
-    register_format(DataFormat("toy-vec", ("vector",), lambda spec, split: spec.endswith(".vec"), load),
+    register_format(DataFormat("toy-vec", lambda spec, split: spec.endswith(".vec"), load, "one vector per line"),
                     before="image-folder")
     names = [f.name for f in data_formats()]
     assert names.index("toy-vec") == names.index("image-folder") - 1
     ds = load_data(str(path))
     assert ds.kind == "vector" and ds.inputs.shape == (3, 2) and ds.domain == "toy"
     with pytest.raises(ValueError, match="registered already"):
-        register_format(DataFormat("toy-vec", ("vector",), lambda spec, split: False, load))
+        register_format(DataFormat("toy-vec", lambda spec, split: False, load, "again"))
     with pytest.raises(ValueError, match="no data format 'nope'"):
-        register_format(DataFormat("other", ("vector",), lambda spec, split: False, load), before="nope")
+        register_format(DataFormat("other", lambda spec, split: False, load, "other"), before="nope")

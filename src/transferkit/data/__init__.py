@@ -44,7 +44,7 @@ def load_data(spec: str, split: str = "train", root: str | Path | None = None) -
         DataError: the name is unknown and no such path exists, or the file cannot be read.
     """
     from transferkit.data.catalog import is_registered
-    from transferkit.data.formats import format_for
+    from transferkit.data.formats import data_formats, format_for
 
     if is_registered(spec):
         return load_dataset(spec, split, root)
@@ -53,9 +53,7 @@ def load_data(spec: str, split: str = "train", root: str | Path | None = None) -
         return data_format.load(spec, split)
     path = Path(spec).expanduser()
     if path.is_file():
-        raise DataError(
-            f"{path}: unsupported data file type {path.suffix.lower()!r}; use a folder, .npz, .npy, .csv, .tsv, "
-            ".parquet, .mat, .svm / .svmlight / .libsvm, or a text table (.jsonl)"
-        )
+        readable = "; ".join(f.description for f in data_formats())
+        raise DataError(f"{path}: unsupported data file type {path.suffix.lower()!r}; readable: {readable}")
     known = ", ".join(list_datasets())
     raise DataError(f"data {spec!r} is neither a known dataset ({known}) nor an existing path")

@@ -25,10 +25,9 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class DataFormat:
     name: str
-    kinds: tuple[str, ...]  # the input kinds it can yield
     sniff: Callable[[str, str], bool]  # (spec, split) -> whether this format reads it; must be cheap
     load: Callable[[str, str], DomainDataset]  # (spec, split) -> the dataset; raises DataError on a bad file
-    description: str = ""
+    description: str  # what it reads, for the error that lists every readable format
 
 
 _FORMATS: list[DataFormat] = []
@@ -187,13 +186,13 @@ def _load_arrays(spec: str, split: str) -> DomainDataset:
     return load_arrays(_path(spec), split)
 
 
-register_format(DataFormat("audio", ("audio",), _sniff_audio, _load_audio,
-                           "a folder of WAV/FLAC files, or a CSV whose path column lists them"))
-register_format(DataFormat("feature-file", ("vector",), _sniff_feature_file, _load_feature_file,
+register_format(DataFormat("audio", _sniff_audio, _load_audio,
+                           "a folder of WAV files, or a CSV whose path column lists them"))
+register_format(DataFormat("feature-file", _sniff_feature_file, _load_feature_file,
                            ".csv / .tsv without a text column, .parquet, .mat, .svm / .svmlight / .libsvm"))
-register_format(DataFormat("text-table", ("text",), _sniff_text_table, _load_text_table,
+register_format(DataFormat("text-table", _sniff_text_table, _load_text_table,
                            "JSON lines, or a CSV / TSV with a text column"))
-register_format(DataFormat("image-folder", ("image",), lambda spec, split: _path(spec).is_dir(), _load_image_folder,
+register_format(DataFormat("image-folder", lambda spec, split: _path(spec).is_dir(), _load_image_folder,
                            "a folder of class folders (optionally inside split folders)"))
-register_format(DataFormat("arrays", ("image", "vector"), _sniff_arrays, _load_arrays,
+register_format(DataFormat("arrays", _sniff_arrays, _load_arrays,
                            ".npz / .npy arrays: images (N, H, W[, C]) or feature vectors (N, D)"))
