@@ -57,7 +57,7 @@ def run_all(jobs: list[Job], fn: Callable[[Job], dict[str, Any]], args: argparse
     path = Path(args.results_jsonl)
     path.parent.mkdir(parents=True, exist_ok=True)
     done = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
-    key = lambda j: json.dumps({k: v for k, v in j.items() if k not in ("args", "seconds", "threads")  # noqa: E731
+    key = lambda j: json.dumps({k: v for k, v in j.items() if k not in ("args", "seconds", "threads", "arrays_dir")  # noqa: E731
                                 and not k.startswith("r_")}, sort_keys=True)
     have = {key(r) for r in done} if args.skip_done else set()
     todo = [j for j in jobs if key(j) not in have]
@@ -95,3 +95,35 @@ def mean_std(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
     m = statistics.mean(values) * scale
     s = statistics.stdev(values) * scale if len(values) > 1 else 0.0
     return f"{m:.{digits}f} ± {s:.{digits}f}" + (f" (n={len(values)})" if len(values) != 3 else "")
+
+
+def capture_guard_arrays(prefix: Path | None) -> None:
+    """Save, at every call of the guard's signals in this process, both candidates' label-free arrays (logits,
+    features, source-validation labels; nothing from the target's labels) as ``{prefix}-call{i}.npz``, so a guard
+    rule can be designed and re-judged later without training again. An ``--method auto`` run calls the guard once
+    per adapted candidate, in the order of ``adapt.auto_methods``. ``None`` restores the plain guard."""
+    import numpy as np
+
+    from transferkit.measure import guard
+
+    original = getattr(guard.guard_signals, "__wrapped__", guard.guard_signals)
+    if prefix is None:
+        guard.guard_signals = original
+        return
+    calls = [0]
+
+    def wrapped(source_only: Any, adapted: Any, **kw: Any) -> dict[str, Any]:
+        arrays = {}
+        for c in (source_only, adapted):
+            for k in ("target_logits", "target_features", "source_val_logits", "source_val_labels",
+                      "source_val_features", "source_train_features"):
+                v = getattr(c, k)
+                if v is not None:
+                    v = v[:: max(1, len(v) // 5000)] if k == "source_train_features" else v
+                    arrays[f"{c.name}/{k}"] = v.astype(np.float16) if "features" in k else v
+        np.savez_compressed(f"{prefix}-call{calls[0]}.npz", **arrays)
+        calls[0] += 1
+        return original(source_only, adapted, **kw)
+
+    wrapped.__wrapped__ = original  # type: ignore[attr-defined]
+    guard.guard_signals = wrapped

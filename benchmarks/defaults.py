@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _runner import Job, common_args, header, run_all
+from _runner import Job, capture_guard_arrays, common_args, header, run_all
 
 AMAZON = {"B": "books", "D": "dvd", "E": "electronics", "K": "kitchen"}
 
@@ -146,6 +146,8 @@ def jobs_for(args: argparse.Namespace) -> list[Job]:
                             job = {"family": fam, "source": source, "target": target, "size": size,
                                    "seed": seed, "arm": arm, "method": method, "root": args.root,
                                    "output_dir": args.output_dir}
+                            if arm == "transferkit" and args.save_arrays:  # not part of the run's identity
+                                job["arrays_dir"] = args.save_arrays
                             if arm == "transferkit" and args.variant:
                                 job["variant"], job["overrides"] = args.variant, _overrides(args.set)
                             out.append(job)
@@ -188,6 +190,10 @@ def _transferkit(job: Job) -> dict[str, Any]:
     }
     for section, values in [*fam.flags.items(), *job.get("overrides", {}).items()]:
         raw.setdefault(section, {}).update(values)
+    arrays = Path(job["arrays_dir"]) / raw["name"] if job.get("arrays_dir") else None
+    if arrays is not None:
+        arrays.parent.mkdir(parents=True, exist_ok=True)
+    capture_guard_arrays(arrays)
     report = fit(parse_config(raw), overwrite=True, progress=False)
     seed = report["per_seed"][0]
     out = {"r_target_acc": report["summary"]["target"]["accuracy"]["mean"], "r_steps": seed["fit"].get("steps"),
@@ -198,6 +204,8 @@ def _transferkit(job: Job) -> dict[str, Any]:
                          "candidates": {
             name: {k: c.get(k) for k in ("target_accuracy", "kept", "guard_rules", "validators", "seconds")}
             for name, c in seed["auto"]["candidates"].items()}}
+    if arrays is not None:
+        out["r_arrays"] = str(arrays)  # + -call{i}.npz: one per guard decision (auto: in adapt.auto_methods' order)
     if "guard" in seed:
         out["r_guard_rules"] = seed["guard"].get("numbers", {}).get("rules")
     return out
@@ -328,6 +336,8 @@ def main() -> None:
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=JSON",
                    help="with --variant: a config value the candidate changes (repeatable)")
     p.add_argument("--table-only", action="store_true", help="print the table of --results-jsonl, run nothing")
+    p.add_argument("--save-arrays", default=None, metavar="DIR",
+                   help="keep both models' label-free outputs of every guard decision here (to study guard rules)")
     common_args(p, "defaults")
     args = p.parse_args()
     header(args)

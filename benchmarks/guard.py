@@ -40,6 +40,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _runner import capture_guard_arrays
 from guard_tasks import digits_task, partial_task, unrelated_task
 
 from transferkit.config import parse_config
@@ -90,47 +91,22 @@ def runs(args: argparse.Namespace, build_dir: Path) -> list[tuple[str, str, str,
     return out
 
 
-def capture_arrays(path: Path | None) -> None:
-    """Save both candidates' label-free arrays (and nothing else) at ``path`` when the guard scores them, so a
-    rule can be studied later without training again."""
-    import numpy as np
-
-    from transferkit.measure import guard
-
-    original = getattr(guard.guard_signals, "__wrapped__", guard.guard_signals)
-
-    def wrapped(source_only: Any, adapted: Any, **kw: Any) -> dict[str, Any]:
-        if path is not None:
-            arrays = {}
-            for c in (source_only, adapted):
-                for k in ("target_logits", "target_features", "source_val_logits", "source_val_labels",
-                          "source_val_features", "source_train_features"):
-                    v = getattr(c, k)
-                    if v is not None:
-                        v = v[:: max(1, len(v) // 5000)] if k == "source_train_features" else v
-                        arrays[f"{c.name}/{k}"] = v.astype(np.float16) if "features" in k else v
-            np.savez_compressed(path, **arrays)
-        return original(source_only, adapted, **kw)
-
-    wrapped.__wrapped__ = original  # type: ignore[attr-defined]
-    guard.guard_signals = wrapped
-
-
 def run_seed(suite: str, method: str, task: str, fields: dict[str, Any], seed: int, output_dir: str,
              arrays_dir: str | None = None) -> dict[str, Any]:
     fields = {**fields, "data": {"val_fraction": 0.1, **fields["data"]}}
     cfg = parse_config({**fields, "name": f"{suite}-{task}-{method.replace('+', 'plus')}", "output_dir": output_dir,
                         "seeds": [seed], "adapt": {**fields["adapt"], "guard": True}})
-    arrays = Path(arrays_dir) / f"{suite}-{task}-{method}-seed{seed}.npz" if arrays_dir else None
+    arrays = Path(arrays_dir) / f"{suite}-{task}-{method}-seed{seed}" if arrays_dir else None
     if arrays is not None:
         arrays.parent.mkdir(parents=True, exist_ok=True)
-    capture_arrays(arrays)
+    capture_guard_arrays(arrays)
     t0 = time.perf_counter()
     r = fit(cfg, overwrite=True, progress=False)["per_seed"][0]
     ev = r["evaluations"]
     return {"suite": suite, "method": method, "task": task, "seed": seed, "seconds": time.perf_counter() - t0,
             "adapted": ev["target_adapted"]["accuracy"], "source_only": ev["target_source_only"]["accuracy"],
-            "guarded": ev["target"]["accuracy"], "guard": r["guard"], "arrays": str(arrays) if arrays else None}
+            "guarded": ev["target"]["accuracy"], "guard": r["guard"],
+            "arrays": f"{arrays}-call0.npz" if arrays else None}
 
 
 def rule_keeps_adapted(row: dict[str, Any]) -> bool:

@@ -45,6 +45,22 @@ def test_partial_sections_keep_the_other_defaults() -> None:
     assert cfg.finetune == FinetuneConfig() and cfg.model == ModelConfig()
 
 
+@pytest.mark.parametrize(("raw", "width"), [
+    ({"model": {"backbone": "mlp"}, "adapt": {"method": "mcc"}}, 256),  # MCC's own default on feature vectors
+    ({"model": {"backbone": "mlp", "bottleneck_dim": None}, "adapt": {"method": "mcc"}}, None),  # said: kept
+    ({"model": {"backbone": "mlp", "bottleneck_dim": 64}, "adapt": {"method": "mcc"}}, 64),
+    ({"model": {"backbone": "mlp"}, "adapt": {"method": "dan"}}, None),
+    ({"model": {"backbone": "mlp"}, "adapt": {"method": "auto"}}, None),  # per candidate, not for the run
+    ({"model": {"backbone": "lenet"}, "adapt": {"method": "mcc"}}, None),
+    ({"model": {"backbone": "mlp"}, "adapt": {"method": "mcc"}, "finetune": {"strategy": "linear-probe"}}, None),
+])
+def test_a_method_s_bottleneck_default_applies_only_where_the_config_is_silent(raw: dict, width: int | None) -> None:
+    cfg = parse_config(raw)
+    assert cfg.model.bottleneck_dim == width
+    # the saved config states it: read back, the same model
+    assert parse_config(yaml.safe_load(cfg.to_yaml())).model.bottleneck_dim == width
+
+
 # -- validation errors -------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("raw", "expected"),

@@ -265,3 +265,14 @@ def test_sklearn_api_checks(estimator, check) -> None:
 @parametrize_with_checks([_checked()])
 def test_sklearn_estimator_checks(estimator, check) -> None:
     check(estimator)
+
+
+def test_bottleneck_auto_is_the_method_s_own_default_and_a_number_or_none_is_kept() -> None:
+    Xs, ys = _blobs()
+    Xt, _ = _blobs(shift=0.5, seed=1)
+    assert TransferClassifier(method="mcc", **SMALL).fit(Xs, ys, X_target=Xt).model_.bottleneck_dim == 256
+    assert TransferClassifier(method="dan", **SMALL).fit(Xs, ys, X_target=Xt).model_.bottleneck_dim is None
+    kept = TransferClassifier(method="mcc", bottleneck_dim=None, **SMALL).fit(Xs, ys, X_target=Xt)
+    assert kept.model_.bottleneck_dim is None
+    with pytest.raises(ConfigError, match="bottleneck_dim"):
+        TransferClassifier(bottleneck_dim="wide").fit(Xs, ys)

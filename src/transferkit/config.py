@@ -43,6 +43,17 @@ MAX_CONFIG_NODES = 100_000
 MAX_CONFIG_DEPTH = 32
 MAX_NAME_LENGTH = 100  # a run or head name becomes a folder or file name: far below the file system's 255 bytes
 MAX_SEED = 2**32 - 1  # numpy's seeds stop there
+# The bottleneck an adaptation method trains by default on the `mlp` backbone (feature vectors) when
+# model.bottleneck_dim is not set. MCC sharpens the head's target predictions, and a 256-d Linear-BN-ReLU
+# bottleneck under the head helped it on 3 of 4 feature families (docs/defaults.md); DAN's result was a coin toss.
+MLP_BOTTLENECK_BY_METHOD = {"mcc": 256}
+
+
+def default_bottleneck(method: str, backbone: str, strategy: str) -> int | None:
+    """The bottleneck width ``method`` trains by default on ``backbone`` (None: none)."""
+    if backbone != "mlp" or strategy == "linear-probe":
+        return None
+    return MLP_BOTTLENECK_BY_METHOD.get(method)
 
 
 # Settings that change how a run is carried out, not what it computes: a resume may change them, and a cached
@@ -416,6 +427,16 @@ class RunConfig(_Strict):
             raise ValueError(f"use up to {MAX_NAME_LENGTH} letters, digits, '.', '_' and '-' only (no '/', no '..', "
                              "no spaces or line breaks); it names a folder")
         return v
+
+    @model_validator(mode="after")
+    def _method_bottleneck(self) -> RunConfig:
+        """A method's own bottleneck default (:data:`MLP_BOTTLENECK_BY_METHOD`) where the config leaves
+        ``model.bottleneck_dim`` unset; written into the config, so the saved run states it."""
+        if "bottleneck_dim" not in self.model.model_fields_set:
+            width = default_bottleneck(self.adapt.method, self.model.backbone, self.finetune.strategy)
+            if width is not None:
+                self.model.bottleneck_dim = width
+        return self
 
     @model_validator(mode="after")
     def _tracking_stays_offline(self) -> RunConfig:

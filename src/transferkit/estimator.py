@@ -54,7 +54,7 @@ from __future__ import annotations
 import contextlib
 import random
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -100,7 +100,8 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
             each domain per step.
         hidden, depth, dropout: the ``mlp`` backbone's width, number of hidden layers and dropout (ignored by
             other backbones; give those ``backbone_kwargs``).
-        bottleneck_dim: a Linear-BatchNorm-ReLU layer between backbone and head, where domains are aligned.
+        bottleneck_dim: a Linear-BatchNorm-ReLU layer between backbone and head, where domains are aligned;
+            ``"auto"``: the method's own default (256 for MCC on ``mlp``, none otherwise; docs/defaults.md).
         head_dropout: dropout before the linear head.
         backbone_kwargs: more keyword options for :func:`~transferkit.models.backbones.create_backbone` (they
             override ``hidden``/``depth``/``dropout`` for ``mlp``).
@@ -135,7 +136,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         hidden: int = 256,
         depth: int = 1,
         dropout: float = 0.1,
-        bottleneck_dim: int | None = None,
+        bottleneck_dim: int | Literal["auto"] | None = "auto",
         head_dropout: float = 0.0,
         backbone_kwargs: dict[str, Any] | None = None,
         weight_decay: float = 1e-4,
@@ -217,7 +218,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
                 "fit(X, y, X_target=...); or use method='none'"
             )
         adapting = self.method != "none"
-        needs_pairs = adapting or self.bottleneck_dim is not None
+        needs_pairs = adapting or self._bottleneck(self.method) is not None
         for what, ds in (("X", source), ("X_target", target if adapting else None)):
             if needs_pairs and ds is not None and len(ds) < 2:
                 raise DataError(f"{what} has {len(ds)} sample(s); an adaptation method or a bottleneck needs at "
@@ -231,7 +232,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
 
         def train_one(method: str, steps: int | None = None) -> tuple[Any, Any]:
             torch.manual_seed(self.seed)  # the model's initial weights (and the method's modules) follow the seed
-            model = self._build_model(source, classes)
+            model = self._build_model(source, classes, method)
             terms = build_method(method, model.feature_dim, len(classes), weight=self.lam,
                                  schedule=self.schedule, options=self.method_options)
             engine = Engine(model, cfg, loss_terms=[source_cross_entropy(self.label_smoothing), *terms],
@@ -341,7 +342,10 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
                               "method_options unset")
         if not isinstance(self.batch_size, (int, np.integer)) or self.batch_size < 1:
             raise ConfigError(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
-        if (self.method != "none" or self.bottleneck_dim is not None) and self.batch_size < 2:
+        b = self.bottleneck_dim
+        if b is not None and b != "auto" and (isinstance(b, bool) or not isinstance(b, (int, np.integer)) or b < 1):
+            raise ConfigError(f"bottleneck_dim must be an integer >= 1, 'auto' or None, got {b!r}")
+        if (self.method != "none" or self._bottleneck(self.method) is not None) and self.batch_size < 2:
             raise ConfigError("batch_size must be >= 2 with an adaptation method or a bottleneck (batch statistics)")
         if not 0.0 <= self.val_fraction < 0.9:
             raise ConfigError(f"val_fraction must be in [0, 0.9), got {self.val_fraction!r}")
@@ -349,10 +353,16 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
             raise ConfigError(f"head_dropout must be in [0, 1), got {self.head_dropout!r}")
         if self.lam is not None and not self.lam >= 0:
             raise ConfigError(f"lam (the weight of the method's loss) must be >= 0 or None, got {self.lam!r}")
-        if self.bottleneck_dim is not None and self.bottleneck_dim < 1:
-            raise ConfigError(f"bottleneck_dim must be >= 1 or None, got {self.bottleneck_dim!r}")
 
-    def _build_model(self, source: DomainDataset, classes: list[str]) -> Any:
+    def _bottleneck(self, method: str) -> int | None:
+        """The bottleneck width ``method``'s model trains with: ``bottleneck_dim``, or the method's default."""
+        from transferkit.config import default_bottleneck
+
+        if self.bottleneck_dim == "auto":
+            return default_bottleneck(method, self.backbone, "full")
+        return None if self.bottleneck_dim is None else int(self.bottleneck_dim)
+
+    def _build_model(self, source: DomainDataset, classes: list[str], method: str = "none") -> Any:
         from transferkit.models.backbones import backbone_for, check_input_kind
         from transferkit.models.heads import TransferModel
 
@@ -362,7 +372,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         backbone = backbone_for(self.backbone, source, **kwargs)
         if source.transform is None or not isinstance(source.transform, _AsIs):
             check_input_kind(backbone, source)
-        return TransferModel(backbone, classes, head_dropout=self.head_dropout, bottleneck_dim=self.bottleneck_dim)
+        return TransferModel(backbone, classes, head_dropout=self.head_dropout, bottleneck_dim=self._bottleneck(method))
 
     def _source(self, X: Any, y: Any) -> tuple[DomainDataset, list[str]]:
         """The labelled source as a DomainDataset with labels 0..C-1, and ``classes_`` set."""

@@ -103,6 +103,12 @@ def test_fit_method_auto_reports_every_candidate_and_keeps_the_chosen(tmp_path: 
     for name, c in auto["candidates"].items():
         if name != SOURCE_ONLY:
             assert c["kept"] == (name not in auto["rejected"]) and set(c["guard_rules"]) >= {"collapse", "gap"}
+    # MCC trains its own bottleneck on an mlp (as --method mcc would); the saved model is the chosen candidate itself
+    widths = {name: c["bottleneck_dim"] for name, c in auto["candidates"].items()}
+    assert widths == {SOURCE_ONLY: None, "dann": None, "mcc": 256}
+    from transferkit.models.heads import TransferModel
+
+    assert TransferModel.load(tmp_path / "auto" / "model.safetensors").bottleneck_dim == widths[auto["chosen"]]
     # the saved model is the chosen one: evaluate scores it the same
     code, out = invoke("evaluate", tmp_path / "auto", "--data", tgt, "--split", "test")
     assert code == 0, out

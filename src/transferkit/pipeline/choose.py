@@ -35,12 +35,23 @@ def auto_configs(cfg: RunConfig) -> tuple[dict[str, RunConfig], dict[str, str]]:
                           "classification head on `label` (or name a feature-alignment method: dan, coral, dann, afn)")
     frozen = cfg.finetune.strategy == "linear-probe" and cfg.model.bottleneck_dim is None
     skipped = trainable_methods(a.auto_methods, frozen_features=frozen)
-    configs = {m: cfg.model_copy(update={"adapt": a.model_copy(update={"method": m})})
-               for m in a.auto_methods if m not in skipped}
+    configs = {m: _candidate_config(cfg, m) for m in a.auto_methods if m not in skipped}
     if not configs:
         raise ConfigError(f"adapt.method auto: none of adapt.auto_methods {a.auto_methods} can train with this model ("
                           + "; ".join(f"{m} {why}" for m, why in skipped.items()) + ")")
     return configs, skipped
+
+
+def _candidate_config(cfg: RunConfig, method: str) -> RunConfig:
+    """``cfg`` with ``method`` in auto's place, and the method's own bottleneck default where the config leaves the
+    bottleneck unset (as ``--method METHOD`` would train it: :func:`~transferkit.config.default_bottleneck`)."""
+    from transferkit.config import default_bottleneck
+
+    update: dict[str, Any] = {"adapt": cfg.adapt.model_copy(update={"method": method})}
+    width = default_bottleneck(method, cfg.model.backbone, cfg.finetune.strategy)
+    if width is not None and "bottleneck_dim" not in cfg.model.model_fields_set:
+        update["model"] = cfg.model.model_copy(update={"bottleneck_dim": width})
+    return cfg.model_copy(update=update)
 
 
 def choose_auto(
@@ -80,7 +91,8 @@ def choose_auto(
     pool = {SOURCE_ONLY: so_candidate, **{n: c for n, c in adapted.items() if not rejections[n]}}
     agreement = ensemble_agreement(pool)  # recorded whichever validator chose (benchmarks/auto_selection.py)
     so_eval = target_score(source_only)
-    table: dict[str, Any] = {SOURCE_ONLY: {"steps": result.get("steps"), "seconds": result.get("seconds"),
+    table: dict[str, Any] = {SOURCE_ONLY: {"bottleneck_dim": source_only.bottleneck_dim, "steps": result.get("steps"),
+                                           "seconds": result.get("seconds"),
                                            "target_accuracy": so_eval["accuracy"] if so_eval else None}}
     for name, (model, r) in trained.items():
         e = target_score(model)
@@ -88,7 +100,7 @@ def choose_auto(
             evals["target"] = e
         signals = decisions[name]["numbers"].get("signals", {})
         table[name] = {
-            "kept": not rejections[name], "reasons": rejections[name],
+            "kept": not rejections[name], "reasons": rejections[name], "bottleneck_dim": model.bottleneck_dim,
             "guard_rules": decisions[name]["numbers"].get("rules", {}), "steps": r.get("steps"),
             "seconds": r.get("seconds"), "target_accuracy": e["accuracy"] if e else None,
             "validators": {v: s["adapted"] for v, s in signals.items() if isinstance(s, dict) and "adapted" in s},
@@ -105,15 +117,14 @@ def choose_auto(
         evals.setdefault("target", so_eval)
     report = {**choice.to_dict(), "candidates": table, "ensemble_target_accuracy": ensemble,
               "target_labels": "score each candidate for this table; they decide nothing" if scored else "none"}
-    guard = None
-    if choice.chosen != SOURCE_ONLY:
+    guard, model = None, source_only
+    if choice.chosen != SOURCE_ONLY:  # the candidate itself: its architecture may differ (its own bottleneck)
         model, r = trained[choice.chosen]
-        source_only.load_state_dict(model.state_dict())
         # the chosen candidate's own training record (a convex source-only probe's solver keys do not describe it)
         result = {**{k: v for k, v in result.items() if k not in PROBE_KEYS},
                   **{k: v for k, v in r.items() if k != "seconds"}}
         guard = decisions[choice.chosen]
-    return source_only, result, report, (so_candidate, adapted.get(choice.chosen, so_candidate)), evals, guard
+    return model, result, report, (so_candidate, adapted.get(choice.chosen, so_candidate)), evals, guard
 
 
 def _ensemble_accuracy(models: list[TransferModel], target: DomainDataset, view: Callable[[Any], Any],
@@ -143,7 +154,7 @@ def evaluation_view(
 
     def view(m: TransferModel) -> TransferModel:
         head = TransferModel(IdentityBackbone(m.backbone.out_features), m.classes, cfg.model.head_dropout,
-                             cfg.model.bottleneck_dim, tasks=m.tasks)
+                             m.bottleneck_dim, tasks=m.tasks)
         head.load_state_dict({k: v for k, v in m.state_dict().items() if not k.startswith("backbone.")},
                              strict=False)
         return head.eval()
