@@ -230,9 +230,13 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
             except DataError as exc:
                 raise DataError(f"X (source): {exc}; lower val_fraction or set it to 0 (keep the last epoch)") from exc
 
-        def train_one(method: str, steps: int | None = None) -> tuple[Any, Any]:
+        def train_one(method: str, steps: int | None = None, init: Any = None) -> tuple[Any, Any]:
             torch.manual_seed(self.seed)  # the model's initial weights (and the method's modules) follow the seed
             model = self._build_model(source, classes, method)
+            if init is not None:  # auto's warm start: from the trained source-only model
+                from transferkit.adapt.auto import warm_start
+
+                warm_start(model, init)
             terms = build_method(method, model.feature_dim, len(classes), weight=self.lam,
                                  schedule=self.schedule, options=self.method_options)
             engine = Engine(model, cfg, loss_terms=[source_cross_entropy(self.label_smoothing), *terms],
@@ -265,8 +269,10 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         scored_val = val if val is not None else train
         so = candidate_of(SOURCE_ONLY, base, scored_val, target, train, kw)
         models, adapted, rejections, results = {SOURCE_ONLY: base}, {}, {}, {SOURCE_ONLY: base_result}
-        for method in defaults.auto_methods:  # the CLI's defaults (adapt.auto_methods, adapt.auto_validator)
-            models[method], results[method] = train_one(method, steps=base_result.steps)
+        warm = defaults.auto_warm_start
+        steps = max(1, base_result.steps // 2) if warm else base_result.steps
+        for method in defaults.auto_methods:  # the CLI's defaults (adapt.auto_methods, adapt.auto_validator, ...)
+            models[method], results[method] = train_one(method, steps=steps, init=base if warm else None)
             adapted[method] = candidate_of("adapted", models[method], scored_val, target, train, kw)
             rejections[method] = guard_decision(so, adapted[method]).reasons
         choice = choose(so, adapted, rejections, defaults.auto_validator)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from transferkit.adapt.auto import ENSV, SOURCE_ONLY, choose, ensemble_agreement, trainable_methods
+from transferkit.adapt.auto import ENSV, SOURCE_ONLY, choose, ensemble_agreement, trainable_methods, warm_start
 from transferkit.cli import app
 from transferkit.measure.selection import Candidate
 
@@ -114,6 +114,39 @@ def test_fit_method_auto_reports_every_candidate_and_keeps_the_chosen(tmp_path: 
     assert code == 0, out
     assert "## Method auto" in (tmp_path / "auto" / "report.md").read_text()
     assert "Method auto" in (tmp_path / "auto" / "report.html").read_text()
+
+
+def test_warm_start_copies_every_layer_that_fits_and_names_the_rest() -> None:
+    import torch
+
+    from transferkit.models.backbones import create_backbone
+    from transferkit.models.heads import TransferModel
+
+    def model(bottleneck: int | None) -> TransferModel:
+        return TransferModel(create_backbone("mlp", in_features=5, hidden=8), ["a", "b"], bottleneck_dim=bottleneck)
+
+    torch.manual_seed(0)
+    trained = model(None)
+    torch.manual_seed(1)
+    same, own_bottleneck = model(None), model(4)
+    assert warm_start(same, trained) == []
+    assert all(torch.equal(v, trained.state_dict()[k]) for k, v in same.state_dict().items())
+    left = warm_start(own_bottleneck, trained)  # the head reads the bottleneck's 4 features: it cannot be copied
+    assert left and all(k.startswith(("bottleneck.", "head")) for k in left)
+    for k, v in own_bottleneck.state_dict().items():
+        if k.startswith("backbone."):
+            assert torch.equal(v, trained.state_dict()[k])
+
+
+def test_warm_started_candidates_train_half_the_steps(tmp_path: Path, shifted_npz: tuple[Path, Path]) -> None:
+    src, tgt = shifted_npz
+    code, out = invoke("fit", "--source", src, "--target", tgt, "--backbone", "mlp", "--method", "auto",
+                       "--set", "train.steps=40", "--set", "adapt.auto_warm_start=true", "--name", "warm",
+                       "--output-dir", tmp_path, "--no-progress")
+    assert code == 0, out
+    auto = json.loads((tmp_path / "warm" / "report.json").read_text())["auto"]
+    assert auto["warm_start"] is True
+    assert {n: c["steps"] for n, c in auto["candidates"].items()} == {SOURCE_ONLY: 40, "dan": 20, "mcc": 20}
 
 
 def test_methods_the_model_cannot_train_are_left_out_and_said(tmp_path: Path, shifted_npz: tuple[Path, Path]) -> None:

@@ -10,6 +10,10 @@ budget of optimiser steps:
    features: not a linear probe without a bottleneck). DANN was a third default until the defaults suite showed
    it matching DAN's accuracy on every family at three times its cost (docs/defaults.md).
 
+With ``adapt.auto_warm_start``, each adapted candidate instead starts from the trained source-only model
+(:func:`warm_start`) and trains half the steps: the adaptation fine-tunes a converged source model, as most
+adaptation papers do, at about two thirds of auto's training time.
+
 Each adapted candidate then passes the negative-transfer guard against the source-only model
 (:mod:`transferkit.measure.guard`; with ``adapt.guard`` off, only the collapse check), and the survivors and the
 source-only model are scored by one label-free validator (``adapt.auto_validator``,
@@ -58,6 +62,17 @@ def trainable_methods(methods: list[str], *, frozen_features: bool) -> dict[str,
 
     return {name: "aligns features, which a linear probe without model.bottleneck_dim keeps frozen"
             for name in methods if list_methods()[name].aligns_features and frozen_features}
+
+
+def warm_start(candidate: Any, source_only: Any) -> list[str]:
+    """Copy into ``candidate`` every parameter and buffer of the trained ``source_only`` model that has the same name
+    and shape (the backbone always; the head where no bottleneck of the candidate's own changes its input), so an
+    adapted candidate starts where source-only training ended. Returns the names left at their initial values."""
+    own = candidate.state_dict()
+    theirs = source_only.state_dict()
+    fits = {k: v for k, v in theirs.items() if k in own and own[k].shape == v.shape}
+    candidate.load_state_dict(fits, strict=False)
+    return sorted(k for k in own if k not in fits)
 
 
 def ensemble_agreement(candidates: dict[str, Candidate]) -> dict[str, float]:

@@ -116,6 +116,7 @@ def choose_auto(
         evals["target_source_only"] = so_eval
         evals.setdefault("target", so_eval)
     report = {**choice.to_dict(), "candidates": table, "ensemble_target_accuracy": ensemble,
+              "warm_start": cfg.adapt.auto_warm_start,
               "target_labels": "score each candidate for this table; they decide nothing" if scored else "none"}
     guard, model = None, source_only
     if choice.chosen != SOURCE_ONLY:  # the candidate itself: its architecture may differ (its own bottleneck)

@@ -147,7 +147,7 @@ def fit_seed(
     if auto is not None:  # source-only first: every candidate then trains exactly its number of steps
         result = s.train(source_only_config(cfg), model, replace(data, target_train=None), prefix="source-only-")
         result["seconds"] = time.perf_counter() - t0
-        trained = _train_candidates(s, auto, result.get("steps"))
+        trained = _train_candidates(s, auto, result.get("steps"), model if cfg.adapt.auto_warm_start else None)
     else:
         result = s.train(cfg, model, data)
     if cfg.adapt.method in ("none", "auto") and cfg.data.target:  # a later guarded run reuses this model as its twin
@@ -196,14 +196,22 @@ def _finished_report(run: RunDir) -> dict[str, Any] | None:
     return report
 
 
-def _train_candidates(s: _Seed, auto: dict[str, RunConfig], steps: int | None) -> dict[str, Any]:
-    """``--method auto``: every candidate method from the same seed, for the source-only run's number of steps."""
+def _train_candidates(s: _Seed, auto: dict[str, RunConfig], steps: int | None,
+                      warm: TransferModel | None = None) -> dict[str, Any]:
+    """``--method auto``: every candidate method from the same seed, for the source-only run's number of steps; or,
+    from ``warm`` (the trained source-only model, ``adapt.auto_warm_start``), for half of them."""
+    from transferkit.adapt.auto import warm_start
+
     trained = {}
     for name, cfg_m in auto.items():
         torch.manual_seed(s.seed)
         t_m = time.perf_counter()
         cand = build_model(cfg_m, s.data)
-        r = s.train(cfg_m, cand, s.data, prefix=f"{name}-", steps=steps)
+        n = steps
+        if warm is not None and steps is not None:
+            warm_start(cand, warm)
+            n = max(1, steps // 2)
+        r = s.train(cfg_m, cand, s.data, prefix=f"{name}-", steps=n)
         trained[name] = (cand, {**r, "seconds": time.perf_counter() - t_m})
     return trained
 
