@@ -147,7 +147,8 @@ class ModelConfig(_Strict):
     backbone_kwargs: dict[str, Any] = Field(default_factory=dict)
     head_dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
     bottleneck_dim: Annotated[int, Field(ge=1, le=65536)] | None = Field(
-        None, description="Linear-BN-ReLU bottleneck between backbone and head (where domains are aligned)"
+        None, description="Linear-BN-ReLU bottleneck between backbone and head (where domains are aligned); "
+        "unset: the method's own default (256 for MCC on an mlp, none otherwise)"
     )
     heads: list[HeadConfig] = Field(
         default_factory=list, max_length=64,
