@@ -45,20 +45,24 @@ def test_partial_sections_keep_the_other_defaults() -> None:
     assert cfg.finetune == FinetuneConfig() and cfg.model == ModelConfig()
 
 
-@pytest.mark.parametrize(("raw", "width"), [
-    ({"model": {"backbone": "mlp"}, "adapt": {"method": "mcc"}}, 256),  # MCC's own default on feature vectors
-    ({"model": {"backbone": "mlp", "bottleneck_dim": None}, "adapt": {"method": "mcc"}}, None),  # said: kept
-    ({"model": {"backbone": "mlp", "bottleneck_dim": 64}, "adapt": {"method": "mcc"}}, 64),
-    ({"model": {"backbone": "mlp"}, "adapt": {"method": "dan"}}, None),
-    ({"model": {"backbone": "mlp"}, "adapt": {"method": "auto"}}, None),  # per candidate, not for the run
-    ({"model": {"backbone": "lenet"}, "adapt": {"method": "mcc"}}, None),
-    ({"model": {"backbone": "mlp"}, "adapt": {"method": "mcc"}, "finetune": {"strategy": "linear-probe"}}, None),
+@pytest.mark.parametrize(("raw", "items", "width"), [
+    ({"model": {"backbone": "mlp"}, "adapt": {"method": "mcc"}}, 450, 256),  # MCC's own default on feature vectors
+    ({"model": {"backbone": "mlp"}, "adapt": {"method": "mcc"}}, 90, None),  # too few labelled items to train it
+    ({"model": {"backbone": "mlp", "bottleneck_dim": None}, "adapt": {"method": "mcc"}}, 450, None),  # said: kept
+    ({"model": {"backbone": "mlp", "bottleneck_dim": 64}, "adapt": {"method": "mcc"}}, 90, 64),
+    ({"model": {"backbone": "mlp"}, "adapt": {"method": "dan"}}, 450, None),
+    ({"model": {"backbone": "mlp"}, "adapt": {"method": "auto"}}, 450, None),  # per candidate, not for the run
+    ({"model": {"backbone": "lenet"}, "adapt": {"method": "mcc"}}, 450, None),
+    ({"model": {"backbone": "mlp"}, "adapt": {"method": "mcc"}, "finetune": {"strategy": "linear-probe"}}, 450, None),
 ])
-def test_a_method_s_bottleneck_default_applies_only_where_the_config_is_silent(raw: dict, width: int | None) -> None:
+def test_bottleneck_auto_is_the_method_s_default_for_the_data(raw: dict, items: int, width: int | None) -> None:
+    from transferkit.config import MIN_ITEMS_FOR_METHOD_BOTTLENECK, bottleneck_width
+
+    assert 90 < MIN_ITEMS_FOR_METHOD_BOTTLENECK <= 450  # the two sizes measured on either side (docs/defaults.md)
     cfg = parse_config(raw)
-    assert cfg.model.bottleneck_dim == width
-    # the saved config states it: read back, the same model
-    assert parse_config(yaml.safe_load(cfg.to_yaml())).model.bottleneck_dim == width
+    assert bottleneck_width(cfg, items) == width
+    # the saved config reads back to the same model
+    assert bottleneck_width(parse_config(yaml.safe_load(cfg.to_yaml())), items) == width
 
 
 # -- validation errors -------------------------------------------------------------------------

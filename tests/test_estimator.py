@@ -268,9 +268,11 @@ def test_sklearn_estimator_checks(estimator, check) -> None:
 
 
 def test_bottleneck_auto_is_the_method_s_own_default_and_a_number_or_none_is_kept() -> None:
-    Xs, ys = _blobs()
+    Xs, ys = _blobs(n=300)
     Xt, _ = _blobs(shift=0.5, seed=1)
     assert TransferClassifier(method="mcc", **SMALL).fit(Xs, ys, X_target=Xt).model_.bottleneck_dim == 256
+    small = TransferClassifier(method="mcc", **SMALL).fit(Xs[:100], ys[:100], X_target=Xt)
+    assert small.model_.bottleneck_dim is None  # 90 training items: too few for MCC's bottleneck
     assert TransferClassifier(method="dan", **SMALL).fit(Xs, ys, X_target=Xt).model_.bottleneck_dim is None
     kept = TransferClassifier(method="mcc", bottleneck_dim=None, **SMALL).fit(Xs, ys, X_target=Xt)
     assert kept.model_.bottleneck_dim is None

@@ -43,17 +43,32 @@ MAX_CONFIG_NODES = 100_000
 MAX_CONFIG_DEPTH = 32
 MAX_NAME_LENGTH = 100  # a run or head name becomes a folder or file name: far below the file system's 255 bytes
 MAX_SEED = 2**32 - 1  # numpy's seeds stop there
-# The bottleneck an adaptation method trains by default on the `mlp` backbone (feature vectors) when
-# model.bottleneck_dim is not set. MCC sharpens the head's target predictions, and a 256-d Linear-BN-ReLU
-# bottleneck under the head helped it on 3 of 4 feature families (docs/defaults.md); DAN's result was a coin toss.
+# The bottleneck an adaptation method trains under `model.bottleneck_dim: auto` (the default) on the `mlp` backbone
+# (feature vectors), given enough labelled source items to train it. MCC sharpens the head's target predictions: a
+# 256-d Linear-BN-ReLU bottleneck under the head helped it on 3 of 4 feature families with full sources and on both
+# 10-class families with 50 items per class (450 training items), and lost on both 2-class families with 50 per
+# class (90 items); 200 sits between (docs/defaults.md). DAN's result was a coin toss: none.
 MLP_BOTTLENECK_BY_METHOD = {"mcc": 256}
+MIN_ITEMS_FOR_METHOD_BOTTLENECK = 200
 
 
-def default_bottleneck(method: str, backbone: str, strategy: str) -> int | None:
-    """The bottleneck width ``method`` trains by default on ``backbone`` (None: none)."""
+def default_bottleneck(method: str, backbone: str, strategy: str, source_items: int | None = None) -> int | None:
+    """The bottleneck width ``method`` trains with under ``model.bottleneck_dim: auto`` (None: none);
+    ``source_items`` (labelled source training items) None: as for a large source."""
     if backbone != "mlp" or strategy == "linear-probe":
         return None
+    if source_items is not None and source_items < MIN_ITEMS_FOR_METHOD_BOTTLENECK:
+        return None
     return MLP_BOTTLENECK_BY_METHOD.get(method)
+
+
+def bottleneck_width(cfg: RunConfig, source_items: int | None = None) -> int | None:
+    """``model.bottleneck_dim`` as the run builds it: a number or None as set, ``auto`` resolved by
+    :func:`default_bottleneck` for the run's method (``auto``'s candidates: each for its own)."""
+    m = cfg.model
+    if m.bottleneck_dim != "auto":
+        return m.bottleneck_dim
+    return default_bottleneck(cfg.adapt.method, m.backbone, cfg.finetune.strategy, source_items)
 
 
 # Settings that change how a run is carried out, not what it computes: a resume may change them, and a cached
@@ -146,9 +161,9 @@ class ModelConfig(_Strict):
     trust_pickle: bool = Field(False, description=FIELD_HELP["model.trust_pickle"])
     backbone_kwargs: dict[str, Any] = Field(default_factory=dict)
     head_dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
-    bottleneck_dim: Annotated[int, Field(ge=1, le=65536)] | None = Field(
-        None, description="Linear-BN-ReLU bottleneck between backbone and head (where domains are aligned); "
-        "unset: the method's own default (256 for MCC on an mlp, none otherwise)"
+    bottleneck_dim: Annotated[int, Field(ge=1, le=65536)] | Literal["auto"] | None = Field(
+        "auto", description="Linear-BN-ReLU bottleneck between backbone and head (where domains are aligned); "
+        "auto: the method's own default (256 for MCC on an mlp with at least 200 labelled source items, else none)"
     )
     heads: list[HeadConfig] = Field(
         default_factory=list, max_length=64,
@@ -432,16 +447,6 @@ class RunConfig(_Strict):
             raise ValueError(f"use up to {MAX_NAME_LENGTH} letters, digits, '.', '_' and '-' only (no '/', no '..', "
                              "no spaces or line breaks); it names a folder")
         return v
-
-    @model_validator(mode="after")
-    def _method_bottleneck(self) -> RunConfig:
-        """A method's own bottleneck default (:data:`MLP_BOTTLENECK_BY_METHOD`) where the config leaves
-        ``model.bottleneck_dim`` unset; written into the config, so the saved run states it."""
-        if "bottleneck_dim" not in self.model.model_fields_set:
-            width = default_bottleneck(self.adapt.method, self.model.backbone, self.finetune.strategy)
-            if width is not None:
-                self.model.bottleneck_dim = width
-        return self
 
     @model_validator(mode="after")
     def _tracking_stays_offline(self) -> RunConfig:

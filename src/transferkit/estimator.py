@@ -101,7 +101,8 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         hidden, depth, dropout: the ``mlp`` backbone's width, number of hidden layers and dropout (ignored by
             other backbones; give those ``backbone_kwargs``).
         bottleneck_dim: a Linear-BatchNorm-ReLU layer between backbone and head, where domains are aligned;
-            ``"auto"``: the method's own default (256 for MCC on ``mlp``, none otherwise; docs/defaults.md).
+            ``"auto"``: the method's own default (256 for MCC on ``mlp`` with at least 200 labelled training
+            items, none otherwise; docs/defaults.md).
         head_dropout: dropout before the linear head.
         backbone_kwargs: more keyword options for :func:`~transferkit.models.backbones.create_backbone` (they
             override ``hidden``/``depth``/``dropout`` for ``mlp``).
@@ -232,7 +233,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
 
         def train_one(method: str, steps: int | None = None, init: Any = None) -> tuple[Any, Any]:
             torch.manual_seed(self.seed)  # the model's initial weights (and the method's modules) follow the seed
-            model = self._build_model(source, classes, method)
+            model = self._build_model(source, classes, method, len(train))
             if init is not None:  # auto's warm start: from the trained source-only model
                 from transferkit.adapt.auto import warm_start
 
@@ -360,15 +361,17 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         if self.lam is not None and not self.lam >= 0:
             raise ConfigError(f"lam (the weight of the method's loss) must be >= 0 or None, got {self.lam!r}")
 
-    def _bottleneck(self, method: str) -> int | None:
-        """The bottleneck width ``method``'s model trains with: ``bottleneck_dim``, or the method's default."""
+    def _bottleneck(self, method: str, source_items: int | None = None) -> int | None:
+        """The bottleneck width ``method``'s model trains with: ``bottleneck_dim``, or the method's default for
+        ``source_items`` labelled training items."""
         from transferkit.config import default_bottleneck
 
         if self.bottleneck_dim == "auto":
-            return default_bottleneck(method, self.backbone, "full")
+            return default_bottleneck(method, self.backbone, "full", source_items)
         return None if self.bottleneck_dim is None else int(self.bottleneck_dim)
 
-    def _build_model(self, source: DomainDataset, classes: list[str], method: str = "none") -> Any:
+    def _build_model(self, source: DomainDataset, classes: list[str], method: str = "none",
+                     source_items: int | None = None) -> Any:
         from transferkit.models.backbones import backbone_for, check_input_kind
         from transferkit.models.heads import TransferModel
 
@@ -378,7 +381,8 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         backbone = backbone_for(self.backbone, source, **kwargs)
         if source.transform is None or not isinstance(source.transform, _AsIs):
             check_input_kind(backbone, source)
-        return TransferModel(backbone, classes, head_dropout=self.head_dropout, bottleneck_dim=self._bottleneck(method))
+        return TransferModel(backbone, classes, head_dropout=self.head_dropout,
+                             bottleneck_dim=self._bottleneck(method, source_items))
 
     def _source(self, X: Any, y: Any) -> tuple[DomainDataset, list[str]]:
         """The labelled source as a DomainDataset with labels 0..C-1, and ``classes_`` set."""

@@ -123,9 +123,11 @@ def solver_for(cfg: RunConfig) -> str:
 
 def _not_convex(cfg: RunConfig) -> str | None:
     """Why the probe's loss is more than L2 logistic regression on fixed features (None: it is not)."""
+    from transferkit.config import bottleneck_width
+
     m, d = cfg.model, cfg.data
     reasons = [
-        (m.bottleneck_dim is not None, "model.bottleneck_dim trains a layer under the head"),
+        (bottleneck_width(cfg) is not None, "model.bottleneck_dim trains a layer under the head"),
         (cfg.adapt.method != "none", f"adapt.method {cfg.adapt.method!r} adds a transfer loss"),
         (bool(m.heads), "model.heads defines its own heads"),
         (d.target_labels_per_class is not None, "labelled target items are trained on with their own weight"),

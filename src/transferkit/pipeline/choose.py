@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from transferkit.config import RunConfig
+from transferkit.config import RunConfig, bottleneck_width
 from transferkit.data import DomainDataset, load_data
 from transferkit.errors import ConfigError
 from transferkit.evaluate.predict import predict_outputs, score
@@ -33,25 +33,14 @@ def auto_configs(cfg: RunConfig) -> tuple[dict[str, RunConfig], dict[str, str]]:
     if not cfg.model.primary_reads_labels:
         raise ConfigError("adapt.method auto chooses by class predictions: the first of model.heads must be a "
                           "classification head on `label` (or name a feature-alignment method: dan, coral, dann, afn)")
-    frozen = cfg.finetune.strategy == "linear-probe" and cfg.model.bottleneck_dim is None
+    frozen = cfg.finetune.strategy == "linear-probe" and bottleneck_width(cfg) is None
     skipped = trainable_methods(a.auto_methods, frozen_features=frozen)
-    configs = {m: _candidate_config(cfg, m) for m in a.auto_methods if m not in skipped}
+    configs = {m: cfg.model_copy(update={"adapt": a.model_copy(update={"method": m})})
+               for m in a.auto_methods if m not in skipped}
     if not configs:
         raise ConfigError(f"adapt.method auto: none of adapt.auto_methods {a.auto_methods} can train with this model ("
                           + "; ".join(f"{m} {why}" for m, why in skipped.items()) + ")")
     return configs, skipped
-
-
-def _candidate_config(cfg: RunConfig, method: str) -> RunConfig:
-    """``cfg`` with ``method`` in auto's place, and the method's own bottleneck default where the config leaves the
-    bottleneck unset (as ``--method METHOD`` would train it: :func:`~transferkit.config.default_bottleneck`)."""
-    from transferkit.config import default_bottleneck
-
-    update: dict[str, Any] = {"adapt": cfg.adapt.model_copy(update={"method": method})}
-    width = default_bottleneck(method, cfg.model.backbone, cfg.finetune.strategy)
-    if width is not None and "bottleneck_dim" not in cfg.model.model_fields_set:
-        update["model"] = cfg.model.model_copy(update={"bottleneck_dim": width})
-    return cfg.model_copy(update=update)
 
 
 def choose_auto(

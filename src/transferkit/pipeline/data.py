@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from transferkit.config import RunConfig
+from transferkit.config import RunConfig, bottleneck_width
 from transferkit.data import DomainDataset, check_label_sets, load_data
 from transferkit.data.tabular import check_feature_widths
 from transferkit.errors import ConfigError, DataError, ModelError
@@ -250,7 +250,7 @@ def trained_on(data: RunData) -> list[DomainDataset | None]:
 
 def check_sizes(cfg: RunConfig, data: RunData) -> None:
     """Batch statistics (BatchNorm in a bottleneck, MMD, CORAL, a discriminator) need two items per domain."""
-    needs_pairs = cfg.adapt.method != "none" or cfg.model.bottleneck_dim is not None
+    needs_pairs = cfg.adapt.method != "none" or bottleneck_width(cfg) is not None
     if not needs_pairs:
         return
     for name, spec, ds in (("data.source", cfg.data.source, data.source_train),

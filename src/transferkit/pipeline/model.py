@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from transferkit.adapt.methods import build_method, list_methods
-from transferkit.config import RunConfig
+from transferkit.config import RunConfig, bottleneck_width
 from transferkit.errors import ConfigError
 from transferkit.finetune.convex_probe import solver_for
 from transferkit.models.backbones import Standardize, backbone_for, check_input_kind
@@ -30,7 +30,7 @@ def build_model(cfg: RunConfig, data: RunData) -> TransferModel:
         first.set_statistics(*statistics(np.asarray(data.source_train.inputs)))
     check_input_kind(backbone, data.source_train)
     model = TransferModel(backbone, data.classes, head_dropout=cfg.model.head_dropout,
-                          bottleneck_dim=cfg.model.bottleneck_dim, tasks=data.tasks or None)
+                          bottleneck_dim=bottleneck_width(cfg, len(data.source_train)), tasks=data.tasks or None)
     if cfg.model.init_from is not None:
         _init_from(model, cfg.model.init_from)
     return model
@@ -132,7 +132,7 @@ def check_combination(cfg: RunConfig) -> None:
     pick_device(cfg.train.device)
     solver_for(cfg)  # finetune.probe_solver lbfgs on a probe that is more than logistic regression
     method = list_methods().get(cfg.adapt.method)
-    frozen = cfg.finetune.strategy == "linear-probe" and cfg.model.bottleneck_dim is None
+    frozen = cfg.finetune.strategy == "linear-probe" and bottleneck_width(cfg) is None
     if method is not None and method.aligns_features and frozen:
         raise ConfigError(
             f"adapt.method {cfg.adapt.method!r} aligns features, but finetune.strategy 'linear-probe' freezes "
@@ -141,7 +141,7 @@ def check_combination(cfg: RunConfig) -> None:
     if cfg.data.augment and cfg.finetune.strategy == "linear-probe":
         raise ConfigError("data.augment has no effect with finetune.strategy 'linear-probe' (its features are "
                           "extracted once, without augmentation): drop data.augment or fine-tune")
-    needs_pairs = cfg.adapt.method != "none" or cfg.model.bottleneck_dim is not None
+    needs_pairs = cfg.adapt.method != "none" or bottleneck_width(cfg) is not None
     if needs_pairs and cfg.data.batch_size < 2:
         raise ConfigError("data.batch_size must be >= 2 with an adaptation method or a bottleneck (batch statistics)")
     kind = cfg.model.primary_kind

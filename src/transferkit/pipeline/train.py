@@ -108,12 +108,12 @@ def _linear_probe(cfg: RunConfig, model: TransferModel, data: RunData, train_cfg
     train_f = cached_features(model.backbone, data.source_train, **kw)
     val_f = cached_features(model.backbone, data.source_val, **kw) if data.source_val is not None else None
     probe = TransferModel(IdentityBackbone(model.backbone.out_features), model.classes, cfg.model.head_dropout,
-                          cfg.model.bottleneck_dim, tasks=model.tasks)
+                          model.bottleneck_dim, tasks=model.tasks)
     on_top = {k: v for k, v in model.state_dict().items() if not k.startswith("backbone.")}
     probe.load_state_dict(on_top, strict=False)
     terms = loss_terms(cfg, probe)
     method = list_methods().get(cfg.adapt.method)
-    if method is not None and method.aligns_features and cfg.model.bottleneck_dim is None:
+    if method is not None and method.aligns_features and model.bottleneck_dim is None:
         terms = [t for t in terms if t.name != cfg.adapt.method]  # lp of lp-ft: frozen features, nothing to align
     adapting = any(t.name == cfg.adapt.method for t in terms) and data.target_train is not None
     target_f = cached_features(model.backbone, data.target_train, **kw) if adapting else None
