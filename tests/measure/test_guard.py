@@ -207,3 +207,26 @@ def test_signals_pair_the_two_models_on_the_same_items() -> None:
     assert sig["weighted_source_accuracy"] == {"source-only": 1.0, "adapted": 1.0}
     assert 0 < sig["weights_effective_share"] <= 1
     assert sig["entropy"]["source-only"] > sig["entropy"]["adapted"]  # halved logits: less sure on the target
+
+
+def test_doc_sees_a_shift_that_atc_misses_and_the_rule_takes_the_larger() -> None:
+    from transferkit.measure.guard import atc_error, doc_error, target_error_estimate
+
+    # every validation item right, one of them barely: ATC's threshold is that item's confidence (0.525)
+    val = _binary(np.r_[np.full(99, 3.0), 0.05])
+    target = _binary(np.full(100, 0.5))  # confidence 0.731 on every target item: above the threshold
+    c = Candidate("source-only", target, val, np.zeros(100, int))
+    sig = lambda m: 1.0 / (1.0 + np.exp(-2.0 * m))  # noqa: E731  (the max softmax of [m, -m])
+    assert atc_error(c) == 0.0
+    assert doc_error(c) == pytest.approx((99 * sig(3.0) + sig(0.05)) / 100 - sig(0.5))  # 0 error + 0.262 drop
+    assert target_error_estimate(c) == pytest.approx(doc_error(c))
+
+
+def test_the_sure_answers_rule_with_doc_keeps_what_atc_alone_rejects() -> None:
+    val = _binary(np.r_[np.full(99, 3.0), 0.05])
+    so = Candidate("source-only", _binary(np.r_[np.full(50, 0.6), np.full(50, 0.5)]), val, np.zeros(100, int))
+    flipped = np.r_[np.full(10, -2.0), np.full(40, 2.0), np.full(50, 2.0)]  # 10 of the surest 50 relabelled: 20%
+    ad = Candidate("adapted", _binary(flipped), val, np.zeros(100, int))
+    assert guard_decision(so, ad, error_estimate="atc").keep == "source-only"  # ATC: 0% error, 20% > 0%
+    d = guard_decision(so, ad)  # DoC: ~25% error: relabelling 20% of the surest half overwrites nothing it must
+    assert d.keep == "adapted" and d.numbers["sure_half"]["doc"] > 0.2 > d.numbers["sure_half"]["atc"]
