@@ -40,20 +40,23 @@ import numpy as np
 SO = "source-only"
 
 
-def decisions(kind: str, path: str) -> Iterator[tuple[tuple[str, str], str, dict[str, float], Any]]:
-    """``(cell, candidate, target accuracies, loaded arrays)`` for every guard decision with saved arrays."""
+def decisions(kind: str, path: str, per_task: bool = False) -> Iterator[tuple[tuple[str, ...], str, dict[str, float],
+                                                                           Any]]:
+    """``(cell, candidate, target accuracies, loaded arrays)`` for every guard decision with saved arrays; a cell
+    per task with ``per_task``."""
     for line in Path(path).read_text().splitlines():
         r = json.loads(line) if line.strip() else {}
         if kind == "guard" and r.get("arrays"):
             p = next((q for q in (r["arrays"], r["arrays"].replace("-call0.npz", ".npz")) if Path(q).exists()), None)
             if p is not None:
-                yield ((r["suite"], r["method"]), r["method"],
+                yield ((r["suite"], r["method"], *([r["task"]] * per_task)), r["method"],
                        {SO: 100 * r["source_only"], r["method"]: 100 * r["adapted"]}, np.load(p))
         elif kind == "auto" and r.get("r_arrays"):
             names = [n for n in r["r_auto"]["candidates"] if n != SO]
             accs = {n: 100 * c["target_accuracy"] for n, c in r["r_auto"]["candidates"].items()}
             for i, name in enumerate(names):  # the guard ran once per candidate, in adapt.auto_methods' order
-                yield (r["family"], r["size"]), name, accs, np.load(f"{r['r_arrays']}-call{i}.npz")
+                cell = (r["family"], r["size"], *([f"{Path(r['source']).stem}->{Path(r['target']).stem}"] * per_task))
+                yield cell, name, accs, np.load(f"{r['r_arrays']}-call{i}.npz")
 
 
 def candidates(arrays: Any) -> tuple[Any, Any]:
@@ -63,13 +66,13 @@ def candidates(arrays: Any) -> tuple[Any, Any]:
                            arrays[f"{c}/source_val_labels"]) for c in (SO, "adapted"))  # type: ignore[return-value]
 
 
-def replay_flips(kind: str, path: str) -> list[str]:
+def replay_flips(kind: str, path: str, per_task: bool = False) -> list[str]:
     from transferkit.adapt.auto import choose
     from transferkit.measure.guard import guard_decision
 
-    cells: dict[tuple[str, str], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    runs: dict[tuple[tuple[str, str], int], dict[str, Any]] = {}
-    for cell, name, accs, arrays in decisions(kind, path):
+    cells: dict[tuple[str, ...], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    runs: dict[tuple[tuple[str, ...], int], dict[str, Any]] = {}
+    for cell, name, accs, arrays in decisions(kind, path, per_task):
         so, ad = candidates(arrays)
         c = cells[cell]
         if name == next(iter(a for a in accs if a != SO)):  # one source-only per run
@@ -149,9 +152,11 @@ def main() -> None:
     p.add_argument("--kind", choices=("guard", "auto"), required=True,
                    help="guard: rows of benchmarks/guard.py; auto: rows of benchmarks/defaults.py --methods auto")
     p.add_argument("--what", choices=("flips", "gap"), default="flips")
+    p.add_argument("--per-task", action="store_true", help="flips: a row per task instead of per family and size")
     args = p.parse_args()
-    fn = replay_flips if args.what == "flips" else judge_gaps
-    print("\n".join(fn(args.kind, args.results_jsonl)))
+    lines = (replay_flips(args.kind, args.results_jsonl, args.per_task) if args.what == "flips"
+             else judge_gaps(args.kind, args.results_jsonl))
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":
