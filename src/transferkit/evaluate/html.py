@@ -353,7 +353,8 @@ def _guard_single(guard: dict[str, Any]) -> str:
     if sure:
         rows.append(("surest target half relabelled (%)", "", _pct(sure.get("relabelled"), 1),
                      f"limit: the twin's estimated target error {_pct(sure.get('source_only_error_estimate'), 1)}% "
-                     "(ATC)"))
+                     + (f"(the larger of ATC {_pct(sure['atc'], 1)}% and DoC {_pct(sure['doc'], 1)}%)"
+                        if "doc" in sure else "(ATC)")))
     absent = numbers.get("absent_classes")
     if absent:
         names = ", ".join(str(c) for c in absent.get("classes", [])) or "none"
