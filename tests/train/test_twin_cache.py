@@ -85,6 +85,18 @@ def test_anything_that_shapes_the_model_gives_another_key(tmp_path: Path, shifte
     assert twin_key(carried_out, 0, 30, data) == key
 
 
+def test_mcc_s_own_bottleneck_is_another_twin(tmp_path: Path) -> None:
+    from transferkit.data import load_data
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 300)
+    path = tmp_path / "big.npz"
+    np.savez(path, x_train=rng.normal(size=(300, 5)).astype(np.float32), y_train=y)
+    data = [load_data(str(path), "train"), None, None]  # 300 items: MCC trains its 256-d bottleneck on an mlp
+    keys = {m: twin_key(_cfg(tmp_path, str(path), str(path), m, "a"), 0, 30, data) for m in ("none", "dann", "mcc")}
+    assert keys["none"] == keys["dann"] != keys["mcc"]
+
+
 def test_a_damaged_cache_entry_is_retrained_not_an_error(tmp_path: Path, shifted: tuple[str, str]) -> None:
     src, tgt = shifted
     fit(_cfg(tmp_path, src, tgt, "none", "plain"), progress=False)

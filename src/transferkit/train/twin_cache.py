@@ -6,11 +6,12 @@ source-only candidate is that same model: training is deterministic given the se
 Each is stored under ``<output_dir>/.source-only/<key>.safetensors``, the key a hash of everything that shapes the
 trained weights:
 
-- the run's config with the adaptation method set to ``none``, minus what only names, schedules or judges the run
-  (``name``, ``output_dir``, ``seeds``, ``tracking``, the transfer loss's λ, schedule and options, the guard's and
-  ``auto``'s settings) and how it is carried out (``config.RESUME_MAY_CHANGE``: threads, checkpoint intervals,
-  data workers unless images are augmented in them; a different thread count may change the last bits of a sum,
-  so a hit is the same training, not always the same bits);
+- the run's config with the adaptation method set to ``none`` (and ``model.bottleneck_dim`` resolved to the width the
+  twin is built with: MCC's own bottleneck makes its twin another model), minus what only names, schedules or judges
+  the run (``name``, ``output_dir``, ``seeds``, ``tracking``, the transfer loss's λ, schedule and options, the guard's
+  and ``auto``'s settings) and how it is carried out (``config.RESUME_MAY_CHANGE``: threads, checkpoint intervals,
+  data workers unless images are augmented in them; a different thread count may change the last bits of a sum, so a
+  hit is the same training, not always the same bits);
 - the seed and the number of optimiser steps trained;
 - content hashes of the labelled data trained and selected on (source train and validation splits, labelled target
   items) and the per-source weights;
@@ -51,9 +52,13 @@ def twin_key(
 
     if steps is None or cfg.train.grad_accum_steps != 1:
         return None
-    from transferkit.config import RESUME_MAY_CHANGE
+    from transferkit.config import RESUME_MAY_CHANGE, bottleneck_width
 
     dumped = cfg.model_dump(mode="json")
+    # the width the twin is built with: `auto` resolves per method and data (MCC's own bottleneck), so the same
+    # `auto` is two different models for MCC and for any other method
+    source = trained_on[0] if trained_on else None
+    dumped["model"]["bottleneck_dim"] = bottleneck_width(cfg, None if source is None else len(source))
     for dotted in RESUME_MAY_CHANGE:  # how a run is carried out (threads, checkpoints) shapes no weight...
         if dotted == "data.num_workers" and cfg.data.augment:
             continue  # ...except workers under augmentation: random views drawn in worker processes
