@@ -333,8 +333,8 @@ class AdaptConfig(_Strict):
     auto_validator: str = Field("info_max", description="method auto: the label-free validator that chooses "
                                 "(chosen with benchmarks/auto_selection.py; docs/defaults.md)")
     auto_warm_start: bool = Field(
-        False, description="method auto: each adapted candidate starts from the trained source-only model (the "
-        "layers that fit) and trains half its steps, instead of all of them from scratch"
+        True, description="method auto: each adapted candidate starts from the trained source-only model (the "
+        "layers that fit) and trains half its steps; false: all of them from scratch (docs/defaults.md)"
     )
 
     @field_validator("auto_methods")

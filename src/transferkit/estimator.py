@@ -89,7 +89,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         backbone: a backbone spec (``transferkit backbones``): ``mlp`` for feature vectors, or ``lenet``,
             ``timm:NAME``, ``file:PATH``, ... for what a :class:`~transferkit.data.domain.DomainDataset` holds.
         method: ``"none"`` (source only), an adaptation method (``transferkit methods``: ``dann``, ``dan``,
-            ``coral``, ``cdan``, ``mcc``, ...) or ``"auto"`` (source-only, DAN and MCC trained alike, the
+            ``coral``, ``cdan``, ``mcc``, ...) or ``"auto"`` (source-only, then DAN and MCC started from it, the
             guarded label-free choice kept: :mod:`transferkit.adapt.auto`); every method except ``none`` needs
             ``X_target`` in ``fit``.
         lam: λ, the weight of the method's loss; None: the method's own default.
@@ -256,9 +256,9 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
 
     def _fit_auto(self, train_one: Any, train: DomainDataset, val: DomainDataset | None,
                   target: DomainDataset) -> tuple[Any, Any]:
-        """``method="auto"`` (:mod:`transferkit.adapt.auto`): source-only and each default candidate at the same
-        number of steps, each guarded against source-only, the label-free validator's choice kept; ``auto_``
-        records every candidate's verdict and score."""
+        """``method="auto"`` (:mod:`transferkit.adapt.auto`): source-only, then each default candidate started from it
+        for half its steps (the CLI's ``adapt.auto_warm_start``), each guarded against source-only, the label-free
+        validator's choice kept; ``auto_`` records every candidate's verdict and score."""
         from transferkit.adapt.auto import SOURCE_ONLY, choose
         from transferkit.config import AdaptConfig
         from transferkit.experiment import candidate_of

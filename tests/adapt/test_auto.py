@@ -96,8 +96,10 @@ def test_fit_method_auto_reports_every_candidate_and_keeps_the_chosen(tmp_path: 
     assert report["method"] == "auto"
     assert set(auto["candidates"]) == {SOURCE_ONLY, "dann", "mcc"}
     assert auto["chosen"] in auto["candidates"] and auto["validator"] == "info_max"
-    # every candidate trained the same number of steps, and was scored on the target for the table only
-    assert {c["steps"] for c in auto["candidates"].values()} == {40}
+    # the adapted candidates started from the source-only model and trained half its steps (adapt.auto_warm_start);
+    # every candidate was scored on the target for the table only
+    assert auto["warm_start"] is True
+    assert {n: c["steps"] for n, c in auto["candidates"].items()} == {SOURCE_ONLY: 40, "dann": 20, "mcc": 20}
     chosen_acc = auto["candidates"][auto["chosen"]]["target_accuracy"]
     assert report["evaluations"]["target"]["accuracy"] == pytest.approx(chosen_acc)
     for name, c in auto["candidates"].items():
@@ -138,15 +140,15 @@ def test_warm_start_copies_every_layer_that_fits_and_names_the_rest() -> None:
             assert torch.equal(v, trained.state_dict()[k])
 
 
-def test_warm_started_candidates_train_half_the_steps(tmp_path: Path, shifted_npz: tuple[Path, Path]) -> None:
+def test_candidates_from_scratch_train_every_step(tmp_path: Path, shifted_npz: tuple[Path, Path]) -> None:
     src, tgt = shifted_npz
     code, out = invoke("fit", "--source", src, "--target", tgt, "--backbone", "mlp", "--method", "auto",
-                       "--set", "train.steps=40", "--set", "adapt.auto_warm_start=true", "--name", "warm",
+                       "--set", "train.steps=40", "--set", "adapt.auto_warm_start=false", "--name", "cold",
                        "--output-dir", tmp_path, "--no-progress")
     assert code == 0, out
-    auto = json.loads((tmp_path / "warm" / "report.json").read_text())["auto"]
-    assert auto["warm_start"] is True
-    assert {n: c["steps"] for n, c in auto["candidates"].items()} == {SOURCE_ONLY: 40, "dan": 20, "mcc": 20}
+    auto = json.loads((tmp_path / "cold" / "report.json").read_text())["auto"]
+    assert auto["warm_start"] is False
+    assert {n: c["steps"] for n, c in auto["candidates"].items()} == {SOURCE_ONLY: 40, "dan": 40, "mcc": 40}
 
 
 def test_methods_the_model_cannot_train_are_left_out_and_said(tmp_path: Path, shifted_npz: tuple[Path, Path]) -> None:
