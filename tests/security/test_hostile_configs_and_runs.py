@@ -201,7 +201,10 @@ def test_ctrl_c_says_how_to_resume(tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "transferkit.cli", "fit", "--source", str(data), "--backbone", "mlp",
            "--epochs", "1000", "--output-dir", str(tmp_path / "runs"), "--name", "r", "--no-progress",
            "--set", "data.batch_size=4", "--set", "train.checkpoint_every_steps=5"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
+    # a shell starts background jobs (`make test &`) with SIGINT ignored, and a child inherits that: the run is given
+    # the default disposition, as a terminal's foreground job has, so the test does not depend on how it was started
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         metrics = tmp_path / "runs" / "r" / "checkpoints"
         deadline = time.monotonic() + 240
