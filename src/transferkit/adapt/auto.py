@@ -1,8 +1,7 @@
 """``adapt.method: auto``: try a small fixed set of adaptation methods and keep what label-free validation prefers.
 
 No adaptation method wins everywhere, and which one helps (and at all) depends on the data; the target labels
-that would say so are what the user does not have. ``auto`` therefore trains, with the same seed and the same
-budget of optimiser steps:
+that would say so are what the user does not have. ``auto`` therefore trains, from the same seed:
 
 1. the **source-only** model, once: the reference every candidate is compared with, and a candidate itself;
 2. each method of ``adapt.auto_methods`` (default DAN and MCC: a feature-statistics and a class-confusion
