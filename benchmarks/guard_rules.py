@@ -40,23 +40,25 @@ import numpy as np
 SO = "source-only"
 
 
-def decisions(kind: str, path: str, per_task: bool = False) -> Iterator[tuple[tuple[str, ...], str, dict[str, float],
-                                                                           Any]]:
-    """``(cell, candidate, target accuracies, loaded arrays)`` for every guard decision with saved arrays; a cell
-    per task with ``per_task``."""
-    for line in Path(path).read_text().splitlines():
+Decision = tuple[int, tuple[str, ...], str, dict[str, float], Any]
+
+
+def decisions(kind: str, path: str, per_task: bool = False) -> Iterator[Decision]:
+    """``(run, cell, candidate, target accuracies, loaded arrays)`` for every guard decision with saved arrays (``run``:
+    the results file's line; an auto run has one decision per candidate); a cell per task with ``per_task``."""
+    for run, line in enumerate(Path(path).read_text().splitlines()):
         r = json.loads(line) if line.strip() else {}
         if kind == "guard" and r.get("arrays"):
             p = next((q for q in (r["arrays"], r["arrays"].replace("-call0.npz", ".npz")) if Path(q).exists()), None)
             if p is not None:
-                yield ((r["suite"], r["method"], *([r["task"]] * per_task)), r["method"],
+                yield (run, (r["suite"], r["method"], *([r["task"]] * per_task)), r["method"],
                        {SO: 100 * r["source_only"], r["method"]: 100 * r["adapted"]}, np.load(p))
         elif kind == "auto" and r.get("r_arrays"):
             names = [n for n in r["r_auto"]["candidates"] if n != SO]
             accs = {n: 100 * c["target_accuracy"] for n, c in r["r_auto"]["candidates"].items()}
             for i, name in enumerate(names):  # the guard ran once per candidate, in adapt.auto_methods' order
                 cell = (r["family"], r["size"], *([f"{Path(r['source']).stem}->{Path(r['target']).stem}"] * per_task))
-                yield cell, name, accs, np.load(f"{r['r_arrays']}-call{i}.npz")
+                yield run, cell, name, accs, np.load(f"{r['r_arrays']}-call{i}.npz")
 
 
 def candidates(arrays: Any) -> tuple[Any, Any]:
@@ -71,24 +73,25 @@ def replay_flips(kind: str, path: str, per_task: bool = False) -> list[str]:
     from transferkit.measure.guard import guard_decision
 
     cells: dict[tuple[str, ...], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    runs: dict[tuple[tuple[str, ...], int], dict[str, Any]] = {}
-    for cell, name, accs, arrays in decisions(kind, path, per_task):
+    runs: dict[int, dict[str, Any]] = {}
+    for run_id, cell, name, accs, arrays in decisions(kind, path, per_task):
         so, ad = candidates(arrays)
         c = cells[cell]
-        if name == next(iter(a for a in accs if a != SO)):  # one source-only per run
+        if run_id not in runs:  # one source-only per run
             c[SO].append(accs[SO])
+            runs[run_id] = {"cell": cell, "so": so, "accs": accs, "adapted": {}, "rejected": {}}
         c[name].append(accs[name])
-        run = runs.setdefault((cell, id(accs)), {"so": so, "accs": accs, "adapted": {}, "rejected": {}})
+        run = runs[run_id]
         run["adapted"][name] = ad
         for est in ("atc", "atc-doc"):
             reasons = guard_decision(so, ad, error_estimate=est).reasons
             c[f"{name} guarded, {est}"].append(accs[SO] if reasons else accs[name])
             run["rejected"].setdefault(est, {})[name] = reasons
     if kind == "auto":
-        for (cell, _), run in runs.items():
+        for run in runs.values():
             for est in ("atc", "atc-doc"):
                 chosen = choose(run["so"], run["adapted"], run["rejected"][est], "info_max").chosen
-                cells[cell][f"auto, {est}"].append(run["accs"][chosen])
+                cells[run["cell"]][f"auto, {est}"].append(run["accs"][chosen])
     cols = sorted({k for c in cells.values() for k in c}, key=lambda k: (k != SO, k))
     lines = ["| cell | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for cell, c in cells.items():
@@ -132,7 +135,7 @@ def gap_measures(arrays: Any) -> dict[str, dict[str, float]]:
 def judge_gaps(kind: str, path: str) -> list[str]:
     tally: dict[str, list[float]] = defaultdict(list)  # rule -> the adapted-minus-source-only delta of each firing
     total = 0
-    for _, name, accs, arrays in decisions(kind, path):
+    for _, _, name, accs, arrays in decisions(kind, path):
         m = gap_measures(arrays)
         total += 1
         for rule in ("own", "ratio", "common"):

@@ -230,3 +230,10 @@ def test_the_sure_answers_rule_with_doc_keeps_what_atc_alone_rejects() -> None:
     assert guard_decision(so, ad, error_estimate="atc").keep == "source-only"  # ATC: 0% error, 20% > 0%
     d = guard_decision(so, ad)  # DoC: ~25% error: relabelling 20% of the surest half overwrites nothing it must
     assert d.keep == "adapted" and d.numbers["sure_half"]["doc"] > 0.2 > d.numbers["sure_half"]["atc"]
+
+
+def test_an_unknown_error_estimate_is_refused() -> None:
+    y = np.arange(40) % 4
+    c = Candidate("source-only", np.eye(4)[y] * 5, np.eye(4)[y] * 5, y)
+    with pytest.raises(ValueError, match="error_estimate"):
+        guard_decision(c, c, error_estimate="doc")

@@ -43,9 +43,8 @@ The rule (:func:`guard_decision`). The final model falls back to source-only whe
    the share of target items below it) and DoC's (Guillory et al., ICCV 2021: the source-validation error plus
    the drop in mean confidence from source to target). With ATC alone the rule fired 8 times on the defaults
    suite, 6 of them on MCC on spoken-digit features 16-42 points better than source-only: ATC gave 3-12% there
-   for a true 32-46% error (:func:`doc_error` says why). Even if confidence said nothing about
-   correctness, the surest half
-   would hold no more errors than that; relabelling more of it means overwriting answers that were right
+   for a true 32-46% error (:func:`doc_error` says why). Even if confidence said nothing about correctness, the
+   surest half would hold no more errors than that; relabelling more of it means overwriting answers that were right
    (seen with a source from an unrelated domain: 20 Newsgroups -> Amazon reviews). On USPS -> MNIST, DANN
    relabels 5-14% of the surest half against an estimated 23-34% error, and keeps its 17-26 point gain.
 6. **Validator** (off by default: ``validator=None``): a label-free validator from
@@ -95,6 +94,8 @@ def guard_decision(
     ``gap_alpha`` / ``absent_weight`` (e.g. 0.05 / 0.1) are given; ``flip_check=False`` turns the sure-answers rule
     off; ``error_estimate`` is that rule's estimate of the source-only model's target error
     (:func:`target_error_estimate`; ``"atc"``: ATC alone, the rule before 2026-12-07, for replays)."""
+    if error_estimate not in ("atc", "atc-doc"):
+        raise ValueError(f"error_estimate must be 'atc' or 'atc-doc', got {error_estimate!r}")
     reasons: list[str] = []
     fired: dict[str, bool] = {}  # every rule that was checked and whether it fired (to re-judge the rules later)
     col_s, col_a = collapse_check(source_only.target_logits), collapse_check(adapted.target_logits)
@@ -139,7 +140,7 @@ def guard_decision(
     if flip_check:
         flips = confident_flips(source_only.target_logits, adapted.target_logits)
         atc, doc = atc_error(source_only), doc_error(source_only)
-        error = atc if error_estimate == "atc" else target_error_estimate(source_only)
+        error = atc if error_estimate == "atc" else max(atc, doc)  # target_error_estimate, from the two at hand
         numbers["sure_half"] = {"relabelled": flips, "source_only_error_estimate": error, "atc": atc, "doc": doc}
         fired["flips"] = flips > error
         if fired["flips"]:

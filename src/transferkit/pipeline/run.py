@@ -144,7 +144,7 @@ def fit_seed(
     if cfg.data.source_weighting == "discrepancy":
         s.weights = discrepancy_weights(cfg, model, data, progress)
     auto, left_out = auto_configs(cfg) if cfg.adapt.method == "auto" else (None, {})
-    if auto is not None:  # source-only first: every candidate then trains exactly its number of steps
+    if auto is not None:  # source-only first: every candidate's budget is its number of steps (half, warm-started)
         result = s.train(source_only_config(cfg), model, replace(data, target_train=None), prefix="source-only-")
         result["seconds"] = time.perf_counter() - t0
         trained = _train_candidates(s, auto, result.get("steps"), model if cfg.adapt.auto_warm_start else None)
