@@ -401,6 +401,16 @@ class TrainConfig(_Strict):
         10.0, description="also checkpoint within an epoch when this many minutes passed since the last checkpoint"
     )
     threads: Annotated[int, Field(ge=1, le=1024)] | None = Field(None, description="torch intra-op threads (CPU)")
+    compile: Literal["off", "default", "reduce-overhead"] = Field(
+        "off", description="torch.compile the model's training forward and backward: default (fused kernels), "
+        "reduce-overhead (also CUDA graphs: for small models a GPU would otherwise wait on). Costs a compilation "
+        "(tens of seconds) per run; off by default: not yet measured across tasks"
+    )
+    sync_every_steps: Annotated[int, Field(ge=1, le=100_000)] | None = Field(
+        None, description="how often the host reads the training numbers back from the device (the loss shown, "
+        "the divergence check, a time-based checkpoint); default: every step on a CPU (free there), every 50 on a "
+        "GPU (each read makes the host wait for the device)"
+    )
     sync_bn: bool = Field(
         False, description="under `accelerate launch` on GPUs: BatchNorm statistics over every process's batch "
         "(torch.nn.SyncBatchNorm)"

@@ -254,8 +254,9 @@ class _Crash(Exception):
 
 @pytest.mark.parametrize(
     ("every", "accum"),
-    [({"checkpoint_every_steps": 2}, 1), ({"checkpoint_every_steps": 2}, 2), ({"checkpoint_every_minutes": 1e-9}, 1)],
-    ids=["every-2-steps", "grad-accum", "every-few-minutes"],
+    [({"checkpoint_every_steps": 2}, 1), ({"checkpoint_every_steps": 2}, 2), ({"checkpoint_every_minutes": 1e-9}, 1),
+     ({"checkpoint_every_steps": 2, "sync_every_steps": 4}, 1)],
+    ids=["every-2-steps", "grad-accum", "every-few-minutes", "numbers-read-every-4-steps"],
 )
 def test_mid_epoch_resume_is_bit_identical(tmp_path: Path, every: dict[str, Any], accum: int) -> None:
     # 44 source items (6 steps of 8) and 20 target items (3 steps, cycled twice per epoch): the crash lands in
@@ -412,6 +413,53 @@ def test_nan_loss_names_the_term() -> None:
         _engine(_model(), _cfg(), loss_terms=[source_cross_entropy(), bad]).fit(_toy(16, seed=0))
 
 
+def test_numbers_read_back_every_few_steps_train_the_same(tmp_path: Path) -> None:
+    """Reading the step's numbers back every 5 steps instead of every step (the GPU default) changes what the host
+    sees when, never what is trained; the epoch's means agree to rounding."""
+    runs = {}
+    for every in (1, 5):
+        model = _model()
+        result = _engine(model, _cfg(epochs=2, sync_every_steps=every)).fit(_toy(56, seed=0), _toy(16, seed=1))
+        runs[every] = (_model_state(model), result.history)
+    assert _equal_states(runs[1][0], runs[5][0])
+    for a, b in zip(runs[1][1], runs[5][1], strict=True):
+        assert a["train_acc"] == b["train_acc"] and a["val_acc"] == b["val_acc"]
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-6)
+
+
+def test_nan_loss_is_caught_at_the_next_read_back() -> None:
+    calls: list[int] = []
+
+    def late_nan(out: StepOutputs) -> torch.Tensor:  # finite for two steps, then NaN
+        calls.append(1)
+        return out.source_logits.sum() * (float("nan") if len(calls) > 2 else 0.0)
+
+    bad = LossTerm("late", late_nan)
+    with pytest.raises(TrainingError, match=r"loss term 'late' became nan between progress 0\.000 and 0\.375"):
+        _engine(_model(), _cfg(epochs=2, sync_every_steps=4), loss_terms=[source_cross_entropy(), bad]).fit(
+            _toy(32, seed=0))
+    assert len(calls) == 4  # the 4th step's read-back found it
+
+
+def test_weights_that_stop_being_numbers_are_named() -> None:
+    disc = nn.Linear(2, 1)
+
+    def spoil(out: StepOutputs) -> torch.Tensor:  # a finite loss, while a weight of its module turns NaN
+        with torch.no_grad():
+            disc.bias.fill_(float("nan"))
+        return out.source_logits.sum() * 0.0
+
+    with pytest.raises(TrainingError, match=r"diverged in epoch 1: .*\(first: spoil\.bias\)"):
+        _engine(_model(), _cfg(), loss_terms=[source_cross_entropy(), LossTerm("spoil", spoil, module=disc)]).fit(
+            _toy(16, seed=0))
+
+
+def test_finite_terms_under_a_huge_weight_are_refused() -> None:
+    huge = LossTerm("huge", lambda out: out.source_logits.pow(2).mean() + 1.0, weight=1e39)
+    with pytest.raises(TrainingError, match=r"the weighted loss became inf at progress 0\.000 \(terms: source_ce"):
+        _engine(_model(), _cfg(), loss_terms=[source_cross_entropy(), huge]).fit(_toy(16, seed=0))
+
+
 def test_engine_errors() -> None:
     with pytest.raises(ValueError, match="must be unique"):
         _engine(_model(), _cfg(), loss_terms=[source_cross_entropy(), source_cross_entropy()])
@@ -499,3 +547,38 @@ def test_a_fit_reports_the_precision_it_trained_in() -> None:
     assert result.precision == "bf16"
     result = _engine(_model(), _cfg(epochs=1, mixed_precision="no")).fit(_toy(32, 0))
     assert result.precision == "fp32"
+
+
+# -- torch.compile (train.compile) -----------------------------------------------------------------
+def test_compiled_training_steps_use_a_compiled_view(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The training steps call torch.compile's view of the model (dynamo's tracing, eager kernels here: fast);
+    validation, checkpoints and the caller keep the plain module with its own parameter names."""
+    from transferkit.train import engine as engine_module
+
+    views: list[Any] = []
+
+    def eager_view(model: nn.Module, mode: str) -> Any:
+        views.append((mode, torch.compile(model, backend="eager", dynamic=False)))
+        return views[-1][1]
+
+    monkeypatch.setattr(engine_module, "compiled", eager_view)
+    straight, traced = _model(), _model()
+    _engine(straight, _cfg()).fit(_toy(32, seed=0), _toy(16, seed=1), target=_toy(24, seed=2).unlabelled())
+    run = RunDir(tmp_path)
+    engine = _engine(traced, _cfg(compile="reduce-overhead"), run=run)
+    engine.fit(_toy(32, seed=0), _toy(16, seed=1), target=_toy(24, seed=2).unlabelled())
+    assert [m for m, _ in views] == ["reduce-overhead"] and engine._train_model is None
+    assert isinstance(traced, TransferModel) and _equal_states(_model_state(traced), _model_state(straight))
+    saved = _checkpoint_model(run.checkpoints / "train" / "best" / "model.safetensors")
+    assert saved.keys() == _model_state(traced).keys()  # no torch.compile prefix in what is saved
+
+
+@pytest.mark.slow
+def test_compiled_training_with_inductor_matches_eager() -> None:
+    """Generated kernels on this CPU: the same training to float rounding (the kernels fuse and reorder)."""
+    straight, fused = _model(dropout=0.0), _model(dropout=0.0)
+    a = _engine(straight, _cfg(epochs=2)).fit(_toy(32, seed=0), _toy(16, seed=1))
+    b = _engine(fused, _cfg(epochs=2, compile="default")).fit(_toy(32, seed=0), _toy(16, seed=1))
+    assert [r["train_loss"] for r in b.history] == pytest.approx([r["train_loss"] for r in a.history], rel=1e-4)
+    for k, v in _model_state(straight).items():
+        torch.testing.assert_close(_model_state(fused)[k], v, rtol=1e-4, atol=1e-5)

@@ -52,11 +52,12 @@ from transferkit.train.checkpoints import (
 )
 from transferkit.train.loaders import EpochSampler as EpochSampler  # re-exported
 from transferkit.train.loaders import make_loader as make_loader
-from transferkit.train.loaders import position_loader, with_model_transform
+from transferkit.train.loaders import position_loader, resident_loader, with_model_transform
 from transferkit.train.processes import (
     average_gradients,
     broadcast_module,
     clock_says,
+    compiled,
     gather_outputs,
     sum_over_processes,
 )
@@ -111,12 +112,26 @@ class _Fit:
 
 @dataclass
 class _Sums:
-    """An epoch's running sums (restored from a mid-epoch checkpoint on resume) and its start time."""
+    """An epoch's running sums (restored from a mid-epoch checkpoint on resume) and its start time.
+
+    ``sums``/``correct`` are host numbers up to the last flush; ``pending``/``pending_correct`` hold what the steps
+    since then added, on the model's device: reading a GPU number back every step would make the host wait for the
+    device at each step, which dominates the time of a small model's step."""
 
     sums: dict[str, float]
     correct: int
     seen: int
     t0: float
+    pending_names: list[str] | None = None  # the loss terms' names, in the order of ``pending``
+    pending: torch.Tensor | None = None  # each term's sum over items
+    pending_bad: torch.Tensor | None = None  # each term's number of steps whose value was not finite
+    pending_correct: torch.Tensor | None = None
+    pending_seen: int = 0
+    pending_since: float | None = None  # the progress of the first step not read back yet
+
+    def clear_pending(self) -> None:
+        self.pending_names = self.pending = self.pending_bad = self.pending_correct = self.pending_since = None
+        self.pending_seen = 0
 
     @classmethod
     def resumed(cls, partial: dict[str, Any] | None) -> _Sums:
@@ -188,6 +203,8 @@ class Engine:
         # only models with several heads or another kind of head need every head's outputs and targets each step
         self.needs_heads = bool(self.tasks) and not is_default(self.tasks)
         self._channels_last = False  # set by fit (train.memory_format)
+        self._sync_every = 1  # set by fit (train.sync_every_steps)
+        self._train_model: Callable[..., Any] | None = None  # set by fit: the model, or its compiled view
         self.on_epoch = on_epoch
         self.cfg = config
         self.loss_terms = loss_terms if loss_terms is not None else [source_cross_entropy(config.label_smoothing)]
@@ -270,15 +287,22 @@ class Engine:
                 raise ConfigError("train.sync_bn needs GPUs: torch's SyncBatchNorm does not run on CPU processes")
             self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)  # same parameters, same keys
         self._channels_last = channels_last(self.cfg.memory_format, self.model, acc.device)
+        # reading a number back is free on a CPU; on a GPU it makes the host wait until the device has caught up
+        self._sync_every = self.cfg.sync_every_steps or (1 if acc.device.type == "cpu" else 50)
         if self._channels_last:
             self.model.to(memory_format=torch.channels_last)
         model, optimizer = acc.prepare(self.model, optimizer)
+        # the training steps call a compiled view of the model (same parameters and buffers); validation, the
+        # checkpoints and the caller keep the plain module
+        self._train_model = model if self.cfg.compile == "off" else compiled(model, self.cfg.compile)
         extra = self.extra.to(acc.device)
         broadcast_module(extra, acc.num_processes)
-        prepared = acc.prepare(*(x for x in loaders if x is not None))
+        # only torch's DataLoaders go through Accelerate (ResidentBatches are on the device already)
+        plain = [x for x in loaders if isinstance(x, torch.utils.data.DataLoader)]
+        prepared = acc.prepare(*plain) if plain else []
         prepared = list(prepared) if isinstance(prepared, (list, tuple)) else [prepared]
         train_loader, target_loader, val_loader, labelled_loader = (
-            prepared.pop(0) if x is not None else None for x in loaders
+            prepared.pop(0) if isinstance(x, torch.utils.data.DataLoader) else x for x in loaders
         )
         # after prepare: under `accelerate launch` each process takes 1/N of the batches, and the schedules count
         # the steps each process makes
@@ -327,16 +351,23 @@ class Engine:
             with_model_transform(d, self.model, self.cache_bytes, show_bar)
             for d in (train, val, target, labelled_target)
         )
-        workers = self.num_workers
+        acc = self.accelerator
+
+        def loader(ds: DomainDataset | None, batch_size: int, shuffle: bool, seed: int) -> Any:
+            if ds is None:
+                return None
+            # one process: preprocessed inputs are indexed where the model trains (identical batches, no copy
+            # from host memory per step); several: Accelerate's loaders give each process its share
+            resident = (resident_loader(ds, batch_size, shuffle=shuffle, seed=seed, device=acc.device)
+                        if acc.num_processes == 1 else None)
+            return resident or make_loader(ds, batch_size, shuffle=shuffle, seed=seed, num_workers=self.num_workers)
+
         return (
-            make_loader(train, self.batch_size, shuffle=True, seed=self.seed, num_workers=workers),
-            None if target is None else make_loader(target, self.batch_size, shuffle=True, seed=self.seed + 7919,
-                                                    num_workers=workers),
-            None if val is None else make_loader(val, self.eval_batch_size, shuffle=False, seed=0,
-                                                 num_workers=workers),
-            None if labelled_target is None else make_loader(
-                labelled_target, min(self.batch_size, len(labelled_target)), shuffle=True,
-                seed=self.seed + 15485863, num_workers=workers),
+            loader(train, self.batch_size, True, self.seed),
+            loader(target, self.batch_size, True, self.seed + 7919),
+            loader(val, self.eval_batch_size, False, 0),
+            None if labelled_target is None else loader(labelled_target, min(self.batch_size, len(labelled_target)),
+                                                        True, self.seed + 15485863),
         )
 
     def _resume(self, f: _Fit) -> tuple[int, dict[str, Any] | None]:
@@ -375,18 +406,26 @@ class Engine:
             # acc.accumulate: its end-of-data check follows whichever loader started last, which is wrong while one
             # side of a source/target pair cycles.
             sync = (i + 1) % self.cfg.grad_accum_steps == 0 or i + 1 == epoch_steps
-            out, parts = self._step(f, src, tgt, few, sync)
+            # The host reads the step's numbers back (loss shown, divergence checked) every sync_every steps only.
+            # Counted from the epoch's start, so a resumed epoch groups its sums as the uninterrupted one did.
+            check = (i + 1) % self._sync_every == 0 or i + 1 == epoch_steps
+            self._step(f, src, tgt, few, sync, sums, check)
             f.global_step += 1
             since_save += 1
-            self._count(sums, out, parts)
-            acc_text = f"  acc {sums.correct / max(sums.seen, 1):.3f}" if self.primary_kind == "classification" else ""
-            bar.update(task, advance=1, stats=f"loss {sums.sums['loss'] / sums.seen:.4f}{acc_text}")
+            if check:
+                acc_text = (f"  acc {sums.correct / max(sums.seen, 1):.3f}" if self.primary_kind == "classification"
+                            else "")
+                bar.update(task, advance=1, stats=f"loss {sums.sums['loss'] / max(sums.seen, 1):.4f}{acc_text}")
+            else:
+                bar.update(task, advance=1)
             # A mid-epoch checkpoint only where no gradient is half-accumulated, and never on the last step (the
-            # epoch's own checkpoint follows).
+            # epoch's own checkpoint follows). The clock is read where the numbers are (it is a collective decision
+            # under `accelerate launch`).
             due = (every_steps is not None and since_save >= every_steps) or (
-                every_s is not None and clock_says(acc, time.monotonic() - last_save >= 60.0 * every_s)
+                check and every_s is not None and clock_says(acc, time.monotonic() - last_save >= 60.0 * every_s)
             )
             if due and sync and i + 1 < epoch_steps and self.run is not None:
+                self._flush(sums, f.global_step / max(1, f.budget.total))
                 self._checkpoint_mid_epoch(f, epoch, i + 1, sums)
                 last_save, since_save = time.monotonic(), 0
         sums.sums, sums.correct, sums.seen = sum_over_processes(acc, sums.sums, sums.correct, sums.seen)
@@ -397,15 +436,21 @@ class Engine:
         return record
 
     def _step(self, f: _Fit, src: dict[str, Any], tgt: dict[str, Any] | None, few: dict[str, Any] | None,
-              sync: bool) -> tuple[StepOutputs, dict[str, float]]:
-        """Forward, loss and backward of one micro-batch; the optimiser steps when ``sync``."""
+              sync: bool, sums: _Sums, check: bool) -> None:
+        """Forward, loss and backward of one micro-batch, its numbers added to ``sums`` (read back to the host when
+        ``check``: before the backward pass, so that checking every step stops a non-finite loss before it reaches
+        the weights); the optimiser steps when ``sync``."""
         acc = self.accelerator
         with contextlib.nullcontext() if sync else acc.no_sync(f.model):
             # over micro-batches: ceil(steps / accum) * accum overcounts them when accum does not divide the epoch,
             # and progress would stop short of 1
             progress = min(1.0, f.global_step / max(1, f.budget.total))
-            out = self._forward(f.model, src, tgt, progress, few)
+            model = self._train_model if self._train_model is not None else f.model
+            out = self._forward(model, src, tgt, progress, few)
             total, parts = self._loss(out, progress)
+            self._count(sums, out, parts, progress)
+            if check:
+                self._flush(sums, progress)
             acc.backward(total)  # divided by grad_accum_steps
         if sync:
             average_gradients(f.extra, acc.num_processes)
@@ -414,17 +459,56 @@ class Engine:
             f.optimizer.step()
             f.scheduler.step()
             f.optimizer.zero_grad(set_to_none=True)
-        return out, parts
 
-    def _count(self, sums: _Sums, out: StepOutputs, parts: dict[str, float]) -> None:
-        n = int(out.source_labels.numel())
-        for k, v in parts.items():
-            sums.sums[k] = sums.sums.get(k, 0.0) + v * n
+    def _count(self, sums: _Sums, out: StepOutputs, parts: dict[str, torch.Tensor], progress: float) -> None:
+        """Add the step's loss terms (times its items), its correct predictions and which terms were not finite to
+        the sums on the device: a handful of small kernels a step, whatever the number of terms."""
+        n = int(out.source_labels.numel())  # a shape: known to the host without waiting for the device
+        values = torch.stack([v.float() for v in parts.values()])
+        bad = (~torch.isfinite(values)).int()
+        if sums.pending_names is None:
+            sums.pending_names = list(parts)
+            sums.pending, sums.pending_bad = values * n, bad
+        else:
+            sums.pending, sums.pending_bad = sums.pending + values * n, sums.pending_bad + bad
         if self.primary_kind == "classification":
             truth = (out.source_labels if self.primary_reads_labels or out.source_targets is None
                      else out.source_targets[self.tasks[0].name])
-            sums.correct += int((out.source_logits.argmax(1) == truth).sum())
-        sums.seen += n
+            right = (out.source_logits.argmax(1) == truth).sum()
+            sums.pending_correct = right if sums.pending_correct is None else sums.pending_correct + right
+        sums.pending_seen += n
+        if sums.pending_since is None:
+            sums.pending_since = progress
+
+    def _flush(self, sums: _Sums, progress: float) -> None:
+        """Read the steps' numbers back to the host in one transfer; refuse a loss that is no longer a number."""
+        if sums.pending_names is None or sums.pending is None or sums.pending_bad is None:
+            return
+        names, seen, since = sums.pending_names, sums.pending_seen, sums.pending_since
+        parts = [sums.pending.double(), sums.pending_bad.double()]
+        if sums.pending_correct is not None:
+            parts.append(sums.pending_correct.double().reshape(1))
+        values = torch.cat(parts).tolist()
+        sums.clear_pending()
+        totals, bad_steps = values[:len(names)], values[len(names):2 * len(names)]
+        if any(bad_steps):
+            when = (f"at progress {progress:.3f}" if since == progress
+                    else f"between progress {since:.3f} and {progress:.3f}")
+            terms = [k for k in names if k != "loss"]
+            # NaN spreads to every term through the weights a step later: the term that was not finite for the
+            # most steps went first
+            worst = max(terms, key=lambda k: bad_steps[names.index(k)])
+            if bad_steps[names.index(worst)]:
+                v = totals[names.index(worst)] / max(seen, 1)
+                raise TrainingError(f"loss term {worst!r} became {v} {when}; {_DIVERGED_HINT}")
+            means = {k: totals[names.index(k)] / max(seen, 1) for k in terms}  # finite terms under huge weights
+            raise TrainingError(f"the weighted loss became {totals[names.index('loss')] / max(seen, 1)} {when} "
+                                f"(terms: {', '.join(f'{k} {v:.3g}' for k, v in means.items())}); {_DIVERGED_HINT}")
+        for name, v in zip(names, totals, strict=True):
+            sums.sums[name] = sums.sums.get(name, 0.0) + v
+        if len(values) > 2 * len(names):  # the correct predictions came last
+            sums.correct += int(values[-1])
+        sums.seen += seen
 
     def _checkpoint_mid_epoch(self, f: _Fit, epoch: int, step_in_epoch: int, sums: _Sums) -> None:
         acc = self.accelerator
@@ -479,6 +563,7 @@ class Engine:
         if self._channels_last:
             self.model.to(memory_format=torch.contiguous_format)
         acc.free_memory()
+        self._train_model = None
         best = f.stopper.best if f.val is not None and f.stopper.best_epoch >= 0 else None
         if best is not None and f.val_metric == "val_mae":
             best = -best
@@ -497,7 +582,7 @@ class Engine:
 
     # -- one step -------------------------------------------------------------------------------
     def _forward(
-        self, model: nn.Module, src: dict[str, Any], tgt: dict[str, Any] | None, progress: float,
+        self, model: Callable[..., Any], src: dict[str, Any], tgt: dict[str, Any] | None, progress: float,
         few: dict[str, Any] | None = None,
     ) -> StepOutputs:
         """One forward pass over source, target and labelled-target items together (BatchNorm sees them all)."""
@@ -527,9 +612,10 @@ class Engine:
             out.labelled_features, out.labelled_logits, out.labelled_labels = f[m:], logits[m:], few["y"]
         return out
 
-    def _loss(self, out: StepOutputs, progress: float) -> tuple[torch.Tensor, dict[str, float]]:
+    def _loss(self, out: StepOutputs, progress: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The weighted sum of the terms and each term's value, left on the device (see :meth:`_flush`)."""
         total = torch.zeros((), device=out.source_logits.device)
-        parts: dict[str, float] = {}
+        parts: dict[str, torch.Tensor] = {}
         whole: StepOutputs | None = None
         for term in self.loss_terms:
             w = term.weight_at(progress)
@@ -538,31 +624,24 @@ class Engine:
                 value = term.fn(whole)
             else:
                 value = term.fn(out)
-            if not torch.isfinite(value):
-                raise TrainingError(
-                    f"loss term {term.name!r} became {value.item()} at progress {progress:.3f}; "
-                    f"{_DIVERGED_HINT}"
-                )
             total = total + w * value
-            parts[term.name] = float(value.detach())
-        parts["loss"] = float(total.detach())
-        if not math.isfinite(parts["loss"]):  # finite terms under huge weights
-            raise TrainingError(f"the weighted loss became {parts['loss']} at progress {progress:.3f} (terms: "
-                                f"{', '.join(f'{k} {v:.3g}' for k, v in parts.items() if k != 'loss')}); "
-                                f"{_DIVERGED_HINT}")
+            parts[term.name] = value.detach()
+        parts["loss"] = total.detach()
         return total, parts
 
     def _check_weights(self, model: nn.Module, extra: nn.Module, epoch: int) -> None:
         """Refuse to checkpoint, validate or save weights that are no longer numbers: a step can turn every weight
         into NaN with a finite loss (an enormous weight decay or learning rate), and a checkpoint of NaN would
         replace the last good one."""
-        for module in (model, extra):
-            for name, p in self.accelerator.unwrap_model(module).named_parameters():
-                if not bool(torch.isfinite(p.detach()).all()):
-                    raise TrainingError(
-                        f"training diverged in epoch {epoch + 1}: the weights became NaN or infinite (first: "
-                        f"{name}); the last complete checkpoint is kept. {_DIVERGED_HINT}"
-                    )
+        named = [(name, p) for module in (model, extra) for name, p in self.accelerator.unwrap_model(module)
+                 .named_parameters()]
+        if not named or bool(torch.stack([torch.isfinite(p.detach()).all() for _, p in named]).all()):
+            return  # one read-back for every parameter
+        first = next(name for name, p in named if not bool(torch.isfinite(p.detach()).all()))
+        raise TrainingError(
+            f"training diverged in epoch {epoch + 1}: the weights became NaN or infinite (first: {first}); the last "
+            f"complete checkpoint is kept. {_DIVERGED_HINT}"
+        )
 
     @torch.inference_mode()
     def _validate(self, model: nn.Module, loader: Any) -> tuple[float, float]:

@@ -5,6 +5,7 @@ broadcast and average the loss modules by hand, sum an epoch's running numbers, 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -163,3 +164,11 @@ def sum_over_processes(acc: Any, sums: dict[str, float], correct: int, seen: int
     t = acc.reduce(t, reduction="sum")
     values = t.tolist()
     return dict(zip(keys, values[: len(keys)], strict=True)), int(values[-2]), int(values[-1])
+
+
+def compiled(model: nn.Module, mode: str) -> Callable[..., Any]:
+    """``torch.compile``'s view of ``model`` for the training steps: the same parameters and buffers, run as
+    generated kernels (``default``) and on a GPU also replayed as CUDA graphs (``reduce-overhead``), which is what
+    a small model's step needs there (each of its few dozen kernels is shorter than its launch). Shapes are static:
+    a new batch size (an epoch's last batch) compiles once more."""
+    return torch.compile(model, mode=None if mode == "default" else mode, dynamic=False)

@@ -15,7 +15,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from transferkit.data.domain import UNLABELLED
 from transferkit.errors import ConfigError
 
 
@@ -79,8 +78,8 @@ def source_cross_entropy(label_smoothing: float = 0.0) -> LossTerm:
     (``out.source_weights``), a weighted mean."""
 
     def fn(out: StepOutputs) -> torch.Tensor:
-        if (out.source_labels == UNLABELLED).any():
-            raise ValueError("the source batch holds unlabelled items")
+        # No check for unlabelled items here (it would read a GPU tensor back every step): a DomainDataset's labels
+        # lie in [0, classes) and Engine.fit refuses an unlabelled training set.
         if out.source_weights is None:
             return F.cross_entropy(out.source_logits, out.source_labels, label_smoothing=label_smoothing)
         ce = F.cross_entropy(out.source_logits, out.source_labels, label_smoothing=label_smoothing, reduction="none")
