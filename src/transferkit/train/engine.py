@@ -625,8 +625,8 @@ class Engine:
             else:
                 value = term.fn(out)
             total = total + w * value
-            parts[term.name] = value.detach()
-        parts["loss"] = total.detach()
+            parts[term.name] = value.detach().reshape(())  # a one-item tensor of any shape: one number
+        parts["loss"] = total.detach().reshape(())
         return total, parts
 
     def _check_weights(self, model: nn.Module, extra: nn.Module, epoch: int) -> None:
