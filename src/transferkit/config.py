@@ -423,6 +423,13 @@ class TrainConfig(_Strict):
             raise ValueError("give train.epochs or train.steps, not both")
         return self
 
+    @model_validator(mode="after")
+    def _graphs_keep_no_gradients(self) -> TrainConfig:
+        if self.compile == "reduce-overhead" and self.grad_accum_steps > 1:
+            raise ValueError("train.compile reduce-overhead cannot accumulate gradients (train.grad_accum_steps > 1): "
+                             "a CUDA graph's next replay overwrites the gradients it produced; use compile: default")
+        return self
+
 
 class TrackingConfig(_Strict):
     """Where metrics go besides the run directory's own metrics.jsonl and report."""

@@ -286,8 +286,8 @@ def task_loss(task: Task, outputs: torch.Tensor, targets: torch.Tensor, label_sm
     """The head's loss on one batch, a mean over items (weighted by ``weights``, one per item, when given):
     cross-entropy (items of an unknown class left out), BCE with logits, or MSE / Huber on standardised targets."""
     if task.kind == "classification":
-        if task.field == LABEL and bool((targets < 0).any()):
-            raise ValueError("the source batch holds unlabelled items")
+        # no check that LABEL targets are all known (a read-back from the GPU every step): Engine.fit refuses an
+        # unlabelled training set for a head on the labels, and unknown items would only be left out here
         known = (targets >= 0).float()
         per_item = F.cross_entropy(outputs, targets.clamp(min=0), label_smoothing=label_smoothing,
                                    reduction="none") * known

@@ -454,10 +454,45 @@ def test_weights_that_stop_being_numbers_are_named() -> None:
             _toy(16, seed=0))
 
 
-def test_finite_terms_under_a_huge_weight_are_refused() -> None:
+@pytest.mark.parametrize(("every", "when"), [(1, "inf at progress 0.000"), (4, "nan between progress 0.000 and")])
+def test_finite_terms_under_a_huge_weight_are_refused(every: int, when: str) -> None:
+    # read back every 4 steps: the weights are NaN a step later and every term with them; the sum went first
     huge = LossTerm("huge", lambda out: out.source_logits.pow(2).mean() + 1.0, weight=1e39)
-    with pytest.raises(TrainingError, match=r"the weighted loss became inf at progress 0\.000 \(terms: source_ce"):
-        _engine(_model(), _cfg(), loss_terms=[source_cross_entropy(), huge]).fit(_toy(16, seed=0))
+    with pytest.raises(TrainingError, match=rf"the weighted loss became {when}.*\(terms: source_ce"):
+        _engine(_model(), _cfg(sync_every_steps=every), loss_terms=[source_cross_entropy(), huge]).fit(
+            _toy(32, seed=0))
+
+
+def test_validation_counts_every_item_beside_a_training_dataloader() -> None:
+    """A training set with its own transform goes through torch's DataLoader while validation is resident: the
+    validation score must still cover every item (Accelerate's gather_for_metrics once cut it to the training
+    loader's remainder: 70 % 64 = 6 of 100 items)."""
+    rng = np.random.default_rng(0)
+    x, xv = rng.normal(size=(70, 4)).astype(np.float32), rng.normal(size=(100, 4)).astype(np.float32)
+    train = DomainDataset(x, (x[:, 0] > 0).astype(np.int64), "t", CLASSES, "vector", transform=torch.as_tensor)
+    val = DomainDataset(xv, (xv[:, 0] > 0).astype(np.int64), "v", CLASSES, "vector")
+    model = _model()
+    result = _engine(model, _cfg(epochs=1), batch_size=64).fit(train, val)
+    model.eval()
+    with torch.no_grad():
+        right = (model(torch.from_numpy(xv))[1].argmax(1).numpy() == val.labels).sum()
+    assert result.history[0]["val_acc"] == pytest.approx(right / 100)
+
+
+def test_a_time_due_checkpoint_waits_for_the_optimiser_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The clock is read every 4 steps, the optimiser steps every 3: a checkpoint the clock asked for is written at
+    the next optimiser step, not dropped (11 steps: due at step 4, saved at 6; due at 8, saved at 9)."""
+    saves: list[int] = []
+    original = Engine._checkpoint_mid_epoch
+
+    def spy(self: Engine, f: Any, epoch: int, step: int, sums: Any) -> None:
+        saves.append(step)
+        original(self, f, epoch, step, sums)
+
+    monkeypatch.setattr(Engine, "_checkpoint_mid_epoch", spy)
+    cfg = _cfg(epochs=1, grad_accum_steps=3, checkpoint_every_minutes=1e-9, sync_every_steps=4)
+    _engine(_model(), cfg, run=RunDir(tmp_path)).fit(_toy(88, seed=0))
+    assert saves == [6, 9]
 
 
 def test_engine_errors() -> None:
@@ -582,3 +617,9 @@ def test_compiled_training_with_inductor_matches_eager() -> None:
     assert [r["train_loss"] for r in b.history] == pytest.approx([r["train_loss"] for r in a.history], rel=1e-4)
     for k, v in _model_state(straight).items():
         torch.testing.assert_close(_model_state(fused)[k], v, rtol=1e-4, atol=1e-5)
+
+
+def test_cuda_graphs_refuse_gradient_accumulation() -> None:
+    with pytest.raises(ValueError, match="cannot accumulate gradients"):
+        TrainConfig(compile="reduce-overhead", grad_accum_steps=2)
+    assert TrainConfig(compile="default", grad_accum_steps=2).grad_accum_steps == 2

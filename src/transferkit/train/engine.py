@@ -124,14 +124,15 @@ class _Sums:
     t0: float
     pending_names: list[str] | None = None  # the loss terms' names, in the order of ``pending``
     pending: torch.Tensor | None = None  # each term's sum over items
-    pending_bad: torch.Tensor | None = None  # each term's number of steps whose value was not finite
+    pending_first_bad: torch.Tensor | None = None  # each term's first step (of pending_steps) that was not finite
+    pending_steps: int = 0
     pending_correct: torch.Tensor | None = None
     pending_seen: int = 0
     pending_since: float | None = None  # the progress of the first step not read back yet
 
     def clear_pending(self) -> None:
-        self.pending_names = self.pending = self.pending_bad = self.pending_correct = self.pending_since = None
-        self.pending_seen = 0
+        self.pending_names = self.pending = self.pending_first_bad = self.pending_correct = self.pending_since = None
+        self.pending_seen = self.pending_steps = 0
 
     @classmethod
     def resumed(cls, partial: dict[str, Any] | None) -> _Sums:
@@ -204,6 +205,7 @@ class Engine:
         self.needs_heads = bool(self.tasks) and not is_default(self.tasks)
         self._channels_last = False  # set by fit (train.memory_format)
         self._sync_every = 1  # set by fit (train.sync_every_steps)
+        self._source_weights: torch.Tensor | None = None  # source_weights on the device (set at the first step)
         self._train_model: Callable[..., Any] | None = None  # set by fit: the model, or its compiled view
         self.on_epoch = on_epoch
         self.cfg = config
@@ -242,6 +244,8 @@ class Engine:
         its adapted run did (:mod:`transferkit.train.budget`)."""
         if not train.is_labelled and (not self.tasks or any(t.field == "label" for t in self.tasks)):
             raise ValueError(f"the training set {train.domain!r} must be labelled")
+        if not train.is_labelled and any(t.name == "source_ce" for t in self.loss_terms):
+            raise ValueError(f"the training set {train.domain!r} has no labels for the source cross-entropy")
         if labelled_target is not None and not labelled_target.is_labelled:
             raise ValueError(f"the labelled target set {labelled_target.domain!r} has no labels")
         f = self._prepare(train, val, target, labelled_target, steps)
@@ -399,7 +403,7 @@ class Engine:
         if partial is not None and not acc.is_main_process:  # the checkpoint holds every process's sums
             partial = {**partial, "sums": {}, "correct": 0, "seen": 0}
         sums = _Sums.resumed(partial)
-        last_save, since_save = time.monotonic(), 0
+        last_save, since_save, clock_due = time.monotonic(), 0, False
         every_steps, every_s = self.cfg.checkpoint_every_steps, self.cfg.checkpoint_every_minutes
         for i, (src, tgt, few) in enumerate(f.paired.iterate(first, epoch_steps), start=first):
             # Step every grad_accum_steps micro-batches and at the end of the epoch. Decided here, not by
@@ -421,13 +425,14 @@ class Engine:
             # A mid-epoch checkpoint only where no gradient is half-accumulated, and never on the last step (the
             # epoch's own checkpoint follows). The clock is read where the numbers are (it is a collective decision
             # under `accelerate launch`).
-            due = (every_steps is not None and since_save >= every_steps) or (
-                check and every_s is not None and clock_says(acc, time.monotonic() - last_save >= 60.0 * every_s)
-            )
+            # A time that says "due" stays due until a step where the optimiser stepped.
+            if check and every_s is not None and not clock_due:
+                clock_due = clock_says(acc, time.monotonic() - last_save >= 60.0 * every_s)
+            due = (every_steps is not None and since_save >= every_steps) or clock_due
             if due and sync and i + 1 < epoch_steps and self.run is not None:
                 self._flush(sums, f.global_step / max(1, f.budget.total))
                 self._checkpoint_mid_epoch(f, epoch, i + 1, sums)
-                last_save, since_save = time.monotonic(), 0
+                last_save, since_save, clock_due = time.monotonic(), 0, False
         sums.sums, sums.correct, sums.seen = sum_over_processes(acc, sums.sums, sums.correct, sums.seen)
         self._check_weights(f.model, f.extra, epoch)
         record = self._record(f, epoch, sums)
@@ -461,16 +466,21 @@ class Engine:
             f.optimizer.zero_grad(set_to_none=True)
 
     def _count(self, sums: _Sums, out: StepOutputs, parts: dict[str, torch.Tensor], progress: float) -> None:
-        """Add the step's loss terms (times its items), its correct predictions and which terms were not finite to
-        the sums on the device: a handful of small kernels a step, whatever the number of terms."""
+        """Add the step's loss terms (times its items), its correct predictions and the first step at which each
+        term was not finite to the sums on the device: a handful of small kernels a step, whatever the number of
+        terms."""
         n = int(out.source_labels.numel())  # a shape: known to the host without waiting for the device
         values = torch.stack([v.float() for v in parts.values()])
-        bad = (~torch.isfinite(values)).int()
         if sums.pending_names is None:
             sums.pending_names = list(parts)
-            sums.pending, sums.pending_bad = values * n, bad
+            sums.pending = values * n
+            sums.pending_first_bad = torch.full(values.shape, -1, dtype=torch.int32, device=values.device)
         else:
-            sums.pending, sums.pending_bad = sums.pending + values * n, sums.pending_bad + bad
+            sums.pending = sums.pending + values * n
+        assert sums.pending_first_bad is not None
+        went_bad = ~torch.isfinite(values) & (sums.pending_first_bad < 0)
+        sums.pending_first_bad = torch.where(went_bad, sums.pending_steps, sums.pending_first_bad)
+        sums.pending_steps += 1
         if self.primary_kind == "classification":
             truth = (out.source_labels if self.primary_reads_labels or out.source_targets is None
                      else out.source_targets[self.tasks[0].name])
@@ -482,28 +492,28 @@ class Engine:
 
     def _flush(self, sums: _Sums, progress: float) -> None:
         """Read the steps' numbers back to the host in one transfer; refuse a loss that is no longer a number."""
-        if sums.pending_names is None or sums.pending is None or sums.pending_bad is None:
+        if sums.pending_names is None or sums.pending is None or sums.pending_first_bad is None:
             return
         names, seen, since = sums.pending_names, sums.pending_seen, sums.pending_since
-        parts = [sums.pending.double(), sums.pending_bad.double()]
+        parts = [sums.pending.double(), sums.pending_first_bad.double()]
         if sums.pending_correct is not None:
             parts.append(sums.pending_correct.double().reshape(1))
         values = torch.cat(parts).tolist()
         sums.clear_pending()
-        totals, bad_steps = values[:len(names)], values[len(names):2 * len(names)]
-        if any(bad_steps):
+        totals, first_bad = values[:len(names)], dict(zip(names, values[len(names):2 * len(names)], strict=True))
+        if any(v >= 0 for v in first_bad.values()):
             when = (f"at progress {progress:.3f}" if since == progress
                     else f"between progress {since:.3f} and {progress:.3f}")
-            terms = [k for k in names if k != "loss"]
-            # NaN spreads to every term through the weights a step later: the term that was not finite for the
-            # most steps went first
-            worst = max(terms, key=lambda k: bad_steps[names.index(k)])
-            if bad_steps[names.index(worst)]:
-                v = totals[names.index(worst)] / max(seen, 1)
-                raise TrainingError(f"loss term {worst!r} became {v} {when}; {_DIVERGED_HINT}")
-            means = {k: totals[names.index(k)] / max(seen, 1) for k in terms}  # finite terms under huge weights
-            raise TrainingError(f"the weighted loss became {totals[names.index('loss')] / max(seen, 1)} {when} "
-                                f"(terms: {', '.join(f'{k} {v:.3g}' for k, v in means.items())}); {_DIVERGED_HINT}")
+            means = dict(zip(names, (v / max(seen, 1) for v in totals), strict=True))
+            # A non-finite term or weighted sum turns the weights into NaN, and with them every term a step later:
+            # blame what went first (a term before the sum, which it makes non-finite in the same step).
+            bad_terms = sorted((first_bad[k], i) for i, k in enumerate(names) if k != "loss" and first_bad[k] >= 0)
+            if bad_terms and not 0 <= first_bad["loss"] < bad_terms[0][0]:
+                worst = names[bad_terms[0][1]]
+                raise TrainingError(f"loss term {worst!r} became {means[worst]} {when}; {_DIVERGED_HINT}")
+            terms = ", ".join(f"{k} {v:.3g}" for k, v in means.items() if k != "loss")
+            raise TrainingError(f"the weighted loss became {means['loss']} {when} (terms: {terms}); "
+                                f"{_DIVERGED_HINT}")
         for name, v in zip(names, totals, strict=True):
             sums.sums[name] = sums.sums.get(name, 0.0) + v
         if len(values) > 2 * len(names):  # the correct predictions came last
@@ -563,7 +573,7 @@ class Engine:
         if self._channels_last:
             self.model.to(memory_format=torch.contiguous_format)
         acc.free_memory()
-        self._train_model = None
+        self._train_model = self._source_weights = None
         best = f.stopper.best if f.val is not None and f.stopper.best_epoch >= 0 else None
         if best is not None and f.val_metric == "val_mae":
             best = -best
@@ -605,7 +615,9 @@ class Engine:
         if domains is not None:
             out.source_domains = domains.long()
             if self.source_weights is not None:
-                out.source_weights = torch.as_tensor(self.source_weights, dtype=f.dtype, device=f.device)[domains]
+                if self._source_weights is None or self._source_weights.device != f.device:
+                    self._source_weights = torch.as_tensor(self.source_weights, device=f.device)  # once a fit
+                out.source_weights = self._source_weights.to(f.dtype)[domains]
         if tgt is not None:
             out.target_features, out.target_logits, out.target_inputs, out.model = f[n:m], logits[n:m], tgt["x"], model
         if few is not None:
@@ -653,11 +665,19 @@ class Engine:
         loss_sum, correct, n = 0.0, 0, 0
         for batch in loader:
             _, logits = model(batch["x"])
-            logits, y = self.accelerator.gather_for_metrics((logits, batch["y"]))
+            logits, y = self._gathered(logits, batch["y"])
             loss_sum += float(F.cross_entropy(logits.float(), y, reduction="sum"))
             correct += int((logits.argmax(1) == y).sum())
             n += int(y.numel())
         return loss_sum / max(n, 1), correct / max(n, 1)
+
+    def _gathered(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Every process's items of a validation batch. With one process, nothing to gather, and Accelerate's
+        ``gather_for_metrics`` must not be asked: it trims a batch to the end-of-data remainder of whichever of its
+        loaders is active, which is a training loader left just before its end when validation is resident."""
+        if self.accelerator.num_processes == 1:
+            return tensors
+        return tuple(self.accelerator.gather_for_metrics(tensors))
 
     def _validate_task(self, model: nn.Module, loader: Any) -> tuple[float, float]:
         from transferkit.tasks import batch_targets, multilabel_metrics, task_loss
@@ -667,7 +687,7 @@ class Engine:
         for batch in loader:
             _, primary = model(batch["x"])
             target = batch_targets(batch, [task])[task.name]
-            primary, target = self.accelerator.gather_for_metrics((primary, target))
+            primary, target = self._gathered(primary, target)
             outs.append(primary.float())
             ys.append(target)
         o, y = torch.cat(outs), torch.cat(ys)

@@ -94,7 +94,10 @@ class ResidentBatches:
     def __iter__(self) -> Iterator[dict[str, Any]]:
         order = torch.as_tensor(list(self.sampler), dtype=torch.long)  # what is left of the pass after a resume
         stop = len(order) - len(order) % self.batch_size if self.drop_last else len(order)
-        order = order.to(self.device)  # once a pass
+        if self.device.type == "cuda":  # pinned and asynchronous: the host does not wait for the GPU's queue
+            order = order.pin_memory().to(self.device, non_blocking=True)
+        elif self.device.type != "cpu":
+            order = order.to(self.device)
         for start in range(0, stop, self.batch_size):
             idx = order[start:start + self.batch_size]
             yield {"x": self.x[idx], "y": self.y[idx], "index": idx}
