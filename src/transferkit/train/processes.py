@@ -172,3 +172,40 @@ def compiled(model: nn.Module, mode: str) -> Callable[..., Any]:
     a small model's step needs there (each of its few dozen kernels is shorter than its launch). Shapes are static:
     a new batch size (an epoch's last batch) compiles once more."""
     return torch.compile(model, mode=None if mode == "default" else mode, dynamic=False)
+
+
+def loss_modules_in_precision(extra: nn.Module, acc: Any) -> Callable[[], None]:
+    """Run the loss modules (a discriminator, an adversarial head) under the same autocast as the model, and hand
+    their outputs back in fp32; returns what undoes it.
+
+    Accelerate wraps only the model's forward, so under bf16 a DANN discriminator (500-1000-1000-1) ran its matmuls
+    in fp32 beside a bf16 backbone: measured on a 2-core Xeon with AMX, a LeNet DANN step 36.8 -> 32.9 ms with it
+    in bf16. The loss terms' own arithmetic (kernel distances, entropies) stays fp32: only modules are wrapped."""
+    if str(acc.mixed_precision) == "no":
+        return lambda: None
+    wrapped: list[nn.Module] = []
+    for module in extra.children():  # one per loss term; a container (per-source discriminators): its members
+        for m in module.children() if isinstance(module, (nn.ModuleList, nn.ModuleDict)) else [module]:
+            forward = m.forward
+
+            def run(*args: Any, _forward: Callable[..., Any] = forward, **kwargs: Any) -> Any:
+                with acc.autocast():
+                    out = _forward(*args, **kwargs)
+                return _to_fp32(out)
+
+            m.forward = run  # type: ignore[method-assign]
+            wrapped.append(m)
+
+    def undo() -> None:
+        for m in wrapped:
+            m.__dict__.pop("forward", None)
+
+    return undo
+
+
+def _to_fp32(out: Any) -> Any:
+    if isinstance(out, torch.Tensor):
+        return out.float() if out.is_floating_point() else out
+    if isinstance(out, (tuple, list)):
+        return type(out)(_to_fp32(o) for o in out)
+    return out
