@@ -623,25 +623,3 @@ def test_cuda_graphs_refuse_gradient_accumulation() -> None:
     with pytest.raises(ValueError, match="cannot accumulate gradients"):
         TrainConfig(compile="reduce-overhead", grad_accum_steps=2)
     assert TrainConfig(compile="default", grad_accum_steps=2).grad_accum_steps == 2
-
-
-def test_loss_modules_train_in_the_models_precision() -> None:
-    """Under bf16 autocast the loss modules (here a discriminator-like MLP) run in bf16 as the model does and hand
-    the loss fp32 outputs; afterwards they are plain modules again."""
-    disc = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 1))
-    inner: list[torch.dtype] = []
-    disc[0].register_forward_hook(lambda m, i, o: inner.append(o.dtype))
-    seen: list[torch.dtype] = []
-
-    def fn(out: StepOutputs) -> torch.Tensor:
-        d = disc(out.source_features)
-        seen.append(d.dtype)
-        return d.pow(2).mean()
-
-    terms = [source_cross_entropy(), LossTerm("disc", fn, weight=0.1, module=disc)]
-    _engine(_model(), _cfg(epochs=1, mixed_precision="bf16"), loss_terms=terms).fit(_toy(16, seed=0))
-    assert set(inner) == {torch.bfloat16} and set(seen) == {torch.float32}
-    assert "forward" not in disc.__dict__ and disc(torch.zeros(2, 8)).dtype == torch.float32
-    inner.clear()
-    _engine(_model(), _cfg(epochs=1, mixed_precision="no"), loss_terms=terms).fit(_toy(16, seed=0))
-    assert set(inner) == {torch.float32}

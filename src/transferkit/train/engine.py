@@ -59,7 +59,6 @@ from transferkit.train.processes import (
     clock_says,
     compiled,
     gather_outputs,
-    loss_modules_in_precision,
     sum_over_processes,
 )
 from transferkit.train.processes import channels_last as channels_last
@@ -207,7 +206,6 @@ class Engine:
         self._channels_last = False  # set by fit (train.memory_format)
         self._sync_every = 1  # set by fit (train.sync_every_steps)
         self._source_weights: torch.Tensor | None = None  # source_weights on the device (set at the first step)
-        self._undo_precision: Callable[[], None] = lambda: None  # set by fit: the loss modules' autocast wrappers
         self._train_model: Callable[..., Any] | None = None  # set by fit: the model, or its compiled view
         self.on_epoch = on_epoch
         self.cfg = config
@@ -303,8 +301,6 @@ class Engine:
         self._train_model = model if self.cfg.compile == "off" else compiled(model, self.cfg.compile)
         extra = self.extra.to(acc.device)
         broadcast_module(extra, acc.num_processes)
-        self._undo_precision()  # a fit that crashed left its wrappers
-        self._undo_precision = loss_modules_in_precision(extra, acc)
         # only torch's DataLoaders go through Accelerate (ResidentBatches are on the device already)
         plain = [x for x in loaders if isinstance(x, torch.utils.data.DataLoader)]
         prepared = acc.prepare(*plain) if plain else []
@@ -578,7 +574,6 @@ class Engine:
             self.model.to(memory_format=torch.contiguous_format)
         acc.free_memory()
         self._train_model = self._source_weights = None
-        self._undo_precision()
         best = f.stopper.best if f.val is not None and f.stopper.best_epoch >= 0 else None
         if best is not None and f.val_metric == "val_mae":
             best = -best
