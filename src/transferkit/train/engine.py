@@ -205,7 +205,7 @@ class Engine:
         self.needs_heads = bool(self.tasks) and not is_default(self.tasks)
         self._channels_last = False  # set by fit (train.memory_format)
         self._sync_every = 1  # set by fit (train.sync_every_steps)
-        self._source_weights: torch.Tensor | None = None  # source_weights on the device (set at the first step)
+        self._source_weights: torch.Tensor | None = None  # source_weights on the device (set by fit)
         self._train_model: Callable[..., Any] | None = None  # set by fit: the model, or its compiled view
         self.on_epoch = on_epoch
         self.cfg = config
@@ -293,6 +293,8 @@ class Engine:
         self._channels_last = channels_last(self.cfg.memory_format, self.model, acc.device)
         # reading a number back is free on a CPU; on a GPU it makes the host wait until the device has caught up
         self._sync_every = self.cfg.sync_every_steps or (1 if acc.device.type == "cpu" else 50)
+        self._source_weights = (None if self.source_weights is None
+                                else torch.as_tensor(self.source_weights, device=acc.device))  # not copied per step
         if self._channels_last:
             self.model.to(memory_format=torch.channels_last)
         model, optimizer = acc.prepare(self.model, optimizer)
@@ -614,9 +616,7 @@ class Engine:
         domains = src.get("t", {}).get("source_index")
         if domains is not None:
             out.source_domains = domains.long()
-            if self.source_weights is not None:
-                if self._source_weights is None or self._source_weights.device != f.device:
-                    self._source_weights = torch.as_tensor(self.source_weights, device=f.device)  # once a fit
+            if self._source_weights is not None:
                 out.source_weights = self._source_weights.to(f.dtype)[domains]
         if tgt is not None:
             out.target_features, out.target_logits, out.target_inputs, out.model = f[n:m], logits[n:m], tgt["x"], model

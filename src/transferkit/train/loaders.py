@@ -35,22 +35,29 @@ class EpochSampler(torch.utils.data.Sampler[int]):
         self.epoch, self.passes, self.skip = epoch, passes, skip
 
     def __iter__(self) -> Iterator[int]:
+        yield from self.next_pass().tolist()
+
+    def next_pass(self) -> np.ndarray:
+        """The indices of the next pass as one array (what iterating yields one by one)."""
         skip, self.skip = self.skip, 0  # only the pass a resume lands in is partial
         if not self.shuffle:
-            yield from range(skip, self.n)
-            return
+            return np.arange(skip, self.n)
         rng = np.random.default_rng([self.seed, self.epoch, self.passes])
         self.passes += 1
-        yield from rng.permutation(self.n)[skip:].tolist()
+        return rng.permutation(self.n)[skip:]
 
     def __len__(self) -> int:
         return self.n
 
 
+def _drops_last(n: int, batch_size: int, shuffle: bool) -> bool:
+    """A last batch of one item breaks BatchNorm in training mode: drop it (only ever that one item)."""
+    return shuffle and n > batch_size and n % batch_size == 1
+
+
 def make_loader(ds: DomainDataset, batch_size: int, *, shuffle: bool, seed: int, num_workers: int) -> Any:
     sampler = EpochSampler(len(ds), seed, shuffle)
-    # A last batch of one item breaks BatchNorm in training mode: drop it (only ever that one item).
-    drop_last = shuffle and len(ds) > batch_size and len(ds) % batch_size == 1
+    drop_last = _drops_last(len(ds), batch_size, shuffle)
     return torch.utils.data.DataLoader(
         ds,
         batch_size=batch_size,
@@ -80,7 +87,7 @@ class ResidentBatches:
             raise ValueError(f"dataset {ds.domain!r} has no preprocessed inputs to keep on {device}")
         self.sampler = EpochSampler(len(ds), seed, shuffle)
         self.batch_size = batch_size
-        self.drop_last = shuffle and len(ds) > batch_size and len(ds) % batch_size == 1
+        self.drop_last = _drops_last(len(ds), batch_size, shuffle)
         self.x = ds.cache.to(device)
         labels = (torch.as_tensor(ds.labels, dtype=torch.long) if ds.labels is not None
                   else torch.full((len(ds),), UNLABELLED, dtype=torch.long))
@@ -92,7 +99,7 @@ class ResidentBatches:
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        order = torch.as_tensor(list(self.sampler), dtype=torch.long)  # what is left of the pass after a resume
+        order = torch.from_numpy(self.sampler.next_pass().astype(np.int64))  # what is left after a resume
         stop = len(order) - len(order) % self.batch_size if self.drop_last else len(order)
         if self.device.type == "cuda":  # pinned and asynchronous: the host does not wait for the GPU's queue
             order = order.pin_memory().to(self.device, non_blocking=True)
