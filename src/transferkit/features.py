@@ -6,7 +6,10 @@ of cache), and keeps glibc from unmapping and re-faulting big activation buffers
 (``benchmarks/extract_throughput.py`` measures each of these); streamed because features go to the ``.npz``
 batch by batch (one batch in memory whatever the dataset size); cached because the file name is a hash of the
 backbone's weights, its preprocessing and the dataset's content, so a second linear probe or a later ranking
-reuses the features.
+reuses the features. A cache entry is verified before it is used (its declared shape against the dataset before
+anything is read, a digest of its features and labels stored inside it, finite values); one that fails is deleted
+with a warning and extracted again, and a cache that cannot be written (a full disk, a read-only folder, an entry
+that is a folder or a link) is a warning: the features are then computed in memory.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import torch
 
 from transferkit.data.domain import DomainDataset, collate
 from transferkit.data.modality import modality
-from transferkit.errors import ConfigError, DataError
+from transferkit.errors import ConfigError, DataError, RunDirError
 from transferkit.models.backbones import Backbone
 from transferkit.models.inference import inference_copy
 from transferkit.runs import atomic_path
@@ -169,6 +172,7 @@ def extract_to_npz(
         backbone, dataset, batch_size=batch_size, num_workers=num_workers, device=device, progress=progress
     )
     labels = np.empty(n, dtype=np.int64)
+    digest = hashlib.sha256()
     with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
         first = next(batches)
         dim = first[0].shape[1]
@@ -178,10 +182,14 @@ def extract_to_npz(
             for feats, ys in _chain_first(first, batches):
                 if not np.isfinite(feats).all():
                     raise DataError(f"backbone {backbone.spec!r} produced NaN/Inf features on {dataset.domain!r}")
-                f.write(np.ascontiguousarray(feats, dtype="<f4").tobytes())
+                chunk = np.ascontiguousarray(feats, dtype="<f4").tobytes()
+                f.write(chunk)
+                digest.update(chunk)
                 labels[offset : offset + len(ys)] = ys
                 offset += len(ys)
+        digest.update(labels.astype("<i8").tobytes())
         _write_member(zf, "labels", labels)
+        _write_member(zf, "digest", np.asarray(digest.hexdigest()))
         _write_member(zf, "classes", np.asarray(dataset.classes, dtype=str))
         _write_member(zf, "domain", np.asarray(dataset.domain))
         _write_member(zf, "backbone", np.asarray(backbone.spec))
@@ -231,17 +239,107 @@ def cached_features(
         feats.emit = dataset.emit  # extra heads' targets and source indices travel with their items
         return feats
     key = cache_key(backbone, dataset)
-    path = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    file = path / f"{key}.npz"
-    if not file.exists():
-        extract_to_npz(
-            backbone, dataset, file, batch_size=batch_size, num_workers=num_workers, device=device, progress=progress
-        )
-    feats = load_features(file)
-    feats.labels = dataset.labels  # the cache stores them too; keep the caller's (None for unlabelled)
+    file = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / f"{key}.npz"
+    kw = {"batch_size": batch_size, "num_workers": num_workers, "device": device, "progress": progress}
+    feats = _cached_entry(file, len(dataset))
+    if feats is None:
+        feats = _extract_into_cache(backbone, dataset, file, kw)
+    # the cache stores labels and class names too; keep the caller's (None for unlabelled, names given anew)
+    feats.labels, feats.classes, feats.domain = dataset.labels, list(dataset.classes), dataset.domain
     feats.meta = {**dataset.meta, "features_from": str(file)}
     feats.emit = dataset.emit
     return feats
+
+
+class _BadEntry(Exception):
+    """Why a feature cache entry is not used."""
+
+
+def _cached_entry(file: Path, n: int) -> DomainDataset | None:
+    """The features cached in ``file`` for a dataset of ``n`` items, or None: none there, or the entry failed its
+    checks (a regular file is then deleted, with a warning naming it; a link or folder is left alone)."""
+    import stat
+
+    try:
+        info = file.lstat()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        _warn(f"cannot read the feature cache entry {file} ({exc.strerror or exc}); extracting again")
+        return None
+    if not stat.S_ISREG(info.st_mode):
+        _warn(f"the feature cache entry {file} is not a regular file (a link, folder or device); it is not used "
+              "(remove it)")
+        return None
+    try:
+        return _verified_entry(file, n, info.st_size)
+    except Exception as exc:  # any damage at all means "extract again", never a failed run
+        why = str(exc) if isinstance(exc, _BadEntry) else f"cannot be read ({type(exc).__name__}: {exc})"
+        try:
+            file.unlink()
+            done = "deleted it"
+        except OSError as err:
+            done = f"could not delete it ({err.strerror or err})"
+        _warn(f"the feature cache entry {file} {why}; {done} and extracting the features again")
+        return None
+
+
+def _verified_entry(file: Path, n: int, size: int) -> DomainDataset:
+    """Read a cache entry once its declared features shape fits the dataset and the file (nothing is allocated for
+    a shape the file cannot hold), then check the digest stored in it and that every value is finite."""
+    with zipfile.ZipFile(file) as zf:
+        info = zf.getinfo("features.npy")
+        with zf.open(info) as f:
+            fmt = np.lib.format
+            read_header = fmt.read_array_header_1_0 if fmt.read_magic(f) == (1, 0) else fmt.read_array_header_2_0
+            shape, _, dtype = read_header(f)
+    if (len(shape) != 2 or shape[0] != n or dtype != np.dtype("<f4") or info.compress_type != zipfile.ZIP_STORED
+            or shape[1] * n * 4 > min(info.file_size, size)):
+        raise _BadEntry(f"holds features of shape {shape} and type {dtype}, not the {n} rows of float32 it must")
+    with np.load(file, allow_pickle=False) as z:
+        if "digest" not in z.files:
+            raise _BadEntry("has no stored digest (an older transferkit wrote it, or not transferkit)")
+        feats, labels, stored = z["features"], z["labels"], str(z["digest"])
+        classes, domain = [str(c) for c in z["classes"]], str(z["domain"])
+    if labels.shape != (n,) or labels.dtype != np.int64:
+        raise _BadEntry(f"holds labels of shape {labels.shape}, not {n}")
+    digest = hashlib.sha256(np.ascontiguousarray(feats, "<f4").tobytes())
+    digest.update(labels.astype("<i8").tobytes())
+    if digest.hexdigest() != stored:
+        raise _BadEntry("does not match the digest stored in it (damaged, or not written by transferkit)")
+    if not np.isfinite(feats).all():
+        raise _BadEntry("holds NaN or infinite features")
+    return DomainDataset(feats, None, domain, classes, "vector")
+
+
+def _extract_into_cache(backbone: Backbone, dataset: DomainDataset, file: Path, kw: dict[str, Any]) -> DomainDataset:
+    """Extract into the cache; where it cannot be written (a full disk, a read-only folder, an entry that is a
+    folder or a link), extract in memory with a warning: a cache failure never fails the caller."""
+    if not os.path.lexists(file):
+        try:
+            extract_to_npz(backbone, dataset, file, **kw)
+            return load_features(file)
+        except RunDirError as exc:
+            _warn(f"the features are not cached: {exc}")
+    batches = list(iter_features(backbone, dataset, **kw))
+    feats = np.concatenate([b[0] for b in batches]).astype(np.float32, copy=False)
+    if not np.isfinite(feats).all():
+        raise DataError(f"backbone {backbone.spec!r} produced NaN/Inf features on {dataset.domain!r}")
+    return DomainDataset(feats, None, dataset.domain, list(dataset.classes), "vector")
+
+
+_warned: set[str] = set()
+
+
+def _warn(message: str) -> None:
+    """One yellow line on stderr, once per message and process."""
+    from rich.markup import escape
+
+    from transferkit.train.callbacks import console
+
+    if message not in _warned:
+        _warned.add(message)
+        console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False)
 
 
 def cache_key(backbone: Backbone, dataset: DomainDataset) -> str:

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from transferkit.content_digest import DigestError, file_digest
 from transferkit.data.pixels import array_to_pil, open_image
 from transferkit.data.waveform import read_audio
 from transferkit.errors import DataError
@@ -56,11 +57,17 @@ def modality(kind: str) -> Modality:
 
 
 def _hash_files(h: Any, paths: Iterable[Any]) -> None:
-    """Files by path, size and modification time: reading them all would cost what extraction costs."""
+    """Files by the SHA-256 of their bytes (:mod:`transferkit.content_digest`), never by path, size or time: this is
+    the key of the feature and twin caches, and a file rewritten in place (same name, size and second) must not
+    serve the old file's features. Each file is read once per process (then remembered by its identity); a few
+    thousand small images cost about what decoding them once costs."""
     for p in paths:
-        path = Path(p)
-        st = path.stat()
-        h.update(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
+        try:
+            digest = file_digest(p)
+        except DigestError as exc:
+            raise DataError(f"cannot hash the dataset's files: {exc}; was it changed while transferkit ran?") from None
+        h.update(digest.encode())
+        h.update(b"\0")
 
 
 def _hash_strings(h: Any, texts: Iterable[Any]) -> None:

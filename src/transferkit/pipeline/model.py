@@ -58,6 +58,7 @@ def _init_from(model: TransferModel, path: str) -> None:
         raise ConfigError(f"model.init_from: {path} does not fit this backbone and bottleneck (missing "
                           f"{missing[:3]}, other shapes {wrong[:3]}); use the same model.backbone and "
                           "model.bottleneck_dim as the run that wrote it")
+    _check_finite(state, path)
     take = {k: state[k] for k in body}
     meta = read_metadata(path)
     if META_TASKS in meta:
@@ -77,6 +78,18 @@ def _init_from(model: TransferModel, path: str) -> None:
             weights = _restandardised(weights, was, t)
         take.update({prefix + k: v for k, v in weights.items() if prefix + k in own})
     model.load_state_dict(take, strict=False)
+
+
+def _check_finite(state: dict[str, torch.Tensor], path: str) -> None:
+    """Refuse a starting model with NaN or infinite weights now, naming the file: training from it would stop at the
+    first step with advice to lower ``train.lr``, which cannot help."""
+    from transferkit.errors import ModelError
+
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise ModelError(f"model.init_from: {path} holds NaN or infinite weights ({', '.join(bad[:3])}"
+                         f"{', ...' if len(bad) > 3 else ''}); it cannot be trained from: start from a model of a "
+                         "run that finished, or drop --init-from")
 
 
 def _restandardised(weights: dict[str, torch.Tensor], was: Task, now: Task) -> dict[str, torch.Tensor]:

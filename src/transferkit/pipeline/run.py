@@ -32,7 +32,7 @@ from transferkit.pipeline.choose import (
 from transferkit.pipeline.data import RunData, check_sizes, load_run_data, trained_on
 from transferkit.pipeline.model import build_model, check_combination, loss_terms, source_only_config
 from transferkit.pipeline.report import report_header, save_feature_map, single_summary
-from transferkit.pipeline.resume import check_resume
+from transferkit.pipeline.resume import check_resume, data_digests, record_data
 from transferkit.pipeline.train import discrepancy_weights, train_model
 from transferkit.runs import RunDir, atomic_write_text
 from transferkit.train.callbacks import console
@@ -64,13 +64,15 @@ def _fit(cfg: RunConfig, *, overwrite: bool, resume: bool, progress: bool) -> di
     check_combination(cfg)
     check_sizes(cfg, first)
     run = RunDir(cfg.run_path)
-    check_resume(run, cfg, resume)
+    digests = data_digests(first)  # the data's content: a resume must find it unchanged
+    check_resume(run, cfg, resume, digests)
     # Under `accelerate launch` every process runs this; only the main one writes the run directory (a failure
     # there ends the launch, and with it the other processes).
     acc = process_accelerator(cfg.train.device, cfg.train.mixed_precision, cfg.train.grad_accum_steps)
     if acc.is_main_process:
         run.prepare(overwrite=overwrite, resume=resume)
         atomic_write_text(run.config, cfg.to_yaml())
+        record_data(run, digests, resume)
     acc.wait_for_everyone()
 
     per_seed = []
