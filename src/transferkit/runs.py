@@ -31,10 +31,47 @@ RUN_MARKER = "config.yaml"
 
 
 # -- atomic writes ------------------------------------------------------------------------------
-@contextlib.contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; move it into place only if the block succeeds."""
+def _not_replaceable(path: Path) -> str | None:
+    """Why ``path`` must not be replaced by a regular file, or None. What exists there is a regular file (or a link
+    to one), or nothing, or a link leading nowhere; anything else (a device node, a FIFO, a socket, a folder, a link
+    to one of them) is never replaced: run as root, ``--out /dev/null`` would swap the system's device for a file."""
+    import stat
+
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return None  # nothing there, or a dangling link (os.replace replaces the link itself)
+    except OSError as exc:
+        return f"cannot check it: {exc.strerror or exc}"
+    if stat.S_ISREG(mode):
+        return None
+    kind = ("a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else
+            "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else
+            "not a regular file")
+    link = f" (a link to {os.readlink(path)})" if path.is_symlink() else ""
+    return f"it is {kind}{link}"
+
+
+def check_output_file(path: str | Path, *, overwrite: bool, flag: str = "--out") -> Path:
+    """Check a file the user named for output before any work starts: it may be replaced only when it is a regular
+    file and ``overwrite`` says so; a device, FIFO, folder or a link to one is never replaced."""
     path = Path(path)
+    problem = _not_replaceable(path)
+    if problem is not None:
+        raise RunDirError(f"{flag} {path}: {problem}; transferkit writes only regular files: give a file path")
+    if os.path.lexists(path) and not overwrite:
+        raise RunDirError(f"{flag} {path} already exists; pass --overwrite to replace it, or give another path")
+    return path
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path, *, overwrite: bool = True) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; move it into place only if the block succeeds.
+
+    What is at ``path`` is checked before and again just before the move (the block may take minutes): only a
+    regular file is ever replaced, and with ``overwrite=False`` not even that."""
+    path = Path(path)
+    _check_target(path, overwrite)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -47,6 +84,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
         os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes it owner-only; a plain open() would not
+        _check_target(path, overwrite)
         os.replace(tmp_path, path)
     except OSError as exc:
         tmp_path.unlink(missing_ok=True)
@@ -54,6 +92,14 @@ def atomic_path(path: Path) -> Iterator[Path]:
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+def _check_target(path: Path, overwrite: bool) -> None:
+    problem = _not_replaceable(path)
+    if problem is not None:
+        raise RunDirError(f"cannot write {path}: {problem}; only a regular file is replaced")
+    if not overwrite and os.path.lexists(path):
+        raise RunDirError(f"cannot write {path}: it already exists (pass --overwrite to replace it)")
 
 
 def _read_umask() -> int:

@@ -14,17 +14,21 @@ from typing import Any
 
 
 def write_predictions_csv(model: Any, ds: Any, out: str | Path, *, batch_size: int = 256,
-                          progress: bool = True) -> None:
-    """Write ``model``'s predictions on ``ds`` (prepared for it: ``model.prepare(ds)``) to ``out`` atomically."""
-    from transferkit.evaluate.predict import predict_logits
-    from transferkit.runs import atomic_path
+                          progress: bool = True, overwrite: bool = True) -> None:
+    """Write ``model``'s predictions on ``ds`` (prepared for it: ``model.prepare(ds)``) to ``out`` atomically.
 
+    ``out`` is checked before predicting: an existing file is replaced only with ``overwrite`` (the CLI's
+    ``--overwrite``), and a device, FIFO or folder never (:func:`transferkit.runs.check_output_file`)."""
+    from transferkit.evaluate.predict import predict_logits
+    from transferkit.runs import atomic_path, check_output_file
+
+    out = check_output_file(out, overwrite=overwrite)
     if len(model.tasks) > 1 or model.tasks[0].field != "label":
-        _heads_csv(model, ds, Path(out), batch_size, progress)
+        _heads_csv(model, ds, out, batch_size, progress, overwrite)
         return
     logits, labels = predict_logits(model, ds, batch_size=batch_size, progress=progress)
     conf, pred = logits.softmax(1).max(1)
-    with atomic_path(Path(out)) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+    with atomic_path(out, overwrite=overwrite) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["index", "input", "label", "prediction", "confidence"])
         for i in range(len(ds)):
@@ -33,7 +37,7 @@ def write_predictions_csv(model: Any, ds: Any, out: str | Path, *, batch_size: i
             w.writerow([i, src, lab, model.classes[int(pred[i])], f"{float(conf[i]):.6f}"])
 
 
-def _heads_csv(model: Any, ds: Any, out: Path, batch_size: int, progress: bool) -> None:
+def _heads_csv(model: Any, ds: Any, out: Path, batch_size: int, progress: bool, overwrite: bool) -> None:
     """One column per head (two for a classifier: its class and confidence): a model with ``model.heads``."""
     from transferkit.evaluate.predict import predict_heads
     from transferkit.runs import atomic_path
@@ -52,7 +56,7 @@ def _heads_csv(model: Any, ds: Any, out: Path, batch_size: int, progress: bool) 
         else:
             values = t.decode(o)
             columns.append((t.name, [";".join(f"{float(v):.6g}" for v in row) for row in values]))
-    with atomic_path(out) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+    with atomic_path(out, overwrite=overwrite) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["index", "input", *(name for name, _ in columns)])
         for i in range(len(ds)):
