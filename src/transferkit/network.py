@@ -3,7 +3,9 @@
 The Hugging Face libraries read ``HF_HUB_OFFLINE``; torch.hub, torchvision, timm, MLflow clients and whatever
 library is added next do not. So transferkit enforces offline mode below all of them, on the socket: while it is
 on, connecting to a host other than loopback, or looking up a host name, raises :class:`NetworkDisabledError`
-before a packet leaves. Loopback stays open (``accelerate launch`` and ``torch.distributed`` rendezvous on it).
+before a packet leaves. Loopback stays open (``accelerate launch`` and ``torch.distributed`` rendezvous on it), so
+a proxy listening there could carry a request out: offline mode also removes the proxy variables (``HTTPS_PROXY``
+and every other ``*_proxy``) and sets ``no_proxy=*`` while it lasts, and puts them back when it ends.
 
 Two ways in, one mechanism:
 
@@ -32,10 +34,12 @@ from typing import Any
 from transferkit.errors import NetworkDisabledError
 
 HUB_OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")
+NO_PROXY_VARIABLES = ("no_proxy", "NO_PROXY")
 
 _lock = threading.Lock()
 _process_offline = False
 _scoped = 0
+_saved_proxies: dict[str, str | None] | None = None  # the proxy variables as they were before offline mode began
 
 
 def is_offline() -> bool:
@@ -49,6 +53,7 @@ def set_offline(enabled: bool) -> None:
     with _lock:
         _install()
         _process_offline = enabled
+        _sync_proxies()
     if enabled:
         _quiet_native_telemetry()
     for key in HUB_OFFLINE_VARIABLES:
@@ -69,11 +74,40 @@ def offline(enabled: bool = True) -> Iterator[None]:
     with _lock:
         _install()
         _scoped += 1
+        _sync_proxies()
     try:
         yield
     finally:
         with _lock:
             _scoped -= 1
+            _sync_proxies()
+
+
+def _is_proxy_variable(name: str) -> bool:
+    """``HTTPS_PROXY``, ``all_proxy``, ...: urllib reads every ``*_proxy`` variable, in either case."""
+    return name.lower().endswith("_proxy") and name.lower() != "no_proxy"
+
+
+def _sync_proxies() -> None:
+    """Offline, no proxy: a proxy listens on loopback, which stays open, and would carry the request out
+    (``HTTPS_PROXY=http://127.0.0.1:PORT`` took a torch.hub download out through ``CONNECT``). On entering offline
+    mode the proxy variables are removed and ``no_proxy=*`` is set (urllib and requests then bypass even a proxy
+    given in code); on leaving it they are put back as they were. Called with the lock held."""
+    global _saved_proxies
+    if is_offline() and _saved_proxies is None:
+        names = [k for k in os.environ if _is_proxy_variable(k)] + list(NO_PROXY_VARIABLES)
+        _saved_proxies = {k: os.environ.get(k) for k in names}
+        for key in names:
+            os.environ.pop(key, None)
+        for key in NO_PROXY_VARIABLES:
+            os.environ[key] = "*"
+    elif not is_offline() and _saved_proxies is not None:
+        for key in [k for k in os.environ if _is_proxy_variable(k)] + list(NO_PROXY_VARIABLES):
+            os.environ.pop(key, None)  # set while offline (by whatever ran then): not the user's
+        for key, value in _saved_proxies.items():
+            if value is not None:
+                os.environ[key] = value
+        _saved_proxies = None
 
 
 def _quiet_native_telemetry() -> None:
