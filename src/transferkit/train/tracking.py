@@ -10,8 +10,13 @@ stops; it never ends a training.
 - ``mlflow``: one MLflow run per transferkit run (per seed with several seeds) in a local store,
   ``sqlite:///<output_dir>/mlflow.db`` with artifacts under ``<output_dir>/mlartifacts`` (no server:
   ``mlflow ui --backend-store-uri sqlite:///runs/mlflow.db``), or any tracking URI (``tracking.mlflow_uri``,
-  a server included). Params are the flattened config; the report files are logged as artifacts. A resumed run
+  a server included). A folder (``./mlruns``, ``file:///...``) is MLflow's file store, which MLflow 3 keeps only
+  behind ``MLFLOW_ALLOW_FILE_STORE``: naming a folder is that choice, so transferkit sets it (unless it is set
+  already). Params are the flattened config; the report files are logged as artifacts. A resumed run
   continues the same MLflow run. MLflow's usage telemetry is switched off (``MLFLOW_DISABLE_TELEMETRY``).
+
+:func:`check_tracking` checks the settings before the run folder exists (a missing package, a store path that is
+a file); a tracker that still cannot open warns and the run goes on without it.
 
 Example:
     >>> from transferkit.runs import RunDir
@@ -149,6 +154,8 @@ class MlflowTracker:
             raise ConfigError("tracking 'mlflow' needs the mlflow package: pip install 'transferkit[track]'") from exc
         output_dir = Path(output_dir).resolve()
         local = uri is None
+        if uri is not None and file_store_path(uri) is not None and not os.environ.get("MLFLOW_ALLOW_FILE_STORE"):
+            os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"  # a folder was asked for (see the module docstring)
         self.uri = uri or f"sqlite:///{output_dir / 'mlflow.db'}"
         self.client = MlflowClient(tracking_uri=self.uri)
         found = self.client.get_experiment_by_name(experiment)
@@ -206,6 +213,16 @@ class MlflowTracker:
         self.client.set_terminated(self.run_id)
 
 
+def _open_one(kind: str, run: RunDir, run_name: str, mlflow_uri: str | None, experiment: str,
+              output_dir: str | Path | None) -> Tracker:
+    if kind == "csv":
+        return CsvTracker(run)
+    if kind == "tensorboard":
+        return TensorBoardTracker(run)
+    return MlflowTracker(run, run_name, mlflow_uri, experiment,
+                         Path(output_dir) if output_dir is not None else run.path.parent)
+
+
 def _now_ms() -> int:
     import time
 
@@ -249,6 +266,53 @@ def check_trackers(kinds: Iterable[str]) -> list[str]:
     return [k for k in TRACKERS if k in kinds]
 
 
+def file_store_path(uri: str) -> Path | None:
+    """The folder of an MLflow file store (a plain path or a ``file:`` URI), or None for any other URI."""
+    from urllib.parse import urlparse
+    from urllib.request import url2pathname
+
+    parsed = urlparse(uri)
+    scheme = parsed.scheme.lower()
+    if scheme == "file":
+        return Path(url2pathname(parsed.path))
+    if scheme == "" or (len(scheme) == 1 and uri[1:3] in (":\\", ":/")):  # a path (a Windows drive letter too)
+        return Path(uri)
+    return None
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///PATH`` URI (None for an in-memory or another URI)."""
+    if not uri.lower().startswith("sqlite:///"):
+        return None
+    rest = uri[len("sqlite:///"):]
+    return Path(rest) if rest and rest != ":memory:" else None
+
+
+def check_tracking(kinds: Iterable[str], mlflow_uri: str | None = None) -> list[str]:
+    """Check the tracking settings before the run folder is created: known names, each tracker's package installed,
+    and a local MLflow store that can be one (a folder that is not a file; a database that is a regular file).
+    Returns the trackers, as :func:`check_trackers`."""
+    import importlib.util
+
+    checked = check_trackers(kinds)
+    for kind, package in (("tensorboard", "tensorboard"), ("mlflow", "mlflow")):
+        if kind in checked and importlib.util.find_spec(package) is None:
+            raise ConfigError(f"tracking {kind!r} needs the {package} package: pip install 'transferkit[track]'")
+    if "mlflow" in checked and mlflow_uri is not None:
+        _check_local_store(mlflow_uri)
+    return checked
+
+
+def _check_local_store(uri: str) -> None:
+    folder, database = file_store_path(uri), _sqlite_path(uri)
+    if folder is not None and folder.exists() and not folder.is_dir():
+        raise ConfigError(f"tracking.mlflow_uri {uri!r} is a file, not a folder: an MLflow file store is a folder; "
+                          "give a folder or sqlite:///PATH.db")
+    if database is not None and database.exists() and not database.is_file():
+        raise ConfigError(f"tracking.mlflow_uri {uri!r}: {database} is not a regular file; give the path of an "
+                          "MLflow database file (sqlite:///PATH.db)")
+
+
 def open_trackers(
     kinds: Iterable[str], run: RunDir, *, run_name: str, config: dict[str, Any] | None = None,
     mlflow_uri: str | None = None, experiment: str = "transferkit", output_dir: str | Path | None = None,
@@ -256,13 +320,13 @@ def open_trackers(
     """Open the trackers ``kinds`` for ``run`` and log ``config`` to them."""
     opened: list[tuple[str, Tracker]] = []
     for kind in check_trackers(kinds):
-        if kind == "csv":
-            opened.append((kind, CsvTracker(run)))
-        elif kind == "tensorboard":
-            opened.append((kind, TensorBoardTracker(run)))
-        else:
-            opened.append((kind, MlflowTracker(run, run_name, mlflow_uri, experiment,
-                                               Path(output_dir) if output_dir is not None else run.path.parent)))
+        try:
+            opened.append((kind, _open_one(kind, run, run_name, mlflow_uri, experiment, output_dir)))
+        except ConfigError:
+            raise  # a missing package: the user's to fix (check_tracking says so before the run starts)
+        except Exception as exc:  # a store that cannot open (MLflow refuses it, a server is down): warn, go on
+            warnings.warn(f"tracking {kind!r} could not start: {type(exc).__name__}: {str(exc)[:300]}",
+                          RuntimeWarning, stacklevel=2)
     group = TrackerGroup(opened)
     if config is not None:
         group.log_config(config)
