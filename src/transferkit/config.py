@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from transferkit.errors import ConfigError
 from transferkit.field_help import FIELD_HELP
@@ -83,6 +83,17 @@ RESUME_MAY_CHANGE = frozenset({
 class _Strict(BaseModel):
     # NaN and ±inf are refused everywhere: `weight_decay: 1e400` (inf in YAML) trained a model of NaN weights
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bools_for_numbers(cls, v: Any, info: ValidationInfo) -> Any:
+        """pydantic reads ``true`` as 1 in a number field: ``--set train.epochs=true`` trained one epoch and
+        ``train.lr: true`` an LR of 1. A field takes true/false only where its type says bool."""
+        field = cls.model_fields.get(info.field_name or "")
+        if field is not None and _holds_bool(v) and not _takes_bool(field.annotation):
+            raise ValueError("takes a number or a name, not true/false (YAML reads unquoted yes/no/on/off as "
+                             "true/false: quote a name, e.g. 'off')")
+        return v
 
 
 class DataConfig(_Strict):
@@ -460,9 +471,9 @@ class RunConfig(_Strict):
     @field_validator("name")
     @classmethod
     def _safe_name(cls, v: str) -> str:
-        if not _NAME_RE.fullmatch(v) or ".." in v or len(v) > MAX_NAME_LENGTH:
-            raise ValueError(f"use up to {MAX_NAME_LENGTH} letters, digits, '.', '_' and '-' only (no '/', no '..', "
-                             "no spaces or line breaks); it names a folder")
+        problem = run_name_problem(v)
+        if problem is not None:
+            raise ValueError(problem)
         return v
 
     @model_validator(mode="after")
@@ -494,6 +505,31 @@ class RunConfig(_Strict):
     def from_yaml(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
         p = Path(path)
         return parse_config(load_yaml_mapping(p, "config file"), overrides, source=str(p))
+
+
+def _holds_bool(value: Any) -> bool:
+    """A bool, or a list of values with a bool among them (``seeds: [true]``)."""
+    return isinstance(value, bool) or (isinstance(value, (list, tuple)) and any(isinstance(x, bool) for x in value))
+
+
+def _takes_bool(annotation: Any) -> bool:
+    """Whether a field's type admits a bool anywhere (bool itself, Any, ``Literal[True]``, in a union or a list)."""
+    import typing
+
+    if annotation is bool or annotation is Any:
+        return True
+    if typing.get_origin(annotation) is Literal:
+        return any(isinstance(a, bool) for a in typing.get_args(annotation))
+    return any(_takes_bool(a) for a in typing.get_args(annotation))
+
+
+def run_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a run's folder inside its output folder, or None: the one rule for every command that
+    names a run (fit's ``name``, ``demo --name``, each sweep candidate)."""
+    if not _NAME_RE.fullmatch(name) or ".." in name or len(name) > MAX_NAME_LENGTH:
+        return (f"use up to {MAX_NAME_LENGTH} letters, digits, '.', '_' and '-' only (no '/', no '..', no spaces or "
+                "line breaks); it names a folder")
+    return None
 
 
 def load_yaml_mapping(path: Path, what: str = "config file") -> dict[str, Any]:

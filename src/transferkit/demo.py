@@ -26,7 +26,8 @@ from typing import Any
 
 from rich.table import Table
 
-from transferkit.config import parse_config
+from transferkit.config import parse_config, run_name_problem
+from transferkit.errors import ConfigError
 from transferkit.evaluate.metrics import format_mean_std, mean_std
 from transferkit.evaluate.plots import plot_bars
 from transferkit.experiment import fit
@@ -70,6 +71,9 @@ def run_demo(
     ``steps`` overrides the pre-training and adaptation length (tests use a tiny one)."""
     t_start = time.perf_counter()
     name = name or f"demo-{datetime.now():%Y%m%d-%H%M%S}"
+    problem = run_name_problem(name)
+    if problem is not None:  # `../escape` would put the demo outside --output-dir; 300 characters, no folder at all
+        raise ConfigError(f"demo --name {name[:120]!r}: {problem}")
     root = RunDir(Path(output_dir) / name)
     root.prepare(overwrite=overwrite)
     out = str(root.path)

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from transferkit.config import RunConfig, parse_config, parse_override
+from transferkit.config import RunConfig, parse_config, parse_override, run_name_problem
 from transferkit.errors import ConfigError
 from transferkit.runs import RunDir, atomic_write_text
 
@@ -89,7 +89,11 @@ def parse_axes(over: list[str]) -> list[tuple[str, list[Any] | Range]]:
 
 def expand_grid(over: list[str]) -> list[dict[str, Any]]:
     """``["method=dann,mcc", "lambda=0.1,1"]`` -> one override dict per combination (first key outermost)."""
-    axes = parse_axes(over)
+    return expand_grid_axes(parse_axes(over))
+
+
+def expand_grid_axes(axes: list[tuple[str, list[Any] | Range]]) -> list[dict[str, Any]]:
+    """:func:`expand_grid` on parsed axes."""
     ranged = [k for k, v in axes if isinstance(v, Range)]
     if ranged:
         raise ConfigError(f"--over {', '.join(ranged)}: a range is searched with trials, not expanded into a grid")
@@ -127,6 +131,7 @@ def run_sweep(
         # every value is checked against the config before the sweep folder exists: bad input writes nothing
         parse_config(_apply(base.model_dump(mode="json"), dict(zip([k for k, _ in axes], axis_values, strict=True))),
                      source="--over")
+    _check_candidate_names(axes, (trials or 8) if searched else None)
     root = RunDir(base.run_path)
     root.prepare(overwrite=overwrite)
 
@@ -136,7 +141,7 @@ def run_sweep(
     if searched:
         rows = _search(axes, candidate, trials or 8, seed)
     else:
-        rows = [candidate(i, overrides) for i, overrides in enumerate(expand_grid(over))]
+        rows = [candidate(i, overrides) for i, overrides in enumerate(expand_grid_axes(axes))]
 
     allowed = [r for r in rows if not r.collapsed]
     chosen = max(allowed, key=lambda r: r.score) if allowed else None
@@ -168,9 +173,8 @@ def _train_and_score(
     from transferkit.experiment import candidate_outputs, fit
     from transferkit.measure.selection import VALIDATORS, collapse_check
 
-    label = "-".join(re.sub(r"[^A-Za-z0-9._-]", "", f"{k.split('.')[-1]}{_short(v)}") for k, v in overrides.items())
     raw = base.model_dump(mode="json")
-    raw.update(name=f"{i:02d}-{label}", output_dir=str(root.path))
+    raw.update(name=candidate_name(i, overrides), output_dir=str(root.path))
     raw["adapt"]["guard"] = False  # the sweep itself is the selection
     cfg = parse_config(_apply(raw, overrides), source="--over")
     report = fit(cfg, progress=progress)
@@ -184,6 +188,43 @@ def _train_and_score(
     target = report["summary"].get("target", {}).get("accuracy")
     return SweepRow(cfg.name, overrides, float(np.mean(scores)), "; ".join(reasons),
                     None if target is None else target["mean"])
+
+
+def candidate_name(i: int, overrides: dict[str, Any]) -> str:
+    """The run name of candidate ``i``: its index and its values, e.g. ``00-methoddann-weight0.1``."""
+    label = "-".join(re.sub(r"[^A-Za-z0-9._-]", "", f"{k.split('.')[-1]}{_short(v)}") for k, v in overrides.items())
+    return f"{i:02d}-{label}"
+
+
+# The longest label a float of a range can give (`.3g`: -1.23e-05); an integer range's is its longer bound's.
+_WIDEST_FLOAT = -1.23e-05
+
+
+def _check_candidate_names(axes: list[tuple[str, list[Any] | Range]], trials: int | None) -> None:
+    """Every candidate's run name is checked before the first one trains (a 110-character value used to fail after
+    the first candidate had trained, leaving no sweep.json). A search's names are checked with each range at its
+    widest value and each listed value, at the last trial's index."""
+    keys = [k for k, _ in axes]
+    if trials is None:
+        combos = [(i, dict(combo)) for i, combo in enumerate(expand_grid_axes(axes))]
+    else:
+        widest = [[_widest(v)] if isinstance(v, Range) else v for _, v in axes]
+        combos = [(trials - 1, dict(zip(keys, values, strict=True))) for values in itertools.product(*widest)]
+    for i, overrides in combos:
+        name = candidate_name(i, overrides)
+        problem = run_name_problem(name)
+        if problem is not None:
+            values = ", ".join(f"{k}={str(v)[:40]}" for k, v in overrides.items())
+            shown = repr(name) if len(name) <= 60 else f"{name[:60]!r}... ({len(name)} characters)"
+            raise ConfigError(f"--over {values}: the candidate's run name {shown} cannot be a folder: {problem}; "
+                              "use shorter values or fewer characters outside A-Z, 0-9, '.', '_', '-' (the run name "
+                              "holds every value)")
+
+
+def _widest(axis: Range) -> Any:
+    if axis.integer:
+        return max(int(axis.low), int(axis.high), key=lambda v: len(str(v)))
+    return _WIDEST_FLOAT
 
 
 def _short(value: Any) -> Any:
