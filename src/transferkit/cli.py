@@ -85,6 +85,52 @@ def _parse_seeds(text: str | None) -> list[int] | None:
     return seeds
 
 
+def _within(low: int, high: int | None = None) -> Any:
+    """A callback that keeps an integer flag in [low, high] (typer's own ``min=`` widens every --help's type
+    column past 80 characters): a usage error and exit code 2 before any work, not a traceback after it."""
+
+    def check(value: int | None) -> int | None:
+        if value is not None and (value < low or (high is not None and value > high)):
+            bounds = f"at least {low}" if high is None else f"from {low} to {high}"
+            raise typer.BadParameter(f"{value} is out of range: give a whole number {bounds}")
+        return value
+
+    return check
+
+
+def _device(value: str) -> str:
+    """``--device``: auto, cpu, cuda or cuda:N, checked before any work starts (torch's own error for ``foo`` is a
+    traceback, and comes after the data has loaded)."""
+    import re
+
+    if not re.fullmatch(r"auto|cpu|cuda(:\d{1,3})?", value):
+        raise typer.BadParameter(f"{value!r} is not a device; use auto, cpu, cuda or cuda:N")
+    if ":" in value:
+        import torch
+
+        count = torch.cuda.device_count()
+        if int(value.split(":")[1]) >= count:
+            raise typer.BadParameter(f"{value!r}: this machine has {count} CUDA device(s) (cuda:0 is the first)")
+    return value
+
+
+DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N (feature extraction)", callback=_device)]
+OverwriteFileOpt = Annotated[bool, typer.Option("--overwrite", help="replace an existing output file")]
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 8, 4096  # backbone_kwargs.image_size's range (models/backbones.py)
+
+
+def _write_json_out(path: Path, obj: Any, overwrite: bool) -> None:
+    """``--json``: checked before the work (``check_output_file``) and again as it is moved into place."""
+    from transferkit.runs import atomic_path
+
+    try:
+        with atomic_path(path, overwrite=overwrite) as tmp:
+            tmp.write_text(json.dumps(obj, indent=2), encoding="utf-8")
+    except TransferkitError as exc:
+        _fail(str(exc))
+    console.print(f"wrote {path}")
+
+
 # `transferkit fit`'s flags that set a config key (a test checks that every key exists in RunConfig)
 FIT_FLAG_KEYS = {
     "name": "name", "source": "data.source", "target": "data.target", "backbone": "model.backbone",
@@ -161,6 +207,9 @@ def fit(
             overrides[k] = v
         cfg = RunConfig.from_yaml(config, overrides) if config else parse_config({}, overrides, source="flags")
         from transferkit.experiment import fit as run_fit
+        from transferkit.train.tracking import check_tracking
+
+        check_tracking(cfg.tracking.log_to, cfg.tracking.mlflow_uri)  # before the run folder exists
 
         report = run_fit(cfg, overwrite=overwrite, resume=resume, progress=progress)
     except TransferkitError as exc:
@@ -201,8 +250,9 @@ def evaluate(
     run: Annotated[Path, typer.Argument(help="run directory written by `transferkit fit`")],
     data: Annotated[str, typer.Option(help="labelled data to score on: a dataset name or a path")],
     split: Annotated[str, typer.Option(help="split of --data")] = "test",
-    seed: Annotated[int | None, typer.Option(help="which seed's model, for multi-seed runs")] = None,
-    batch_size: Annotated[int, typer.Option(help="batch size")] = 256,
+    seed: Annotated[int | None, typer.Option(help="which seed's model, for multi-seed runs",
+                                             callback=_within(0))] = None,
+    batch_size: Annotated[int, typer.Option(help="batch size", callback=_within(1, 65536))] = 256,
     trust_remote_code: TrustCodeOpt = False,
 ) -> None:
     """Score a trained run on labelled data: accuracy, macro-F1, ECE, per-class accuracy.
@@ -246,8 +296,10 @@ def predict(
     data: Annotated[str, typer.Option(help="data to predict: a dataset name or a path (see `transferkit fit`)")],
     out: Annotated[Path, typer.Option(help="CSV file to write")] = Path("predictions.csv"),
     split: Annotated[str, typer.Option(help="split of --data")] = "test",
-    seed: Annotated[int | None, typer.Option(help="which seed's model, for multi-seed runs")] = None,
-    batch_size: Annotated[int, typer.Option(help="batch size")] = 256,
+    seed: Annotated[int | None, typer.Option(help="which seed's model, for multi-seed runs",
+                                             callback=_within(0))] = None,
+    batch_size: Annotated[int, typer.Option(help="batch size", callback=_within(1, 65536))] = 256,
+    overwrite: OverwriteFileOpt = False,
     trust_remote_code: TrustCodeOpt = False,
 ) -> None:
     """Predict classes for new data and write a CSV (index, input, label, prediction, confidence); a model with
@@ -263,11 +315,12 @@ def predict(
         from transferkit.data import load_data
         from transferkit.evaluate.predictions_csv import write_predictions_csv
         from transferkit.models.heads import TransferModel
-        from transferkit.runs import RunDir
+        from transferkit.runs import RunDir, check_output_file
 
+        check_output_file(out, overwrite=overwrite)  # before the model and the data load
         model = TransferModel.load(RunDir(run).find_model(seed))
         ds = model.prepare(load_data(data, split))
-        write_predictions_csv(model, ds, out, batch_size=batch_size)
+        write_predictions_csv(model, ds, out, batch_size=batch_size, overwrite=overwrite)
     except TransferkitError as exc:
         _fail(str(exc))
     console.print(f"wrote {len(ds)} predictions to {out}")
@@ -284,10 +337,11 @@ def extract(
         bool, typer.Option("--pretrained", help="pretrained weights from an installed package")
     ] = False,
     split: Annotated[str, typer.Option(help="split of --data")] = "train",
-    batch_size: Annotated[int | None, typer.Option(help="batch size (default: 16 on CPU, 128 on GPU)")] = None,
-    num_workers: Annotated[int, typer.Option(help="data-loading worker processes")] = 0,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
-    overwrite: Annotated[bool, typer.Option(help="replace an existing output file")] = False,
+    batch_size: Annotated[int | None, typer.Option(help="batch size (default: 16 on CPU, 128 on GPU)",
+                                                   callback=_within(1, 65536))] = None,
+    num_workers: Annotated[int, typer.Option(help="data-loading worker processes", callback=_within(0, 64))] = 0,
+    device: DeviceOpt = "auto",
+    overwrite: OverwriteFileOpt = False,
     online: Annotated[bool, typer.Option(help=_help("online"))] = False,
     trust_pickle: TrustPickleOpt = False,
     trust_remote_code: TrustCodeOpt = False,
@@ -305,11 +359,11 @@ def extract(
         from transferkit.features import extract_to_npz
         from transferkit.models.backbones import backbone_for, check_input_kind
         from transferkit.models.pretrained import trusting_pickle
+        from transferkit.runs import check_output_file
 
-        if out.exists() and not overwrite:
-            _fail(f"{out} already exists; pass --overwrite to replace it")
         if out.suffix != ".npz":
             _fail(f"--out must end in .npz, got {out}")
+        check_output_file(out, overwrite=overwrite)
         ds = load_data(data, split)
         with trusting_pickle(trust_pickle):
             bb = backbone_for(backbone, ds, weights=weights, pretrained=pretrained, online=online)
@@ -328,8 +382,8 @@ def sweep(
         "--over", help="key=v1,v2,... or key=low:high[:log] (method, lambda, lr, epochs, or a.b)")],
     select: Annotated[str, typer.Option(help="label-free validator: dev, iwcv, snd, entropy, info_max, ...")]
     = "dev",
-    trials: Annotated[int | None, typer.Option(help="runs Optuna proposes when an axis is a range (default 8)")]
-    = None,
+    trials: Annotated[int | None, typer.Option(help="runs Optuna proposes when an axis is a range (default 8)",
+                                               callback=_within(1))] = None,
     name: Annotated[str | None, typer.Option(help="sweep name: the folder under the config's output_dir")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="override a base field: section.field=value")] = None,
     overwrite: Annotated[bool, typer.Option(help="replace an existing sweep directory")] = False,
@@ -356,6 +410,9 @@ def sweep(
             overrides[k] = v
         base = RunConfig.from_yaml(config, overrides)
         from transferkit.sweep import run_sweep
+        from transferkit.train.tracking import check_tracking
+
+        check_tracking(base.tracking.log_to, base.tracking.mlflow_uri)  # before the sweep folder exists
 
         result = run_sweep(base, over, select, trials=trials, overwrite=overwrite, progress=progress)
     except TransferkitError as exc:
@@ -393,11 +450,14 @@ def rank(
     metrics: Annotated[str, typer.Option(help="comma-separated: logme, hscore, gbc, transrate, leep, nce")]
     = "logme,hscore,transrate",
     split: Annotated[str, typer.Option(help="split of --data to score on")] = "train",
-    limit: Annotated[int | None, typer.Option(help="score on a class-balanced subset of this many items")] = None,
-    image_size: Annotated[int | None, typer.Option(help="resize images to this many pixels (timm/torchvision)")]
+    limit: Annotated[int | None, typer.Option(help="score on a class-balanced subset of this many items",
+                                              callback=_within(2))]
     = None,
+    image_size: Annotated[int | None, typer.Option(help="resize images to this many pixels (timm/torchvision)",
+                                                   callback=_within(MIN_IMAGE_SIZE, MAX_IMAGE_SIZE))] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="also write the ranking to this JSON file")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda (feature extraction)")] = "auto",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing --json file")] = False,
+    device: DeviceOpt = "auto",
     online: Annotated[bool, typer.Option(help=_help("online"))] = False,
     trust_remote_code: TrustCodeOpt = False,
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
@@ -413,7 +473,10 @@ def rank(
     try:
         from transferkit.data import load_data
         from transferkit.measure.ranking import rank_backbones
+        from transferkit.runs import check_output_file
 
+        if json_out is not None:
+            check_output_file(json_out, overwrite=overwrite, flag="--json")
         ds = load_data(data, split)
         if limit is not None:
             if limit < 2 * ds.num_classes:
@@ -439,11 +502,8 @@ def rank(
     if any(r.scores[m] is None for r in rows for m in names):
         console.print("–: LEEP and NCE need a source classifier (a model file from `transferkit fit`)")
     if json_out is not None:
-        from transferkit.runs import atomic_write_text
-
-        atomic_write_text(json_out, json.dumps({"data": data, "split": split, "n": len(ds),
-                                                "rows": [r.__dict__ for r in rows]}, indent=2))
-        console.print(f"wrote {json_out}")
+        _write_json_out(json_out, {"data": data, "split": split, "n": len(ds), "rows": [r.__dict__ for r in rows]},
+                        overwrite)
 
 
 @app.command()
@@ -461,12 +521,15 @@ def measure(
     measures: Annotated[
         str | None, typer.Option(help="comma-separated: mmd2, proxy_a, coral, wasserstein, sliced_wasserstein")
     ] = None,
-    max_samples: Annotated[int, typer.Option(help="per domain, for the permutation test, A-distance and OT")] = 1000,
-    permutations: Annotated[int, typer.Option(help="permutations of the MMD test")] = 500,
+    max_samples: Annotated[int, typer.Option(help="per domain, for the permutation test, A-distance and OT",
+                                             callback=_within(2))] = 1000,
+    permutations: Annotated[int, typer.Option(help="permutations of the MMD test", callback=_within(0))] = 500,
     per_class: Annotated[bool, typer.Option("--per-class", help="also MMD² per source class")] = False,
-    seed: Annotated[int, typer.Option(help="seed of the subsamples and permutations")] = 0,
+    seed: Annotated[int, typer.Option(help="seed of the subsamples and permutations",
+                                     callback=_within(0, 2**32 - 1))] = 0,
     json_out: Annotated[Path | None, typer.Option("--json", help="also write the results to this JSON file")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda (feature extraction)")] = "auto",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing --json file")] = False,
+    device: DeviceOpt = "auto",
     online: Annotated[bool, typer.Option(help=_help("online"))] = False,
     trust_pickle: TrustPickleOpt = False,
     trust_remote_code: TrustCodeOpt = False,
@@ -482,7 +545,10 @@ def measure(
     try:
         from transferkit.measure.domain_gap import measure_domains
         from transferkit.models.pretrained import trusting_pickle
+        from transferkit.runs import check_output_file
 
+        if json_out is not None:
+            check_output_file(json_out, overwrite=overwrite, flag="--json")
         with trusting_pickle(trust_pickle):
             result = measure_domains(
                 source, target, split=split, backbone=backbone, weights=weights, pretrained=pretrained,
@@ -503,10 +569,7 @@ def measure(
         console.print(f"MMD² per class (target classes from {result.per_class_from}): "
                       + ", ".join(f"{k} {'–' if v is None else f'{v:.3g}'}" for k, v in result.per_class.items()))
     if json_out is not None:
-        from transferkit.runs import atomic_write_text
-
-        atomic_write_text(json_out, json.dumps(result.to_dict(), indent=2))
-        console.print(f"wrote {json_out}")
+        _write_json_out(json_out, result.to_dict(), overwrite)
 
 
 @app.command()
@@ -554,8 +617,9 @@ def demo(
                                        "strategy (longer)")] = False,
     steps: Annotated[int | None, typer.Option(help="pre-training and adaptation steps (default 1000; with "
                                                    "--full, the default budget)", min=1)] = None,
-    shots: Annotated[int, typer.Option(help="labelled target images per class")] = 10,
-    finetune_epochs: Annotated[int, typer.Option(help="epochs of each few-shot fine-tuning")] = 40,
+    shots: Annotated[int, typer.Option(help="labelled target images per class", callback=_within(1))] = 10,
+    finetune_epochs: Annotated[int, typer.Option(help="epochs of each few-shot fine-tuning",
+                                                 callback=_within(1, 100000))] = 40,
     overwrite: Annotated[bool, typer.Option(help="replace an existing run directory")] = False,
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
 ) -> None:
