@@ -109,7 +109,8 @@ def test_image_files_rewritten_in_place_change_the_dataset_fingerprint(tmp_path:
     ds = DomainDataset(paths, np.array([0, 1, 0, 1]), "imgs", ["a", "b"], "image")
     before = ds.fingerprint()
     st = os.stat(paths[0])
-    Image.fromarray(np.full((8, 8), 200, np.uint8)).save(paths[0], compress_level=0)  # same size, same time: other pixels
+    # same size, same time: other pixels
+    Image.fromarray(np.full((8, 8), 200, np.uint8)).save(paths[0], compress_level=0)
     os.utime(paths[0], ns=(st.st_atime_ns, st.st_mtime_ns))
     assert os.stat(paths[0]).st_size == st.st_size
     assert ds.fingerprint() != before
@@ -311,3 +312,30 @@ def test_init_from_a_model_with_nan_weights_names_the_file(tmp_path: Path) -> No
     line = " ".join(text.split())
     assert str(bad) in line and "NaN" in line and "train.lr" not in line and "Traceback" not in text
     assert not (out / "B").exists()
+
+
+def test_every_file_the_model_starts_from_enters_the_twin_key_by_content(tmp_path: Path) -> None:
+    from transferkit.config import parse_config
+    from transferkit.data.domain import DomainDataset
+    from transferkit.train.twin_cache import twin_key
+
+    data = [DomainDataset(np.zeros((4, 3), np.float32), np.array([0, 1, 0, 1]), "d", ["a", "b"], "vector"), None,
+            None]
+    weights, model_file, folder = tmp_path / "w.safetensors", tmp_path / "m.safetensors", tmp_path / "m.backbone"
+    save_file({"w": torch.zeros(2)}, str(weights))
+    folder.mkdir()
+    (folder / "vocab.txt").write_text("a\nb\n")
+    save_file({"w": torch.zeros(2)}, str(model_file), metadata={"transferkit.backbone": "hf:m.backbone"})
+
+    def keys() -> list[str | None]:
+        cfgs = [{"backbone": "mlp", "weights": str(weights)}, {"backbone": f"file:{model_file}"},
+                {"backbone": f"hf:{folder}"}]
+        return [twin_key(parse_config({"output_dir": str(tmp_path), "model": m}), 0, 10, data) for m in cfgs]
+
+    before = keys()
+    assert None not in before
+    save_file({"w": torch.ones(2)}, str(weights))  # the same path, other weights
+    (folder / "vocab.txt").write_text("a\nc\n")  # a file the file: model names beside it, and the hf: folder
+    after = keys()
+    assert all(a != b for a, b in zip(before, after, strict=True))
+    assert keys() == after  # and stable while nothing changes
