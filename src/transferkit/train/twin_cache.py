@@ -183,7 +183,9 @@ def _verified_entry(path: Path, size: int, own: dict[str, torch.Tensor]) -> dict
             if tuple(sl.get_shape()) != tuple(v.shape) or sl.get_dtype() != _st_dtype(v.dtype):
                 raise _BadEntry(f"holds {k} of another shape or type than the model's")
         state = {k: f.get_tensor(k) for k in own}
-    if stored is None or stored != state_digest(state):
+    if stored is None:
+        raise _BadEntry("has no stored digest (an older transferkit wrote it, or not transferkit)")
+    if stored != state_digest(state):
         raise _BadEntry("does not match the digest stored with it (damaged, or not written by transferkit)")
     bad = next((k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
     if bad is not None:
