@@ -522,8 +522,8 @@ def measure(
         str | None, typer.Option(help="comma-separated: mmd2, proxy_a, coral, wasserstein, sliced_wasserstein")
     ] = None,
     max_samples: Annotated[int, typer.Option(help="per domain, for the permutation test, A-distance and OT",
-                                             callback=_within(2))] = 1000,
-    permutations: Annotated[int, typer.Option(help="permutations of the MMD test", callback=_within(0))] = 500,
+                                             callback=_within(10))] = 1000,
+    permutations: Annotated[int, typer.Option(help="permutations of the MMD test", callback=_within(1))] = 500,
     per_class: Annotated[bool, typer.Option("--per-class", help="also MMD² per source class")] = False,
     seed: Annotated[int, typer.Option(help="seed of the subsamples and permutations",
                                      callback=_within(0, 2**32 - 1))] = 0,

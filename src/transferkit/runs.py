@@ -39,10 +39,8 @@ def _not_replaceable(path: Path) -> str | None:
 
     try:
         mode = path.stat().st_mode
-    except FileNotFoundError:
-        return None  # nothing there, or a dangling link (os.replace replaces the link itself)
-    except OSError as exc:
-        return f"cannot check it: {exc.strerror or exc}"
+    except OSError:
+        return None  # nothing there, a dangling link (os.replace replaces the link itself), or the write will fail
     if stat.S_ISREG(mode):
         return None
     kind = ("a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else
