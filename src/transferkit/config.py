@@ -449,7 +449,8 @@ class TrackingConfig(_Strict):
         default_factory=list, description=FIELD_HELP["tracking.log_to"]
     )
     mlflow_uri: str | None = Field(
-        None, description="MLflow tracking URI (a server or a database); default: sqlite:///<output_dir>/mlflow.db"
+        None, description="MLflow tracking URI (a server, a database sqlite:///PATH or a folder, MLflow's file "
+        "store); default: sqlite:///<output_dir>/mlflow.db"
     )
     experiment: str = Field("transferkit", description="MLflow experiment name")
 
