@@ -37,6 +37,7 @@ from transferkit.pipeline.train import discrepancy_weights, train_model
 from transferkit.runs import RunDir, atomic_write_text
 from transferkit.train.callbacks import console
 from transferkit.train.processes import process_accelerator
+from transferkit.train.tracking import check_tracking
 from transferkit.train.twin_cache import describe as describe_twin
 from transferkit.train.twin_cache import load_twin, store_twin, twin_key
 
@@ -63,6 +64,7 @@ def _fit(cfg: RunConfig, *, overwrite: bool, resume: bool, progress: bool) -> di
         training_transform(probe_model.backbone)  # a backbone with no image config -> ConfigError now
     check_combination(cfg)
     check_sizes(cfg, first)
+    check_tracking(cfg.tracking.log_to, cfg.tracking.mlflow_uri)  # a missing package, a store that is a file
     run = RunDir(cfg.run_path)
     digests = data_digests(first)  # the data's content: a resume must find it unchanged
     check_resume(run, cfg, resume, digests)
