@@ -15,6 +15,7 @@ from transferkit.data.catalog import load_dataset as load_dataset
 from transferkit.data.domain import DomainDataset as DomainDataset
 from transferkit.data.domain import PairedLoader as PairedLoader
 from transferkit.data.domain import check_label_sets as check_label_sets
+from transferkit.data.limits import regular_file_problem
 from transferkit.errors import DataError
 
 __all__ = ["DomainDataset", "PairedLoader", "check_label_sets", "list_datasets", "load_data", "load_dataset"]
@@ -52,6 +53,9 @@ def load_data(spec: str, split: str = "train", root: str | Path | None = None) -
     if data_format is not None:
         return data_format.load(spec, split)
     path = Path(spec).expanduser()
+    problem = regular_file_problem(path)
+    if path.exists() and not path.is_dir() and problem is not None:  # a FIFO or a device: say so
+        raise DataError(f"data {path} {problem}")
     if path.is_file():
         readable = "; ".join(f.description for f in data_formats())
         raise DataError(f"{path}: unsupported data file type {path.suffix.lower()!r}; readable: {readable}")

@@ -42,8 +42,9 @@ import numpy as np
 import torch
 
 from transferkit.data.domain import DomainDataset, bad_files_error
+from transferkit.data.limits import regular_file_problem
 from transferkit.data.waveform import Waveform as Waveform  # re-exported: audio's public vocabulary
-from transferkit.data.waveform import header_problem, soundfile_module
+from transferkit.data.waveform import header_problem, info_problem, soundfile_module
 from transferkit.data.waveform import read_audio as read_audio
 from transferkit.errors import DataError
 
@@ -68,12 +69,11 @@ def verify_audio(paths: Iterable[str | Path]) -> None:
     for p in paths:
         n += 1
         path = Path(p)
-        problem = header_problem(path) if path.is_file() else "missing"
+        problem = "missing" if not os.path.lexists(path) else regular_file_problem(path) or header_problem(path)
         if problem is None:
             try:
                 info = sf.info(str(path))
-                if info.frames <= 0:
-                    problem = "holds no samples"
+                problem = "holds no samples" if info.frames <= 0 else info_problem(info)
             except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
                 problem = str(exc) or type(exc).__name__
         if problem is not None:
@@ -100,6 +100,39 @@ def resample(samples: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarra
     g = gcd(int(orig_rate), int(target_rate))
     out = resample_poly(np.asarray(samples, dtype=np.float32), int(target_rate) // g, int(orig_rate) // g)
     return out.astype(np.float32, copy=False)
+
+
+def resample_to_length(samples: np.ndarray, orig_rate: int, target_rate: int, length: int) -> np.ndarray:
+    """``fit_length(resample(samples, orig_rate, target_rate), length)``, bit for bit, without resampling what the
+    crop throws away.
+
+    Resampling first made the output as long as the whole recording at the new rate: a 2 MB WAV that declares 1 Hz
+    became 16,000 times longer (59.6 GiB) before its centre was kept. Only the input samples under the kept window,
+    plus the filter's half-length on each side, are resampled now; the piece starts on a multiple of the
+    decimation factor, so its output samples are the full output's own (same taps, same order).
+
+    Example:
+        >>> x = np.random.default_rng(0).standard_normal(44100).astype(np.float32)
+        >>> bool(np.array_equal(resample_to_length(x, 44100, 16000, 8000),
+        ...                     fit_length(resample(x, 44100, 16000), 8000)))
+        True
+    """
+    if orig_rate <= 0 or target_rate <= 0:
+        raise DataError(f"sample rates must be positive, got {orig_rate} -> {target_rate} Hz")
+    g = gcd(int(orig_rate), int(target_rate))
+    up, down = int(target_rate) // g, int(orig_rate) // g
+    n_in = len(samples)
+    n_out = -(-n_in * up // down)
+    if up == down or n_out <= length:  # nothing is cropped: resample it all
+        return fit_length(resample(samples, orig_rate, target_rate), length)
+    start = (n_out - length) // 2  # fit_length keeps the centre
+    margin = 10 * max(up, down) // up + 2  # resample_poly's filter half-length, in input samples
+    first = max(0, start * down // up - margin)
+    first -= first % down
+    last = min(n_in, -(-(start + length) * down // up) + margin)
+    out = resample(samples[first:last], orig_rate, target_rate)
+    offset = first * up // down
+    return out[start - offset : start - offset + length]
 
 
 def fit_length(samples: np.ndarray, length: int) -> np.ndarray:
@@ -154,8 +187,7 @@ class AudioTransform:
     def __call__(self, item: Waveform) -> torch.Tensor:
         if not isinstance(item, Waveform):
             raise DataError(f"an audio backbone reads decoded audio (Waveform), got {type(item).__name__}")
-        x = resample(item.samples, item.sample_rate, self.sample_rate)
-        x = fit_length(x, self.num_samples)
+        x = resample_to_length(item.samples, item.sample_rate, self.sample_rate, self.num_samples)
         if self.normalize == "peak":
             peak = float(np.abs(x).max())
             x = x * (self.level / peak) if peak > 1e-8 else x

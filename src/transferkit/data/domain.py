@@ -296,6 +296,52 @@ def check_label_sets(source: DomainDataset, target: DomainDataset) -> None:
         )
 
 
+MAX_CLASS_ID = 2**63 - 1  # class ids become int64 indices
+MAX_EXACT_FLOAT = 2**53  # past it a float is no exact whole number: 1e30 stands for a range of integers, not one
+
+
+def numeric_labels(values: np.ndarray, where: str) -> np.ndarray:
+    """Numeric labels (bool, integer or float arrays) as int64, checked as values *before* the cast.
+
+    A cast alone wraps: uint64 ``2**63 + 1`` and float ``1e30`` both became ``-9223372036854775808``, a phantom
+    class. So a float label must be finite, whole and at most :data:`MAX_EXACT_FLOAT` in size, and an integer one
+    fit int64; anything else is refused naming ``where`` and the value as written. Negative labels pass: each
+    caller has its own rule for them (svmlight's -1/+1).
+
+    Raises:
+        DataError: a value that is no exact class id, or a dtype that holds no numbers.
+    """
+    a = np.asarray(values)
+    if a.dtype.kind == "u" and a.size and int(a.max()) > MAX_CLASS_ID:
+        raise label_range_error(where, int(a.max()))
+    if a.dtype.kind in "biu":
+        return a.astype(np.int64)
+    if a.dtype.kind != "f":
+        raise DataError(f"{where}: labels must be integers or strings, got dtype {a.dtype}")
+    finite = np.isfinite(a)
+    if not finite.all():
+        raise DataError(f"{where}: label {float(a[~finite][0])!r} is not a number; label every item with a class")
+    whole = a == np.round(a)
+    if not whole.all():
+        raise DataError(
+            f"{where}: labels must be integers or strings; {float(a[~whole][0])!r} is not a whole number "
+            "(regression targets are not class labels)"
+        )
+    big = np.abs(a) > MAX_EXACT_FLOAT
+    if big.any():
+        raise label_range_error(where, float(a[big][0]))
+    return a.astype(np.int64)
+
+
+def label_range_error(where: str, value: float) -> DataError:
+    """The error for a number too large to be one class id, showing it as written (``1e+30``, not ``-2**63``)."""
+    shown = repr(value) if isinstance(value, float) else str(value)
+    return DataError(
+        f"{where}: label {shown} is too large to be a class id (integer labels must lie in 0..2**63-1, and a float "
+        "is an exact whole number only up to 2**53); fix the label, or write the labels as names (strings)"
+    )
+
+
 def integer_classes(labels: Sequence[int] | np.ndarray, where: str) -> list[str]:
     """Class names for non-negative integer labels: the values that occur, in numeric order (``"0".."9"``; labels
     1..10 give ``"1".."10"``, not an empty class ``"0"``). Label ``v`` is class ``classes.index(str(v))``.
@@ -304,6 +350,10 @@ def integer_classes(labels: Sequence[int] | np.ndarray, where: str) -> list[str]
     (counting 0..max) a 2,025-class head that trains without complaint and scores 0: where most of the range
     ``0..max`` never occurs, the labels are refused, naming ``where`` and the largest values. A few gaps are fine.
     """
+    if not isinstance(labels, np.ndarray):  # Python integers (parsed text) have no upper bound: check before the cast
+        outside = next((v for v in labels if not -MAX_CLASS_ID - 1 <= v <= MAX_CLASS_ID), None)
+        if outside is not None:
+            raise label_range_error(where, outside)
     values, counts = np.unique(np.asarray(labels, dtype=np.int64), return_counts=True)
     if not len(values):
         return []

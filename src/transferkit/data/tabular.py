@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,17 @@ from typing import Any
 import numpy as np
 import scipy.sparse
 
-from transferkit.data.domain import DomainDataset, Kind, integer_classes, integer_positions
+from transferkit.data.domain import (
+    MAX_EXACT_FLOAT,
+    DomainDataset,
+    Kind,
+    integer_classes,
+    integer_positions,
+    label_range_error,
+    numeric_labels,
+)
+from transferkit.data.limits import allocating, array_bytes, check_allocation, regular_file_problem
+from transferkit.data.text import first_undecodable_line
 from transferkit.errors import DataError
 
 ALL_SPLITS = "all"
@@ -35,8 +46,6 @@ SPLIT_COLUMN = "split"
 DOMAIN_COLUMN = "domain"
 DEFAULT_LABEL_COLUMN = "label"
 SVMLIGHT_SUFFIXES = (".svm", ".svmlight", ".libsvm")
-# svmlight rows are densified (DomainDataset indexes rows of one array): refuse a width that cannot fit, early.
-MAX_DENSE_BYTES = 8 * 2**30
 
 
 # -- numpy arrays ------------------------------------------------------------------------------
@@ -95,7 +104,7 @@ def load_arrays(path: str | Path, split: str = "train") -> DomainDataset:
     if ys[0] is None:
         labels, classes = None, _npz_class_names(arrays, path) or []
     else:
-        all_labels = [arrays[k] for k in arrays if k == "y" or k.startswith("y_")]
+        all_labels = {k: arrays[k] for k in arrays if k == "y" or k.startswith("y_")}
         y = ys[0] if len(ys) == 1 else np.concatenate([np.asarray(v).ravel() for v in ys])
         labels, classes = _npz_labels(y, all_labels, _npz_class_names(arrays, path), path)
     meta: dict[str, Any] = {"path": str(path), "split": split, **_npz_fields(arrays, [k for _, _, k in parts])}
@@ -120,25 +129,24 @@ def load_mat(path: str | Path, split: str = "train", x: str | None = None, y: st
 
     Raises:
         DataError: not a readable format-5 file (a MATLAB 7.3 file is HDF5: save with ``-v7``), no such key,
-            non-numeric or non-finite features, labels that do not match the rows.
+            non-numeric or non-finite features, labels that do not match the rows, or arrays (a sparse matrix
+            densified) over the memory budget of :mod:`transferkit.data.limits`.
     """
-    import scipy.io
-
     path = _existing_file(path)
-    try:
-        arrays = scipy.io.loadmat(str(path))
-    except NotImplementedError as exc:  # MATLAB 7.3 (HDF5)
-        raise DataError(f"{path} is a MATLAB 7.3 (HDF5) file; save it with save(..., '-v7') to read it") from exc
-    except Exception as exc:  # scipy raises several types for a damaged or foreign file
-        raise DataError(f"cannot read {path} as a MATLAB .mat file: {type(exc).__name__}: {exc}") from exc
-    names = sorted(k for k in arrays if not k.startswith("__"))
-    x_key = _mat_key(arrays, x, MAT_FEATURE_KEYS, path, "features", names)
-    y_key = _mat_key(arrays, y, MAT_LABEL_KEYS, path, "labels", names, required=False)
+    declared = _mat_variables(path)
+    names = sorted(declared)
+    x_key = _mat_key(declared, x, MAT_FEATURE_KEYS, path, "features", names)
+    y_key = _mat_key(declared, y, MAT_LABEL_KEYS, path, "labels", names, required=False)
+    wanted = [k for k in (x_key, y_key) if k is not None]
+    check_allocation(sum(_mat_bytes(*declared[k]) for k in wanted),
+                     f"{path}: {' and '.join(f'{k} {_shape_text(declared[k][0])} {declared[k][1]}' for k in wanted)}",
+                     "save fewer rows or features")
+    arrays = _loadmat(path, wanted)
+    if any(k not in arrays for k in wanted):
+        raise DataError(f"cannot read {path} as a MATLAB .mat file: its variables {wanted} could not be read")
     feats = arrays[x_key]
     if scipy.sparse.issparse(feats):
-        if feats.shape[0] * feats.shape[1] * 4 > MAX_DENSE_BYTES:
-            raise DataError(f"{path}: {x_key} is {feats.shape[0]:,} x {feats.shape[1]:,}: too large to densify")
-        feats = feats.toarray()
+        feats = _densify(feats, path, x_key)
     kind, feats = _inputs_kind(np.asarray(feats), path, x_key)
     if kind != "vector":
         raise DataError(f"{path}: {x_key} is not a 2-D matrix of feature vectors")
@@ -150,10 +158,59 @@ def load_mat(path: str | Path, split: str = "train", x: str | None = None, y: st
         if raw.ndim != 1 or len(raw) != len(feats):
             raise DataError(f"{path}: labels {y_key} have shape {arrays[y_key].shape}; need one per row of {x_key} "
                             f"({len(feats)})")
-        labels, classes = _npz_labels(raw, [raw], None, path)
+        labels, classes = _npz_labels(raw, {y_key: raw}, None, path)
     meta = {"path": str(path), "split": split, "format": "mat", "features_key": x_key, "labels_key": y_key,
             "whole_file": True}
     return DomainDataset(feats, labels, path.stem, classes, "vector", meta=meta)
+
+
+def _mat_variables(path: Path) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Each variable's declared (shape, MATLAB class), read from the headers alone (``scipy.io.whosmat``): sizes
+    are checked before anything is loaded, and only the variables used are."""
+    import scipy.io
+
+    try:
+        found = scipy.io.whosmat(str(path))
+    except NotImplementedError as exc:  # MATLAB 7.3 (HDF5)
+        raise DataError(f"{path} is a MATLAB 7.3 (HDF5) file; save it with save(..., '-v7') to read it") from exc
+    except Exception as exc:  # scipy raises several types for a damaged or foreign file
+        raise DataError(f"cannot read {path} as a MATLAB .mat file: {type(exc).__name__}: {exc}") from exc
+    return {name: (tuple(int(n) for n in shape), str(cls)) for name, shape, cls in found if not name.startswith("__")}
+
+
+# Bytes per element scipy allocates for a MATLAB class (sparse: none until densified, which is checked then; cells
+# and structs are arrays of Python object pointers).
+_MAT_ITEMSIZE = {"double": 8, "single": 4, "int8": 1, "uint8": 1, "int16": 2, "uint16": 2, "int32": 4, "uint32": 4,
+                 "int64": 8, "uint64": 8, "logical": 1, "char": 4, "sparse": 0}
+
+
+def _mat_bytes(shape: tuple[int, ...], cls: str) -> int:
+    return array_bytes(shape, _MAT_ITEMSIZE.get(cls, 8))
+
+
+def _loadmat(path: Path, variables: list[str]) -> dict[str, Any]:
+    import scipy.io
+
+    try:
+        with allocating(str(path)):
+            return scipy.io.loadmat(str(path), variable_names=variables)
+    except NotImplementedError as exc:  # MATLAB 7.3 (HDF5)
+        raise DataError(f"{path} is a MATLAB 7.3 (HDF5) file; save it with save(..., '-v7') to read it") from exc
+    except DataError:
+        raise
+    except Exception as exc:  # scipy raises several types for a damaged or foreign file
+        raise DataError(f"cannot read {path} as a MATLAB .mat file: {type(exc).__name__}: {exc}") from exc
+
+
+def _densify(feats: Any, path: Path, key: str) -> np.ndarray:
+    """A sparse matrix as dense float32, the dtype kept: converted while sparse, so the dense copy is the only large
+    allocation and the budget is checked for it (the float64 densify asked for twice what was checked)."""
+    check_allocation(array_bytes(feats.shape, 4), f"{path}: {key} {_shape_text(feats.shape)} as dense float32",
+                     "reduce the features (e.g. hashing) first")
+    if not (np.issubdtype(feats.dtype, np.number) or feats.dtype == np.bool_) or feats.dtype.kind == "c":
+        raise DataError(f"{path}: {key} must be real numbers, got dtype {feats.dtype}")
+    with np.errstate(over="ignore"), allocating(f"{path}: {key}"):
+        return feats.astype(np.float32).toarray()
 
 
 def _mat_key(arrays: dict[str, Any], given: str | None, candidates: tuple[str, ...], path: Path, what: str,
@@ -191,8 +248,21 @@ def _npz_fields(arrays: dict[str, np.ndarray], x_keys: list[str]) -> dict[str, n
 
 
 def _read_npy(path: Path) -> np.ndarray:
+    """The array, after its header's declared shape is checked against the file's size and the memory budget:
+    numpy allocates the declared shape before it reads (a 192-byte file declared 37 GiB: a ``MemoryError``)."""
     try:
-        return np.load(path, allow_pickle=False)
+        with path.open("rb") as f:
+            declared = _npy_header(f)
+    except (OSError, ValueError, EOFError, SyntaxError) as exc:
+        raise DataError(f"cannot read {path} as a .npy array ({exc}); save it with numpy.save") from exc
+    if declared is not None:
+        shape, dtype, offset = declared
+        _check_declared(path, "the array", shape, dtype, path.stat().st_size - offset)
+        check_allocation(array_bytes(shape, dtype.itemsize), f"{path}: the array ({_shape_text(shape)} {dtype})",
+                         "save a smaller array")
+    try:
+        with allocating(str(path)):
+            return np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
         raise DataError(f"cannot read {path} as a .npy array ({exc}); save it with numpy.save") from exc
 
@@ -203,16 +273,81 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
             f"cannot read {path} as a .npz archive: it is not a zip archive (truncated, or another format named "
             ".npz, such as a numpy.save array); save it with numpy.savez"
         )
+    unreadable = (OSError, ValueError, EOFError, SyntaxError, zipfile.BadZipFile, zlib.error)
     try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        keys = _npz_members(path)
+    except DataError:
+        raise
+    except unreadable as exc:
+        raise DataError(f"cannot read {path} as a .npz archive ({exc}); save it with numpy.savez") from exc
+    try:
+        with allocating(str(path)), np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in keys}
+    except unreadable as exc:
         raise DataError(
             f"cannot read {path} as a .npz archive ({exc}); save it with numpy.savez (object arrays are refused)"
         ) from exc
     if not arrays:
         raise DataError(f"{path} holds no arrays; save inputs as x (and labels as y) with numpy.savez")
     return arrays
+
+
+def _npz_members(path: Path) -> list[str]:
+    """The keys of the archive's ``.npy`` members (other members are not arrays and are never read), after every
+    member's declared shape is checked against its size in the archive and all of them together against the
+    memory budget: numpy allocates a member's declared shape before reading it."""
+    keys, total, shapes = [], 0, []
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            if not info.filename.endswith(".npy") or info.is_dir():
+                continue
+            key = info.filename[: -len(".npy")]
+            with archive.open(info) as f:
+                declared = _npy_header(f)
+                if declared is not None:
+                    shape, dtype, offset = declared
+                    _check_declared(path, key, shape, dtype, info.file_size - offset)
+                    total += array_bytes(shape, dtype.itemsize)
+                    shapes.append(f"{key} {_shape_text(shape)} {dtype}")
+            keys.append(key)
+    check_allocation(total, f"{path}: its arrays ({', '.join(shapes[:4])}{', ...' if len(shapes) > 4 else ''})",
+                     "save smaller arrays")
+    return keys
+
+
+def _npy_header(f: Any) -> tuple[tuple[int, ...], np.dtype, int] | None:
+    """(shape, dtype, offset of the data) from a ``.npy`` header, read without touching the data; None for a header
+    version this numpy reads only privately (np.load then checks it alone)."""
+    from numpy.lib import format as npy
+
+    version = npy.read_magic(f)
+    if version == (1, 0):
+        shape, _, dtype = npy.read_array_header_1_0(f)
+    elif version == (2, 0):
+        shape, _, dtype = npy.read_array_header_2_0(f)
+    else:
+        reader = getattr(npy, "_read_array_header", None)
+        if reader is None:
+            return None
+        shape, _, dtype = reader(f, version)
+    return tuple(int(n) for n in shape), np.dtype(dtype), int(f.tell())
+
+
+def _check_declared(path: Path, key: str, shape: tuple[int, ...], dtype: np.dtype, have: int) -> None:
+    """A header that declares more data than follows it is a truncated file or a forged header: refused before
+    numpy allocates the declared shape."""
+    if any(n < 0 for n in shape):
+        raise DataError(f"{path}: {key} declares a negative shape {shape}; save it again with numpy")
+    need = array_bytes(shape, dtype.itemsize)
+    if not dtype.hasobject and need > have:
+        raise DataError(
+            f"{path}: {key} declares shape {_shape_text(shape)} of {dtype} ({need:,} bytes) but only {max(have, 0):,} "
+            "bytes of data follow (truncated, or a forged header); save it again with numpy"
+        )
+
+
+def _shape_text(shape: tuple[int, ...]) -> str:
+    return "(" + " x ".join(f"{n:,}" for n in shape) + ")"
 
 
 def _concatenate(xs: list[np.ndarray], path: Path) -> np.ndarray:
@@ -241,7 +376,11 @@ def _inputs_kind(x: np.ndarray, path: Path, key: str) -> tuple[Kind, np.ndarray]
         raise DataError(f"{path}: {key} holds no rows")
     if x.shape[1] == 0:
         raise DataError(f"{path}: {key} has shape {x.shape}: its rows hold no features")
-    x = np.asarray(x, dtype=np.float32)
+    if x.dtype != np.float32:
+        check_allocation(array_bytes(x.shape, 4), f"{path}: {key} {_shape_text(x.shape)} as float32",
+                         "save fewer or narrower rows")
+    with allocating(f"{path}: {key}"):
+        x = np.asarray(x, dtype=np.float32)
     bad = ~np.isfinite(x)
     if bad.any():
         rows = np.flatnonzero(bad.any(axis=1))
@@ -265,29 +404,31 @@ def _npz_class_names(arrays: dict[str, np.ndarray], path: Path) -> list[str] | N
 
 
 def _npz_labels(
-    y: np.ndarray, all_labels: list[np.ndarray], names: list[str] | None, path: Path
+    y: np.ndarray, all_labels: dict[str, np.ndarray], names: list[str] | None, path: Path
 ) -> tuple[np.ndarray, list[str]]:
+    """``y`` (the labels of the split read) as class indices. ``all_labels`` holds every label array of the file by
+    key (``y`` itself among them): integer class names come from all of them, so splits share indices, and each is
+    checked as values first (a ``1e30`` in ``y_test`` is an error naming ``y_test``, not a phantom class)."""
     y = np.asarray(y)
     if y.ndim != 1:
         raise DataError(f"{path}: labels must be 1-D (N,), got shape {y.shape}")
     if y.dtype.kind in "US":
         text = y.astype(str)
-        classes = names if names is not None else sorted({str(v) for a in all_labels for v in a.astype(str).tolist()})
+        classes = names if names is not None else sorted(
+            {str(v) for a in all_labels.values() for v in a.astype(str).tolist()})
         unknown = sorted(set(text.tolist()) - set(classes))
         if unknown:
             raise DataError(f"{path}: labels {unknown[:10]} are not in 'classes'")
         index = {c: i for i, c in enumerate(classes)}
         return np.asarray([index[v] for v in text.tolist()], dtype=np.int64), classes
-    if y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
-        y = y.astype(np.int64)
-    if not np.issubdtype(y.dtype, np.integer):
-        raise DataError(f"{path}: labels must be integers or strings, got dtype {y.dtype}")
+    y = numeric_labels(y, str(path))
     if len(y) and y.min() < 0:
         raise DataError(f"{path}: labels must be >= 0, found {int(y.min())}")
     if names is None:
-        numeric = [a for a in all_labels if a.size and a.dtype.kind in "iuf" and np.isfinite(a).all()]
-        # every split's labels: shared indices
-        names = integer_classes(np.concatenate([y, *(np.asarray(a).astype(np.int64) for a in numeric)]), str(path))
+        # every split's labels, each array once (y is one of them, or their concatenation): shared indices
+        numeric = [_class_ids(a, f"{path} ({key})") for key, a in sorted(all_labels.items())
+                   if a.size and a.dtype.kind in "biuf"]
+        names = integer_classes(np.concatenate(numeric) if numeric else y, str(path))
         return integer_positions(y, names), names
     if len(y) and y.max() >= len(names):
         raise DataError(
@@ -295,6 +436,14 @@ def _npz_labels(
             f"lie in 0..{len(names) - 1}"
         )
     return y.astype(np.int64), names
+
+
+def _class_ids(labels: np.ndarray, where: str) -> np.ndarray:
+    """One label array of a file as non-negative int64 class ids, checked as values (see ``numeric_labels``)."""
+    ids = numeric_labels(np.asarray(labels).ravel(), where)
+    if len(ids) and ids.min() < 0:
+        raise DataError(f"{where}: labels must be >= 0, found {int(ids.min())}")
+    return ids
 
 
 # -- CSV ---------------------------------------------------------------------------------------
@@ -327,7 +476,12 @@ def load_csv(
     try:
         with path.open(newline="", encoding="utf-8-sig") as f:
             rows = list(csv.reader(f, delimiter=delimiter))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+    except UnicodeDecodeError as exc:
+        line = first_undecodable_line(path)
+        where = f"line {line} is" if line is not None else "it is"
+        raise DataError(f"cannot read {path} as a UTF-8 CSV file: {where} not UTF-8 ({exc.reason}); re-encode the "
+                        "file as UTF-8") from None
+    except (OSError, csv.Error) as exc:
         raise DataError(f"cannot read {path} as a UTF-8 CSV file ({exc})") from exc
     rows = [r for r in rows if any(cell.strip() for cell in r)]  # blank lines
     if not rows:
@@ -513,7 +667,14 @@ def load_parquet(
     except ImportError as exc:
         raise DataError(f"reading {path} needs pyarrow: pip install 'transferkit[tabular]'") from exc
     try:
-        table = pq.read_table(path)
+        declared = pq.ParquetFile(path).metadata
+        # every column is read, and each feature column becomes float64 before the float32 copy: checked on the
+        # declared row count, since a run-length encoded column of a billion rows fits in a few bytes
+        check_allocation(array_bytes((declared.num_rows, max(declared.num_columns, 1)), 8),
+                         f"{path}: {declared.num_rows:,} rows x {declared.num_columns:,} columns",
+                         "split the file or drop columns")
+        with allocating(str(path)):
+            table = pq.read_table(path)
     except (OSError, pa.ArrowException) as exc:
         raise DataError(f"cannot read {path} as a Parquet file ({exc})") from exc
     header = [str(name) for name in table.column_names]
@@ -596,6 +757,9 @@ def _parquet_labels(col: Any, name: str, path: Path) -> list[str]:
                 f"{path}: label column {name!r} holds non-integer numbers (e.g. {bad[0]!r}); labels must be class "
                 "ids (integers) or class names (strings)"
             )
+        huge = [v for v in values if abs(v) > MAX_EXACT_FLOAT]
+        if huge:
+            raise label_range_error(f"{path} (label column {name!r})", float(huge[0]))
         return [str(int(v)) for v in values]
     if pat.is_string(kind) or pat.is_large_string(kind):
         return [v.strip() for v in values]
@@ -656,11 +820,9 @@ def load_svmlight(
         width = n_features
     if width == 0:
         raise DataError(f"{path}: no line has any feature; pass n_features to read all-zero vectors")
-    if n * width * 4 > MAX_DENSE_BYTES:
-        raise DataError(
-            f"{path}: {n} rows x {width} features is {n * width * 4 / 2**30:.1f} GiB as dense float32, over the "
-            f"{MAX_DENSE_BYTES / 2**30:.0f} GiB limit; reduce the features (e.g. hashing) first"
-        )
+    check_allocation(array_bytes((n, width), 4),
+                     f"{path}: {n} rows x {width} features of sparse data as dense float32",
+                     "reduce the features (e.g. hashing) first, or fix a stray feature index")
     sparse = scipy.sparse.csr_matrix((raw.data, raw.indices - base, raw.indptr), shape=(n, width))
     with np.errstate(over="ignore"):
         data32 = sparse.data.astype(np.float32)
@@ -671,7 +833,8 @@ def load_svmlight(
             f"{path}: NaN or Inf (or a value too large for float32) in {len(rows)} rows (data lines, from 1: "
             f"{(rows[:5] + 1).tolist()}); fill or drop them before loading"
         )
-    x = scipy.sparse.csr_matrix((data32, sparse.indices, sparse.indptr), shape=(n, width)).toarray()
+    with allocating(str(path)):
+        x = scipy.sparse.csr_matrix((data32, sparse.indices, sparse.indptr), shape=(n, width)).toarray()
     labels, classes = _svmlight_labels(y, path)
     return DomainDataset(
         x,
@@ -692,7 +855,7 @@ def _svmlight_labels(y: np.ndarray, path: Path) -> tuple[np.ndarray, list[str]]:
             f"{path}: labels must be integer class ids, found {float(y[bad][0])!r} on data line "
             f"{int(np.flatnonzero(bad)[0]) + 1} (regression targets are not supported)"
         )
-    ints = y.astype(np.int64)
+    ints = numeric_labels(y, str(path))
     if ints.min() < 0:
         if not np.isin(ints, (-1, 1)).all():
             raise DataError(
@@ -770,11 +933,14 @@ def _feature_table(x: np.ndarray, labels: np.ndarray | None, classes: list[str],
 
 # -- shared ------------------------------------------------------------------------------------
 def _existing_file(path: str | Path) -> Path:
+    """``path`` when it is a regular, non-empty file. A FIFO or a device (a link to ``/dev/zero``) is said to be
+    one: it was reported as "a folder", and reading it would block or never end."""
     path = Path(path).expanduser()
-    if not path.exists():
-        raise DataError(f"data file {path} does not exist; check the path")
-    if not path.is_file():
+    problem = regular_file_problem(path)
+    if problem is not None and path.is_dir():
         raise DataError(f"{path} is a folder, not a data file; for image folders use load_image_folder")
+    if problem is not None:
+        raise DataError(f"data file {path} {problem}" + ("; check the path" if "exist" in problem else ""))
     if path.stat().st_size == 0:
         raise DataError(f"data file {path} is empty (0 bytes)")
     return path

@@ -26,17 +26,21 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import sys
+import zlib
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 
-from transferkit.data.domain import DomainDataset, integer_classes
+from transferkit.data.domain import MAX_EXACT_FLOAT, DomainDataset, integer_classes, label_range_error
+from transferkit.data.limits import regular_file_problem
 from transferkit.errors import DataError
 
 ALL_SPLITS = "all"
 TEXT_SUFFIXES = (".jsonl", ".json", ".ndjson", ".csv", ".tsv")
 OPTIONS = ("text", "label", "domain", "domain_column")
+_MAX_HEADER_BYTES = 1 << 20  # a CSV header line read to sniff its columns
 
 
 def is_text_table(path: Path) -> bool:
@@ -45,10 +49,11 @@ def is_text_table(path: Path) -> bool:
     if name.endswith((".jsonl", ".json", ".ndjson")):
         return True
     if name.endswith((".csv", ".tsv")):
-        try:
-            with _open(path) as f:
-                header = next(csv.reader(f, delimiter="\t" if name.endswith(".tsv") else ","), [])
-        except (OSError, UnicodeDecodeError, csv.Error, EOFError):
+        try:  # the header line alone: a bad byte further down is the loader's to name, with its line
+            with _open_binary(path) as f:
+                first = f.readline(_MAX_HEADER_BYTES).decode("utf-8-sig")
+            header = next(csv.reader([first], delimiter="\t" if name.endswith(".tsv") else ","), [])
+        except (OSError, UnicodeDecodeError, csv.Error, EOFError, zlib.error):
             return False
         return "text" in [h.strip() for h in header]
     return False
@@ -78,8 +83,9 @@ def load_text_table(
             empty or non-string text (row named), an empty label, no row left for ``domain`` / ``split``.
     """
     path = Path(path).expanduser()
-    if not path.is_file():
-        raise DataError(f"text file {path} does not exist; check the path")
+    problem = regular_file_problem(path)
+    if problem is not None:
+        raise DataError(f"text file {path} {problem}" + ("; check the path" if "exist" in problem else ""))
     rows = _read_rows(path)
     if not rows:
         raise DataError(f"{path} holds no rows")
@@ -124,8 +130,23 @@ def load_text_table(
         numbers = [isinstance(v, (int, float)) and not isinstance(v, bool) for v in values]
         if any(numbers) and all(ok or v is None for ok, v in zip(numbers, values, strict=True)):
             # a missing value stays as NaN, so a regression head on this field names the items that lack it
-            meta[column] = np.asarray([np.nan if v is None else v for v in values], dtype=np.float64)
+            meta[column] = _side_field(values, keep, column, path)
     return DomainDataset(texts, labels, name, classes, "text", meta=meta)
+
+
+def _side_field(values: list[Any], keep: list[int], column: str, path: Path) -> np.ndarray:
+    """A numeric side field as float64; an integer too large for a float (a 400-digit number) is named, not an
+    ``OverflowError`` traceback."""
+    out = np.empty(len(values), dtype=np.float64)
+    for k, v in enumerate(values):
+        try:
+            out[k] = np.nan if v is None else float(v)
+        except OverflowError:
+            raise DataError(
+                f"{path}, row {keep[k] + 1}: field {column!r} holds a number too large for a float "
+                f"({len(str(abs(v)))} digits); fix or drop the field"
+            ) from None
+    return out
 
 
 def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
@@ -152,25 +173,86 @@ def _open(path: Path) -> IO[str]:
 def _read_rows(path: Path) -> list[dict[str, Any]]:
     name = path.name.lower().removesuffix(".gz")
     try:
+        if not name.endswith((".csv", ".tsv")):
+            return _json_rows(path)
         with _open(path) as f:
-            if name.endswith((".csv", ".tsv")):
-                return _csv_rows(csv.DictReader(f, delimiter="\t" if name.endswith(".tsv") else ","), path)
-            rows = []
-            for n, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"{path}, line {n}: not valid JSON ({exc.msg})") from None
-                if not isinstance(row, dict):
-                    raise DataError(f"{path}, line {n}: expected a JSON object per line, got {type(row).__name__}")
-                rows.append(row)
-            return rows
+            return _csv_rows(csv.DictReader(f, delimiter="\t" if name.endswith(".tsv") else ","), path)
     except UnicodeDecodeError as exc:
-        raise DataError(f"{path} is not UTF-8 text ({exc}); re-encode it as UTF-8") from exc
-    except (OSError, EOFError, csv.Error) as exc:
+        line = first_undecodable_line(path)
+        where = f", line {line}," if line is not None else ""
+        raise DataError(f"{path}{where} is not UTF-8 text ({exc.reason}); re-encode the file as UTF-8") from None
+    except (OSError, EOFError, csv.Error, zlib.error) as exc:
         raise DataError(f"cannot read {path}: {exc}") from exc
+
+
+def _json_rows(path: Path) -> list[dict[str, Any]]:
+    """JSON lines, each decoded strictly on its own so that a bad byte, a lone surrogate (``"\\ud800"``), nesting
+    too deep to parse or a number too long to read is named with its line, not a traceback later (a tokenizer
+    raised ``TypeError`` on the surrogate)."""
+    rows = []
+    with _open_binary(path) as f:
+        for n, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8-sig" if n == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataError(f"{path}, line {n}, is not UTF-8 text ({exc.reason} at byte {exc.start + 1}); "
+                                "re-encode the file as UTF-8") from None
+            if not line.strip():
+                continue
+            row = _json_line(line, path, n)
+            if not isinstance(row, dict):
+                raise DataError(f"{path}, line {n}: expected a JSON object per line, got {type(row).__name__}")
+            _refuse_surrogates(row, path, n)
+            rows.append(row)
+    return rows
+
+
+def _json_line(line: str, path: Path, n: int) -> Any:
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}, line {n}: not valid JSON ({exc.msg})") from None
+    except RecursionError:
+        raise DataError(f"{path}, line {n}: JSON nested too deeply to read; a row is one flat object") from None
+    except ValueError as exc:  # a number past Python's digit limit (sys.get_int_max_str_digits), or the like
+        why = (f"a number of more than {sys.get_int_max_str_digits()} digits" if "digits" in str(exc)
+               else str(exc))
+        raise DataError(f"{path}, line {n}: cannot read this JSON ({why}); fix the row") from None
+
+
+def _refuse_surrogates(row: dict[str, Any], path: Path, n: int) -> None:
+    """Refuse a lone surrogate in a key or a string value: it is no Unicode text (it cannot be encoded, so a
+    tokenizer, a report or a model file would fail on it later). Nested values are never read as text."""
+    for key, value in row.items():
+        for s in (key, value) if isinstance(value, str) else (key,):
+            try:
+                s.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise DataError(
+                    f"{path}, line {n}: field {key.encode('utf-8', 'backslashreplace').decode()!r} holds a lone "
+                    f"surrogate ({s[exc.start]!r}), which is not text; fix the escape (\\uD800-\\uDFFF come in pairs)"
+                ) from None
+
+
+def first_undecodable_line(path: Path) -> int | None:
+    """The line of the first byte that is not UTF-8 (re-read only when decoding failed, to name it; a CSV's
+    quoted field may span lines, so this is the file's line, as an editor shows it)."""
+    try:
+        with _open_binary(path) as f:
+            for n, raw in enumerate(f, start=1):
+                try:
+                    raw.decode("utf-8-sig" if n == 1 else "utf-8")
+                except UnicodeDecodeError:
+                    return n
+    except (OSError, EOFError, zlib.error):
+        return None
+    return None
+
+
+def _open_binary(path: Path) -> IO[bytes]:
+    if path.name.lower().endswith(".gz"):
+        return gzip.open(path, "rb")
+    return path.open("rb")
 
 
 def _csv_rows(reader: csv.DictReader, path: Path) -> list[dict[str, Any]]:
@@ -190,7 +272,9 @@ def _csv_rows(reader: csv.DictReader, path: Path) -> list[dict[str, Any]]:
 
 
 def _label_key(value: Any) -> str:
-    if isinstance(value, float) and value.is_integer():
+    """A label as the string classes are made of. A JSON number is a class id, like a number in any other format:
+    a finite whole number, exact as a float (at most 2**53), or refused by :func:`_classes`."""
+    if isinstance(value, float) and value.is_integer() and abs(value) <= MAX_EXACT_FLOAT:
         value = int(value)
     return str(value).strip()
 
@@ -200,6 +284,15 @@ def _classes(values: list[Any], path: Path, label: str | None) -> list[str]:
     if nested:
         raise DataError(f"{path}: label {label!r} is a list or an object in rows {nested[:5]}; each label must be one "
                         "class name or integer")
+    for i, v in enumerate(values):
+        if isinstance(v, float) and not (v.is_integer() and abs(v) <= MAX_EXACT_FLOAT):
+            if v.is_integer():
+                raise label_range_error(f"{path}, row {i + 1} (label {label!r})", v)
+            raise DataError(
+                f"{path}, row {i + 1}: label {label!r} is the number {v!r}, not a whole number: numeric labels are "
+                "class ids (regression targets are not class labels); write it as a string (\"0.5\") to use it as a "
+                "class name"
+            )
     keys = [_label_key(v) if v is not None else "" for v in values]
     empty = [i + 1 for i, k in enumerate(keys) if k in ("", "None")]
     if empty:

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from transferkit.data.limits import allocating, array_bytes, check_allocation, regular_file_problem
 from transferkit.errors import DataError
 
 
@@ -36,15 +37,22 @@ def read_audio(path: str | Path) -> Waveform:
             holds NaN/Inf samples. The message names the file.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"audio file {path} does not exist")
+    problem = regular_file_problem(path)
+    if problem is not None:
+        raise DataError(f"audio file {path} {problem}")
     problem = header_problem(path)
     if problem is not None:
         raise DataError(f"cannot read audio file {path}: {problem}")
     sf = soundfile_module()
     try:
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        problem = info_problem(sf.info(str(path)))
+        if problem is not None:
+            raise DataError(f"cannot use audio file {path}: {problem}")
+        with allocating(f"audio file {path}"):
+            data, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
+        if isinstance(exc, DataError):
+            raise
         raise DataError(f"cannot read audio file {path}: {exc}") from exc
     samples = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
     if samples.size == 0:
@@ -52,6 +60,26 @@ def read_audio(path: str | Path) -> Waveform:
     if not np.isfinite(samples).all():
         raise DataError(f"audio file {path} holds NaN or infinite samples")
     return Waveform(np.ascontiguousarray(samples, dtype=np.float32), int(rate))
+
+
+MAX_SAMPLE_RATE = 1_000_000  # above every recorder (768 kHz); resampling's filter grows with the rate
+
+
+def info_problem(info: Any) -> str | None:
+    """Why a file's declared format (``soundfile.info``) cannot be decoded safely, or None: a sample rate outside
+    1 Hz..1 MHz (the resampling filter is 20 taps per unit of the rate ratio), or more samples than the memory
+    budget holds as float32. A compressed file (FLAC, even named ``.wav``) may declare a billion frames in a few
+    bytes, so this is checked before decoding."""
+    rate, frames, channels = int(info.samplerate), int(info.frames), max(int(info.channels), 1)
+    if not 1 <= rate <= MAX_SAMPLE_RATE:
+        return f"its sample rate is {rate:,} Hz, outside 1..{MAX_SAMPLE_RATE:,} Hz (a damaged or forged header?)"
+    try:
+        # the decoded channels and their mono mix, all float32
+        check_allocation(array_bytes((max(frames, 0), channels + 1), 4),
+                         f"{frames:,} frames x {channels} channels", "cut the recording into shorter files")
+    except DataError as exc:
+        return str(exc)
+    return None
 
 
 def soundfile_module() -> Any:
