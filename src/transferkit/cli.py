@@ -266,8 +266,10 @@ def evaluate(
     _offline(False)
     _trust_code(ctx, trust_remote_code)
     try:
+        from transferkit.evaluate.run_files import evaluations_folder
         from transferkit.evaluate.score_run import evaluate_run
 
+        evaluations_folder(run)  # a link there would carry the write out of the run folder: refused before scoring
         metrics, out = evaluate_run(run, data, split, seed=seed, batch_size=batch_size)
     except TransferkitError as exc:
         _fail(str(exc))
@@ -584,9 +586,11 @@ def report(
     """
     try:
         from transferkit.evaluate.report import write_aggregate_report, write_report
+        from transferkit.evaluate.run_files import refuse_link
         from transferkit.runs import RunDir
 
         rd = RunDir(run)
+        refuse_link(rd.report_json, "report")  # a run folder from elsewhere: read nothing through a link out of it
         if not rd.report_json.exists():
             _fail(f"{rd.report_json} does not exist: has `transferkit fit` finished for this run?")
         from transferkit.runs import read_json
@@ -600,8 +604,9 @@ def report(
                 data = write_aggregate_report(rd, data["per_seed"], header)
             elif "evaluations" in data:
                 data = write_report(rd, data)
-        except (KeyError, TypeError, AttributeError, ValueError, IndexError) as exc:  # a damaged or foreign report
-            _fail(f"{rd.report_json} is not a report transferkit can rebuild ({type(exc).__name__}: {exc})")
+        except (KeyError, TypeError, AttributeError, ValueError, IndexError, ArithmeticError) as exc:  # foreign
+            why = " ".join(str(exc).split())[:160]  # one line, whatever the exception's text holds
+            _fail(f"{rd.report_json} is not a report transferkit can rebuild ({type(exc).__name__}: {why})")
     except TransferkitError as exc:
         _fail(str(exc))
     console.print(rd.report_md.read_text(encoding="utf-8"), markup=False, highlight=False)

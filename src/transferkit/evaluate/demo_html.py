@@ -17,10 +17,10 @@ def render_demo_html(summary: dict[str, Any], root: Path) -> str:
              "backbone": summary.get("backbone"), "method": ", ".join(adapted) or None, "seeds": summary["seeds"],
              "selection": summary["selection"]}
     sections = [("results", "Results", _results(summary, root)), ("gap", "Domain gap", _gap(summary))]
-    feature_map = next((root / f"adapt-{m}" / f"seed-{summary['seeds'][0]}" / "feature_map.png" for m in adapted), None)
-    if feature_map is not None and feature_map.is_file():
+    folder = next((root / f"adapt-{m}" / f"seed-{summary['seeds'][0]}" for m in adapted), None)
+    if folder is not None and (folder / "feature_map.png").is_file():
         sections.append(("feature-map", "Feature map", figure(
-            feature_map, "t-SNE of source and target features before and after adaptation",
+            folder, "feature_map.png", "t-SNE of source and target features before and after adaptation",
             f"{adapted[0]}, seed {summary['seeds'][0]}: source and target features of the source-only model "
             "(before) and of the adapted one (after)")))
     sections.append(("runs", "Runs", _runs(root)))
@@ -37,7 +37,7 @@ def _results(summary: dict[str, Any], root: Path) -> str:
             f"run time {summary['seconds']:.0f} s.</p>"
             '<table><thead><tr><th>setting</th><th class="num">accuracy (%)</th><th class="num">macro-F1 (%)</th>'
             f"<th>what it saw</th></tr></thead><tbody>{rows}</tbody></table>"
-            + figure(root / "comparison.png", "bar chart of the table", "the table above as bars"))
+            + figure(root, "comparison.png", "bar chart of the table", "the table above as bars"))
 
 
 def _gap(summary: dict[str, Any]) -> str:

@@ -3,7 +3,9 @@
 One job: turn a report dict (what :mod:`transferkit.evaluate.report` writes to ``report.json``) and the PNG
 plots beside it into HTML. Everything is inline: the CSS, and the images as base64 ``data:`` URIs; the page
 loads nothing and runs no script. Every string that comes from a user (run name, dataset specs, class names,
-the config, the guard's reasons) goes through :func:`html.escape`.
+the config, the guard's reasons) goes through :func:`html.escape`. A report may come from someone else: only the
+plots transferkit draws, as regular PNG files directly in the run's folders, are embedded
+(:mod:`transferkit.evaluate.run_files`), never a file a report merely names.
 
 Over 500 lines as one module: one page, whose sections share the escaping and layout helpers.
 """
@@ -17,7 +19,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from transferkit.errors import RunDirError
 from transferkit.evaluate.metrics import format_mean_std
+from transferkit.evaluate.run_files import config_text, read_plot, seed_folder
 
 REPORT_HTML = "report.html"
 # model.head_weighting uncertainty: exp(-s_i) per head, as the selected epoch left them
@@ -143,7 +147,7 @@ def _aggregate_page(report: dict[str, Any], run_dir: Path) -> str:
     per_seed = report.get("per_seed", [])
     plots = report.get("plots", {})
     first = per_seed[0] if per_seed else {}
-    first_dir = _seed_dir(run_dir, first.get("seed"))
+    first_dir = seed_folder(run_dir, first.get("seed"))  # None: not a seed's own folder (the page says so)
     first_plots = first.get("plots", {})
     note = (f'<p class="note">Images below are from seed {e(first.get("seed"))}, the first seed; each seed\'s own '
             "report has its images.</p>") if per_seed else ""
@@ -491,7 +495,7 @@ def _feature_map_section(report: dict[str, Any], run_dir: Path, plots: dict[str,
         caption = f"'Before' is unavailable: {info.get('note') or 'no source-only model was trained'}. "
     if info.get("embedding") == "PCA":
         what += " PCA, not t-SNE: too few points for t-SNE's neighbourhoods."
-    return figure(run_dir / file, "2-D map of source and target features", caption + what)
+    return figure(run_dir, file, "2-D map of source and target features", caption + what)
 
 
 def _not_drawn(report: dict[str, Any]) -> str:
@@ -504,7 +508,7 @@ def _curves(report: dict[str, Any], run_dir: Path, plots: dict[str, str]) -> str
     file = plots.get("learning curves")
     if not file:
         return '<p class="muted">No learning curves: metrics.jsonl has no record.</p>'
-    return figure(run_dir / file, "learning curves",
+    return figure(run_dir, file, "learning curves",
                    "Loss and accuracy per epoch on the source training data (solid) and the source validation "
                    "split (dashed), one line per phase" + (" and seed." if "per_seed" in report else "."))
 
@@ -518,7 +522,7 @@ def _confusions(report: dict[str, Any], run_dir: Path, plots: dict[str, str]) ->
         file = plots.get(f"confusion matrix ({role})")
         if file:
             m = evals[role]
-            figures[role] = figure(run_dir / file, f"confusion matrix ({role})",
+            figures[role] = figure(run_dir, file, f"confusion matrix ({role})",
                                     f"{role}: {m.get('domain', '')}, {m.get('n', '')} items, accuracy "
                                     f"{_pct(m.get('accuracy'), 2)}%. Rows: true class; cells: counts, shaded by "
                                     "the share of the row.")
@@ -533,28 +537,31 @@ def _confusions(report: dict[str, Any], run_dir: Path, plots: dict[str, str]) ->
     return out
 
 
-def figure(path: Path, alt: str, caption: str) -> str:
+def figure(folder: Path | None, name: Any, alt: str, caption: str) -> str:
+    """``<figure>`` of the PNG ``name`` in ``folder``, embedded as a ``data:`` URI; a note instead when the name is
+    not one transferkit draws or the file is missing, a link, not a regular file or not a PNG (a report from
+    elsewhere may name any path: only the run's own plots are embedded)."""
+    if folder is None:
+        return f'<p class="muted">{e(alt)}: the seed has no folder of its own in the run directory.</p>'
     try:
-        data = base64.b64encode(path.read_bytes()).decode("ascii")
-    except OSError:
-        return f'<p class="muted">{e(path.name)} is missing from the run directory.</p>'
+        data = base64.b64encode(read_plot(folder, name)).decode("ascii")
+    except RunDirError as exc:
+        missing = str(exc).endswith("does not exist")
+        return f'<p class="muted">{e(alt)}: {"missing from the run directory" if missing else e(exc)}.</p>'
     return (f'<figure><img src="data:image/png;base64,{data}" alt="{e(alt)}">'
             f"<figcaption>{e(caption)}</figcaption></figure>")
 
 
 # -- seeds and config ----------------------------------------------------------------------------
-def _seed_dir(run_dir: Path, seed: Any) -> Path:
-    return run_dir / f"seed-{seed}"
-
-
 def _seed_links(run_dir: Path, per_seed: list[dict[str, Any]]) -> str:
     items = []
     for r in per_seed:
         seed = r.get("seed")
         target = r.get("evaluations", {}).get("target", {}).get("accuracy")
         tail = f" — target accuracy {_pct(target, 2)}%" if target is not None else ""
+        folder = seed_folder(run_dir, seed)
         href = f"seed-{seed}/{REPORT_HTML}"
-        link = (f'<a href="{e(href)}">seed {e(seed)}</a>' if (run_dir / href).exists()
+        link = (f'<a href="{e(href)}">seed {e(seed)}</a>' if folder is not None and (folder / REPORT_HTML).is_file()
                 else f"seed {e(seed)} (no report.html)")
         items.append(f"<li>{link}{tail}</li>")
     return ("<p>Each seed's own report (in <code>seed-&lt;s&gt;/</code>), with its confusion matrices, feature map "
@@ -565,8 +572,10 @@ def _config(run_dir: Path) -> str:
     # a seed of a multi-seed run shares the run's config, one level up
     shared = [run_dir.parent / "config.yaml"] if run_dir.name.startswith("seed-") else []
     for path in [run_dir / "config.yaml", *shared]:
-        if path.is_file():
-            text = path.read_text(encoding="utf-8")
+        if path.is_symlink() or path.exists():
+            text, why = config_text(path)
+            if text is None:  # a link, a FIFO, not UTF-8: say so and name the file, rather than fail the report
+                return f'<p class="muted">The configuration is not shown: {e(why)}.</p>'
             return (f"<details><summary>The resolved configuration (<code>{e(path.name)}</code>, every default "
                     f"filled in): {len(text.splitlines())} lines</summary><pre>{e(text)}</pre></details>")
     return '<p class="muted">No config.yaml found beside the report.</p>'
@@ -574,19 +583,25 @@ def _config(run_dir: Path) -> str:
 
 # -- formatting ----------------------------------------------------------------------------------
 def _finite(x: Any) -> bool:
-    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+    """A number that formats as a float: a report from elsewhere may hold a 400-digit integer (OverflowError)."""
+    if isinstance(x, bool) or not isinstance(x, int | float):
+        return False
+    try:
+        return math.isfinite(x)
+    except OverflowError:
+        return False
 
 
 def _pct(x: Any, digits: int) -> str:
-    return f"{100 * x:.{digits}f}" if _finite(x) else "–"
+    return f"{100 * float(x):.{digits}f}" if _finite(x) else "–"
 
 
 def _num(x: Any, digits: int) -> str:
-    return f"{x:.{digits}f}" if _finite(x) else "–"
+    return f"{float(x):.{digits}f}" if _finite(x) else "–"
 
 
 def _p(p: Any) -> str:
-    return f' <span class="note">(p {p:.3f})</span>' if _finite(p) else ""
+    return f' <span class="note">(p {float(p):.3f})</span>' if _finite(p) else ""
 
 
 def _change(before: Any, after: Any) -> str:

@@ -1,11 +1,17 @@
 """Plots a person wants to look at: learning curves, the confusion matrix and a 2-D map of source and target
-features before and after adaptation (PNG, headless)."""
+features before and after adaptation (PNG, headless).
+
+Every string drawn is plain text: class names, domain names and run names are data, and matplotlib would parse
+``$...$`` in them as math (``$\\notacommand{x}$`` raises, after the whole run has trained). Each plotting function
+runs under :func:`_plain_text`, which switches matplotlib's math parsing and LaTeX off for the texts it creates.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import matplotlib
 
@@ -14,7 +20,23 @@ import matplotlib.pyplot as plt
 
 from transferkit.runs import atomic_path
 
+F = TypeVar("F", bound=Callable[..., Any])
+# text.parse_math is read when each Text is created, so every label, tick, legend entry and title made inside the
+# context stays literal; usetex off too, in case a user's matplotlibrc turns LaTeX on for all text
+PLAIN_TEXT = {"text.parse_math": False, "text.usetex": False}
 
+
+def _plain_text(fn: F) -> F:
+    """Run ``fn`` with matplotlib drawing every string literally (no mathtext, no LaTeX)."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with plt.rc_context(PLAIN_TEXT):
+            return fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@_plain_text
 def plot_learning_curves(records: Sequence[dict[str, Any]], path: str | Path, title: str = "") -> Path | None:
     """Loss and accuracy per epoch (train and source-validation), one line per phase and seed; a regression primary
     head shows its validation MAE instead of accuracy."""
@@ -43,13 +65,15 @@ def plot_learning_curves(records: Sequence[dict[str, Any]], path: str | Path, ti
         ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy (source)", ylim=(0, 1.02))
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:  # records without accuracy leave the right panel empty
+            ax.legend(fontsize=7)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
     return _save(fig, path)
 
 
+@_plain_text
 def plot_confusion_matrix(
     matrix: Sequence[Sequence[int]], classes: Sequence[str], path: str | Path, title: str = ""
 ) -> Path:
@@ -63,8 +87,9 @@ def plot_confusion_matrix(
     fig, ax = plt.subplots(figsize=(size, size * 0.85))
     im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
     fig.colorbar(im, ax=ax, fraction=0.046, label="share of the true class")
-    ax.set_xticks(range(n), classes, rotation=45 if n > 6 else 0, ha="right" if n > 6 else "center")
-    ax.set_yticks(range(n), classes)
+    names = [short_label(c) for c in classes]
+    ax.set_xticks(range(n), names, rotation=45 if n > 6 else 0, ha="right" if n > 6 else "center")
+    ax.set_yticks(range(n), names)
     ax.set(xlabel="predicted", ylabel="true", title=title or "confusion matrix")
     if n <= 20:
         for i in range(n):
@@ -76,6 +101,7 @@ def plot_confusion_matrix(
     return _save(fig, path)
 
 
+@_plain_text
 def plot_bars(rows: dict[str, tuple[float, float]], path: str | Path, title: str, ylabel: str = "accuracy") -> Path:
     """Mean ± std bars, one per named setting (the demo's comparison of strategies)."""
     fig, ax = plt.subplots(figsize=(1.3 * len(rows) + 2, 3.8))
@@ -128,6 +154,7 @@ def embed_2d(x: Any, method: str, seed: int = 0) -> Any:
         return tsne.fit_transform(x)
 
 
+@_plain_text
 def plot_feature_map(
     after: tuple[Any, Any], path: str | Path, *, before: tuple[Any, Any] | None = None,
     source_labels: Any = None, classes: Sequence[str] | None = None, title: str = "",
@@ -171,7 +198,7 @@ def plot_feature_map(
                 name_k = classes[int(k)] if classes is not None and 0 <= int(k) < len(classes) else str(k)
                 m = labels == k
                 ax.scatter(zs[m, 0], zs[m, 1], s=size, color=palette[int(k) % len(palette)], alpha=0.8,
-                           linewidths=0, label=str(name_k))
+                           linewidths=0, label=short_label(name_k))
             ax.set_title(("" if len(panels) == 2 else f"{name}\n") + "source coloured by its class, target grey",
                          fontsize=10)
             if len(np.unique(labels)) <= 12:
@@ -184,6 +211,13 @@ def plot_feature_map(
     fig.suptitle(f"{title + ': ' if title else ''}{method} of the model's features", fontsize=11)
     fig.tight_layout()
     return _save(fig, path), method
+
+
+def short_label(name: Any, limit: int = 40) -> str:
+    """A class name as a tick or legend label: plain text, cut to ``limit`` characters (a name is data, and a
+    10,000-character one would push the plot off its figure)."""
+    text = " ".join(str(name).split())  # a newline or tab in a name would break the layout too
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _class_colours(n: int) -> list[Any]:

@@ -3,6 +3,10 @@
 
 Every report says how the checkpoint was chosen, because a number is only as honest as its selection rule:
 transferkit selects on the source validation split (or keeps the last epoch), never on target labels.
+
+``transferkit report`` rebuilds a report from a run folder that may come from someone else: its numbers, seeds,
+evaluation names and files pass the allow-lists of :mod:`transferkit.evaluate.run_files` before any becomes a
+path, a plot or a float, and nothing is read or written through a link.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from transferkit.evaluate.html import LEARNT_WEIGHTS, REPORT_HTML, render_html
 from transferkit.evaluate.html import scalar_columns as _scalar_columns
 from transferkit.evaluate.metrics import format_mean_std, mean_std
 from transferkit.evaluate.plots import plot_confusion_matrix, plot_feature_map, plot_learning_curves
+from transferkit.evaluate.run_files import check_numbers, check_role, check_seed, load_feature_map, refuse_link
 from transferkit.runs import RunDir, atomic_write_json, atomic_write_text, read_jsonl
 from transferkit.tasks import KIND_SCALARS, scalars_of
 
@@ -38,6 +43,7 @@ def write_report(run: RunDir, report: dict[str, Any], *, draw_plots: bool = True
     """Write report.json, report.md and the plots of one seed's run. ``draw_plots=False`` leaves the PNGs undrawn
     (a t-SNE takes seconds, each other plot a fraction of one): a multi-seed run draws them for its first seed, whose
     images its overview page shows, and ``transferkit report`` on any seed's directory draws that seed's."""
+    check_numbers(report, run.report_json)
     report.pop("plots_note", None)
     if draw_plots:
         plots = _draw_plots(run, report)
@@ -56,10 +62,11 @@ def write_report(run: RunDir, report: dict[str, Any], *, draw_plots: bool = True
 def _draw_plots(run: RunDir, report: dict[str, Any]) -> dict[str, str]:
     """The seed's PNGs (learning curves, a confusion matrix per scored split, the feature map), by title."""
     plots: dict[str, str] = {}
-    curves = plot_learning_curves(read_jsonl(run.metrics), run.path / "learning_curves.png", report.get("name", ""))
+    curves = plot_learning_curves(_metrics(run), run.path / "learning_curves.png", report.get("name", ""))
     if curves is not None:
         plots["learning curves"] = curves.name
     for role, metrics in report.get("evaluations", {}).items():
+        check_role(role, run.report_json)  # it becomes part of a file name
         if "confusion_matrix" not in metrics:
             continue  # a regression or multi-label primary head
         png = plot_confusion_matrix(
@@ -73,28 +80,46 @@ def _draw_plots(run: RunDir, report: dict[str, Any]) -> dict[str, str]:
     return plots
 
 
+# what plot_learning_curves reads from a record besides its counters: numbers (or absent)
+CURVE_VALUES = ("train_loss", "val_loss", "train_acc", "val_acc", "val_mae", "val_micro_f1")
+MAX_EPOCH = 10**9
+
+
+def _metrics(run: RunDir) -> list[dict[str, Any]]:
+    """The records of the seed's ``metrics.jsonl`` that can be plotted (not through a link out of the folder)."""
+    refuse_link(run.metrics, "metrics file")
+    return plottable(read_jsonl(run.metrics))
+
+
+def plottable(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Records the learning curves can draw: an epoch count, a training loss, numbers for values, a text phase.
+    A metrics file from elsewhere may hold anything a flat JSON record can; the rest is skipped like a torn line."""
+    def number(v: Any) -> bool:
+        if v is None:
+            return True
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            return False
+        return abs(v) < MAX_EPOCH if isinstance(v, int) else True
+
+    return [r for r in records
+            if isinstance(r.get("epoch"), int) and 0 <= r["epoch"] < MAX_EPOCH and r.get("train_loss") is not None
+            and isinstance(r.get("phase", ""), str) and all(number(r.get(k)) for k in CURVE_VALUES)]
+
+
 def _plot_feature_map(run: RunDir, report: dict[str, Any]) -> Path | None:
     """``feature_map.png`` from the seed's ``feature_map.npz`` (source and target features, before and after
-    adaptation); ``report["feature_map"]`` says what it shows. None (and no such key) without the npz."""
-    import zipfile
-
-    import numpy as np
-
+    adaptation); ``report["feature_map"]`` says what it shows. None (and no such key) without a readable npz of
+    the shapes the run writes (:func:`transferkit.evaluate.run_files.load_feature_map`)."""
     report.pop("feature_map", None)
-    path = run.path / FEATURE_MAP
-    if not path.is_file():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError, zipfile.BadZipFile):
-        return None  # unreadable: the report says there is no map rather than failing
+    arrays = load_feature_map(run.path / FEATURE_MAP)
+    if arrays is None:
+        return None  # absent or unreadable: the report says there is no map rather than failing
     after = (arrays["after_source"], arrays["after_target"])
     before = (arrays["before_source"], arrays["before_target"]) if "before_source" in arrays else None
     png, method = plot_feature_map(after, run.path / "feature_map.png", before=before,
                                    source_labels=arrays.get("source_labels"), classes=report.get("classes"),
                                    title=report.get("name", ""))
-    text = {k: str(arrays[k]) if k in arrays else default
+    text = {k: str(arrays[k])[:200] if k in arrays else default
             for k, default in (("source_split", "source"), ("target_split", "target"), ("note", ""))}
     report["feature_map"] = {"embedding": method, "n_source": len(after[0]), "n_target": len(after[1]),
                              "before": before is not None, **text}
@@ -102,18 +127,27 @@ def _plot_feature_map(run: RunDir, report: dict[str, Any]) -> Path | None:
 
 
 def write_aggregate_report(run: RunDir, per_seed: list[dict[str, Any]], header: dict[str, Any]) -> dict[str, Any]:
-    """Top-level report of a multi-seed run: mean ± std per evaluated domain and metric."""
-    report = {**header, "seeds": [r["seed"] for r in per_seed], "summary": aggregate(per_seed), "per_seed": per_seed}
+    """Top-level report of a multi-seed run: mean ± std per evaluated domain and metric.
+
+    The seeds' reports may have been read back from the run folder (``transferkit report``, a resume): each seed
+    must be an integer before it names a ``seed-<s>`` folder, and no seed folder that is a link is read or
+    written."""
+    check_numbers(header, run.report_json)
+    check_numbers(per_seed, run.report_json)
+    seeds = [check_seed(r["seed"], run.report_json) for r in per_seed]
+    report = {**header, "seeds": seeds, "summary": aggregate(per_seed), "per_seed": per_seed}
     records = []
     for seed_run in run.seed_dirs():
-        records.extend(read_jsonl(seed_run.metrics))
+        if not seed_run.path.is_symlink():
+            records.extend(_metrics(seed_run))
     curves = plot_learning_curves(records, run.path / "learning_curves.png", header.get("name", ""))
     report["plots"] = {"learning curves": curves.name} if curves else {}
     atomic_write_json(run.report_json, report)
     atomic_write_text(run.report_md, render_markdown(report))
     for seed_report in per_seed:  # the aggregate page links each seed's page: write any that is missing
         seed_run = run.seed(seed_report["seed"])
-        if seed_run.path.is_dir() and not (seed_run.path / REPORT_HTML).exists():
+        if (seed_run.path.is_dir() and not seed_run.path.is_symlink()
+                and not (seed_run.path / REPORT_HTML).exists()):
             atomic_write_text(seed_run.path / REPORT_HTML, render_html(seed_report, seed_run.path))
     atomic_write_text(run.path / REPORT_HTML, render_html(report, run.path))
     return report
