@@ -15,6 +15,7 @@ from transferkit.data import load_data
 from transferkit.data.domain import DomainDataset
 from transferkit.errors import DataError
 from transferkit.evaluate.predict import score
+from transferkit.evaluate.run_files import evaluations_folder
 from transferkit.models.heads import TransferModel
 from transferkit.runs import RunDir, atomic_write_json
 from transferkit.tasks import attach_targets
@@ -37,7 +38,7 @@ def evaluate_run(
     _check_scorable(model, ds, f"{data!r} ({split})")
     metrics = score(model, attach_targets(ds, model.tasks), batch_size=batch_size, progress=progress)
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in f"{Path(data).name}-{split}")
-    return metrics, atomic_write_json(rd.path / "evaluations" / f"{safe}.json", metrics)
+    return metrics, atomic_write_json(evaluations_folder(rd.path) / f"{safe}.json", metrics)
 
 
 def _check_scorable(model: TransferModel, ds: DomainDataset, what: str) -> None:
