@@ -259,7 +259,8 @@ class RunDir:
         return RunDir(self.path / f"seed-{seed}")
 
     def seed_dirs(self) -> list[RunDir]:
-        dirs = [p for p in self.path.glob("seed-*") if p.is_dir()]
+        # a seed folder that is a link leads out of the run (a run folder may come from someone else): not a seed's
+        dirs = [p for p in self.path.glob("seed-*") if p.is_dir() and not p.is_symlink()]
         # numeric order (seed-2 before seed-10), so "the first seed" is the lowest one
         return [RunDir(p) for p in sorted(dirs, key=lambda p: (_seed_number(p.name), p.name))]
 
@@ -303,16 +304,26 @@ class RunDir:
     def find_model(self, seed: int | None = None) -> Path:
         """The selected model of this run (of ``seed``, or the first seed of a multi-seed run)."""
         if self.model.exists() and seed is None:
-            return self.model
+            return _not_a_link(self.model)
         seeds = self.seed_dirs()
         if seed is not None:
             cand = self.seed(seed).model
             if cand.exists():
-                return cand
+                _not_a_link(cand.parent)
+                return _not_a_link(cand)
             raise RunDirError(f"run {self.path} has no finished model for seed {seed}")
         for s in seeds:
             if s.model.exists():
-                return s.model
+                return _not_a_link(s.model)
         if not self.path.exists():
             raise RunDirError(f"run directory {self.path} does not exist")
         raise RunDirError(f"run {self.path} has no finished model.safetensors (did training finish? try --resume)")
+
+
+def _not_a_link(path: Path) -> Path:
+    """``path`` itself, refused if it is a symbolic link: what a run folder holds is read from inside it, never from
+    wherever a link in a folder received from someone else points."""
+    if path.is_symlink():
+        raise RunDirError(f"{path} is a symbolic link (to {os.readlink(path)}); transferkit reads a run's files from "
+                          "inside its folder only: replace the link with the file")
+    return path

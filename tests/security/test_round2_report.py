@@ -273,3 +273,25 @@ def test_a_seed_report_is_not_changed_by_rendering_it(tmp_path: Path) -> None:
     before = copy.deepcopy(report)
     render_html(report, tmp_path)
     assert report == before
+
+
+@pytest.mark.parametrize("layout", ["model", "seed-folder"])
+def test_a_model_that_is_a_link_out_of_the_run_is_not_loaded(tmp_path: Path, layout: str) -> None:
+    """evaluate / predict find a run's model inside its folder only: a link to a model elsewhere is named."""
+    from transferkit.runs import RunDir
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "model.safetensors").write_bytes(b"not read")
+    run = tmp_path / "inbox" / "run"
+    run.mkdir(parents=True)
+    if layout == "model":
+        (run / "model.safetensors").symlink_to(elsewhere / "model.safetensors")
+        with pytest.raises(RunDirError, match="symbolic link"):
+            RunDir(run).find_model()
+    else:
+        (run / "seed-0").symlink_to(elsewhere, target_is_directory=True)
+        with pytest.raises(RunDirError, match="symbolic link"):
+            RunDir(run).find_model(seed=0)
+        with pytest.raises(RunDirError, match="no finished model"):
+            RunDir(run).find_model()  # the linked seed folder is not one of the run's seeds
