@@ -1,7 +1,8 @@
 """Property-based fuzzing of every loader that reads a file a user (or an attacker) hands over: run configs (YAML),
-CSV tables, ``.npz`` arrays and safetensors model files. Random and mutated inputs must give either a result or a
-:class:`~transferkit.errors.TransferkitError` subclass -- never another exception (a traceback for the user) and
-never a hang (each example has a deadline).
+CSV tables, ``.npz`` arrays and safetensors model files; and (issue 29) headers declaring huge shapes, svmlight
+indices and labels past int64, nested JSON, numbers too long to read and lone surrogates in JSON lines. Random and
+mutated inputs must give either a result or a :class:`~transferkit.errors.TransferkitError` subclass -- never
+another exception (a traceback for the user) and never a hang (each example has a deadline).
 
 hypothesis runs derandomised with no example database, so CI draws the same examples every time.
 """
@@ -12,6 +13,7 @@ import contextlib
 import io
 import json
 import struct
+import zipfile
 from datetime import timedelta
 from pathlib import Path
 
@@ -138,6 +140,102 @@ def test_fuzz_npz_bytes(tmp_path_factory: pytest.TempPathFactory, data: bytes) -
 def test_fuzz_npz_contents(tmp_path_factory: pytest.TempPathFactory, arrays: dict[str, np.ndarray]) -> None:
     path = tmp_path_factory.mktemp("npz") / "d.npz"
     _check(lambda: load_data(str(path)), path, _npz(**arrays))
+
+
+# -- issue 29: huge declared sizes, nested JSON, surrogates, out-of-range integers ---------------------------------
+# A budget far below what any shape here declares: a loader that allocated before checking would show it as a
+# MemoryError (or a slow test), not pass by luck on a large machine.
+SMALL_BUDGET_GIB = repr(64 * 2**20 / 2**30)
+FUZZ_SMALL = settings(FUZZ, max_examples=120)
+_HUGE = st.integers(0, 2**40)
+
+
+@st.composite
+def _declared_npy(draw: st.DrawFn) -> bytes:
+    """A ``.npy`` header declaring any shape and dtype, followed by a little data (or none)."""
+    shape = tuple(draw(st.lists(st.one_of(st.integers(0, 8), _HUGE), min_size=1, max_size=4)))
+    descr = draw(st.sampled_from(["<f4", "<f8", "|u1", "<i8", "<u8", "|b1", "<c8", "<U4"]))
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": descr, "fortran_order": draw(st.booleans()), "shape": shape})
+    return buf.getvalue() + draw(st.binary(max_size=64))
+
+
+@FUZZ_SMALL
+@given(_declared_npy(), st.booleans())
+def test_fuzz_declared_array_sizes(tmp_path_factory: pytest.TempPathFactory, npy: bytes, in_npz: bool) -> None:
+    folder = tmp_path_factory.mktemp("declared")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TRANSFERKIT_MAX_DATA_GIB", SMALL_BUDGET_GIB)
+        if in_npz:
+            buf = io.BytesIO()
+            with zipfile.ZipFile(buf, "w") as z:
+                z.writestr("x.npy", npy)
+                z.writestr("y.npy", _declared_label_npy())
+            _check(lambda: load_data(str(folder / "d.npz")), folder / "d.npz", buf.getvalue())
+        else:
+            _check(lambda: load_data(str(folder / "d.npy")), folder / "d.npy", npy)
+
+
+def _declared_label_npy() -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.array([0, 1, 0, 1]))
+    return buf.getvalue()
+
+
+@FUZZ_SMALL
+@given(st.integers(0, 2**62), st.integers(0, 2**40), st.sampled_from(["0", "1", "-1", "1e30", "2.5", "nan",
+                                                                         str(2**64), "-" + str(2**63 + 1)]))
+def test_fuzz_svmlight_indices_and_labels(tmp_path_factory: pytest.TempPathFactory, index: int, rows: int,
+                                          label: str) -> None:
+    path = tmp_path_factory.mktemp("svm") / "d.svm"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TRANSFERKIT_MAX_DATA_GIB", SMALL_BUDGET_GIB)
+        _check(lambda: load_data(str(path)), path, f"{label} {index}:1\n1 {rows % 97}:2.5\n".encode())
+
+
+_OUT_OF_RANGE = st.one_of(st.integers(-(2**70), 2**70), st.sampled_from([2**63 - 1, 2**63, 2**64 - 1, -(2**63)]),
+                          st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([1e30, 2.0**53, 2.0**53 + 2]))
+
+
+@FUZZ_SMALL
+@given(st.lists(_OUT_OF_RANGE, min_size=1, max_size=6), st.sampled_from(["jsonl", "csv", "npz", "npz-test"]))
+def test_fuzz_out_of_range_labels(tmp_path_factory: pytest.TempPathFactory, labels: list, fmt: str) -> None:
+    folder = tmp_path_factory.mktemp("labels")
+    n = len(labels)
+    if fmt == "jsonl":
+        data = "".join(json.dumps({"text": f"t{i}", "label": v}) + "\n" for i, v in enumerate(labels)).encode()
+    elif fmt == "csv":
+        data = ("f,label\n" + "".join(f"{i},{v}\n" for i, v in enumerate(labels))).encode()
+    else:
+        kind = np.float64 if any(isinstance(v, float) for v in labels) else \
+            np.uint64 if all(0 <= v < 2**64 for v in labels) and max(labels) >= 2**63 else np.int64
+        try:
+            y = np.array(labels, dtype=kind)
+        except OverflowError:  # not representable in any numpy dtype: nothing to write
+            return
+        x = np.zeros((n, 2), np.float32)
+        data = _npz(x=x, y=y) if fmt == "npz" else _npz(x_train=x[:1], y_train=np.array([0]), x_test=x, y_test=y)
+    path = folder / f"d.{fmt.split('-')[0]}"
+    _check(lambda: load_data(str(path)), path, data)
+
+
+_JSON_TEXT = st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x10FFFF, categories=None), max_size=12)
+
+
+@FUZZ_SMALL
+@given(st.one_of(
+    st.integers(1, 200_000).map(lambda depth: "[" * depth + "]" * depth),
+    st.integers(1, 5000).map(lambda digits: "9" * digits),
+    st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | _JSON_TEXT,
+                 lambda kids: st.lists(kids, max_size=3) | st.dictionaries(_JSON_TEXT, kids, max_size=3),
+                 max_leaves=20).map(json.dumps),  # json.dumps escapes a lone surrogate as \udXXX: it reads back
+), _JSON_TEXT, st.sampled_from(["text", "label", "rating", "domain"]))
+def test_fuzz_json_lines_nesting_numbers_and_surrogates(tmp_path_factory: pytest.TempPathFactory, value: str,
+                                                        text: str, field: str) -> None:
+    path = tmp_path_factory.mktemp("jsonl") / "d.jsonl"
+    good = {"text": text or "x", "label": 0, "rating": 1}
+    line = json.dumps(good)[:-1] + f', "{field}": {value}}}'
+    _check(lambda: load_data(str(path)), path, (json.dumps({"text": "y", "label": 1}) + "\n" + line + "\n").encode())
 
 
 # -- safetensors model files ----------------------------------------------------------------------------------------

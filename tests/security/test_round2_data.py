@@ -216,6 +216,14 @@ def test_a_one_line_svmlight_file_with_a_huge_index(tmp_path: Path, monkeypatch:
         load_data(str(path))
 
 
+def test_an_svmlight_index_past_a_c_int_is_a_data_error(tmp_path: Path) -> None:
+    # found by the fuzz test: sklearn's parser raised OverflowError (a traceback)
+    path = tmp_path / "i.svm"
+    path.write_text("0 2147483648:1\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"i\.svm: a feature index is too large"):
+        load_data(str(path))
+
+
 def test_parquet_rows_are_budgeted_from_the_metadata(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pa = pytest.importorskip("pyarrow")
     pq = pytest.importorskip("pyarrow.parquet")

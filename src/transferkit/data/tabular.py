@@ -799,6 +799,11 @@ def load_svmlight(
     try:
         # Indices exactly as written (zero_based=True never shifts); the base is decided below, where it is known.
         raw, y = load_svmlight_file(str(path), dtype=np.float64, zero_based=True)
+    except OverflowError as exc:  # sklearn reads feature indices as C ints: one past 2**31 - 1 is no width
+        raise DataError(
+            f"{path}: a feature index is too large ({exc}); svmlight indices are feature numbers, at most "
+            "2,147,483,647"
+        ) from None
     except (OSError, ValueError, UnicodeDecodeError) as exc:
         raise DataError(
             f"cannot read {path} as an svmlight/libsvm file ({exc}); each line must be 'label index:value ...'"
