@@ -224,6 +224,27 @@ def test_an_svmlight_index_past_a_c_int_is_a_data_error(tmp_path: Path) -> None:
         load_data(str(path))
 
 
+def test_one_long_csv_cell_does_not_widen_every_cell(tmp_path: Path) -> None:
+    # the cells went through a numpy string array, as wide as the longest cell: 778 KB asked for 37.3 GiB
+    path = tmp_path / "wide.csv"
+    path.write_text("f0,f1,label\n" + "".join(f"{i},{i},0\n" for i in range(50_000)) + "1," + "1" * 100_000
+                    + ",1\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"wide\.csv: NaN or Inf in feature columns \['f1'\] \(rows \[50002\]\)"):
+        load_data(str(path))
+    path.write_text("f0,label\n1,0\n" + "x" * 100_000 + ",1\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"feature column 'f0' is not numeric \(the value 'xxxxxxxxxxxxxxxxxxxx\.\.\."
+                                        r"\(100,000 characters\)' in row 3\)"):
+        load_data(str(path))
+
+
+def test_a_long_name_in_an_audio_labels_csv_is_refused(tmp_path: Path) -> None:
+    pytest.importorskip("soundfile")
+    _wav(tmp_path / "a.wav", np.zeros(100, np.float32), 8000)
+    (tmp_path / "labels.csv").write_text("path,label,domain\na.wav,yes," + "d" * 100_000 + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"labels\.csv, line 2: the domain is 100,000 characters long"):
+        load_data(str(tmp_path / "labels.csv"))
+
+
 def test_parquet_rows_are_budgeted_from_the_metadata(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pa = pytest.importorskip("pyarrow")
     pq = pytest.importorskip("pyarrow.parquet")

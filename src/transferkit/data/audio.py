@@ -54,6 +54,9 @@ SPLIT_FOLDERS = frozenset({"train", "training", "val", "valid", "validation", "d
 ALL_SPLITS = "all"
 SPEC_OPTIONS = ("pattern", "csv", "domain", "exclude")
 _MAX_LISTED = 10  # bad files named in one error
+# a label, domain or split from a labels CSV is a name; the per-item array of domains is as wide as the longest one
+# in every item (one 131,072-character cell in a 50,000-row CSV made 26 GB)
+MAX_NAME_CHARS = 256
 _IGNORED_DIRS = frozenset({"__MACOSX", "__pycache__"})
 _SCAN_DEPTH = 3  # folder levels searched when deciding whether a path holds audio
 
@@ -378,6 +381,10 @@ def _items_from_csv(path: Path, root: Path) -> list[_Item]:
         row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
         if not row["path"] or not row["label"]:
             raise DataError(f"labels CSV {path}, line {line}: empty path or label")
+        long = next((c for c in ("label", "domain", "split") if len(row.get(c) or "") > MAX_NAME_CHARS), None)
+        if long is not None:
+            raise DataError(f"labels CSV {path}, line {line}: the {long} is {len(row[long]):,} characters long; a "
+                            f"{long} is a name of at most {MAX_NAME_CHARS} characters")
         file = Path(row["path"]).expanduser()
         items.append(_Item(file if file.is_absolute() else root / file, row["label"],
                            row.get("domain") or None, None, row.get("split") or None))
