@@ -128,6 +128,16 @@ def test_json_number_labels_follow_the_numeric_rule(tmp_path: Path) -> None:
     assert load_text_table(_jsonl(tmp_path / "names.jsonl", strings)).classes == ["0.5", "1"]
 
 
+def test_npz_names_are_text(tmp_path: Path) -> None:
+    x = np.zeros((2, 3), np.float32)
+    with pytest.raises(DataError, match=r"b\.npz: labels holds b'\\xff', which is not UTF-8 text"):
+        load_data(str(_npz(tmp_path / "b.npz", x=x, y=np.array([b"\xff", b"a"]))))  # was an 'ascii' traceback
+    with pytest.raises(DataError, match=r"s\.npz: classes holds 'a\\ud800', with a lone surrogate"):
+        load_data(str(_npz(tmp_path / "s.npz", x=x, y=np.array([0, 1]), classes=np.array(["a\ud800", "b"]))))
+    ok = load_data(str(_npz(tmp_path / "ok.npz", x=x, y=np.array([b"b", b"a"]), classes=np.array([b"a", b"b"]))))
+    assert ok.classes == ["a", "b"] and ok.labels.tolist() == [1, 0]  # bytes are names, not "b'a'"
+
+
 # -- item 6: declared sizes against one budget -----------------------------------------------------------------------
 def _npy_header(shape: tuple[int, ...], descr: str = "<f4") -> bytes:
     buf = io.BytesIO()

@@ -397,9 +397,30 @@ def _npz_class_names(arrays: dict[str, np.ndarray], path: Path) -> list[str] | N
     names = arrays["classes"]
     if names.ndim != 1 or len(names) == 0:
         raise DataError(f"{path}: 'classes' must be a 1-D array of class names, got shape {names.shape}")
-    out = [str(n) for n in names.tolist()]
+    out = _names(names, path, "classes")
     if len(set(out)) != len(out):
         raise DataError(f"{path}: 'classes' has duplicate names")
+    return out
+
+
+def _names(values: np.ndarray, path: Path, key: str) -> list[str]:
+    """Class names or string labels of an array as text. Bytes (``S``) are decoded as UTF-8 (they became
+    ``"b'a'"``, or an ``ascii`` traceback), and a lone surrogate, which a ``U`` array can hold, is refused: a name
+    goes into reports and model files, which must be text."""
+    out = []
+    for v in values.tolist():
+        if isinstance(v, bytes):
+            try:
+                v = v.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataError(f"{path}: {key} holds {v[:20]!r}, which is not UTF-8 text ({exc.reason}); save names "
+                                "as str") from None
+        v = str(v)
+        try:
+            v.encode("utf-8")
+        except UnicodeEncodeError:
+            raise DataError(f"{path}: {key} holds {v[:20]!r}, with a lone surrogate: not text; fix the name") from None
+        out.append(v)
     return out
 
 
@@ -413,14 +434,14 @@ def _npz_labels(
     if y.ndim != 1:
         raise DataError(f"{path}: labels must be 1-D (N,), got shape {y.shape}")
     if y.dtype.kind in "US":
-        text = y.astype(str)
+        text = _names(y, path, "labels")
         classes = names if names is not None else sorted(
-            {str(v) for a in all_labels.values() for v in a.astype(str).tolist()})
-        unknown = sorted(set(text.tolist()) - set(classes))
+            {v for key, a in all_labels.items() for v in _names(np.asarray(a).ravel(), path, key)})
+        unknown = sorted(set(text) - set(classes))
         if unknown:
             raise DataError(f"{path}: labels {unknown[:10]} are not in 'classes'")
         index = {c: i for i, c in enumerate(classes)}
-        return np.asarray([index[v] for v in text.tolist()], dtype=np.int64), classes
+        return np.asarray([index[v] for v in text], dtype=np.int64), classes
     y = numeric_labels(y, str(path))
     if len(y) and y.min() < 0:
         raise DataError(f"{path}: labels must be >= 0, found {int(y.min())}")
