@@ -216,6 +216,19 @@ def test_a_mat_variable_is_budgeted_before_it_is_read(tmp_path: Path, monkeypatc
     assert load_data(str(tmp_path / "d.mat")).inputs.shape == (512, 512)
 
 
+def test_gzipped_json_lines_are_budgeted_as_they_inflate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import gzip
+
+    path = tmp_path / "bomb.jsonl.gz"
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        for i in range(40_000):
+            f.write(json.dumps({"text": "x" * 100, "label": i % 2}) + "\n")
+    assert path.stat().st_size < 100_000  # 5 MB of rows
+    _budget(monkeypatch, 2**20)
+    with pytest.raises(DataError, match=r"bomb\.jsonl\.gz \(decompressed, up to line \d+\) would take 1\.0 MiB"):
+        load_data(str(path))
+
+
 def test_a_one_line_svmlight_file_with_a_huge_index(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "l.svm"
     path.write_text("0 1999999999:1\n", encoding="utf-8")

@@ -34,7 +34,7 @@ from typing import IO, Any
 import numpy as np
 
 from transferkit.data.domain import MAX_EXACT_FLOAT, DomainDataset, integer_classes, label_range_error
-from transferkit.data.limits import regular_file_problem
+from transferkit.data.limits import check_allocation, data_budget, regular_file_problem
 from transferkit.errors import DataError
 
 ALL_SPLITS = "all"
@@ -190,8 +190,12 @@ def _json_rows(path: Path) -> list[dict[str, Any]]:
     too deep to parse or a number too long to read is named with its line, not a traceback later (a tokenizer
     raised ``TypeError`` on the surrogate)."""
     rows = []
+    budget, read = data_budget(), 0
     with _open_binary(path) as f:
         for n, raw in enumerate(f, start=1):
+            read += len(raw)
+            if read > budget:  # a few MB of .gz can inflate to any size; every row is kept in memory
+                check_allocation(read, f"{path} (decompressed, up to line {n})", "split the file")
             try:
                 line = raw.decode("utf-8-sig" if n == 1 else "utf-8")
             except UnicodeDecodeError as exc:
