@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import dump_svmlight_file
 
-from transferkit.data import load_data, tabular
+from transferkit.data import load_data
 from transferkit.data.tabular import check_feature_widths, load_csv, load_parquet, load_svmlight
 from transferkit.errors import DataError
 
@@ -187,7 +187,7 @@ def test_svmlight_errors_name_the_file(tmp_path: Path, text: str, kwargs: dict, 
 def test_svmlight_empty_file_and_dense_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(DataError, match=r"empty.svm is empty \(0 bytes\)"):
         load_svmlight(_svm(tmp_path, "", "empty.svm"))
-    monkeypatch.setattr(tabular, "MAX_DENSE_BYTES", 1000)
+    monkeypatch.setenv("TRANSFERKIT_MAX_DATA_GIB", str(1000 / 2**30))  # the one data budget: 1000 bytes
     with pytest.raises(DataError, match=r"2 rows x 1000 features .* as dense float32"):
         load_svmlight(_svm(tmp_path, "0 1:1\n1 1000:1\n", "wide.svm"))
 
