@@ -17,7 +17,7 @@ from rich.table import Table
 
 from transferkit.errors import TransferkitError
 from transferkit.field_help import FIELD_HELP
-from transferkit.train.callbacks import console
+from transferkit.ui import console
 
 app = typer.Typer(
     name="transferkit",

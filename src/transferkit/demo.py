@@ -32,7 +32,7 @@ from transferkit.evaluate.metrics import format_mean_std, mean_std
 from transferkit.evaluate.plots import plot_bars
 from transferkit.experiment import fit
 from transferkit.runs import RunDir, atomic_write_json, atomic_write_text
-from transferkit.train.callbacks import console
+from transferkit.ui import console
 
 SOURCE, TARGET = "mnist-5k", "mnist-m-5k"
 MODEL = {"backbone": "lenet", "backbone_kwargs": {"in_chans": 3}}  # grey MNIST enters as RGB, like MNIST-M

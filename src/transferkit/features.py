@@ -34,7 +34,7 @@ from transferkit.errors import ConfigError, DataError, RunDirError
 from transferkit.models.backbones import Backbone
 from transferkit.models.inference import inference_copy
 from transferkit.runs import atomic_path
-from transferkit.train.callbacks import make_progress
+from transferkit.ui import make_progress
 
 CACHE_ENV = "TRANSFERKIT_CACHE"
 CPU_BATCH_SIZE = 16
@@ -335,7 +335,7 @@ def _warn(message: str) -> None:
     """One yellow line on stderr, once per message and process."""
     from rich.markup import escape
 
-    from transferkit.train.callbacks import console
+    from transferkit.ui import console
 
     if message not in _warned:
         _warned.add(message)

@@ -164,7 +164,7 @@ class DomainDataset(torch.utils.data.Dataset):
         if progress:
             from rich.progress import track
 
-            from transferkit.train.callbacks import console
+            from transferkit.ui import console
 
             items = track(items, description=f"preprocess {self.domain}", transient=True, console=console)
         for i in items:

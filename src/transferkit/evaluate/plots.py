@@ -170,7 +170,7 @@ def plot_feature_map(
     n_points = len(after[0]) + len(after[1])
     method = map_method(n_points)
     embedded = []
-    from transferkit.train.callbacks import console
+    from transferkit.ui import console
 
     # a transient one-line status in a terminal (a t-SNE takes seconds); nothing in a log
     with console.status(f"feature map: {method} of {n_points} points x {len(panels)}"):

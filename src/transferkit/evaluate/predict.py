@@ -10,7 +10,7 @@ from transferkit.data.domain import DomainDataset, collate
 from transferkit.evaluate.metrics import classification_metrics
 from transferkit.features import pick_device
 from transferkit.models.heads import TransferModel
-from transferkit.train.callbacks import make_progress
+from transferkit.ui import make_progress
 
 
 def predict_logits(

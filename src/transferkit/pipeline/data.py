@@ -13,7 +13,7 @@ from transferkit.data import DomainDataset, check_label_sets, load_data
 from transferkit.data.tabular import check_feature_widths
 from transferkit.errors import ConfigError, DataError, ModelError
 from transferkit.tasks import Task, attach_targets, build_tasks
-from transferkit.train.callbacks import console
+from transferkit.ui import console
 
 
 @dataclass

@@ -35,11 +35,11 @@ from transferkit.pipeline.report import report_header, save_feature_map, single_
 from transferkit.pipeline.resume import check_resume, data_digests, record_data
 from transferkit.pipeline.train import discrepancy_weights, train_model
 from transferkit.runs import RunDir, atomic_write_text
-from transferkit.train.callbacks import console
 from transferkit.train.processes import process_accelerator
 from transferkit.train.tracking import check_tracking
 from transferkit.train.twin_cache import describe as describe_twin
 from transferkit.train.twin_cache import load_twin, store_twin, twin_key
+from transferkit.ui import console
 
 
 def fit(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False, progress: bool = True) -> dict[str, Any]:

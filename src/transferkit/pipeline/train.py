@@ -22,8 +22,8 @@ from transferkit.pipeline.data import RunData
 from transferkit.pipeline.model import loss_terms
 from transferkit.runs import RunDir
 from transferkit.tasks import UncertaintyWeights
-from transferkit.train.callbacks import console
 from transferkit.train.engine import Engine
+from transferkit.ui import console
 
 
 def discrepancy_weights(cfg: RunConfig, model: TransferModel, data: RunData, progress: bool) -> list[float]:

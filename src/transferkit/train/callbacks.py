@@ -1,28 +1,8 @@
-"""What the engine reports while it runs: a rich progress bar and early stopping."""
+"""When the engine stops early (the console and progress bar it reports through live in :mod:`transferkit.ui`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-console = Console(stderr=True)
-
-
-def make_progress(enabled: bool = True) -> Progress:
-    """One bar per epoch with the running loss and accuracy; silent when ``enabled`` is False."""
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[stats]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        disable=not enabled,
-        transient=False,
-    )
 
 
 @dataclass

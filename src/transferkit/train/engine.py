@@ -42,7 +42,7 @@ from transferkit.runs import (
     read_jsonl,
 )
 from transferkit.train.budget import MAX_EPOCHS, Budget, plan_budget
-from transferkit.train.callbacks import EarlyStopping, make_progress
+from transferkit.train.callbacks import EarlyStopping
 from transferkit.train.checkpoints import (
     CheckpointStore,
     apply_weights,
@@ -68,6 +68,7 @@ from transferkit.train.terms import LossTerm as LossTerm  # re-exported: the eng
 from transferkit.train.terms import StepOutputs as StepOutputs
 from transferkit.train.terms import source_cross_entropy as source_cross_entropy
 from transferkit.train.terms import target_cross_entropy as target_cross_entropy
+from transferkit.ui import make_progress
 
 _DIVERGED_HINT = (
     "lower train.lr or train.weight_decay, or the transfer weights adapt.weight / adapt.target_weight; "

@@ -43,7 +43,7 @@ import torch
 
 from transferkit.content_digest import DigestError, dataset_digest, path_digest
 from transferkit.errors import TransferkitError
-from transferkit.train.callbacks import console
+from transferkit.ui import console
 
 if TYPE_CHECKING:
     from transferkit.config import RunConfig
