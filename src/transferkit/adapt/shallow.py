@@ -27,20 +27,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import linalg
 
-from transferkit.errors import DataError
-
-
-def _check(xs: np.ndarray, xt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    xs, xt = np.asarray(xs, dtype=np.float64), np.asarray(xt, dtype=np.float64)
-    if xs.ndim != 2 or xt.ndim != 2:
-        raise DataError(f"features must be 2-D (N, D); got {xs.shape} and {xt.shape}")
-    if xs.shape[1] != xt.shape[1]:
-        raise DataError(f"source and target features have different widths: {xs.shape[1]} vs {xt.shape[1]}")
-    if len(xs) < 2 or len(xt) < 2:
-        raise DataError("shallow adaptation needs at least 2 source and 2 target samples")
-    if not (np.isfinite(xs).all() and np.isfinite(xt).all()):
-        raise DataError("features contain NaN or Inf")
-    return xs, xt
+from transferkit.two_sample import ImportanceReweighter as ImportanceReweighter  # shared with measure/
+from transferkit.two_sample import check_pair as _check
 
 
 class CoralAligner:
@@ -110,30 +98,3 @@ class OTMapper:
 
     def transform_target(self, xt: np.ndarray) -> np.ndarray:
         return np.asarray(xt, dtype=np.float64)
-
-
-class ImportanceReweighter:
-    """Source weights ``w(x) = p(t|x)/p(s|x) · n_s/n_t`` from a logistic domain classifier, clipped to ``max_weight``.
-
-    Train the task classifier on the source with ``sample_weight=weights(xs)``: the weighted source then
-    resembles the target (covariate shift assumption).
-    """
-
-    def __init__(self, c: float = 1.0, max_weight: float = 10.0) -> None:
-        self.c, self.max_weight = c, max_weight
-
-    def fit(self, xs: np.ndarray, xt: np.ndarray) -> ImportanceReweighter:
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.pipeline import make_pipeline
-        from sklearn.preprocessing import StandardScaler
-
-        xs, xt = _check(xs, xt)
-        x = np.vstack([xs, xt])
-        d = np.r_[np.zeros(len(xs)), np.ones(len(xt))]
-        self.classifier_ = make_pipeline(StandardScaler(), LogisticRegression(C=self.c, max_iter=1000)).fit(x, d)
-        self.ratio_ = len(xs) / len(xt)
-        return self
-
-    def weights(self, xs: np.ndarray) -> np.ndarray:
-        p = self.classifier_.predict_proba(np.asarray(xs, dtype=np.float64))[:, 1].clip(1e-6, 1 - 1e-6)
-        return np.minimum(p / (1 - p) * self.ratio_, self.max_weight)

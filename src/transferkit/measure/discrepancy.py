@@ -35,9 +35,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from transferkit.adapt.losses.coral import coral_loss
-from transferkit.adapt.losses.mmd import gaussian_bandwidths, mmd2_linear, pairwise_sq_dists
 from transferkit.errors import DataError
+from transferkit.two_sample import coral_loss, gaussian_bandwidths, mmd2_linear, pairwise_sq_dists
 
 
 @dataclass

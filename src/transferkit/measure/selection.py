@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from transferkit.errors import ConfigError, DataError
+from transferkit.two_sample import ImportanceReweighter
 
 
 @dataclass
@@ -90,8 +91,6 @@ def _val_losses(c: Candidate, validator: str) -> np.ndarray:
 
 def importance_weights(c: Candidate, validator: str = "iwcv", max_weight: float = 10.0) -> np.ndarray:
     """``p_t(x)/p_s(x)`` at the source validation items, from a domain classifier on source-train vs target."""
-    from transferkit.adapt.shallow import ImportanceReweighter
-
     xs = _need(c.source_train_features, "source train features", validator)
     xt = _need(c.target_features, "target features", validator)
     xv = _need(c.source_val_features, "source validation features", validator)

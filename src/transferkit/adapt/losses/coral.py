@@ -13,18 +13,5 @@ Example:
 
 from __future__ import annotations
 
-import torch
-
-
-def covariance(x: torch.Tensor) -> torch.Tensor:
-    n = x.shape[0]
-    if n < 2:
-        raise ValueError("a covariance needs at least 2 samples")
-    xc = x - x.mean(0, keepdim=True)
-    return xc.T @ xc / (n - 1)
-
-
-def coral_loss(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    d = source.shape[1]
-    diff = covariance(source) - covariance(target)
-    return diff.pow(2).sum() / (4.0 * d * d)
+from transferkit.two_sample import coral_loss as coral_loss  # shared with measure/
+from transferkit.two_sample import covariance as covariance

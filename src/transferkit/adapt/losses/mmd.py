@@ -22,32 +22,10 @@ from collections.abc import Sequence
 
 import torch
 
-
-def gaussian_bandwidths(sq_dists: torch.Tensor, num_kernels: int = 5, mult: float = 2.0) -> torch.Tensor:
-    """σ² values: the median off-diagonal squared distance times ``mult^j``, ``j = -(K//2) .. K//2``."""
-    n = sq_dists.shape[0]
-    off = sq_dists[~torch.eye(n, dtype=torch.bool, device=sq_dists.device)] if n > 1 else sq_dists.flatten()
-    median = off.detach().median().clamp_min(1e-12)
-    powers = torch.arange(num_kernels, device=sq_dists.device, dtype=sq_dists.dtype) - (num_kernels // 2)
-    return median * mult**powers
-
-
-def pairwise_sq_dists(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``‖a_i - b_j‖²`` for all pairs ``(N, D), (M, D) -> (N, M)``, with values within rounding of 0 set to 0.
-
-    For more than 25 rows ``torch.cdist`` computes ``‖a‖² + ‖b‖² - 2a·b``, whose rounding error (up to about
-    ``(D + 2)·ε·(‖a‖² + ‖b‖²)``) leaves duplicated rows at a small distance that depends on their positions.
-    Where most pairs are duplicates the median bandwidth drops to its 1e-12 floor, and that noise would decide
-    the kernel values: the MMD² of a collapsed batch (a few distinct rows, float64) with itself came out up to
-    0.5 instead of 0, and changed with the order of the rows.
-    """
-    sq = torch.cdist(a, b).pow(2)
-    with torch.no_grad():
-        tol = 4 * (a.shape[1] + 2) * torch.finfo(sq.dtype).eps
-        rounding = torch.add(a.detach().pow(2).sum(1, keepdim=True), b.detach().pow(2).sum(1)).mul_(tol)
-        within = torch.le(sq, rounding)
-        del rounding
-    return sq.masked_fill_(within, 0.0)
+# the bandwidths, the distances and the linear-time estimator are shared with measure/ (transferkit.two_sample)
+from transferkit.two_sample import gaussian_bandwidths as gaussian_bandwidths
+from transferkit.two_sample import mmd2_linear as mmd2_linear
+from transferkit.two_sample import pairwise_sq_dists as pairwise_sq_dists
 
 
 def multi_gaussian_kernel(z: torch.Tensor, num_kernels: int = 5, mult: float = 2.0) -> torch.Tensor:
@@ -76,26 +54,6 @@ def mmd2_unbiased(source: torch.Tensor, target: torch.Tensor, num_kernels: int =
     """
     k = multi_gaussian_kernel(torch.cat([source, target]), num_kernels, mult)
     return _mmd2_from_kernel(k, source.shape[0])
-
-
-def mmd2_linear(source: torch.Tensor, target: torch.Tensor, num_kernels: int = 5, mult: float = 2.0) -> torch.Tensor:
-    """The linear-time estimator (Gretton et al. 2012, §6): O(n) kernel evaluations on disjoint pairs.
-
-    Uses ``h = k(x1, x2) + k(y1, y2) - k(x1, y2) - k(x2, y1)`` over consecutive pairs; the bandwidth comes
-    from the median of these pairs' distances. For batches too large for an ``(N, N)`` kernel matrix.
-    """
-    n = min(source.shape[0], target.shape[0]) // 2 * 2
-    if n < 2:
-        raise ValueError("the linear MMD needs at least 2 samples per domain")
-    x1, x2 = source[0:n:2], source[1:n:2]
-    y1, y2 = target[0:n:2], target[1:n:2]
-    pairs = [(x1, x2), (y1, y2), (x1, y2), (x2, y1)]
-    sq = [(a - b).pow(2).sum(1) for a, b in pairs]
-    median = torch.cat(sq).detach().median().clamp_min(1e-12)
-    powers = torch.arange(num_kernels, device=source.device, dtype=source.dtype) - (num_kernels // 2)
-    bw = (median * mult**powers).view(-1, 1)
-    kx, ky, kxy, kyx = (torch.exp(-d.unsqueeze(0) / bw).mean(0) for d in sq)
-    return (kx + ky - kxy - kyx).mean()
 
 
 def jmmd2_unbiased(
