@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -303,11 +303,28 @@ def task_loss(task: Task, outputs: torch.Tensor, targets: torch.Tensor, label_sm
     return (per_item * w).sum() / w.sum().clamp(min=1e-12)
 
 
+@dataclass
+class LossTerm:
+    """A named loss ``fn(outputs)`` with a weight that is a number or a function of progress.
+
+    ``module`` (e.g. a domain discriminator) is trained with the model and saved in its checkpoints.
+    """
+
+    name: str
+    fn: Callable[[Any], torch.Tensor]  # of a train.terms.StepOutputs (tasks sits below train)
+    weight: float | Callable[[float], float] = 1.0
+    module: nn.Module | None = None
+    # Under `accelerate launch` with N processes, a term sees the whole step's batch (every process's items,
+    # gathered with gradients) unless it is a mean over items that DDP's gradient averaging already makes exact.
+    global_batch: bool = True
+
+    def weight_at(self, progress: float) -> float:
+        return float(self.weight(progress)) if callable(self.weight) else float(self.weight)
+
+
 def head_loss_terms(tasks: Sequence[Task], weighting: str = "fixed", label_smoothing: float = 0.0) -> list[Any]:
     """The engine's loss terms for the task heads: one per head (``task/<name>``, weighted by its fixed weight), or
     one ``tasks`` term with :class:`UncertaintyWeights` (``weighting="uncertainty"``)."""
-    from transferkit.train.terms import LossTerm
-
     def loss_of(t: Task) -> Any:
         def fn(out: Any) -> torch.Tensor:
             if out.source_heads is None or out.source_targets is None or t.name not in out.source_targets:
@@ -347,6 +364,50 @@ class UncertaintyWeights(nn.Module):
 
 
 # -- metrics -----------------------------------------------------------------------------------------
+def classification_metrics(
+    logits: torch.Tensor, labels: torch.Tensor, classes: Sequence[str], *, ece_bins: int = 15
+) -> dict[str, Any]:
+    """Accuracy, macro-F1, ECE (``ece_bins`` equal-width bins, L1), per-class accuracy and confusion matrix.
+
+    Rows of the confusion matrix are true classes, columns predicted classes.
+    """
+    labels = torch.as_tensor(labels).long()
+    logits = torch.as_tensor(logits).float()
+    c = len(classes)
+    if logits.dim() != 2 or logits.shape[1] != c:
+        raise DataError(f"logits must have shape (N, {c}), got {tuple(logits.shape)}")
+    if labels.dim() != 1 or labels.shape[0] != logits.shape[0]:
+        n = logits.shape[0]
+        raise DataError(f"{tuple(labels.shape)} labels for {n} rows of logits; expected ({n},)")
+    if labels.numel() == 0:
+        raise DataError("cannot score an empty evaluation set")
+    if labels.min() < 0 or labels.max() >= c:
+        raise DataError(f"evaluation labels must lie in [0, {c - 1}]; unlabelled data cannot be scored")
+    # torchmetrics takes ~3 s to import (it pulls in torchvision): paid when something is scored, not at start-up
+    from torchmetrics.functional.classification import (
+        multiclass_accuracy,
+        multiclass_calibration_error,
+        multiclass_confusion_matrix,
+        multiclass_f1_score,
+    )
+
+    preds = logits.argmax(1)
+    probs = logits.softmax(1)
+    cm = multiclass_confusion_matrix(preds, labels, num_classes=c)
+    support = cm.sum(1)
+    per_class = {
+        name: (int(cm[i, i]) / int(support[i]) if support[i] > 0 else None) for i, name in enumerate(classes)
+    }
+    return {
+        "n": int(labels.numel()),
+        "accuracy": float(multiclass_accuracy(preds, labels, num_classes=c, average="micro")),
+        "macro_f1": float(multiclass_f1_score(preds, labels, num_classes=c, average="macro")),
+        "ece": float(multiclass_calibration_error(probs, labels, num_classes=c, n_bins=ece_bins, norm="l1")),
+        "per_class_accuracy": per_class,
+        "confusion_matrix": cm.tolist(),
+    }
+
+
 def regression_metrics(pred: torch.Tensor, target: torch.Tensor) -> dict[str, Any]:
     """MAE, RMSE and R² (averaged over outputs when there are several), in the target's unit."""
     from torchmetrics.functional import mean_absolute_error, mean_squared_error, r2_score
@@ -372,8 +433,6 @@ def multilabel_metrics(logits: torch.Tensor, target: torch.Tensor, names: Sequen
 
 def task_metrics(task: Task, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, Any] | None:
     """The head's metrics on a labelled split; None when no item has a target the head knows."""
-    from transferkit.evaluate.metrics import classification_metrics
-
     if task.kind == "regression":
         return regression_metrics(task.decode(outputs.float()), targets)
     if task.kind == "multilabel":

@@ -2,8 +2,9 @@
 sum to ``L = Σ_i λ_i(p) · L_i`` (the source and target cross-entropies here; adaptation methods, task heads and
 regularisers build their own).
 
-Kept apart from the engine so that the modules that define terms (``adapt.methods``, ``tasks``) do not import the
-training loop, and the loop does not import them back.
+Kept apart from the engine so that the modules that define terms (``adapt.methods``, ``finetune``) do not import
+the training loop, and the loop does not import them back. ``LossTerm`` itself is defined in :mod:`transferkit.tasks`
+(the task heads build terms, and ``tasks`` sits below ``train`` in the layers) and re-exported here.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from transferkit.errors import ConfigError
+from transferkit.tasks import LossTerm as LossTerm  # defined beside the task heads' terms, below both
 
 
 @dataclass
@@ -40,25 +41,6 @@ class StepOutputs:
     # several sources: each source item's source index (0..k-1) and its weight (data.source_weighting)
     source_domains: torch.Tensor | None = None
     source_weights: torch.Tensor | None = None
-
-
-@dataclass
-class LossTerm:
-    """A named loss ``fn(outputs)`` with a weight that is a number or a function of progress.
-
-    ``module`` (e.g. a domain discriminator) is trained with the model and saved in its checkpoints.
-    """
-
-    name: str
-    fn: Callable[[StepOutputs], torch.Tensor]
-    weight: float | Callable[[float], float] = 1.0
-    module: nn.Module | None = None
-    # Under `accelerate launch` with N processes, a term sees the whole step's batch (every process's items,
-    # gathered with gradients) unless it is a mean over items that DDP's gradient averaging already makes exact.
-    global_batch: bool = True
-
-    def weight_at(self, progress: float) -> float:
-        return float(self.weight(progress)) if callable(self.weight) else float(self.weight)
 
 
 def target_cross_entropy(weight: float | Callable[[float], float] = 1.0, label_smoothing: float = 0.0) -> LossTerm:
