@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image, ImageFile
 
 from transferkit.data.domain import DomainDataset, bad_files_error, image_as_rgb
+from transferkit.data.pixels import EnsureMode
 from transferkit.errors import DataError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
@@ -210,7 +211,6 @@ def training_transform(backbone: Any, min_scale: float = 0.08) -> Any:
     from timm.data import create_transform
 
     from transferkit.errors import ConfigError
-    from transferkit.models.backbones import EnsureMode
 
     cfg = getattr(backbone, "data_config", None)
     if cfg is None:

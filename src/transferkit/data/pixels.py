@@ -1,12 +1,14 @@
 """Pixels read faithfully: any image file or array as 8-bit RGB, rescaled from its own range rather than clipped.
 
 Apart from :mod:`transferkit.data.domain` so that the image modality's decoder
-(:mod:`transferkit.data.modality`) does not import the dataset type back.
+(:mod:`transferkit.data.modality`) does not import the dataset type back. :class:`EnsureMode`, the colour-mode step
+of every image backbone's transform, lives here too, so that ``data.images`` does not import ``models``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -73,3 +75,16 @@ def open_image(path: Path) -> Image.Image:
 
 
 # -- paired source/target iteration ------------------------------------------------------------
+
+
+class EnsureMode:
+    """Convert a PIL image to the colour mode the backbone expects (grey digits into an RGB model)."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+
+    def __call__(self, img: Any) -> Any:
+        return img.convert(self.mode) if hasattr(img, "convert") and img.mode != self.mode else img
+
+    def __repr__(self) -> str:
+        return f"EnsureMode({self.mode!r})"

@@ -36,6 +36,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from transferkit.data.pixels import EnsureMode  # a pixel transform: below models, beside the image readers
 from transferkit.errors import ModelError
 from transferkit.models.options import (
     LENET_OPTIONS,
@@ -308,19 +309,6 @@ def check_input_kind(backbone: Backbone, dataset: Any) -> None:
 
 
 # -- built-ins ----------------------------------------------------------------------------------
-class EnsureMode:
-    """Convert a PIL image to the colour mode the backbone expects (grey digits into an RGB model)."""
-
-    def __init__(self, mode: str) -> None:
-        self.mode = mode
-
-    def __call__(self, img: Any) -> Any:
-        return img.convert(self.mode) if hasattr(img, "convert") and img.mode != self.mode else img
-
-    def __repr__(self) -> str:
-        return f"EnsureMode({self.mode!r})"
-
-
 @register_backbone("lenet", "LeNet-style CNN for 28x28 grey digits (500-d features), trained from scratch",
                    LENET_OPTIONS)
 def _lenet(in_chans: int = 1, dropout: float = 0.5) -> Backbone:
