@@ -207,8 +207,10 @@ def fit(
             overrides[k] = v
         cfg = RunConfig.from_yaml(config, overrides) if config else parse_config({}, overrides, source="flags")
         from transferkit.experiment import fit as run_fit
+        from transferkit.pipeline.model import check_names
         from transferkit.train.tracking import check_tracking
 
+        check_names(cfg, str(Path(config)) if config else "flags")  # registered names, worded as the parse words them
         check_tracking(cfg.tracking.log_to, cfg.tracking.mlflow_uri)  # before the run folder exists
 
         report = run_fit(cfg, overwrite=overwrite, resume=resume, progress=progress)
@@ -411,9 +413,11 @@ def sweep(
             k, v = parse_override(item)
             overrides[k] = v
         base = RunConfig.from_yaml(config, overrides)
+        from transferkit.pipeline.model import check_names
         from transferkit.sweep import run_sweep
         from transferkit.train.tracking import check_tracking
 
+        check_names(base, str(Path(config)))  # method and validator names, as the parse words them
         check_tracking(base.tracking.log_to, base.tracking.mlflow_uri)  # before the sweep folder exists
 
         result = run_sweep(base, over, select, trials=trials, overwrite=overwrite, progress=progress)

@@ -348,34 +348,13 @@ class AdaptConfig(_Strict):
         "layers that fit) and trains half its steps; false: all of them from scratch (docs/defaults.md)"
     )
 
+    # Whether the method and validator names are registered is checked above this layer, where the registries live
+    # (pipeline.model.check_names: before a run or a sweep writes anything); config stays below adapt and measure.
     @field_validator("auto_methods")
     @classmethod
-    def _known_methods(cls, v: list[str]) -> list[str]:
-        from transferkit.adapt.methods import list_methods
-
-        unknown = [m for m in v if m not in list_methods()]
-        if unknown:
-            raise ValueError(f"unknown method(s) {unknown}; choose from {sorted(list_methods())}")
+    def _each_method_once(cls, v: list[str]) -> list[str]:
         if len(set(v)) != len(v):
             raise ValueError("each method once")
-        return v
-
-    @field_validator("auto_validator")
-    @classmethod
-    def _known_auto_validator(cls, v: str) -> str:
-        from transferkit.measure.selection import VALIDATORS
-
-        if v not in VALIDATORS and v != "ensv":
-            raise ValueError(f"unknown validator {v!r}; choose from {sorted([*VALIDATORS, 'ensv'])}")
-        return v
-
-    @field_validator("guard_validator")
-    @classmethod
-    def _known_validator(cls, v: str | None) -> str | None:
-        from transferkit.measure.selection import VALIDATORS
-
-        if v is not None and v not in VALIDATORS:
-            raise ValueError(f"unknown validator {v!r}; choose from {sorted(VALIDATORS)}")
         return v
 
 
@@ -595,6 +574,11 @@ def format_validation_error(exc: ValidationError, source: str = "config") -> str
             shown = "" if isinstance(got, dict) else f" (got {_short_repr(got)})"
             lines.append(f"{source}: field `{loc}`: {err['msg']}{shown}")
     return "; ".join(lines)
+
+
+def field_problem(loc: str, message: str, got: Any, source: str = "config") -> str:
+    """A field's bad value in the words :func:`format_validation_error` uses, for checks made above this layer."""
+    return f"{source}: field `{loc}`: Value error, {message} (got {_short_repr(got)})"
 
 
 def _short_repr(value: Any) -> str:

@@ -29,6 +29,7 @@ import numpy as np
 
 from transferkit.config import RunConfig, parse_config, parse_override, run_name_problem
 from transferkit.errors import ConfigError
+from transferkit.pipeline.model import check_names
 from transferkit.runs import RunDir, atomic_write_text
 
 ALIASES = {"method": "adapt.method", "lambda": "adapt.weight", "lr": "train.lr", "epochs": "train.epochs",
@@ -129,8 +130,9 @@ def run_sweep(
         raise ConfigError("--trials applies to a search over a range (key=low:high); this sweep is a grid")
     for axis_values in itertools.product(*[[v.low, v.high] if isinstance(v, Range) else v for _, v in axes]):
         # every value is checked against the config before the sweep folder exists: bad input writes nothing
-        parse_config(_apply(base.model_dump(mode="json"), dict(zip([k for k, _ in axes], axis_values, strict=True))),
-                     source="--over")
+        over_cfg = parse_config(_apply(base.model_dump(mode="json"),
+                                       dict(zip([k for k, _ in axes], axis_values, strict=True))), source="--over")
+        check_names(over_cfg, source="--over")
     _check_candidate_names(axes, (trials or 8) if searched else None)
     root = RunDir(base.run_path)
     root.prepare(overwrite=overwrite)

@@ -6,10 +6,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from transferkit.adapt.auto import ENSV
 from transferkit.adapt.methods import build_method, list_methods
-from transferkit.config import RunConfig, bottleneck_width
+from transferkit.config import RunConfig, bottleneck_width, field_problem
 from transferkit.errors import ConfigError
 from transferkit.finetune.convex_probe import solver_for
+from transferkit.measure.selection import VALIDATORS
 from transferkit.models.backbones import Standardize, backbone_for, check_input_kind
 from transferkit.models.heads import TransferModel
 from transferkit.pipeline.data import RunData
@@ -136,6 +138,24 @@ def loss_terms(cfg: RunConfig, model: TransferModel) -> list[LossTerm]:
 def source_only_config(cfg: RunConfig) -> RunConfig:
     """``cfg`` without adaptation: the source-only model (the guard's twin, auto's reference)."""
     return cfg.model_copy(update={"adapt": cfg.adapt.model_copy(update={"method": "none"})})
+
+
+def check_names(cfg: RunConfig, source: str = "config") -> None:
+    """The method and validator names of ``adapt`` that the registries must know (``adapt.methods``,
+    ``measure.selection``): checked here rather than in config.py, which sits below both; the same words as a
+    config error."""
+    a = cfg.adapt
+    unknown = [m for m in a.auto_methods if m not in list_methods()]
+    if unknown:
+        raise ConfigError(field_problem("adapt.auto_methods",
+                                        f"unknown method(s) {unknown}; choose from {sorted(list_methods())}",
+                                        a.auto_methods, source))
+    if a.auto_validator not in VALIDATORS and a.auto_validator != ENSV:
+        raise ConfigError(field_problem("adapt.auto_validator", f"unknown validator {a.auto_validator!r}; choose "
+                                        f"from {sorted([*VALIDATORS, ENSV])}", a.auto_validator, source))
+    if a.guard_validator is not None and a.guard_validator not in VALIDATORS:
+        raise ConfigError(field_problem("adapt.guard_validator", f"unknown validator {a.guard_validator!r}; choose "
+                                        f"from {sorted(VALIDATORS)}", a.guard_validator, source))
 
 
 def check_combination(cfg: RunConfig) -> None:

@@ -30,7 +30,7 @@ from transferkit.pipeline.choose import (
     preprocessed_for,
 )
 from transferkit.pipeline.data import RunData, check_sizes, load_run_data, trained_on
-from transferkit.pipeline.model import build_model, check_combination, loss_terms, source_only_config
+from transferkit.pipeline.model import build_model, check_combination, check_names, loss_terms, source_only_config
 from transferkit.pipeline.report import report_header, save_feature_map, single_summary
 from transferkit.pipeline.resume import check_resume, data_digests, record_data
 from transferkit.pipeline.train import discrepancy_weights, train_model
@@ -53,6 +53,7 @@ def fit(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False, progre
 
 def _fit(cfg: RunConfig, *, overwrite: bool, resume: bool, progress: bool) -> dict[str, Any]:
     # Validate everything first: nothing is written if the data or the model cannot be used.
+    check_names(cfg)
     first = load_run_data(cfg, cfg.seeds[0])
     probe_model = build_model(cfg, first)
     apply_strategy(probe_model, cfg.finetune)
