@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import scipy.sparse
 
 from transferkit.data.domain import (
     MAX_EXACT_FLOAT,
@@ -132,6 +131,8 @@ def load_mat(path: str | Path, split: str = "train", x: str | None = None, y: st
             non-numeric or non-finite features, labels that do not match the rows, or arrays (a sparse matrix
             densified) over the memory budget of :mod:`transferkit.data.limits`.
     """
+    import scipy.sparse  # scipy is imported where a file needs it: loading `transferkit.data` does not pay for it
+
     path = _existing_file(path)
     declared = _mat_variables(path)
     names = sorted(declared)
@@ -819,6 +820,7 @@ def load_svmlight(
         raise DataError(f"{path}: n_features must be a positive integer (the feature width), got {n_features!r}")
     if zero_based not in (True, False, "auto"):
         raise DataError(f"{path}: zero_based must be True, False or 'auto', got {zero_based!r}")
+    import scipy.sparse
     from sklearn.datasets import load_svmlight_file
 
     try:

@@ -64,9 +64,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.linalg import lapack, solve_triangular
-from scipy.sparse import csr_array
-from sklearn.covariance import LedoitWolf
 from threadpoolctl import threadpool_limits
 
 from transferkit.errors import ConfigError, DataError
@@ -187,6 +184,8 @@ class _Tridiagonal:
         One LAPACK call (``dptsv``, O(k) per class): the shifted systems are the diagonal blocks of one
         tridiagonal system whose off-diagonal is 0 between blocks, which decouples them exactly.
         """
+        from scipy.linalg import lapack  # scipy and scikit-learn are imported where used: `measure` stays light
+
         m, k = len(cols), len(self.diag)
         diag = (self.diag[None, :] + t[:, None]).ravel()
         rhs = np.ascontiguousarray(self.qt_rhs[:, cols].T).ravel()
@@ -215,6 +214,8 @@ def _tridiagonalize(gram: np.ndarray, rhs: np.ndarray) -> _Tridiagonal:
     spin-waiting between those products made it 20x slower (14 s instead of 0.7 s for k = 2,048) on a 2-core
     machine busy with other work.
     """
+    from scipy.linalg import lapack
+
     k = gram.shape[0]
     if k == 1:
         return _Tridiagonal(gram[0].copy(), np.zeros(0), np.clip(gram[0], 0.0, None), rhs.copy())
@@ -244,6 +245,8 @@ def _tridiagonalize(gram: np.ndarray, rhs: np.ndarray) -> _Tridiagonal:
 
 def _class_sums(f: np.ndarray, y: np.ndarray, c: int) -> np.ndarray:
     """``Yᵀ F`` (C, D) for the one-hot ``Y``: the sum of each class's rows, N·D additions (a sparse product)."""
+    from scipy.sparse import csr_array
+
     return csr_array((np.ones(len(y)), (y, np.arange(len(y)))), shape=(c, len(y))) @ f
 
 
@@ -413,6 +416,9 @@ def hscore(features: Any, labels: Any, *, shrinkage: bool = True) -> float:
     ``shrinkage`` the inverse is a pseudo-inverse, as in Bao et al.'s code. Between 0 and ``min(C - 1, D)``;
     0 also when Ledoit-Wolf shrinks all the way (``a = 1``, which it can on a handful of items).
     """
+    from scipy.linalg import solve_triangular
+    from sklearn.covariance import LedoitWolf
+
     f = _check_features(features)
     y, c = _check_labels(labels, len(f))
     f = f - f.mean(0)
