@@ -24,17 +24,14 @@ import pytest
 import soundfile as sf
 from PIL import Image
 from safetensors.torch import save_file
-from typer.testing import CliRunner
 
-from transferkit.cli import app
+from helpers import invoke, vectors_npz
 from transferkit.config import RunConfig, parse_config, parse_override
 from transferkit.data import check_label_sets, load_data
 from transferkit.data.images import load_image_folder
 from transferkit.errors import ConfigError, DataError, ModelError, RunDirError, TransferkitError
 from transferkit.experiment import fit
 from transferkit.models.backbones import create_backbone
-
-runner = CliRunner()
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -65,11 +62,6 @@ def _fit_refuses(cfg: RunConfig, error: type[TransferkitError], pattern: str) ->
         fit(cfg, progress=False)
     _no_run_left(cfg)
     return str(exc.value)
-
-
-def _invoke(*args: Any) -> tuple[int, str]:
-    result = runner.invoke(app, [str(a) for a in args])
-    return result.exit_code, result.output
 
 
 def _image(path: Path, mode: str = "RGB", size: tuple[int, int] = (12, 10), seed: int = 0) -> Path:
@@ -113,21 +105,11 @@ def _recordings(root: Path) -> Path:
     return root
 
 
-def _vectors(path: Path, n: int = 12, width: int = 4, classes: tuple[str, ...] = ("neg", "pos"),
-             **arrays: np.ndarray) -> Path:
-    """A separable ``.npz`` vector task; ``arrays`` replace or add keys (``x``, ``y``, ``x_test``, ...)."""
-    y = np.arange(n) % len(classes)
-    x = np.random.default_rng(0).normal(size=(n, width)).astype(np.float32) + 2.0 * y[:, None]
-    content = {"x": x, "y": y, "classes": np.array(classes), **arrays}
-    np.savez(path, **{k: v for k, v in content.items() if v is not None})
-    return path
-
-
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished one-epoch MLP run (model, report, checkpoints); tests copy it before changing anything."""
     root = tmp_path_factory.mktemp("trained")
-    cfg = _config(root, _vectors(root / "toy.npz", n=16), train={"keep_finished_checkpoints": True})
+    cfg = _config(root, vectors_npz(root / "toy.npz", n=16), train={"keep_finished_checkpoints": True})
     fit(cfg, progress=False)
     assert (cfg.run_path / "model.safetensors").is_file()
     return cfg.run_path
@@ -351,23 +333,23 @@ def test_malformed_text_table_stops_fit_naming_the_file(tmp_path: Path, case: st
 
 # -- labels ------------------------------------------------------------------------------------
 def test_label_outside_the_class_range_names_the_file(tmp_path: Path) -> None:
-    path = _vectors(tmp_path / "range.npz", classes=("a", "b", "c"), y=np.array([0, 1, 2, 7] * 3))
+    path = vectors_npz(tmp_path / "range.npz", classes=("a", "b", "c"), y=np.array([0, 1, 2, 7] * 3))
     _fit_refuses(_config(tmp_path, path), DataError, r"range\.npz: label 7 is out of range: 'classes' names 3")
 
 
 def test_negative_label_names_the_file(tmp_path: Path) -> None:
-    path = _vectors(tmp_path / "negative.npz", y=np.array([0, 1, -1, 1] * 3))
+    path = vectors_npz(tmp_path / "negative.npz", y=np.array([0, 1, -1, 1] * 3))
     _fit_refuses(_config(tmp_path, path), DataError, r"negative\.npz: labels must be >= 0, found -1")
 
 
 def test_fractional_labels_are_refused_naming_the_file(tmp_path: Path) -> None:
-    path = _vectors(tmp_path / "regression.npz", y=np.linspace(0.0, 1.0, 12))
+    path = vectors_npz(tmp_path / "regression.npz", y=np.linspace(0.0, 1.0, 12))
     _fit_refuses(_config(tmp_path, path), DataError, r"regression\.npz: labels must be integers or strings")
 
 
 def test_target_classes_missing_from_the_source_are_named(tmp_path: Path) -> None:
-    source = _vectors(tmp_path / "pets.npz", classes=("cat", "dog"))
-    target = _vectors(tmp_path / "wild.npz", classes=("cat", "dog", "fox"))
+    source = vectors_npz(tmp_path / "pets.npz", classes=("cat", "dog"))
+    target = vectors_npz(tmp_path / "wild.npz", classes=("cat", "dog", "fox"))
     message = _fit_refuses(_config(tmp_path, source, target), DataError,
                            r"label sets of source 'pets' and target 'wild' do not match")
     assert "target classes missing from the source: ['fox']" in message
@@ -376,7 +358,7 @@ def test_target_classes_missing_from_the_source_are_named(tmp_path: Path) -> Non
 
 
 def test_source_with_a_single_class_is_refused_naming_the_source(tmp_path: Path) -> None:
-    path = _vectors(tmp_path / "monoclass.npz", classes=("only",))
+    path = vectors_npz(tmp_path / "monoclass.npz", classes=("only",))
     _fit_refuses(_config(tmp_path, path), TransferkitError, r"monoclass")
 
 
@@ -408,24 +390,24 @@ def _npy_bytes(x: np.ndarray) -> bytes:
 
 FEATURE_CASES: dict[str, tuple[str, Callable[[Path], None], str]] = {
     # id: (file name, writer, what the message must say besides the file name)
-    "nan-in-npz": ("nan.npz", lambda p: _vectors(p, x=_with(_X, 3, 1, np.nan)), r"NaN or Inf in 1 rows .*\[3\]"),
-    "inf-in-npz": ("inf.npz", lambda p: _vectors(p, x=_with(_X, 5, 0, -np.inf)), r"NaN or Inf in 1 rows"),
+    "nan-in-npz": ("nan.npz", lambda p: vectors_npz(p, x=_with(_X, 3, 1, np.nan)), r"NaN or Inf in 1 rows .*\[3\]"),
+    "inf-in-npz": ("inf.npz", lambda p: vectors_npz(p, x=_with(_X, 5, 0, -np.inf)), r"NaN or Inf in 1 rows"),
     "nan-in-csv": ("nan.csv", lambda p: p.write_text("f1,f2,label\n1,2,a\nnan,3,b\n"), r"NaN or Inf in .*'f1'"),
     "inf-in-csv": ("inf.csv", lambda p: p.write_text("f1,f2,label\n1,2,a\n4,inf,b\n"), r"NaN or Inf in .*'f2'"),
     "nan-in-parquet": ("nan.parquet", lambda p: _parquet(p, [1.0, float("nan")]), r"NaN or Inf in .*'f1'"),
     "inf-in-parquet": ("inf.parquet", lambda p: _parquet(p, [float("inf"), 2.0]), r"NaN or Inf in .*'f1'"),
     "nan-in-svmlight": ("nan.svmlight", lambda p: p.write_text("1 1:0.5 2:nan\n0 1:1\n"), r"NaN or Inf"),
-    "one-dimensional-features": ("flat.npz", lambda p: _vectors(p, x=_X[:, 0]), r"feature vectors must be 2-D"),
-    "zero-width-features": ("narrow.npz", lambda p: _vectors(p, x=np.zeros((12, 0), np.float32)),
+    "one-dimensional-features": ("flat.npz", lambda p: vectors_npz(p, x=_X[:, 0]), r"feature vectors must be 2-D"),
+    "zero-width-features": ("narrow.npz", lambda p: vectors_npz(p, x=np.zeros((12, 0), np.float32)),
                             r"its rows hold no features"),
-    "complex-features": ("complex.npz", lambda p: _vectors(p, x=_X.astype(np.complex64)), r"must be real numbers"),
-    "npz-with-no-rows": ("empty.npz", lambda p: _vectors(p, x=np.zeros((0, 4), np.float32), y=np.zeros(0, int)),
+    "complex-features": ("complex.npz", lambda p: vectors_npz(p, x=_X.astype(np.complex64)), r"must be real numbers"),
+    "npz-with-no-rows": ("empty.npz", lambda p: vectors_npz(p, x=np.zeros((0, 4), np.float32), y=np.zeros(0, int)),
                          r"x holds no rows"),
     "zero-byte-npz": ("zero.npz", lambda p: p.write_bytes(b""), r"is empty \(0 bytes\)"),
     "zero-byte-csv": ("zero.csv", lambda p: p.write_bytes(b""), r"is empty \(0 bytes\)"),
     "csv-header-only": ("header.csv", lambda p: p.write_text("f1,f2,label\n"), r"has a header but no data rows"),
     "parquet-with-no-rows": ("rowless.parquet", lambda p: _parquet(p, []), r"has columns but no data rows"),
-    "truncated-npz": ("cut.npz", lambda p: (_vectors(p), _truncate(p)), r"not a zip"),
+    "truncated-npz": ("cut.npz", lambda p: (vectors_npz(p), _truncate(p)), r"not a zip"),
     "npy-named-npz": ("array.npz", lambda p: p.write_bytes(_npy_bytes(_X)), r"not a zip archive"),
 }
 
@@ -440,16 +422,16 @@ def test_bad_feature_file_stops_fit_naming_the_file(tmp_path: Path, case: str) -
 
 
 def test_source_and_target_feature_widths_differ(tmp_path: Path) -> None:
-    source = _vectors(tmp_path / "wide.npz", width=5)
-    target = _vectors(tmp_path / "narrow.npz", width=4)
+    source = vectors_npz(tmp_path / "wide.npz", width=5)
+    target = vectors_npz(tmp_path / "narrow.npz", width=4)
     _fit_refuses(_config(tmp_path, source, target), DataError,
                  r"feature widths differ: source .*wide\.npz has 5 features, target .*narrow\.npz has 4")
 
 
 # -- whole sets --------------------------------------------------------------------------------
 def test_empty_target_split_is_refused(tmp_path: Path) -> None:
-    source = _vectors(tmp_path / "source.npz")
-    target = _vectors(tmp_path / "target.npz", x=None, y=None, x_train=_X, y_train=np.arange(12) % 2,
+    source = vectors_npz(tmp_path / "source.npz")
+    target = vectors_npz(tmp_path / "target.npz", x=None, y=None, x_train=_X, y_train=np.arange(12) % 2,
                       x_test=np.zeros((0, 4), np.float32), y_test=np.zeros(0, np.int64))
     _fit_refuses(_config(tmp_path, source, target), DataError, r"target\.npz: x_test holds no rows")
 
@@ -469,7 +451,7 @@ def test_source_with_zero_items_in_its_split_is_refused(tmp_path: Path) -> None:
 
 
 def test_batch_of_one_with_an_adaptation_method_is_a_config_error(tmp_path: Path) -> None:
-    path = _vectors(tmp_path / "toy.npz")
+    path = vectors_npz(tmp_path / "toy.npz")
     cfg = _config(tmp_path, path, path, data={"batch_size": 1}, adapt={"method": "dann"})
     _fit_refuses(cfg, ConfigError, r"data\.batch_size must be >= 2 with an adaptation method")
 
@@ -493,7 +475,7 @@ def test_training_set_of_one_item_with_a_bottleneck_is_refused_up_front(tmp_path
 
 
 def test_target_of_one_item_with_an_adaptation_method_is_refused_up_front(tmp_path: Path) -> None:
-    source = _vectors(tmp_path / "source.npz")
+    source = vectors_npz(tmp_path / "source.npz")
     target = tmp_path / "lonely.npz"
     np.savez(target, x=np.ones((1, 4), np.float32), y=np.array([0]), classes=np.array(["neg", "pos"]))
     cfg = _config(tmp_path, source, target, data={"batch_size": 4}, adapt={"method": "dan", "guard": False})
@@ -525,9 +507,9 @@ def test_dataset_name_with_dotdot_is_neither_a_dataset_nor_a_path(tmp_path: Path
 
 
 def test_run_name_with_dotdot_on_the_command_line_writes_nothing(tmp_path: Path) -> None:
-    source = _vectors(tmp_path / "toy.npz")
+    source = vectors_npz(tmp_path / "toy.npz")
     out = tmp_path / "runs" / "inner"
-    code, text = _invoke("fit", "--source", source, "--backbone", "mlp", "--epochs", "1", "--name", "../escape",
+    code, text = invoke("fit", "--source", source, "--backbone", "mlp", "--epochs", "1", "--name", "../escape",
                          "--output-dir", out, "--no-progress")
     assert code == 2 and "`name`" in text and "Traceback" not in text
     assert not out.exists() and not (tmp_path / "runs" / "escape").exists()
@@ -549,7 +531,7 @@ def test_bad_yaml_file_is_named(tmp_path: Path, content: str, pattern: str) -> N
     path.write_text(content, encoding="utf-8")
     with pytest.raises(ConfigError, match=r"run\.yaml.*" + pattern):
         RunConfig.from_yaml(path)
-    code, text = _invoke("fit", "-c", path, "--output-dir", tmp_path / "runs", "--no-progress")
+    code, text = invoke("fit", "-c", path, "--output-dir", tmp_path / "runs", "--no-progress")
     assert code == 2 and "run.yaml" in text and "Traceback" not in text
     assert not (tmp_path / "runs").exists()
 
@@ -557,8 +539,8 @@ def test_bad_yaml_file_is_named(tmp_path: Path, content: str, pattern: str) -> N
 def test_override_without_equals_sign_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"override 'train\.lr' must look like section\.field=value"):
         parse_override("train.lr")
-    source = _vectors(tmp_path / "toy.npz")
-    code, text = _invoke("fit", "--source", source, "--backbone", "mlp", "--name", "ov", "--output-dir",
+    source = vectors_npz(tmp_path / "toy.npz")
+    code, text = invoke("fit", "--source", source, "--backbone", "mlp", "--name", "ov", "--output-dir",
                          tmp_path / "runs", "--set", "train.lr", "--no-progress")
     assert code == 2 and "train.lr" in text and "Traceback" not in text
     assert not (tmp_path / "runs").exists()
@@ -569,7 +551,7 @@ def test_weights_of_another_architecture_name_the_file(tmp_path: Path) -> None:
     lenet = create_backbone("lenet")
     weights = tmp_path / "lenet-weights.safetensors"
     save_file({k: v.contiguous() for k, v in lenet.body.state_dict().items()}, str(weights))
-    cfg = _config(tmp_path, _vectors(tmp_path / "toy.npz"), model={"weights": str(weights)})
+    cfg = _config(tmp_path, vectors_npz(tmp_path / "toy.npz"), model={"weights": str(weights)})
     message = _fit_refuses(cfg, ModelError, r"weights .*lenet-weights\.safetensors do not fit this architecture")
     assert "unexpected keys" in message and "conv1" in message
 
@@ -579,7 +561,7 @@ def test_truncated_safetensors_weights_name_the_file(tmp_path: Path) -> None:
     weights = tmp_path / "mlp.safetensors"
     save_file({k: v.contiguous() for k, v in mlp.body.state_dict().items()}, str(weights))
     _truncate(weights)
-    cfg = _config(tmp_path, _vectors(tmp_path / "toy.npz"), model={"weights": str(weights)})
+    cfg = _config(tmp_path, vectors_npz(tmp_path / "toy.npz"), model={"weights": str(weights)})
     _fit_refuses(cfg, ModelError, r"weights file .*mlp\.safetensors is not a readable safetensors file")
 
 
@@ -605,7 +587,7 @@ def test_resume_from_a_truncated_checkpoint_names_the_file(trained_run: Path, tm
 def test_evaluate_a_truncated_model_file_names_it(trained_run: Path, tmp_path: Path) -> None:
     run, _ = _copy_run(trained_run, tmp_path)
     _truncate(run / "model.safetensors")
-    code, text = _invoke("evaluate", run, "--data", _vectors(tmp_path / "toy.npz", n=16), "--split", "train")
+    code, text = invoke("evaluate", run, "--data", vectors_npz(tmp_path / "toy.npz", n=16), "--split", "train")
     assert code == 2 and "model.safetensors is truncated" in text and "Traceback" not in text
     assert not (run / "evaluations").exists()
 
@@ -614,10 +596,10 @@ def test_evaluate_a_truncated_model_file_names_it(trained_run: Path, tmp_path: P
 def test_command_on_a_run_without_a_model_exits_2(trained_run: Path, tmp_path: Path, command: str) -> None:
     run, _ = _copy_run(trained_run, tmp_path)
     (run / "model.safetensors").unlink()  # a run killed before it saved its model
-    data = _vectors(tmp_path / "toy.npz", n=16)
+    data = vectors_npz(tmp_path / "toy.npz", n=16)
     out = tmp_path / "predictions.csv"
     extra = ["--out", out] if command == "predict" else ["--split", "train"]
-    code, text = _invoke(command, run, "--data", data, *extra)
+    code, text = invoke(command, run, "--data", data, *extra)
     assert code == 2 and "Traceback" not in text
     assert re.search(rf"run {re.escape(str(run))}\s+has no finished\s+model\.safetensors", text), text
     assert not out.exists() and not (run / "evaluations").exists()

@@ -18,6 +18,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
+from helpers import gaussian_classes
 from transferkit.data.domain import DomainDataset
 from transferkit.errors import ConfigError, DataError
 from transferkit.estimator import TransferClassifier
@@ -36,19 +37,13 @@ def _cheap_gc():
     gc.unfreeze()
 
 
-def _blobs(n: int = 90, d: int = 5, classes: tuple[str, ...] = ("cat", "dog", "eel"), shift: float = 0.0,
-           seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Well separated classes (strings), the target optionally shifted: a task a 1-layer MLP learns in 2 epochs."""
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(len(classes), d)) * 4
-    idx = np.arange(n) % len(classes)
-    X = centres[idx] + rng.normal(size=(n, d)) + shift
-    return X.astype(np.float32), np.asarray(classes)[idx]
+# n well separated classes (strings), the target optionally shifted: a task a 1-layer MLP learns in 2 epochs
+_animals = partial(gaussian_classes, d=5, classes=("cat", "dog", "eel"))
 
 
 @pytest.fixture(scope="module")
 def fitted() -> tuple[TransferClassifier, np.ndarray, np.ndarray]:
-    X, y = _blobs()
+    X, y = _animals(90)
     return TransferClassifier(**SMALL).fit(X, y), X, y
 
 
@@ -81,7 +76,7 @@ def test_fit_predict_with_string_labels(fitted) -> None:
 
 
 def test_binary_decision_function_is_the_log_odds() -> None:
-    X, y = _blobs(classes=("no", "yes"))
+    X, y = _animals(90, classes=("no", "yes"))
     clf = TransferClassifier(**SMALL).fit(X, y)
     p = clf.predict_proba(X)[:, 1]
     assert np.allclose(clf.decision_function(X), np.log(p / (1 - p)), atol=1e-5)
@@ -89,8 +84,8 @@ def test_binary_decision_function_is_the_log_odds() -> None:
 
 
 def test_adaptation_trains_on_the_target_and_needs_it() -> None:
-    Xs, ys = _blobs()
-    Xt, _ = _blobs(shift=1.0, seed=1)  # its labels are never used
+    Xs, ys = _animals(90)
+    Xt, _ = _animals(90, shift=1.0, seed=1)  # its labels are never used
     clf = TransferClassifier(method="dann", bottleneck_dim=8, **SMALL).fit(Xs, ys, X_target=Xt)
     assert "loss/dann" in clf.history_[-1] and clf.transform(Xt).shape == (90, 8)
     with pytest.raises(ConfigError, match="X_target"):
@@ -98,8 +93,8 @@ def test_adaptation_trains_on_the_target_and_needs_it() -> None:
 
 
 def test_method_auto_keeps_one_of_its_candidates_and_says_why() -> None:
-    Xs, ys = _blobs()
-    Xt, _ = _blobs(shift=1.0, seed=1)
+    Xs, ys = _animals(90)
+    Xt, _ = _animals(90, shift=1.0, seed=1)
     clf = TransferClassifier(method="auto", **SMALL).fit(Xs, ys, X_target=Xt)
     auto = clf.auto_
     assert auto["chosen"] in {"source-only", "mcc", "dan"} and auto["why"]
@@ -113,8 +108,8 @@ def test_method_auto_keeps_one_of_its_candidates_and_says_why() -> None:
 
 
 def test_same_seed_same_model_and_global_rng_left_alone() -> None:
-    Xs, ys = _blobs()
-    Xt, _ = _blobs(shift=1.0, seed=1)
+    Xs, ys = _animals(90)
+    Xt, _ = _animals(90, shift=1.0, seed=1)
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)
@@ -140,8 +135,8 @@ class _DictItems(torch.utils.data.Dataset):
 
 
 def test_torch_datasets_and_domain_datasets_train_the_same_model() -> None:
-    Xs, ys = _blobs()
-    Xt, _ = _blobs(shift=1.0, seed=1)
+    Xs, ys = _animals(90)
+    Xt, _ = _animals(90, shift=1.0, seed=1)
     classes, labels = np.unique(ys, return_inverse=True)
     kw = {"method": "coral", **SMALL}
     ref = TransferClassifier(**kw).fit(Xs, ys, X_target=Xt).predict_proba(Xt)
@@ -161,8 +156,8 @@ def test_torch_datasets_and_domain_datasets_train_the_same_model() -> None:
 # -- scikit-learn composition ------------------------------------------------------------------------
 def test_pipeline_passes_x_target_to_the_classifier_as_it_is() -> None:
     """Pipeline.fit(..., step__X_target=Xt) hands Xt to the classifier untouched: the scaler does not see it."""
-    Xs, ys = _blobs()
-    Xt, _ = _blobs(shift=1.0, seed=1)
+    Xs, ys = _animals(90)
+    Xt, _ = _animals(90, shift=1.0, seed=1)
     pipe = make_pipeline(StandardScaler(), TransferClassifier(method="dann", **SMALL))
     pipe.fit(Xs, ys, transferclassifier__X_target=Xt)
     scaler = StandardScaler().fit(Xs)
@@ -173,8 +168,8 @@ def test_pipeline_passes_x_target_to_the_classifier_as_it_is() -> None:
 
 def test_pipeline_routing_scales_x_target_with_the_source_scaler() -> None:
     """With metadata routing, transform_input=["X_target"] runs Xt through the fitted scaler first."""
-    Xs, ys = _blobs()
-    Xt, _ = _blobs(shift=1.0, seed=1)
+    Xs, ys = _animals(90)
+    Xt, _ = _animals(90, shift=1.0, seed=1)
     with sklearn.config_context(enable_metadata_routing=True):
         clf = TransferClassifier(method="dann", **SMALL).set_fit_request(X_target=True)
         pipe = Pipeline([("scale", StandardScaler()), ("clf", clf)], transform_input=["X_target"])
@@ -185,8 +180,8 @@ def test_pipeline_routing_scales_x_target_with_the_source_scaler() -> None:
 
 
 def test_grid_search_picks_lambda_with_a_label_free_scorer() -> None:
-    Xs, ys = _blobs()
-    Xt, _ = _blobs(shift=1.0, seed=1, n=60)  # the target's labels are thrown away here: nothing can use them
+    Xs, ys = _animals(90)
+    Xt, _ = _animals(60, shift=1.0, seed=1)  # the target's labels are thrown away here: nothing can use them
     search = GridSearchCV(
         TransferClassifier(method="dann", **SMALL), {"lam": [0.1, 1.0]}, scoring=domain_scorer(Xt, "snd"), cv=2,
     ).fit(Xs, ys, X_target=Xt)
@@ -268,8 +263,8 @@ def test_sklearn_estimator_checks(estimator, check) -> None:
 
 
 def test_bottleneck_auto_is_the_method_s_own_default_and_a_number_or_none_is_kept() -> None:
-    Xs, ys = _blobs(n=300)
-    Xt, _ = _blobs(shift=0.5, seed=1)
+    Xs, ys = _animals(300)
+    Xt, _ = _animals(90, shift=0.5, seed=1)
     assert TransferClassifier(method="mcc", **SMALL).fit(Xs, ys, X_target=Xt).model_.bottleneck_dim == 256
     small = TransferClassifier(method="mcc", **SMALL).fit(Xs[:100], ys[:100], X_target=Xt)
     assert small.model_.bottleneck_dim is None  # 90 training items: too few for MCC's bottleneck

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import vector_dataset
 from transferkit import features
 from transferkit.data.domain import DomainDataset
 from transferkit.errors import DataError, ModelError
@@ -23,10 +25,7 @@ def _images(n: int = 11, labelled: bool = True, seed: int = 0) -> DomainDataset:
     return DomainDataset(x, y, "digits", ["zero", "one", "two"], "image")
 
 
-def _vectors(n: int = 13, d: int = 5, labelled: bool = True, seed: int = 0) -> DomainDataset:
-    x = np.random.default_rng(seed).normal(size=(n, d)).astype(np.float32)
-    y = np.arange(n) % 2 if labelled else None
-    return DomainDataset(x, y, "books", ["neg", "pos"], "vector")
+_books = partial(vector_dataset, d=5, classes=("neg", "pos"), domain="books")  # n standard normal vectors
 
 
 def _mlp(d: int = 5, seed: int = 0) -> Backbone:
@@ -61,7 +60,7 @@ def test_extract_images_equals_the_backbone_output(tmp_path: Path) -> None:
 
 def test_extract_vectors_unlabelled(tmp_path: Path) -> None:
     bb = _mlp()
-    ds = _vectors(13, labelled=False)
+    ds = _books(13, labelled=False)
     path = extract_to_npz(bb, ds, tmp_path / "u.npz", batch_size=5, device="cpu", progress=False)
     with np.load(path, allow_pickle=False) as z:
         assert np.allclose(z["features"], _direct(bb, ds), atol=1e-6)
@@ -70,7 +69,7 @@ def test_extract_vectors_unlabelled(tmp_path: Path) -> None:
 
 def test_load_features_round_trip(tmp_path: Path) -> None:
     bb = _mlp()
-    ds = _vectors(9)
+    ds = _books(9)
     path = extract_to_npz(bb, ds, tmp_path / "f.npz", batch_size=4, device="cpu", progress=False)
     back = load_features(path)
     assert back.kind == "vector" and back.domain == "books" and back.classes == ["neg", "pos"]
@@ -99,7 +98,7 @@ def test_non_finite_features_are_refused_and_leave_no_file(tmp_path: Path) -> No
     with torch.no_grad():
         bb.body[0][0].bias.fill_(float("nan"))
     with pytest.raises(DataError, match="produced NaN/Inf features on 'books'"):
-        extract_to_npz(bb, _vectors(), tmp_path / "nan.npz", device="cpu", progress=False)
+        extract_to_npz(bb, _books(13), tmp_path / "nan.npz", device="cpu", progress=False)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -124,7 +123,7 @@ def test_default_cache_dir_follows_the_environment(monkeypatch: pytest.MonkeyPat
 
 
 def test_cached_features_extracts_once(spy_extract: list[Path], tmp_path: Path) -> None:
-    bb, ds = _mlp(), _vectors()
+    bb, ds = _mlp(), _books(13)
     first = cached_features(bb, ds, device="cpu", progress=False)
     assert len(spy_extract) == 1
     file = spy_extract[0]
@@ -138,9 +137,9 @@ def test_cached_features_extracts_once(spy_extract: list[Path], tmp_path: Path) 
 
 
 def test_cache_key_changes_with_weights_and_data(spy_extract: list[Path]) -> None:
-    bb, ds = _mlp(), _vectors()
+    bb, ds = _mlp(), _books(13)
     key = cache_key(bb, ds)
-    assert cache_key(_mlp(), _vectors()) == key  # same content, same key
+    assert cache_key(_mlp(), _books(13)) == key  # same content, same key
     cached_features(bb, ds, device="cpu", progress=False)
     with torch.no_grad():
         bb.body[0][0].weight[0, 0] += 1.0
@@ -148,14 +147,14 @@ def test_cache_key_changes_with_weights_and_data(spy_extract: list[Path]) -> Non
     changed = cached_features(bb, ds, device="cpu", progress=False)
     assert len(spy_extract) == 2 and spy_extract[0] != spy_extract[1]
     assert np.allclose(changed.inputs, _direct(bb, ds), atol=1e-6)  # not the stale features
-    assert cache_key(bb, _vectors(seed=1)) != cache_key(bb, ds)
+    assert cache_key(bb, _books(13, seed=1)) != cache_key(bb, ds)
     assert cache_key(bb, ds.unlabelled()) != cache_key(bb, ds)
 
 
 def test_a_relabelled_subset_reads_the_whole_datasets_features(spy_extract: list[Path]) -> None:
     from dataclasses import replace
 
-    bb, ds = _mlp(), _vectors()
+    bb, ds = _mlp(), _books(13)
     whole = cached_features(bb, ds, device="cpu", progress=False)
     part = replace(ds.subset([1, 4, 6]), labels=np.array([1, 0, 1]), classes=["odd", "even"], domain="part")
     feats = cached_features(bb, part, device="cpu", progress=False)
@@ -166,7 +165,7 @@ def test_a_relabelled_subset_reads_the_whole_datasets_features(spy_extract: list
 
 def test_cached_features_keeps_the_callers_labels(spy_extract: list[Path], tmp_path: Path) -> None:
     bb = _mlp()
-    unl = cached_features(bb, _vectors(labelled=False), cache_dir=tmp_path / "own", device="cpu", progress=False)
+    unl = cached_features(bb, _books(13, labelled=False), cache_dir=tmp_path / "own", device="cpu", progress=False)
     assert unl.labels is None
     assert spy_extract[0].parent == tmp_path / "own"
 

@@ -12,10 +12,11 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
+from helpers import mlp_config, save_splits, two_blobs
 from transferkit.adapt.losses import coral_loss
 from transferkit.adapt.methods import build_method
 from transferkit.cli import app
-from transferkit.config import parse_config
+from transferkit.config import RunConfig, parse_config
 from transferkit.errors import ConfigError, DataError
 from transferkit.experiment import build_model, fit, load_run_data, load_sources
 from transferkit.train.engine import StepOutputs
@@ -72,28 +73,24 @@ def test_multi_source_dann_k_plus_1_way_and_per_source() -> None:
     assert float(per.fn(_out(3)).detach()) == pytest.approx(math.log(2))
 
 
-def _blobs(path: Path, shift: float, seed: int, classes: tuple[str, str] = ("a", "b")) -> Path:
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, 2, 240)
-    x = (np.stack([np.where(y == 1, 1.5, -1.5), np.zeros(240)], 1) + rng.normal(0, 0.5, (240, 2)) + shift)
-    np.savez(path, x_train=x[:180].astype(np.float32), y_train=y[:180], x_test=x[180:].astype(np.float32),
-             y_test=y[180:], classes=np.array(classes))
-    return path
+def _domain(path: Path, shift: float, seed: int, classes: tuple[str, str] = ("a", "b")) -> Path:
+    """Two Gaussian classes (240 items, 180 to train) moved by ``shift`` along both axes."""
+    x, y = two_blobs(240, seed, shift=(shift, shift))
+    return save_splits(path, x, y, 180, classes)
 
 
-def _cfg(tmp_path: Path, name: str, **over: object):
-    sources = [str(_blobs(tmp_path / f"s{i}.npz", s, i)) for i, s in enumerate((0.2, 0.5, 4.0))]
-    target = str(_blobs(tmp_path / "t.npz", 0.0, 9))
-    raw = {"name": name, "output_dir": str(tmp_path / "runs"), "data": {"source": sources, "target": target},
-           # standardize none: the discrepancy weights measure the raw gaps these toy sources are built with
-           "model": {"backbone": "mlp", "backbone_kwargs": {"hidden": 16, "depth": 1, "dropout": 0.0,
-                                                            "standardize": "none"}},
-           "train": {"epochs": 3, "lr": 0.01, "device": "cpu"}, "adapt": {"guard": False}}
-    return parse_config(raw, dict(over))
+def _three_sources_cfg(tmp_path: Path, name: str, **over: object) -> RunConfig:
+    """An MLP run from three sources (two near the target, one 4 units away); ``over``: dotted overrides."""
+    sources = [str(_domain(tmp_path / f"s{i}.npz", s, i)) for i, s in enumerate((0.2, 0.5, 4.0))]
+    target = str(_domain(tmp_path / "t.npz", 0.0, 9))
+    # standardize none: the discrepancy weights measure the raw gaps these toy sources are built with
+    return mlp_config(tmp_path / "runs", name, sources, target,
+                      mlp={"hidden": 16, "depth": 1, "dropout": 0.0, "standardize": "none"},
+                      train={"epochs": 3, "lr": 0.01, "device": "cpu"}, adapt={"guard": False}, **over)
 
 
 def test_sources_load_as_one_dataset_that_knows_each_item_source(tmp_path: Path) -> None:
-    cfg = _cfg(tmp_path, "load")
+    cfg = _three_sources_cfg(tmp_path, "load")
     data = load_run_data(cfg, 0)
     train = data.source_train
     assert data.source_names == cfg.data.source and len(data.source_names) == 3
@@ -103,8 +100,8 @@ def test_sources_load_as_one_dataset_that_knows_each_item_source(tmp_path: Path)
 
 
 def test_sources_with_other_label_sets_or_inputs_are_refused(tmp_path: Path) -> None:
-    a = str(_blobs(tmp_path / "a.npz", 0.0, 0))
-    b = str(_blobs(tmp_path / "b.npz", 0.0, 1, classes=("c", "d")))
+    a = str(_domain(tmp_path / "a.npz", 0.0, 0))
+    b = str(_domain(tmp_path / "b.npz", 0.0, 1, classes=("c", "d")))
     with pytest.raises(DataError, match=r"different label sets.*0 shared"):
         load_sources([a, b], "train", None)
     with pytest.raises(DataError, match="different inputs"):
@@ -117,7 +114,7 @@ def test_sources_with_other_label_sets_or_inputs_are_refused(tmp_path: Path) -> 
 
 
 def test_per_source_dann_with_discrepancy_weights_end_to_end(tmp_path: Path) -> None:
-    report = fit(_cfg(tmp_path, "ms", **{"adapt.method": "dann", "data.source_weighting": "discrepancy"}),
+    report = fit(_three_sources_cfg(tmp_path, "ms", **{"adapt.method": "dann", "data.source_weighting": "discrepancy"}),
                  progress=False)
     seed = report["per_seed"][0]
     weights = seed["source_weights"]
@@ -132,8 +129,8 @@ def test_per_source_dann_with_discrepancy_weights_end_to_end(tmp_path: Path) -> 
 
 
 def test_cli_takes_several_sources(tmp_path: Path) -> None:
-    s0, s1 = (str(_blobs(tmp_path / f"s{i}.npz", 0.3 * i, i)) for i in range(2))
-    t = str(_blobs(tmp_path / "t.npz", 0.0, 9))
+    s0, s1 = (str(_domain(tmp_path / f"s{i}.npz", 0.3 * i, i)) for i in range(2))
+    t = str(_domain(tmp_path / "t.npz", 0.0, 9))
     result = CliRunner().invoke(app, [
         "fit", "--source", s0, "--source", s1, "--target", t, "--backbone", "mlp", "--method", "dan", "--epochs", "1",
         "--output-dir", str(tmp_path / "runs"), "--name", "cli", "--set", "adapt.guard=false",
@@ -144,7 +141,7 @@ def test_cli_takes_several_sources(tmp_path: Path) -> None:
 
 
 def test_init_from_starts_from_an_earlier_runs_weights(tmp_path: Path) -> None:
-    first = _cfg(tmp_path, "pre", **{"data.source": str(_blobs(tmp_path / "p.npz", 0.0, 3))})
+    first = _three_sources_cfg(tmp_path, "pre", **{"data.source": str(_domain(tmp_path / "p.npz", 0.0, 3))})
     fit(first, progress=False)
     saved = load_file(str(tmp_path / "runs" / "pre" / "model.safetensors"))
     second = parse_config(first.model_dump(mode="json"), {"name": "ft", "model.init_from":

@@ -11,8 +11,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from helpers import mlp_config, save_splits, two_blobs
 from transferkit.cli import app
-from transferkit.config import parse_config
+from transferkit.config import RunConfig, parse_config
 from transferkit.errors import ConfigError, DataError
 from transferkit.experiment import fit, load_run_data
 from transferkit.runs import read_jsonl
@@ -31,27 +32,21 @@ def test_target_cross_entropy_hand_computed() -> None:
         term.fn(StepOutputs(torch.zeros(1, 2), torch.zeros(1, 2), torch.zeros(1, dtype=torch.long), None, None, 0.0))
 
 
-def _blobs(path: Path, moved: bool, seed: int) -> Path:
+def _domain(path: Path, moved: bool, seed: int) -> Path:
     """Two Gaussian classes at x = -1.5 (a) and x = 1.5 (b). The moved domain sits 4 higher with the classes
     swapped: the domains never overlap, but the source's boundary gets every target item wrong, and only target
     labels can tell (a conditional shift that no unsupervised alignment can undo)."""
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, 2, 400)
-    side = np.where(y == 0, 1.5, -1.5) if moved else np.where(y == 0, -1.5, 1.5)
-    x = (np.stack([side, np.full(400, 4.0 if moved else 0.0)], 1) + rng.normal(0, 0.4, (400, 2))).astype(np.float32)
-    np.savez(path, x_train=x[:300], y_train=y[:300], x_test=x[300:], y_test=y[300:], classes=np.array(["a", "b"]))
-    return path
+    x, y = two_blobs(400, seed, noise=0.4, shift=(0.0, 4.0 if moved else 0.0), swap=moved)
+    return save_splits(path, x, y, 300, ("a", "b"))
 
 
-def _cfg(tmp_path: Path, name: str, **over: object) -> object:
-    src, tgt = _blobs(tmp_path / "src.npz", False, 0), _blobs(tmp_path / "tgt.npz", True, 1)
-    raw = {"name": name, "output_dir": str(tmp_path / "runs"), "data": {"source": str(src), "target": str(tgt)},
-           # standardize none: per-domain standardisation would hide the domains' offset, all that tells them apart
-           "model": {"backbone": "mlp", "backbone_kwargs": {"hidden": 32, "depth": 1, "dropout": 0.0,
-                                                            "standardize": "none"}},
-           "train": {"epochs": 15, "lr": 0.01, "device": "cpu"}, "adapt": {"guard": False}}
-    dotted = {k: v for k, v in over.items()}
-    return parse_config(raw, dotted)
+def _swapped_cfg(tmp_path: Path, name: str, **over: object) -> RunConfig:
+    """An MLP run from the source to the swapped, moved target; ``over``: dotted overrides."""
+    src, tgt = _domain(tmp_path / "src.npz", False, 0), _domain(tmp_path / "tgt.npz", True, 1)
+    # standardize none: per-domain standardisation would hide the domains' offset, all that tells them apart
+    return mlp_config(tmp_path / "runs", name, str(src), str(tgt),
+                      mlp={"hidden": 32, "depth": 1, "dropout": 0.0, "standardize": "none"},
+                      train={"epochs": 15, "lr": 0.01, "device": "cpu"}, adapt={"guard": False}, **over)
 
 
 def _target_accuracy(report: dict) -> float:
@@ -59,9 +54,9 @@ def _target_accuracy(report: dict) -> float:
 
 
 def test_a_few_target_labels_fix_a_shift_that_source_only_misses(tmp_path: Path) -> None:
-    source_only = _target_accuracy(fit(_cfg(tmp_path, "none"), progress=False))
-    joint = fit(_cfg(tmp_path, "joint", **{"data.target_labels_per_class": 5}), progress=False)
-    semi = fit(_cfg(tmp_path, "semi", **{"data.target_labels_per_class": 5, "adapt.method": "dann"}),
+    source_only = _target_accuracy(fit(_swapped_cfg(tmp_path, "none"), progress=False))
+    joint = fit(_swapped_cfg(tmp_path, "joint", **{"data.target_labels_per_class": 5}), progress=False)
+    semi = fit(_swapped_cfg(tmp_path, "semi", **{"data.target_labels_per_class": 5, "adapt.method": "dann"}),
                progress=False)
     print(f"target accuracy: source-only {source_only:.3f}, joint {_target_accuracy(joint):.3f}, "
           f"semi-supervised DANN {_target_accuracy(semi):.3f}")
@@ -74,7 +69,7 @@ def test_a_few_target_labels_fix_a_shift_that_source_only_misses(tmp_path: Path)
 
 
 def test_the_labelled_few_are_chosen_by_seed_and_left_out_of_the_unlabelled_rest(tmp_path: Path) -> None:
-    cfg = _cfg(tmp_path, "x", **{"data.target_labels_per_class": 4, "adapt.method": "dann"})
+    cfg = _swapped_cfg(tmp_path, "x", **{"data.target_labels_per_class": 4, "adapt.method": "dann"})
     a, b, c = load_run_data(cfg, 0), load_run_data(cfg, 0), load_run_data(cfg, 1)
     assert a.target_labelled is not None and a.target_train is not None
     assert a.target_labelled.class_counts() == {"a": 4, "b": 4}
@@ -86,7 +81,7 @@ def test_the_labelled_few_are_chosen_by_seed_and_left_out_of_the_unlabelled_rest
 
 
 def test_joint_training_without_a_method_sees_no_unlabelled_target(tmp_path: Path) -> None:
-    data = load_run_data(_cfg(tmp_path, "x", **{"data.target_labels_per_class": 2}), 0)
+    data = load_run_data(_swapped_cfg(tmp_path, "x", **{"data.target_labels_per_class": 2}), 0)
     assert data.target_train is None and data.target_labelled is not None and len(data.target_labelled) == 4
 
 
@@ -103,12 +98,12 @@ def test_joint_training_without_a_method_sees_no_unlabelled_target(tmp_path: Pat
 )
 def test_bad_labelled_target_settings(tmp_path: Path, over: dict, error: type, pattern: str) -> None:
     with pytest.raises(error, match=pattern):
-        load_run_data(_cfg(tmp_path, "bad", **over), 0)
+        load_run_data(_swapped_cfg(tmp_path, "bad", **over), 0)
     assert not (tmp_path / "runs" / "bad").exists()
 
 
 def test_unlabelled_target_cannot_give_labelled_items(tmp_path: Path) -> None:
-    src = _blobs(tmp_path / "src.npz", False, 0)
+    src = _domain(tmp_path / "src.npz", False, 0)
     tgt = tmp_path / "unlabelled.npz"
     np.savez(tgt, x_train=np.zeros((10, 2), np.float32), x_test=np.zeros((4, 2), np.float32))
     cfg = parse_config({"name": "u", "output_dir": str(tmp_path / "runs"), "model": {"backbone": "mlp"},
@@ -119,7 +114,7 @@ def test_unlabelled_target_cannot_give_labelled_items(tmp_path: Path) -> None:
 
 
 def test_cli_target_labels_per_class(tmp_path: Path) -> None:
-    src, tgt = _blobs(tmp_path / "src.npz", False, 0), _blobs(tmp_path / "tgt.npz", True, 1)
+    src, tgt = _domain(tmp_path / "src.npz", False, 0), _domain(tmp_path / "tgt.npz", True, 1)
     result = CliRunner().invoke(app, ["fit", "--source", str(src), "--target", str(tgt), "--backbone", "mlp",
                                       "--epochs", "2", "--target-labels", "3", "--method", "mcc",
                                       "--name", "cli", "--output-dir", str(tmp_path / "runs"), "--no-progress",
@@ -131,7 +126,7 @@ def test_cli_target_labels_per_class(tmp_path: Path) -> None:
 def test_target_weight_follows_its_schedule(tmp_path: Path) -> None:
     from transferkit.experiment import build_model, loss_terms
 
-    cfg = _cfg(tmp_path, "sched", **{"data.target_labels_per_class": 2, "adapt.target_weight": 0.5,
+    cfg = _swapped_cfg(tmp_path, "sched", **{"data.target_labels_per_class": 2, "adapt.target_weight": 0.5,
                                      "adapt.target_schedule": "ramp"})
     terms = {t.name: t for t in loss_terms(cfg, build_model(cfg, load_run_data(cfg, 0)))}
     ramp = terms["target_ce"]

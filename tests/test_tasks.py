@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from transferkit.config import HeadConfig, parse_config
+from helpers import mlp_config
+from transferkit.config import HeadConfig, RunConfig, parse_config
 from transferkit.data import load_data
 from transferkit.errors import ConfigError, DataError
 from transferkit.experiment import fit
@@ -110,13 +111,12 @@ def _table(path: Path, shift: float, seed: int, nan: bool = False, groups: tuple
     return path
 
 
-def _cfg(tmp_path: Path, name: str, heads: list[dict], **over: object):
+def _heads_cfg(tmp_path: Path, name: str, heads: list[dict], **over: object) -> RunConfig:
+    """An MLP run with ``heads`` from the table to its shifted copy; ``over``: dotted overrides."""
     src, tgt = _table(tmp_path / "src.npz", 0.0, 0), _table(tmp_path / "tgt.npz", 0.5, 1)
-    raw = {"name": name, "output_dir": str(tmp_path / "runs"), "data": {"source": str(src), "target": str(tgt)},
-           "model": {"backbone": "mlp", "backbone_kwargs": {"hidden": 32, "depth": 1, "dropout": 0.0},
-                     "heads": heads},
-           "train": {"epochs": 8, "lr": 0.03, "device": "cpu"}, "adapt": {"guard": False}}
-    return parse_config(raw, dict(over))
+    return mlp_config(tmp_path / "runs", name, str(src), str(tgt), mlp={"hidden": 32, "depth": 1, "dropout": 0.0},
+                      model={"heads": heads}, train={"epochs": 8, "lr": 0.03, "device": "cpu"},
+                      adapt={"guard": False}, **over)
 
 
 def test_build_tasks_reads_fields_and_refuses_bad_ones(tmp_path: Path) -> None:
@@ -141,9 +141,9 @@ def test_build_tasks_reads_fields_and_refuses_bad_ones(tmp_path: Path) -> None:
 
 def test_colliding_head_names_and_wrong_losses_are_config_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="'y' is used more than once"):
-        _cfg(tmp_path, "c", [{"name": "y"}, {"name": "y", "kind": "regression", "field": "value"}])
+        _heads_cfg(tmp_path, "c", [{"name": "y"}, {"name": "y", "kind": "regression", "field": "value"}])
     with pytest.raises(ConfigError, match="regression head takes loss"):
-        _cfg(tmp_path, "c", [{"name": "v", "kind": "regression", "field": "value", "loss": "bce"}])
+        _heads_cfg(tmp_path, "c", [{"name": "v", "kind": "regression", "field": "value", "loss": "bce"}])
 
 
 def test_unlabelled_drops_every_head_target(tmp_path: Path) -> None:
@@ -160,7 +160,7 @@ def test_multi_task_run_scores_every_head_and_reloads(tmp_path: Path) -> None:
     heads = [{"name": "y"}, {"name": "v", "kind": "regression", "field": "value", "weight": 0.5},
              {"name": "g", "kind": "classification", "field": "group"},
              {"name": "m", "kind": "multilabel", "field": "tags"}]
-    report = fit(_cfg(tmp_path, "mt", heads), progress=False)
+    report = fit(_heads_cfg(tmp_path, "mt", heads), progress=False)
     ev = report["per_seed"][0]["evaluations"]
     assert ev["source"]["accuracy"] > 0.9  # the primary head: classification as before
     h = ev["source"]["heads"]
@@ -177,7 +177,7 @@ def test_multi_task_run_scores_every_head_and_reloads(tmp_path: Path) -> None:
 
 def test_uncertainty_weighted_heads_train_their_weights(tmp_path: Path) -> None:
     heads = [{"name": "y"}, {"name": "v", "kind": "regression", "field": "value"}]
-    report = fit(_cfg(tmp_path, "uw", heads, **{"model.head_weighting": "uncertainty"}), progress=False)
+    report = fit(_heads_cfg(tmp_path, "uw", heads, **{"model.head_weighting": "uncertainty"}), progress=False)
     from transferkit.runs import read_jsonl
 
     records = read_jsonl(tmp_path / "runs" / "uw" / "metrics.jsonl")
@@ -190,7 +190,7 @@ def test_uncertainty_weighted_heads_train_their_weights(tmp_path: Path) -> None:
 
 def test_regression_primary_with_feature_alignment(tmp_path: Path) -> None:
     heads = [{"name": "v", "kind": "regression", "field": "value", "loss": "huber"}]
-    report = fit(_cfg(tmp_path, "reg", heads, **{"adapt.method": "coral", "adapt.guard": True}), progress=False)
+    report = fit(_heads_cfg(tmp_path, "reg", heads, **{"adapt.method": "coral", "adapt.guard": True}), progress=False)
     seed = report["per_seed"][0]
     ev = seed["evaluations"]
     assert set(ev) == {"source", "target"} and ev["target"]["mae"] < 1.0 and "accuracy" not in ev["target"]
@@ -203,7 +203,7 @@ def test_regression_primary_with_feature_alignment(tmp_path: Path) -> None:
 def test_regression_primary_refuses_methods_that_read_class_predictions(tmp_path: Path) -> None:
     heads = [{"name": "v", "kind": "regression", "field": "value"}]
     with pytest.raises(ConfigError, match=r"reads class predictions.*dan, coral, dann"):
-        fit(_cfg(tmp_path, "r2", heads, **{"adapt.method": "mcc"}), progress=False)
+        fit(_heads_cfg(tmp_path, "r2", heads, **{"adapt.method": "mcc"}), progress=False)
     assert not (tmp_path / "runs" / "r2").exists()  # refused before anything was written
 
 
@@ -215,7 +215,7 @@ def test_cli_fit_evaluate_predict_with_heads(tmp_path: Path) -> None:
 
     from transferkit.cli import app
 
-    cfg = _cfg(tmp_path, "cli", [{"name": "v", "kind": "regression", "field": "value"},
+    cfg = _heads_cfg(tmp_path, "cli", [{"name": "v", "kind": "regression", "field": "value"},
                                  {"name": "g", "kind": "classification", "field": "group"}])
     path = tmp_path / "heads.yaml"
     path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
@@ -250,20 +250,20 @@ def test_regression_only_data_without_classes(tmp_path: Path) -> None:
 
 def test_a_primary_head_on_another_field_skips_the_guard_and_refuses_few_labels(tmp_path: Path) -> None:
     heads = [{"name": "g", "kind": "classification", "field": "group"}, {"name": "y"}]
-    report = fit(_cfg(tmp_path, "g", heads, **{"adapt.method": "dann", "adapt.guard": True, "train.epochs": 2}),
+    report = fit(_heads_cfg(tmp_path, "g", heads, **{"adapt.method": "dann", "adapt.guard": True, "train.epochs": 2}),
                  progress=False)
     seed = report["per_seed"][0]
     assert "guard" not in seed and "'group'" in seed["guard_note"]
     assert report["classes"] == ["p", "q"] and seed["evaluations"]["source"]["heads"]["y"]["n"] == 100
     with pytest.raises(ConfigError, match="classification head on `label`"):
-        fit(_cfg(tmp_path, "g2", heads, **{"data.target_labels_per_class": 2}), progress=False)
+        fit(_heads_cfg(tmp_path, "g2", heads, **{"data.target_labels_per_class": 2}), progress=False)
 
 
 def test_lp_ft_trains_every_head_in_its_linear_probe_phase(tmp_path: Path) -> None:
     from transferkit.runs import read_jsonl
 
     heads = [{"name": "y"}, {"name": "v", "kind": "regression", "field": "value"}]
-    fit(_cfg(tmp_path, "lpft", heads, **{"finetune.strategy": "lp-ft", "finetune.lp_epochs": 1, "train.epochs": 1,
+    fit(_heads_cfg(tmp_path, "lpft", heads, **{"finetune.strategy": "lp-ft", "finetune.lp_epochs": 1, "train.epochs": 1,
                                          "adapt.method": "dan"}), progress=False)
     records = read_jsonl(tmp_path / "runs" / "lpft" / "metrics.jsonl")
     lp = next(r for r in records if r["phase"] == "lp")
@@ -276,7 +276,7 @@ def test_init_from_keeps_a_regression_heads_predictions(tmp_path: Path) -> None:
     from transferkit.experiment import build_model, load_run_data
 
     heads = [{"name": "v", "kind": "regression", "field": "value"}]
-    first = _cfg(tmp_path, "pre", heads, **{"train.epochs": 2})
+    first = _heads_cfg(tmp_path, "pre", heads, **{"train.epochs": 2})
     fit(first, progress=False)
     old = TransferModel.load(tmp_path / "runs" / "pre" / "model.safetensors").eval()
     # the target's values have another mean and spread, so its head is standardised differently
@@ -299,7 +299,7 @@ def test_a_target_class_the_source_lacks_is_counted_not_scored(tmp_path: Path) -
     assert m["n"] == 2 and m["unknown"] == 1 and m["accuracy"] == pytest.approx(0.5)
     assert "unknown" not in task_metrics(task, torch.tensor([[2.0, 0.0]]), torch.tensor([0]))
 
-    cfg = _cfg(tmp_path, "gr", [{"name": "y"}, {"name": "g", "kind": "classification", "field": "group"}],
+    cfg = _heads_cfg(tmp_path, "gr", [{"name": "y"}, {"name": "g", "kind": "classification", "field": "group"}],
                **{"train.epochs": 2})
     _table(tmp_path / "tgt.npz", 0.5, 1, groups=("p", "r"))  # the target's second group is one the source lacks
     ev = fit(cfg, progress=False)["per_seed"][0]["evaluations"]

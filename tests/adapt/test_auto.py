@@ -7,16 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
+from helpers import invoke
 from transferkit.adapt.auto import ENSV, SOURCE_ONLY, choose, ensemble_agreement, trainable_methods, warm_start
-from transferkit.cli import app
 from transferkit.measure.selection import Candidate
-
-
-def invoke(*args: object) -> tuple[int, str]:
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    return result.exit_code, result.output
 
 Y = np.arange(40) % 4
 

@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
+from helpers import two_blobs
 from transferkit.adapt.shallow import CoralAligner, ImportanceReweighter, OTMapper, SubspaceAligner
 from transferkit.errors import DataError
 
 
-def _blobs(rng: np.random.Generator, n: int = 400) -> tuple[np.ndarray, np.ndarray]:
-    y = rng.integers(0, 2, n)
-    x = rng.normal(size=(n, 2)) * 0.6 + np.where(y[:, None] == 1, [2.0, 0.0], [-2.0, 0.0])
-    return x, y
+def _two_classes(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """400 items of two classes at x = -2 and x = 2 (float64), drawn from ``rng``."""
+    return two_blobs(400, rng, centre=2.0, noise=0.6, dtype=None)
 
 
 def _rotate(x: np.ndarray, degrees: float) -> np.ndarray:
@@ -36,8 +36,8 @@ def test_coral_recolours_the_source_with_the_target_covariance() -> None:
 
 def test_subspace_alignment_follows_a_rotated_class_axis() -> None:
     rng = np.random.default_rng(0)
-    xs, ys = _blobs(rng)  # the classes differ along the first principal axis
-    xt, yt = _blobs(rng)
+    xs, ys = _two_classes(rng)  # the classes differ along the first principal axis
+    xt, yt = _two_classes(rng)
     xt = _rotate(xt, 75.0)
     sa = SubspaceAligner(n_components=1).fit(xs, xt)  # align the 1-D principal subspaces
     before = _accuracy(xs, ys, xt, yt)
@@ -47,8 +47,8 @@ def test_subspace_alignment_follows_a_rotated_class_axis() -> None:
 
 def test_ot_mapping_undoes_a_translation() -> None:
     rng = np.random.default_rng(0)
-    xs, ys = _blobs(rng)
-    xt, yt = _blobs(rng)
+    xs, ys = _two_classes(rng)
+    xt, yt = _two_classes(rng)
     xt = xt + np.array([2.0, 0.0])  # the target moved along the class axis
     ot = OTMapper(reg=0.5).fit(xs, xt)
     before = _accuracy(xs, ys, xt, yt)

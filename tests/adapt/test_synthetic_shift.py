@@ -16,6 +16,7 @@ import pytest
 import torch
 from sklearn.datasets import make_moons
 
+from helpers import two_blobs
 from transferkit.adapt.methods import build_method
 from transferkit.config import TrainConfig
 from transferkit.data.domain import DomainDataset
@@ -71,18 +72,11 @@ def test_adversarial_method_beats_source_only_on_average(method: str) -> None:
     assert np.mean(adapted) > np.mean(plain) + 0.08, (adapted, plain)
 
 
-def _blobs(shift: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, 2, 600)
-    x = np.stack([np.where(y == 0, -1.5, 1.5), np.zeros(600)], 1) + rng.normal(0, 0.5, (600, 2))
-    return (x + np.array([shift, 0.0])).astype(np.float32), y
-
-
 def _blob_accuracy(method: str, weight: float | None = None) -> float:
     """Two Gaussian classes; the target is moved by 1.2 along the class axis, so the source-only boundary
     cuts through a target class while a low-density gap remains: the cluster assumption of entropy/MCC."""
-    xs, ys = _blobs(0.0, 0)
-    xt, yt = _blobs(1.2, 1)
+    xs, ys = two_blobs(600, 0)
+    xt, yt = two_blobs(600, 1, shift=(1.2, 0.0))
     torch.manual_seed(0)
     model = TransferModel(create_backbone("mlp", in_features=2, hidden=64, depth=2, dropout=0.0), CLASSES)
     terms = [source_cross_entropy(), *build_method(method, model.feature_dim, 2, weight=weight)]

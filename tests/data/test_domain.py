@@ -1,21 +1,20 @@
+from functools import partial
+
 import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from helpers import vector_dataset
 from transferkit.data.domain import UNLABELLED, DomainDataset, PairedLoader, check_label_sets
 from transferkit.errors import DataError
 
-
-def _vectors(n: int = 40, classes: int = 2, labelled: bool = True) -> DomainDataset:
-    x = np.arange(n * 3, dtype=np.float32).reshape(n, 3)
-    y = np.arange(n) % classes if labelled else None
-    return DomainDataset(x, y, "toy", [f"c{i}" for i in range(classes)], "vector")
+_counting = partial(vector_dataset, d=3, seed=None)  # n vectors whose inputs count up, classes c0, c1, ...
 
 
 # -- DomainDataset -----------------------------------------------------------------------------
 def test_split_sizes_and_stratification() -> None:
-    ds = _vectors(40, classes=4)
+    ds = _counting(40, classes=4)
     rest, held = ds.split(0.2, seed=1)
     assert len(rest) == 32 and len(held) == 8
     assert held.class_counts() == {"c0": 2, "c1": 2, "c2": 2, "c3": 2}
@@ -35,16 +34,16 @@ def test_split_keeps_every_class_on_both_sides() -> None:
 
 
 def test_split_unlabelled_and_errors() -> None:
-    rest, held = _vectors(10, labelled=False).split(0.3, seed=0)
+    rest, held = _counting(10, labelled=False).split(0.3, seed=0)
     assert len(rest) == 7 and len(held) == 3 and held.labels is None
     with pytest.raises(DataError, match=r"split fraction must be in \(0, 1\)"):
-        _vectors().split(1.0)
+        _counting(40).split(1.0)
     with pytest.raises(DataError, match="too small"):
         DomainDataset(np.zeros((1, 2), np.float32), None, "one", [], "vector").split(0.5)
 
 
 def test_per_class_is_reproducible_by_seed() -> None:
-    ds = _vectors(60, classes=3)
+    ds = _counting(60, classes=3)
     a, b, c = ds.per_class(4, seed=7), ds.per_class(4, seed=7), ds.per_class(4, seed=8)
     assert a.class_counts() == {"c0": 4, "c1": 4, "c2": 4}
     assert np.array_equal(a.inputs, b.inputs) and np.array_equal(a.labels, b.labels)
@@ -53,11 +52,11 @@ def test_per_class_is_reproducible_by_seed() -> None:
 
 def test_per_class_errors() -> None:
     with pytest.raises(DataError, match="fewer than 30"):
-        _vectors(40, classes=2).per_class(30)
+        _counting(40, classes=2).per_class(30)
     with pytest.raises(DataError, match="unlabelled"):
-        _vectors(labelled=False).per_class(1)
+        _counting(40, labelled=False).per_class(1)
     with pytest.raises(DataError, match=">= 1"):
-        _vectors().per_class(0)
+        _counting(40).per_class(0)
 
 
 @pytest.mark.parametrize(
@@ -84,7 +83,7 @@ def test_other_construction_errors() -> None:
 
 
 def test_unlabelled_items_have_y_minus_one() -> None:
-    ds = _vectors(6)
+    ds = _counting(6)
     hidden = ds.unlabelled()
     assert hidden.labels is None and not hidden.is_labelled and hidden.class_counts() == {}
     item = hidden[3]
@@ -104,23 +103,23 @@ def test_image_items_and_transform() -> None:
 
 
 def test_fingerprint_tracks_content() -> None:
-    a, b = _vectors(10), _vectors(10)
+    a, b = _counting(10), _counting(10)
     assert a.fingerprint() == b.fingerprint()
     assert a.fingerprint() != a.subset([0, 1, 2]).fingerprint()
     assert a.fingerprint() != a.unlabelled().fingerprint()
 
 
 def test_check_label_sets() -> None:
-    check_label_sets(_vectors(), _vectors())
+    check_label_sets(_counting(40), _counting(40))
     other = DomainDataset(np.zeros((2, 3), np.float32), np.array([0, 1]), "t", ["c0", "zz"], "vector")
     with pytest.raises(DataError, match=r"target classes missing from the source: \['zz'\]"):
-        check_label_sets(_vectors(), other)
+        check_label_sets(_counting(40), other)
 
 
 # -- PairedLoader ------------------------------------------------------------------------------
 def test_paired_loader_cycles_the_shorter_side() -> None:
-    source = DataLoader(_vectors(10), batch_size=2)  # 5 batches
-    target = DataLoader(_vectors(4, labelled=False), batch_size=2)  # 2 batches
+    source = DataLoader(_counting(10), batch_size=2)  # 5 batches
+    target = DataLoader(_counting(4, labelled=False), batch_size=2)  # 2 batches
     paired = PairedLoader(source, target)
     assert len(paired) == 5
     steps = list(paired)
@@ -132,13 +131,13 @@ def test_paired_loader_cycles_the_shorter_side() -> None:
 
 
 def test_paired_loader_longer_target() -> None:
-    paired = PairedLoader(DataLoader(_vectors(2), batch_size=2), DataLoader(_vectors(6), batch_size=2))
+    paired = PairedLoader(DataLoader(_counting(2), batch_size=2), DataLoader(_counting(6), batch_size=2))
     assert len(paired) == 3
     assert [s["index"].tolist() for s, _, _ in paired] == [[0, 1]] * 3
 
 
 def test_paired_loader_without_target() -> None:
-    paired = PairedLoader(DataLoader(_vectors(6), batch_size=4))
+    paired = PairedLoader(DataLoader(_counting(6), batch_size=4))
     assert len(paired) == 2
     steps = list(paired)
     assert len(steps) == 2 and all(t is None for _, t, _ in steps)
@@ -146,18 +145,18 @@ def test_paired_loader_without_target() -> None:
 
 @pytest.mark.parametrize("with_target", [True, False])
 def test_paired_loader_cycles_the_labelled_few_without_setting_the_length(with_target: bool) -> None:
-    source = DataLoader(_vectors(8), batch_size=2)  # 4 batches
-    target = DataLoader(_vectors(6, labelled=False), batch_size=2) if with_target else None
-    few = DataLoader(_vectors(3), batch_size=2)  # 2 batches: [0, 1], [2]
+    source = DataLoader(_counting(8), batch_size=2)  # 4 batches
+    target = DataLoader(_counting(6, labelled=False), batch_size=2) if with_target else None
+    few = DataLoader(_counting(3), batch_size=2)  # 2 batches: [0, 1], [2]
     steps = list(PairedLoader(source, target, few))
     assert len(steps) == 4
     assert [f["index"].tolist() for _, _, f in steps] == [[0, 1], [2], [0, 1], [2]]
 
 
 def test_paired_loader_empty_side_is_an_error() -> None:
-    empty = DataLoader(_vectors(3), batch_size=4, drop_last=True)
+    empty = DataLoader(_counting(3), batch_size=4, drop_last=True)
     with pytest.raises(DataError, match="produced no batches"):
-        list(PairedLoader(DataLoader(_vectors(8), batch_size=4), empty))
+        list(PairedLoader(DataLoader(_counting(8), batch_size=4), empty))
 
 
 def _images(n: int = 12) -> DomainDataset:

@@ -11,15 +11,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from transferkit.cli import app
+from helpers import invoke
 from transferkit.errors import DataError
 
 runner = CliRunner()
-
-
-def invoke(*args: str) -> tuple[int, str]:
-    result = runner.invoke(app, [str(a) for a in args])
-    return result.exit_code, result.output
 
 
 @pytest.fixture

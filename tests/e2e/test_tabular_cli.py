@@ -10,21 +10,14 @@ import numpy as np
 import pytest
 import yaml
 from sklearn.datasets import dump_svmlight_file
-from typer.testing import CliRunner
 
-from transferkit.cli import app
+from helpers import invoke
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 
-runner = CliRunner()
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 D = 6
-
-
-def invoke(*args: object) -> tuple[int, str]:
-    result = runner.invoke(app, [str(a) for a in args])
-    return result.exit_code, result.output
 
 
 def _domain(rng: np.random.Generator, n: int, shift: float) -> tuple[np.ndarray, np.ndarray]:

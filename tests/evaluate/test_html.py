@@ -18,9 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
 
-from transferkit.cli import app
+from helpers import invoke_ok
 from transferkit.evaluate.html import render_html
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -64,12 +63,6 @@ class Page(HTMLParser):
         return " ".join(self.text)
 
 
-def invoke(*args: object) -> str:
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    assert result.exit_code == 0, result.output
-    return result.output
-
-
 def _npz(path: Path, shift: float, classes: list[str]) -> Path:
     rng = np.random.default_rng(int(shift * 10))
 
@@ -90,8 +83,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     src, tgt = _npz(tmp / "src.npz", 0.0, classes), _npz(tmp / "tgt.npz", 0.8, classes)
     common = ("--target", tgt, "--backbone", "mlp", "--epochs", "2", "--lr", "0.01", "--output-dir", tmp / "runs",
               "--no-progress", "--set", "data.val_fraction=0.1")
-    invoke("fit", "--source", src, "--method", "dann", "--name", "dann", *common)
-    invoke("fit", "--source", src, "--seeds", "0,1", "--name", "plain", *common)
+    invoke_ok("fit", "--source", src, "--method", "dann", "--name", "dann", *common)
+    invoke_ok("fit", "--source", src, "--seeds", "0,1", "--name", "plain", *common)
     return {"dann": tmp / "runs" / "dann", "plain": tmp / "runs" / "plain"}
 
 
@@ -187,10 +180,10 @@ def test_report_command_rewrites_report_html(runs: dict[str, Path]) -> None:
     for run in (runs["dann"], runs["plain"]):
         before = (run / "report.html").read_text(encoding="utf-8")
         (run / "report.html").write_text("stale", encoding="utf-8")
-        invoke("report", run)
+        invoke_ok("report", run)
         assert (run / "report.html").read_text(encoding="utf-8") == before  # deterministic, maps included
     (runs["plain"] / "seed-0" / "report.html").unlink()
-    invoke("report", runs["plain"])
+    invoke_ok("report", runs["plain"])
     assert (runs["plain"] / "seed-0" / "report.html").is_file()  # the aggregate page links it: rewritten
 
 
@@ -245,7 +238,7 @@ def test_only_the_first_seed_draws_its_plots_and_report_draws_any_other(runs: di
     report = json.loads((second / "report.json").read_text())
     assert report["plots"] == {} and "transferkit report" in report["plots_note"]
     assert _page(second / "report.html")[1].all_text.count("drawn for the first seed only") == 3
-    invoke("report", second)
+    invoke_ok("report", second)
     assert all((second / f).is_file() for f in pngs)
     report = json.loads((second / "report.json").read_text())
     assert "plots_note" not in report and report["feature_map"]["embedding"] in ("t-SNE", "PCA")

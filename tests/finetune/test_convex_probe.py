@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
+from helpers import gaussian_classes
 from transferkit.config import RunConfig
 from transferkit.errors import ConfigError
 from transferkit.finetune.convex_probe import C_GRID, fit_convex_probe, solver_for
@@ -17,16 +18,14 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(1, keepdims=True)
 
 
-def _blobs(n: int, k: int, d: int, seed: int = 0, spread: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(0, 2, (k, d))
-    y = np.repeat(np.arange(k), n)
-    return (centres[y] + rng.normal(0, spread, (len(y), d))).astype(np.float32), y
+def _clusters(n: int, k: int, d: int, seed: int = 0, spread: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` items of each of ``k`` classes in ``d`` dimensions, one after another."""
+    return gaussian_classes(n, d, k, seed=seed, centre_sd=2.0, spread=spread, per_class=True)
 
 
 @pytest.mark.parametrize("k", [2, 4])
 def test_the_head_gives_scikit_learns_probabilities_at_the_chosen_c(k: int) -> None:
-    x, y = _blobs(30, k, 5, spread=2.0)
+    x, y = _clusters(30, k, 5, spread=2.0)
     fit = fit_convex_probe(x, y, num_classes=k, seed=0, c=None)
     ref = LogisticRegression(C=fit.c, max_iter=1000).fit(x.astype(np.float64), y)
     ours = _softmax(x @ fit.weight.T + fit.bias)
@@ -37,7 +36,7 @@ def test_the_head_gives_scikit_learns_probabilities_at_the_chosen_c(k: int) -> N
 def test_c_is_the_grid_value_with_the_best_cross_validated_accuracy() -> None:
     from sklearn.model_selection import StratifiedKFold, cross_val_score
 
-    x, y = _blobs(25, 3, 8, seed=1, spread=3.0)
+    x, y = _clusters(25, 3, 8, seed=1, spread=3.0)
     fit = fit_convex_probe(x, y, num_classes=3, seed=7, c=None)
     split = StratifiedKFold(n_splits=5, shuffle=True, random_state=7)
     scores = [cross_val_score(LogisticRegression(C=c, max_iter=1000), x.astype(np.float64), y, cv=split).mean()
@@ -47,7 +46,7 @@ def test_c_is_the_grid_value_with_the_best_cross_validated_accuracy() -> None:
 
 
 def test_a_given_c_is_fitted_without_cross_validation() -> None:
-    x, y = _blobs(20, 3, 4, spread=2.0)
+    x, y = _clusters(20, 3, 4, spread=2.0)
     fit = fit_convex_probe(x, y, num_classes=3, seed=0, c=0.5)
     ref = LogisticRegression(C=0.5, max_iter=1000).fit(x.astype(np.float64), y)
     np.testing.assert_allclose(_softmax(x @ fit.weight.T + fit.bias), ref.predict_proba(x), atol=1e-4)
@@ -55,14 +54,14 @@ def test_a_given_c_is_fitted_without_cross_validation() -> None:
 
 
 def test_one_item_in_a_class_cannot_be_cross_validated_so_c_is_the_default() -> None:
-    x, y = _blobs(6, 2, 3)
+    x, y = _clusters(6, 2, 3)
     x, y = x[5:], y[5:]  # class 0 keeps one item
     fit = fit_convex_probe(x, y, num_classes=2, seed=0, c=None)
     assert fit.folds == 0 and fit.c == 1.0 and fit.cv_accuracy is None
 
 
 def test_a_class_without_items_is_never_predicted() -> None:
-    x, y = _blobs(20, 2, 4)
+    x, y = _clusters(20, 2, 4)
     fit = fit_convex_probe(x, y * 2, num_classes=3, seed=0)  # classes 0 and 2 present, 1 absent
     pred = (x @ fit.weight.T + fit.bias).argmax(1)
     ref = LogisticRegression(C=fit.c, max_iter=1000).fit(x.astype(np.float64), y * 2).predict(x)
@@ -78,7 +77,8 @@ def test_a_single_class_is_refused() -> None:
         fit_convex_probe(np.zeros((4, 2)), np.zeros(4, dtype=int), num_classes=2, seed=0)
 
 
-def _cfg(**sections: dict) -> RunConfig:
+def _probe_cfg(**sections: dict) -> RunConfig:
+    """A linear probe's config (no data read) with ``sections`` merged into it."""
     base = {"data": {"source": "a.npz"}, "finetune": {"strategy": "linear-probe"}}
     for key, value in sections.items():
         base[key] = {**base.get(key, {}), **value}
@@ -86,18 +86,18 @@ def _cfg(**sections: dict) -> RunConfig:
 
 
 def test_auto_solves_a_plain_probe_and_trains_anything_more() -> None:
-    assert solver_for(_cfg()) == "lbfgs"
-    assert solver_for(_cfg(train={"epochs": 5})) == "sgd"  # an explicit length asks for the engine
-    assert solver_for(_cfg(model={"bottleneck_dim": 16})) == "sgd"
-    assert solver_for(_cfg(adapt={"method": "mcc"})) == "sgd"
-    assert solver_for(_cfg(finetune={"strategy": "full"})) == "sgd"
-    assert solver_for(_cfg(finetune={"probe_solver": "sgd"})) == "sgd"
-    assert solver_for(_cfg(finetune={"probe_solver": "lbfgs"}, train={"epochs": 5})) == "lbfgs"
+    assert solver_for(_probe_cfg()) == "lbfgs"
+    assert solver_for(_probe_cfg(train={"epochs": 5})) == "sgd"  # an explicit length asks for the engine
+    assert solver_for(_probe_cfg(model={"bottleneck_dim": 16})) == "sgd"
+    assert solver_for(_probe_cfg(adapt={"method": "mcc"})) == "sgd"
+    assert solver_for(_probe_cfg(finetune={"strategy": "full"})) == "sgd"
+    assert solver_for(_probe_cfg(finetune={"probe_solver": "sgd"})) == "sgd"
+    assert solver_for(_probe_cfg(finetune={"probe_solver": "lbfgs"}, train={"epochs": 5})) == "lbfgs"
 
 
 def test_lbfgs_on_a_probe_with_more_than_cross_entropy_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="label_smoothing"):
-        solver_for(_cfg(finetune={"probe_solver": "lbfgs"}, train={"label_smoothing": 0.1}))
+        solver_for(_probe_cfg(finetune={"probe_solver": "lbfgs"}, train={"label_smoothing": 0.1}))
 
 
 def test_auto_on_a_probe_reports_how_the_kept_model_was_trained(tmp_path) -> None:

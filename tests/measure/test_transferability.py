@@ -25,7 +25,8 @@ from transferkit.measure.transferability import (
 )
 
 
-def _blobs(n: int, d: int, c: int, sep: float, seed: int = 0, rank: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def _class_features(n: int, d: int, c: int, sep: float, seed: int = 0,
+                    rank: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Gaussian classes around random means (every class present); ``rank`` < d makes the features low-rank."""
     rng = np.random.default_rng(seed)
     y = rng.permutation(np.arange(n) % c)
@@ -177,7 +178,7 @@ def _direct_transrate(f: np.ndarray, y: np.ndarray, eps: float = 1e-4) -> float:
     ],
 )
 def test_logme_matches_dense_fixed_point(n: int, d: int, c: int, rank: int | None, sep: float) -> None:
-    f, y = _blobs(n, d, c, sep=sep, seed=n + d, rank=rank)
+    f, y = _class_features(n, d, c, sep=sep, seed=n + d, rank=rank)
     assert logme(f, y, tol=1e-13, max_iter=5000) == pytest.approx(_direct_logme(f, y), rel=1e-9, abs=1e-11)
 
 
@@ -197,7 +198,7 @@ def test_logme_of_features_that_say_nothing_is_the_evidence_of_w_zero() -> None:
 
 
 def test_logme_is_the_maximum_of_the_evidence() -> None:
-    f, y = _blobs(40, 3, 2, sep=1.0, seed=3)
+    f, y = _class_features(40, 3, 2, sep=1.0, seed=3)
     best = []
     for c in range(2):
         yc = (y == c).astype(float)
@@ -212,7 +213,7 @@ def test_logme_is_the_maximum_of_the_evidence() -> None:
 
 
 def test_logme_primal_and_dual_agree() -> None:
-    f, y = _blobs(60, 12, 3, sep=1.0, seed=5)
+    f, y = _class_features(60, 12, 3, sep=1.0, seed=5)
     y1h = tr._one_hot(y, 3)
     primal = tr._logme_fixed_point(tr._tridiagonalize(f.T @ f, f.T @ y1h), y1h.sum(0), 60, False, 5000, 1e-13)
     dual = tr._logme_fixed_point(tr._tridiagonalize(f @ f.T, y1h), y1h.sum(0), 60, True, 5000, 1e-13)
@@ -220,20 +221,20 @@ def test_logme_primal_and_dual_agree() -> None:
 
 
 def test_logme_unchanged_when_label_names_are_permuted() -> None:
-    f, y = _blobs(90, 8, 5, sep=1.0, seed=7)
+    f, y = _class_features(90, 8, 5, sep=1.0, seed=7)
     perm = np.array([3, 0, 4, 1, 2])
     assert logme(f, perm[y]) == pytest.approx(logme(f, y), rel=1e-10)
 
 
 def test_logme_does_not_depend_on_the_scale_of_the_features() -> None:
     # scaling F by k is absorbed by the prior precision α -> k²α: the maximised evidence is the same
-    f, y = _blobs(120, 8, 4, sep=1.0, seed=3)
+    f, y = _class_features(120, 8, 4, sep=1.0, seed=3)
     assert logme(1e-3 * f, y) == pytest.approx(logme(f, y), rel=1e-9)
     assert logme(1e3 * f, y) == pytest.approx(logme(f, y), rel=1e-9)
 
 
 def test_logme_higher_for_informative_than_random_features() -> None:
-    f, y = _blobs(300, 16, 4, sep=2.0, seed=1)
+    f, y = _class_features(300, 16, 4, sep=2.0, seed=1)
     noise = np.random.default_rng(1).normal(size=f.shape)
     assert logme(f, y) > logme(noise, y) + 0.1
 
@@ -247,7 +248,7 @@ def test_logme_of_features_that_carry_nothing_is_the_noise_only_evidence() -> No
 
 # -- LEEP and NCE ----------------------------------------------------------------------------------------------
 def test_leep_matches_direct() -> None:
-    _, y = _blobs(60, 2, 4, sep=0.0, seed=2)
+    _, y = _class_features(60, 2, 4, sep=0.0, seed=2)
     p = _source_probs(y, 6, sharpness=2.0, seed=2)
     assert leep(p, y) == pytest.approx(_direct_leep(p, y), rel=1e-12)
 
@@ -255,20 +256,20 @@ def test_leep_matches_direct() -> None:
 def test_leep_is_at_most_zero_and_zero_for_a_perfect_source() -> None:
     rng = np.random.default_rng(0)
     for seed in range(5):
-        _, y = _blobs(50, 2, 3, sep=0.0, seed=seed)
+        _, y = _class_features(50, 2, 3, sep=0.0, seed=seed)
         p = rng.dirichlet(np.ones(7), size=50)
         assert leep(p, y) <= 0.0
     assert leep(np.eye(3)[y], y) == pytest.approx(0.0, abs=1e-12)
 
 
 def test_leep_with_hard_predictions_is_nce() -> None:
-    _, y = _blobs(70, 2, 3, sep=0.0, seed=4)
+    _, y = _class_features(70, 2, 3, sep=0.0, seed=4)
     z = np.random.default_rng(4).integers(0, 5, size=70)
     assert leep(z, y) == pytest.approx(nce(z, y), rel=1e-12)
 
 
 def test_nce_matches_direct_and_is_at_most_zero() -> None:
-    _, y = _blobs(80, 2, 4, sep=0.0, seed=6)
+    _, y = _class_features(80, 2, 4, sep=0.0, seed=6)
     p = _source_probs(y, 5, sharpness=1.0, seed=6)
     z = p.argmax(1)
     assert nce(p, y) == pytest.approx(_direct_nce(z, y), rel=1e-12)
@@ -280,29 +281,29 @@ def test_nce_matches_direct_and_is_at_most_zero() -> None:
 # -- H-score, GBC, TransRate -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("shrinkage", [True, False])
 def test_hscore_matches_direct(shrinkage: bool) -> None:
-    f, y = _blobs(60, 5, 3, sep=1.0, seed=8)
+    f, y = _class_features(60, 5, 3, sep=1.0, seed=8)
     assert hscore(f, y, shrinkage=shrinkage) == pytest.approx(_direct_hscore(f, y, shrinkage), rel=1e-9)
 
 
 def test_hscore_higher_for_separable_than_shuffled_labels() -> None:
-    f, y = _blobs(150, 10, 3, sep=2.0, seed=9)
+    f, y = _class_features(150, 10, 3, sep=2.0, seed=9)
     shuffled = np.random.default_rng(9).permutation(y)
     assert hscore(f, y) > 5 * hscore(f, shuffled)
     assert 0.0 <= hscore(f, shuffled) < hscore(f, y) <= 2.0  # at most min(C - 1, D)
 
 
 def test_gbc_matches_direct_and_lies_in_range() -> None:
-    f, y = _blobs(45, 4, 3, sep=1.0, seed=10)
+    f, y = _class_features(45, 4, 3, sep=1.0, seed=10)
     f[y == 2, 0] = 1.5  # a constant feature in one class: its variance is floored
     assert gbc(f, y) == pytest.approx(_direct_gbc(f, y), rel=1e-10)
     assert -6.0 <= gbc(f, y) <= 0.0
-    far, yf = _blobs(45, 4, 3, sep=50.0, seed=10)
+    far, yf = _class_features(45, 4, 3, sep=50.0, seed=10)
     assert gbc(far, yf) > gbc(f, y)
     assert gbc(far * 1e-3, yf) == pytest.approx(gbc(far, yf), rel=1e-9)  # independent of the features' scale
 
 
 def test_transrate_matches_direct() -> None:
-    f, y = _blobs(40, 12, 3, sep=1.0, seed=11)  # 13-14 items per class: ZZᵀ per class, ZᵀZ overall
+    f, y = _class_features(40, 12, 3, sep=1.0, seed=11)  # 13-14 items per class: ZZᵀ per class, ZᵀZ overall
     assert transrate(f, y) == pytest.approx(_direct_transrate(f, y), rel=1e-10)
     assert transrate(f, y, eps=0.3) == pytest.approx(_direct_transrate(f, y, eps=0.3), rel=1e-10)
 
@@ -318,7 +319,7 @@ def test_list_metrics_describes_every_metric() -> None:
 
 @pytest.mark.parametrize("metric", sorted(METRICS))
 def test_score_dispatches_and_ignores_label_names(metric: str) -> None:
-    f, y = _blobs(60, 5, 3, sep=1.0, seed=12)
+    f, y = _class_features(60, 5, 3, sep=1.0, seed=12)
     p = _source_probs(y, 4, sharpness=1.5, seed=12)
     direct = {
         "logme": lambda: logme(f, y),
@@ -337,7 +338,7 @@ def test_score_dispatches_and_ignores_label_names(metric: str) -> None:
 
 # -- bad input -------------------------------------------------------------------------------------------------
 def test_bad_input_raises_clear_errors() -> None:
-    f, y = _blobs(30, 4, 3, sep=1.0, seed=13)
+    f, y = _class_features(30, 4, 3, sep=1.0, seed=13)
     with pytest.raises(DataError, match="29 labels for 30 rows"):
         score("logme", f, y[:-1])
     with pytest.raises(DataError, match="shape"):
@@ -359,7 +360,7 @@ def test_bad_input_raises_clear_errors() -> None:
 
 
 def test_leep_and_nce_need_source_predictions() -> None:
-    f, y = _blobs(30, 4, 3, sep=1.0, seed=14)
+    f, y = _class_features(30, 4, 3, sep=1.0, seed=14)
     for metric in ("leep", "nce"):
         with pytest.raises(DataError, match="source_probs"):
             score(metric, f, y)
@@ -372,7 +373,7 @@ def test_leep_and_nce_need_source_predictions() -> None:
 
 
 def test_unknown_metric_is_a_config_error() -> None:
-    f, y = _blobs(30, 4, 3, sep=1.0, seed=15)
+    f, y = _class_features(30, 4, 3, sep=1.0, seed=15)
     with pytest.raises(ConfigError, match=r"unknown transferability metric 'logmee'.*logme"):
         score("logmee", f, y)
 

@@ -8,36 +8,21 @@ import signal
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner
 
-from transferkit.cli import app
+from helpers import invoke, vectors_csv
 from transferkit.config import MAX_CONFIG_NODES, RunConfig, load_yaml_mapping, parse_config
 from transferkit.errors import ConfigError
 
-runner = CliRunner()
-
-
-def _invoke(*args: Any) -> tuple[int, str]:
-    result = runner.invoke(app, [str(a) for a in args])
-    extra = f"\n{result.exception!r}" if result.exit_code not in (0, 2) else ""
-    return result.exit_code, result.output + extra
-
-
-def _vectors(path: Path, n: int = 40, labels: list[str] | None = None) -> Path:
-    rows = ["f0,f1,f2,label"]
-    for i in range(n):
-        label = labels[i] if labels else str(i % 2)
-        rows.append(f"{(i % 2) + 0.1 * (i % 5)},{i % 3},{0.5 * (i % 2)},{label}")
-    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
-    return path
+_invoke = partial(invoke, show_crash=True)  # a crash (exit code not 0 or 2) shows its exception
 
 
 def _fit(tmp_path: Path, *extra: Any, name: str = "r") -> tuple[int, str]:
-    return _invoke("fit", "--source", _vectors(tmp_path / "d.csv"), "--backbone", "mlp", "--epochs", "1",
+    return _invoke("fit", "--source", vectors_csv(tmp_path / "d.csv"), "--backbone", "mlp", "--epochs", "1",
                    "--output-dir", tmp_path / "runs", "--name", name, "--no-progress",
                    "--set", "model.backbone_kwargs={hidden: 8, depth: 1}", *extra)
 
@@ -190,13 +175,13 @@ def test_values_out_of_range_are_config_errors(tmp_path: Path, override: str, fi
 
 
 def test_file_backbone_given_a_folder_says_so(tmp_path: Path) -> None:
-    code, text = _invoke("extract", "--data", _vectors(tmp_path / "d.csv"), "--backbone", f"file:{tmp_path}",
+    code, text = _invoke("extract", "--data", vectors_csv(tmp_path / "d.csv"), "--backbone", f"file:{tmp_path}",
                          "--out", tmp_path / "f.npz")
     assert code == 2 and "is a folder" in text and "does not exist" not in text
 
 
 def test_ctrl_c_says_how_to_resume(tmp_path: Path) -> None:
-    data = _vectors(tmp_path / "d.csv", n=2000)
+    data = vectors_csv(tmp_path / "d.csv", n=2000)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "transferkit.cli", "fit", "--source", str(data), "--backbone", "mlp",
            "--epochs", "1000", "--output-dir", str(tmp_path / "runs"), "--name", "r", "--no-progress",

@@ -14,6 +14,7 @@ import os
 import pickle
 import re
 import struct
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,19 +22,13 @@ import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-from typer.testing import CliRunner
 
-from transferkit.cli import app
+from helpers import invoke
 from transferkit.errors import ModelError
 from transferkit.models.backbones import META_KWARGS, META_SPEC, create_backbone
 from transferkit.models.heads import TransferModel
 
-runner = CliRunner()
-
-
-def _invoke(*args: Any) -> tuple[int, str]:
-    result = runner.invoke(app, [str(a) for a in args])
-    return result.exit_code, result.output + (f"\n{result.exception!r}" if result.exit_code not in (0, 2) else "")
+_invoke = partial(invoke, show_crash=True)  # a crash (exit code not 0 or 2) shows its exception
 
 
 def _model_run(run: Path) -> Path:
@@ -60,7 +55,8 @@ def _rewrite(path: Path, **meta: str | None) -> Path:
     return path
 
 
-def _vectors(path: Path) -> Path:
+def _four_feature_csv(path: Path) -> Path:
+    """Eight rows of the four features (classes a, b) that :func:`_model_run`'s MLP reads."""
     rows = ["f0,f1,f2,f3,label"] + [f"{i},{i % 3},{i % 2},1,{'ab'[i % 2]}" for i in range(8)]
     path.write_text("\n".join(rows) + "\n", encoding="utf-8")
     return path
@@ -91,7 +87,7 @@ def test_auto_map_code_never_runs_from_a_model_file(tmp_path: Path, kwargs: str)
     model = _model_run(run)
     _code_folder(run / "enc", marker)
     _rewrite(model, spec="hf:enc", kwargs=kwargs)
-    data = _vectors(tmp_path / "d.csv")
+    data = _four_feature_csv(tmp_path / "d.csv")
     for command in (["evaluate", run, "--data", data], ["predict", run, "--data", data, "--out", tmp_path / "p.csv"],
                     ["extract", "--data", data, "--backbone", f"file:{model}", "--out", tmp_path / "f.npz"],
                     ["rank", "--data", data, "--backbones", f"file:{model}"]):
@@ -111,7 +107,7 @@ def test_init_from_a_model_file_runs_no_code(tmp_path: Path) -> None:
     model = _model_run(run)
     _code_folder(run / "enc", marker)
     _rewrite(model, spec="hf:enc", kwargs='{"trust_remote_code": true}')
-    data = _vectors(tmp_path / "d.csv")
+    data = _four_feature_csv(tmp_path / "d.csv")
     code, text = _invoke("fit", "--source", data, "--backbone", "mlp", "--init-from", model, "--epochs", "1",
                          "--output-dir", tmp_path / "runs", "--name", "x", "--no-progress",
                          "--set", "model.backbone_kwargs={hidden: 8, depth: 1}", "--set", "data.val_fraction=0")
@@ -125,7 +121,7 @@ def test_init_from_a_model_file_runs_no_code(tmp_path: Path) -> None:
 def test_metadata_cannot_ask_for_downloads_or_other_files(tmp_path: Path, kwargs: str) -> None:
     run = tmp_path / "run"
     _rewrite(_model_run(run), spec="torchvision:resnet18", kwargs=kwargs)
-    code, text = _invoke("evaluate", run, "--data", _vectors(tmp_path / "d.csv"))
+    code, text = _invoke("evaluate", run, "--data", _four_feature_csv(tmp_path / "d.csv"))
     key = next(iter(json.loads(kwargs)))
     assert code == 2 and f"{key!r}" in text and "Traceback" not in text, text
     assert "NetworkBlocked" not in text and "URLError" not in text
@@ -177,7 +173,7 @@ def test_metadata_paths_stay_inside_the_model_folder(tmp_path: Path, spec: str) 
     reason = "outside the model file's folder|an absolute path|not a file name"
     with pytest.raises(ModelError, match=reason):
         TransferModel.load(model)
-    code, text = _invoke("evaluate", run, "--data", _vectors(tmp_path / "d.csv"))
+    code, text = _invoke("evaluate", run, "--data", _four_feature_csv(tmp_path / "d.csv"))
     assert code == 2 and re.search(reason, text), text
 
 
@@ -216,7 +212,7 @@ def test_a_header_that_claims_too_much_is_refused_before_parsing(tmp_path: Path)
     path.write_bytes(struct.pack("<Q", 1 << 40) + b"{" + b" " * 64)
     with pytest.raises(ModelError, match="header claims 1,099,511,627,776 bytes"):
         TransferModel.load(path)
-    code, text = _invoke("evaluate", path.parent, "--data", _vectors(tmp_path / "d.csv"))
+    code, text = _invoke("evaluate", path.parent, "--data", _four_feature_csv(tmp_path / "d.csv"))
     assert code == 2 and "header claims" in text
 
 
@@ -243,7 +239,7 @@ def test_a_pickle_named_safetensors_is_never_unpickled(tmp_path: Path, writer: s
     for load in (lambda: TransferModel.load(path), lambda: create_backbone(f"file:{path}")):
         with pytest.raises(ModelError, match="is not a safetensors file"):
             load()
-    code, text = _invoke("evaluate", run, "--data", _vectors(tmp_path / "d.csv"))
+    code, text = _invoke("evaluate", run, "--data", _four_feature_csv(tmp_path / "d.csv"))
     assert code == 2 and "not a safetensors file" in text
     assert not marker.exists()
     # control: the payload does fire when the file is unpickled freely
@@ -262,7 +258,7 @@ def test_a_model_with_nan_weights_is_not_scored(tmp_path: Path) -> None:
         meta = dict(f.metadata())
     tensors["head.fc.weight"][0, 0] = float("nan")
     save_file(tensors, str(model), metadata=meta)
-    code, text = _invoke("evaluate", run, "--data", _vectors(tmp_path / "d.csv"))
+    code, text = _invoke("evaluate", run, "--data", _four_feature_csv(tmp_path / "d.csv"))
     assert code == 2 and "non-finite weights" in text and "head.fc.weight" in text
     assert not (run / "evaluations").exists()
 

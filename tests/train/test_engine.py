@@ -38,7 +38,8 @@ def _model(seed: int = 0, d: int = 4, dropout: float = 0.1) -> TransferModel:
     return TransferModel(create_backbone("mlp", in_features=d, hidden=8, depth=1, dropout=dropout), CLASSES)
 
 
-def _cfg(**kw: Any) -> TrainConfig:
+def _train_cfg(**kw: Any) -> TrainConfig:
+    """Two epochs at a constant learning rate on the CPU, ``kw`` overriding."""
     base: dict[str, Any] = {"epochs": 2, "lr": 0.01, "device": "cpu", "scheduler": "constant"}
     return TrainConfig(**{**base, **kw})
 
@@ -70,7 +71,7 @@ def _equal_states(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> boo
 def test_engine_learns_a_separable_problem(tmp_path: Path) -> None:
     train, val = _toy(160, seed=0), _toy(60, seed=1)
     model = _model()
-    result = _engine(model, _cfg(epochs=8, lr=0.02), run=RunDir(tmp_path), batch_size=16).fit(train, val)
+    result = _engine(model, _train_cfg(epochs=8, lr=0.02), run=RunDir(tmp_path), batch_size=16).fit(train, val)
     assert result.epochs_run == 8 and not result.stopped_early
     assert result.best_val_acc is not None and result.best_val_acc > 0.9
     model.eval()
@@ -84,7 +85,7 @@ def test_engine_learns_a_separable_problem(tmp_path: Path) -> None:
 def test_metrics_jsonl_has_one_record_per_epoch_with_each_term(tmp_path: Path) -> None:
     const = LossTerm("const", lambda out: out.source_logits.new_tensor(1.0), weight=0.25)
     run = RunDir(tmp_path)
-    engine = _engine(_model(), _cfg(epochs=3), run=run, loss_terms=[source_cross_entropy(), const])
+    engine = _engine(_model(), _train_cfg(epochs=3), run=run, loss_terms=[source_cross_entropy(), const])
     result = engine.fit(_toy(32, seed=0), _toy(16, seed=1))
     records = read_jsonl(run.metrics)
     assert [r["epoch"] for r in records] == [0, 1, 2]
@@ -114,7 +115,7 @@ def test_target_batches_and_weight_schedule_reach_an_extra_term() -> None:
 
     term = LossTerm("align", fn, weight=weight)
     target = _toy(20, seed=5).unlabelled()
-    engine = _engine(_model(), _cfg(epochs=2), loss_terms=[source_cross_entropy(), term])
+    engine = _engine(_model(), _train_cfg(epochs=2), loss_terms=[source_cross_entropy(), term])
     result = engine.fit(_toy(32, seed=0), target=target)
     # 32 source items / 8 = 4 steps; 20 target items give batches 8, 8, 4 and cycle
     assert sizes == [(8, 8, 8), (8, 8, 8), (8, 4, 4), (8, 8, 8)] * 2
@@ -132,7 +133,7 @@ def test_loss_term_module_is_trained_and_checkpointed(tmp_path: Path) -> None:
     before = {k: v.clone() for k, v in disc.state_dict().items()}
     term = LossTerm("disc", lambda out: (disc(out.source_features) - 1.0).pow(2).mean(), weight=1.0, module=disc)
     run = RunDir(tmp_path)
-    _engine(_model(), _cfg(epochs=2), run=run, loss_terms=[source_cross_entropy(), term]).fit(_toy(32, seed=0))
+    _engine(_model(), _train_cfg(epochs=2), run=run, loss_terms=[source_cross_entropy(), term]).fit(_toy(32, seed=0))
     assert not torch.equal(disc.weight, before["weight"]) and not torch.equal(disc.bias, before["bias"])
     for ckpt in ("best", "epoch-0001"):
         saved = load_file(str(run.checkpoints / "train" / ckpt / "model.safetensors"))
@@ -144,7 +145,7 @@ def test_loss_term_module_is_trained_and_checkpointed(tmp_path: Path) -> None:
 def test_early_stopping_and_best_checkpoint_restored(tmp_path: Path) -> None:
     run = RunDir(tmp_path)
     model = _model()
-    cfg = _cfg(epochs=10, early_stopping_patience=1, lr=0.05)
+    cfg = _train_cfg(epochs=10, early_stopping_patience=1, lr=0.05)
     result = _engine(model, cfg, run=run).fit(_toy(32, seed=0), _unlearnable_val())
     assert result.epochs_run == 2 and result.stopped_early
     assert result.best_epoch == 0 and result.best_val_acc == 0.5
@@ -161,7 +162,7 @@ def test_early_stopping_and_best_checkpoint_restored(tmp_path: Path) -> None:
 
 
 def test_best_epoch_is_restored_without_a_run_dir(tmp_path: Path) -> None:
-    cfg = _cfg(epochs=10, early_stopping_patience=1, lr=0.05)
+    cfg = _train_cfg(epochs=10, early_stopping_patience=1, lr=0.05)
     in_memory = _model()
     result = _engine(in_memory, cfg).fit(_toy(32, seed=0), _unlearnable_val())
     assert result.epochs_run == 2 and result.best_epoch == 0
@@ -173,14 +174,14 @@ def test_best_epoch_is_restored_without_a_run_dir(tmp_path: Path) -> None:
 
 def test_keep_checkpoints(tmp_path: Path) -> None:
     run = RunDir(tmp_path)
-    _engine(_model(), _cfg(epochs=4, keep_checkpoints=2), run=run, phase="ft").fit(_toy(16, seed=0))
+    _engine(_model(), _train_cfg(epochs=4, keep_checkpoints=2), run=run, phase="ft").fit(_toy(16, seed=0))
     assert sorted(p.name for p in (run.checkpoints / "ft").iterdir()) == ["best", "epoch-0002", "epoch-0003"]
 
 
 # -- checkpoints and resume --------------------------------------------------------------------
 def test_state_pt_loads_with_weights_only(tmp_path: Path) -> None:
     run = RunDir(tmp_path)
-    _engine(_model(), _cfg(epochs=2), run=run).fit(_toy(32, seed=0), _toy(16, seed=1))
+    _engine(_model(), _train_cfg(epochs=2), run=run).fit(_toy(32, seed=0), _toy(16, seed=1))
     state = torch.load(run.checkpoints / "train" / "epoch-0001" / "state.pt", weights_only=True)
     assert state["epoch"] == 1 and state["global_step"] == 8
     assert {"optimizer", "scheduler", "rng", "stopper", "history_json"} <= set(state)
@@ -199,16 +200,16 @@ def test_resume_is_bit_identical(tmp_path: Path) -> None:
 
     straight = _model()  # dropout on: the RNG state must be restored too
     straight_terms, straight_disc = terms()
-    _engine(straight, _cfg(epochs=4), run=RunDir(tmp_path / "a"), loss_terms=straight_terms, seed=3).fit(
+    _engine(straight, _train_cfg(epochs=4), run=RunDir(tmp_path / "a"), loss_terms=straight_terms, seed=3).fit(
         train, val, target
     )
 
     run = RunDir(tmp_path / "b")
     first_terms, _ = terms()
-    _engine(_model(), _cfg(epochs=2), run=run, loss_terms=first_terms, seed=3).fit(train, val, target)
+    _engine(_model(), _train_cfg(epochs=2), run=run, loss_terms=first_terms, seed=3).fit(train, val, target)
     resumed = _model(seed=99)  # a different init: the checkpoint must overwrite it
     resumed_terms, resumed_disc = terms()
-    result = _engine(resumed, _cfg(epochs=4), run=run, loss_terms=resumed_terms, seed=3).fit(
+    result = _engine(resumed, _train_cfg(epochs=4), run=run, loss_terms=resumed_terms, seed=3).fit(
         train, val, target, resume=True
     )
 
@@ -225,7 +226,7 @@ def test_resume_after_a_crash_while_checkpointing(tmp_path: Path, monkeypatch: p
     # killed after epoch 1's metrics were logged but before its checkpoint was complete
     train, val = _toy(32, seed=0), _toy(16, seed=1)
     straight = _model()
-    _engine(straight, _cfg(epochs=3), run=RunDir(tmp_path / "a")).fit(train, val)
+    _engine(straight, _train_cfg(epochs=3), run=RunDir(tmp_path / "a")).fit(train, val)
 
     run = RunDir(tmp_path / "b")
     real_save = CheckpointStore.save_epoch
@@ -237,12 +238,12 @@ def test_resume_after_a_crash_while_checkpointing(tmp_path: Path, monkeypatch: p
 
     monkeypatch.setattr(CheckpointStore, "save_epoch", crashing_save)
     with pytest.raises(KeyboardInterrupt):
-        _engine(_model(), _cfg(epochs=3), run=run).fit(train, val)
+        _engine(_model(), _train_cfg(epochs=3), run=run).fit(train, val)
     assert [r["epoch"] for r in read_jsonl(run.metrics)] == [0, 1]
     monkeypatch.setattr(CheckpointStore, "save_epoch", real_save)
 
     resumed = _model(seed=42)
-    result = _engine(resumed, _cfg(epochs=3), run=run).fit(train, val, resume=True)
+    result = _engine(resumed, _train_cfg(epochs=3), run=run).fit(train, val, resume=True)
     assert [r["epoch"] for r in read_jsonl(run.metrics)] == [0, 1, 2]  # epoch 1 is logged once, as redone
     assert [r["epoch"] for r in result.history] == [0, 1, 2]
     assert _equal_states(_model_state(resumed), _model_state(straight))
@@ -262,7 +263,7 @@ def test_mid_epoch_resume_is_bit_identical(tmp_path: Path, every: dict[str, Any]
     # 44 source items (6 steps of 8) and 20 target items (3 steps, cycled twice per epoch): the crash lands in
     # epoch 1 with the source loader part-way through its pass and the target loader in its second pass.
     train, val, target = _toy(44, seed=0), _toy(16, seed=1), _toy(20, seed=2).unlabelled()
-    cfg = _cfg(epochs=3, grad_accum_steps=accum, scheduler="cosine", warmup_epochs=0.5, **every)
+    cfg = _train_cfg(epochs=3, grad_accum_steps=accum, scheduler="cosine", warmup_epochs=0.5, **every)
 
     def terms(log: list[float], crash_at: int | None = None) -> tuple[list[LossTerm], nn.Module]:
         torch.manual_seed(7)
@@ -307,18 +308,18 @@ def test_mid_epoch_resume_is_bit_identical(tmp_path: Path, every: dict[str, Any]
 
 def test_a_torn_mid_epoch_checkpoint_is_ignored(tmp_path: Path) -> None:
     run = RunDir(tmp_path)
-    _engine(_model(), _cfg(epochs=1), run=run).fit(_toy(32, seed=0))
+    _engine(_model(), _train_cfg(epochs=1), run=run).fit(_toy(32, seed=0))
     torn = run.checkpoints / "train" / "step-000000099"
     torn.mkdir()
     (torn / "model.safetensors").write_bytes(b"half a file")  # killed while writing: no meta.json
     again = _model(seed=5)
-    result = _engine(again, _cfg(epochs=1), run=run).fit(_toy(32, seed=0), resume=True)
+    result = _engine(again, _train_cfg(epochs=1), run=run).fit(_toy(32, seed=0), resume=True)
     assert result.epochs_run == 1 and len(read_jsonl(run.metrics)) == 1
 
 
 def test_resume_of_an_early_stopped_run(tmp_path: Path) -> None:
     run = RunDir(tmp_path)
-    cfg = _cfg(epochs=10, early_stopping_patience=1, lr=0.05)
+    cfg = _train_cfg(epochs=10, early_stopping_patience=1, lr=0.05)
     first = _engine(_model(), cfg, run=run).fit(_toy(32, seed=0), _unlearnable_val())
     assert first.stopped_early and first.epochs_run == 2
     again = _model(seed=5)
@@ -342,7 +343,8 @@ def test_source_is_reshuffled_every_epoch(with_target: bool) -> None:
         return out.source_logits.new_tensor(0.0)
 
     model = TransferModel(create_backbone("mlp", in_features=4, hidden=8, depth=1), train.classes)
-    _engine(model, _cfg(epochs=3), loss_terms=[source_cross_entropy(), LossTerm("rec", fn)]).fit(train, target=target)
+    terms = [source_cross_entropy(), LossTerm("rec", fn)]
+    _engine(model, _train_cfg(epochs=3), loss_terms=terms).fit(train, target=target)
     epochs = [[y for batch in seen[i : i + 5] for y in batch] for i in range(0, 15, 5)]  # 5 batches of 8 per epoch
     for order in epochs:
         assert sorted(order) == sorted((np.arange(40) % 8).tolist())  # every item once per epoch
@@ -352,10 +354,10 @@ def test_source_is_reshuffled_every_epoch(with_target: bool) -> None:
 def test_resume_of_a_finished_run_trains_no_more(tmp_path: Path) -> None:
     run = RunDir(tmp_path)
     model = _model()
-    _engine(model, _cfg(epochs=2), run=run).fit(_toy(32, seed=0))
+    _engine(model, _train_cfg(epochs=2), run=run).fit(_toy(32, seed=0))
     done = _model_state(model)
     again = _model(seed=5)
-    result = _engine(again, _cfg(epochs=2), run=run).fit(_toy(32, seed=0), resume=True)
+    result = _engine(again, _train_cfg(epochs=2), run=run).fit(_toy(32, seed=0), resume=True)
     assert result.epochs_run == 2 and len(read_jsonl(run.metrics)) == 2
     assert _equal_states(_model_state(again), done)
 
@@ -372,7 +374,7 @@ def test_gradient_accumulation_steps_the_optimizer_less_often(tmp_path: Path) ->
     probe = LossTerm("probe", lambda out: out.source_logits.new_tensor(0.0), weight=weight)
     model = _model()
     before = _model_state(model)
-    cfg = _cfg(epochs=2, grad_accum_steps=2)
+    cfg = _train_cfg(epochs=2, grad_accum_steps=2)
     result = _engine(model, cfg, run=run, loss_terms=[source_cross_entropy(), probe]).fit(_toy(40, seed=0))
     assert result.epochs_run == 2 and not _equal_states(_model_state(model), before)
     state = torch.load(run.checkpoints / "train" / "epoch-0001" / "state.pt", weights_only=True)
@@ -390,7 +392,7 @@ def test_gradient_accumulation_with_a_target_counts_steps_per_epoch(
 ) -> None:
     # whichever side cycles, an epoch has ceil(steps / accum) optimizer steps and ends with one
     run = RunDir(tmp_path)
-    cfg = _cfg(epochs=2, grad_accum_steps=2)
+    cfg = _train_cfg(epochs=2, grad_accum_steps=2)
     _engine(_model(), cfg, run=run).fit(_toy(n_source, seed=0), target=_toy(n_target, seed=2).unlabelled())
     steps_per_epoch = max(n_source, n_target) // 8
     expected = 2 * -(-steps_per_epoch // 2)
@@ -400,7 +402,7 @@ def test_gradient_accumulation_with_a_target_counts_steps_per_epoch(
 
 
 def test_sgd_clipping_and_schedules_run() -> None:
-    cfg = _cfg(epochs=2, optimizer="sgd", max_grad_norm=0.5, scheduler="cosine", warmup_epochs=0.5)
+    cfg = _train_cfg(epochs=2, optimizer="sgd", max_grad_norm=0.5, scheduler="cosine", warmup_epochs=0.5)
     result = _engine(_model(), cfg).fit(_toy(32, seed=0))
     assert result.epochs_run == 2
     # warm-up over 2 of 8 steps, then cosine: the logged LR after epoch 0 (4 steps) is below the peak
@@ -410,7 +412,7 @@ def test_sgd_clipping_and_schedules_run() -> None:
 def test_nan_loss_names_the_term() -> None:
     bad = LossTerm("exploding", lambda out: out.source_logits.sum() * float("nan"))
     with pytest.raises(TrainingError, match="loss term 'exploding' became nan"):
-        _engine(_model(), _cfg(), loss_terms=[source_cross_entropy(), bad]).fit(_toy(16, seed=0))
+        _engine(_model(), _train_cfg(), loss_terms=[source_cross_entropy(), bad]).fit(_toy(16, seed=0))
 
 
 def test_numbers_read_back_every_few_steps_train_the_same(tmp_path: Path) -> None:
@@ -419,7 +421,7 @@ def test_numbers_read_back_every_few_steps_train_the_same(tmp_path: Path) -> Non
     runs = {}
     for every in (1, 5):
         model = _model()
-        result = _engine(model, _cfg(epochs=2, sync_every_steps=every)).fit(_toy(56, seed=0), _toy(16, seed=1))
+        result = _engine(model, _train_cfg(epochs=2, sync_every_steps=every)).fit(_toy(56, seed=0), _toy(16, seed=1))
         runs[every] = (_model_state(model), result.history)
     assert _equal_states(runs[1][0], runs[5][0])
     for a, b in zip(runs[1][1], runs[5][1], strict=True):
@@ -436,7 +438,7 @@ def test_nan_loss_is_caught_at_the_next_read_back() -> None:
 
     bad = LossTerm("late", late_nan)
     with pytest.raises(TrainingError, match=r"loss term 'late' became nan between progress 0\.000 and 0\.375"):
-        _engine(_model(), _cfg(epochs=2, sync_every_steps=4), loss_terms=[source_cross_entropy(), bad]).fit(
+        _engine(_model(), _train_cfg(epochs=2, sync_every_steps=4), loss_terms=[source_cross_entropy(), bad]).fit(
             _toy(32, seed=0))
     assert len(calls) == 4  # the 4th step's read-back found it
 
@@ -450,7 +452,7 @@ def test_weights_that_stop_being_numbers_are_named() -> None:
         return out.source_logits.sum() * 0.0
 
     with pytest.raises(TrainingError, match=r"diverged in epoch 1: .*\(first: spoil\.bias\)"):
-        _engine(_model(), _cfg(), loss_terms=[source_cross_entropy(), LossTerm("spoil", spoil, module=disc)]).fit(
+        _engine(_model(), _train_cfg(), loss_terms=[source_cross_entropy(), LossTerm("spoil", spoil, module=disc)]).fit(
             _toy(16, seed=0))
 
 
@@ -459,7 +461,7 @@ def test_finite_terms_under_a_huge_weight_are_refused(every: int, when: str) -> 
     # read back every 4 steps: the weights are NaN a step later and every term with them; the sum went first
     huge = LossTerm("huge", lambda out: out.source_logits.pow(2).mean() + 1.0, weight=1e39)
     with pytest.raises(TrainingError, match=rf"the weighted loss became {when}.*\(terms: source_ce"):
-        _engine(_model(), _cfg(sync_every_steps=every), loss_terms=[source_cross_entropy(), huge]).fit(
+        _engine(_model(), _train_cfg(sync_every_steps=every), loss_terms=[source_cross_entropy(), huge]).fit(
             _toy(32, seed=0))
 
 
@@ -472,7 +474,7 @@ def test_validation_counts_every_item_beside_a_training_dataloader() -> None:
     train = DomainDataset(x, (x[:, 0] > 0).astype(np.int64), "t", CLASSES, "vector", transform=torch.as_tensor)
     val = DomainDataset(xv, (xv[:, 0] > 0).astype(np.int64), "v", CLASSES, "vector")
     model = _model()
-    result = _engine(model, _cfg(epochs=1), batch_size=64).fit(train, val)
+    result = _engine(model, _train_cfg(epochs=1), batch_size=64).fit(train, val)
     model.eval()
     with torch.no_grad():
         right = (model(torch.from_numpy(xv))[1].argmax(1).numpy() == val.labels).sum()
@@ -490,21 +492,21 @@ def test_a_time_due_checkpoint_waits_for_the_optimiser_step(tmp_path: Path, monk
         original(self, f, epoch, step, sums)
 
     monkeypatch.setattr(Engine, "_checkpoint_mid_epoch", spy)
-    cfg = _cfg(epochs=1, grad_accum_steps=3, checkpoint_every_minutes=1e-9, sync_every_steps=4)
+    cfg = _train_cfg(epochs=1, grad_accum_steps=3, checkpoint_every_minutes=1e-9, sync_every_steps=4)
     _engine(_model(), cfg, run=RunDir(tmp_path)).fit(_toy(88, seed=0))
     assert saves == [6, 9]
 
 
 def test_engine_errors() -> None:
     with pytest.raises(ValueError, match="must be unique"):
-        _engine(_model(), _cfg(), loss_terms=[source_cross_entropy(), source_cross_entropy()])
+        _engine(_model(), _train_cfg(), loss_terms=[source_cross_entropy(), source_cross_entropy()])
     with pytest.raises(ValueError, match="must be labelled"):
-        _engine(_model(), _cfg()).fit(_toy(16, seed=0).unlabelled())
+        _engine(_model(), _train_cfg()).fit(_toy(16, seed=0).unlabelled())
     frozen = _model()
     for p in frozen.parameters():
         p.requires_grad_(False)
     with pytest.raises(ValueError, match="nothing to train"):
-        _engine(frozen, _cfg()).fit(_toy(16, seed=0))
+        _engine(frozen, _train_cfg()).fit(_toy(16, seed=0))
 
 
 def test_cached_preprocessing_trains_exactly_as_uncached() -> None:
@@ -515,7 +517,7 @@ def test_cached_preprocessing_trains_exactly_as_uncached() -> None:
     for cache_mb in (0, 64):
         torch.manual_seed(0)
         model = TransferModel(create_backbone("lenet"), CLASSES)
-        _engine(model, _cfg(epochs=1), cache_mb=cache_mb).fit(train, target=train.unlabelled())
+        _engine(model, _train_cfg(epochs=1), cache_mb=cache_mb).fit(train, target=train.unlabelled())
         states.append(_model_state(model))
     assert _equal_states(*states)
 
@@ -528,7 +530,7 @@ def test_a_callers_transform_is_never_cached() -> None:
         return item
 
     train = _toy(16, 0).with_transform(augment)
-    _engine(_model(), _cfg(epochs=2)).fit(train)
+    _engine(_model(), _train_cfg(epochs=2)).fit(train)
     assert len(calls) == 2 * 16
 
 
@@ -538,14 +540,14 @@ def test_precision_can_change_between_runs_in_one_process() -> None:
 
     for precision in ("bf16", "no", "bf16"):
         assert get_accelerator("cpu", precision).mixed_precision == precision
-    result = _engine(_model(), _cfg(epochs=1, mixed_precision="no")).fit(_toy(32, 0))
+    result = _engine(_model(), _train_cfg(epochs=1, mixed_precision="no")).fit(_toy(32, 0))
     assert result.epochs_run == 1
 
 
 def test_the_shared_accelerator_forgets_each_fit() -> None:
     """One Accelerator serves every fit of a process; it must not keep their models and loaders (a memory leak
     that grew a 360-run benchmark to 22 GB)."""
-    engine = _engine(_model(), _cfg(epochs=1))
+    engine = _engine(_model(), _train_cfg(epochs=1))
     for _ in range(3):
         engine.fit(_toy(32, 0), target=_toy(16, 1).unlabelled())
     acc = engine.accelerator
@@ -578,9 +580,9 @@ def test_auto_precision_on_a_cpu_is_bf16_where_the_cpu_and_the_model_gain_from_i
 
 
 def test_a_fit_reports_the_precision_it_trained_in() -> None:
-    result = _engine(_model(), _cfg(epochs=1, mixed_precision="bf16")).fit(_toy(32, 0))
+    result = _engine(_model(), _train_cfg(epochs=1, mixed_precision="bf16")).fit(_toy(32, 0))
     assert result.precision == "bf16"
-    result = _engine(_model(), _cfg(epochs=1, mixed_precision="no")).fit(_toy(32, 0))
+    result = _engine(_model(), _train_cfg(epochs=1, mixed_precision="no")).fit(_toy(32, 0))
     assert result.precision == "fp32"
 
 
@@ -598,9 +600,9 @@ def test_compiled_training_steps_use_a_compiled_view(monkeypatch: pytest.MonkeyP
 
     monkeypatch.setattr(engine_module, "compiled", eager_view)
     straight, traced = _model(), _model()
-    _engine(straight, _cfg()).fit(_toy(32, seed=0), _toy(16, seed=1), target=_toy(24, seed=2).unlabelled())
+    _engine(straight, _train_cfg()).fit(_toy(32, seed=0), _toy(16, seed=1), target=_toy(24, seed=2).unlabelled())
     run = RunDir(tmp_path)
-    engine = _engine(traced, _cfg(compile="reduce-overhead"), run=run)
+    engine = _engine(traced, _train_cfg(compile="reduce-overhead"), run=run)
     engine.fit(_toy(32, seed=0), _toy(16, seed=1), target=_toy(24, seed=2).unlabelled())
     assert [m for m, _ in views] == ["reduce-overhead"] and engine._train_model is None
     assert isinstance(traced, TransferModel) and _equal_states(_model_state(traced), _model_state(straight))
@@ -612,8 +614,8 @@ def test_compiled_training_steps_use_a_compiled_view(monkeypatch: pytest.MonkeyP
 def test_compiled_training_with_inductor_matches_eager() -> None:
     """Generated kernels on this CPU: the same training to float rounding (the kernels fuse and reorder)."""
     straight, fused = _model(dropout=0.0), _model(dropout=0.0)
-    a = _engine(straight, _cfg(epochs=2)).fit(_toy(32, seed=0), _toy(16, seed=1))
-    b = _engine(fused, _cfg(epochs=2, compile="default")).fit(_toy(32, seed=0), _toy(16, seed=1))
+    a = _engine(straight, _train_cfg(epochs=2)).fit(_toy(32, seed=0), _toy(16, seed=1))
+    b = _engine(fused, _train_cfg(epochs=2, compile="default")).fit(_toy(32, seed=0), _toy(16, seed=1))
     assert [r["train_loss"] for r in b.history] == pytest.approx([r["train_loss"] for r in a.history], rel=1e-4)
     for k, v in _model_state(straight).items():
         torch.testing.assert_close(_model_state(fused)[k], v, rtol=1e-4, atol=1e-5)

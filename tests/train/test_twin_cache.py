@@ -10,7 +10,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from transferkit.config import parse_config
+from helpers import mlp_config
+from transferkit.config import RunConfig
 from transferkit.experiment import fit
 from transferkit.train.twin_cache import FOLDER, twin_key
 
@@ -28,12 +29,9 @@ def shifted(tmp_path: Path) -> tuple[str, str]:
     return paths[0], paths[1]
 
 
-def _cfg(out: Path, src: str, tgt: str, method: str, name: str, **adapt: object) -> object:
-    return parse_config({
-        "name": name, "output_dir": str(out), "seeds": [0, 1],
-        "data": {"source": src, "target": tgt}, "model": {"backbone": "mlp"},
-        "adapt": {"method": method, **adapt}, "train": {"steps": 30},
-    })
+def _twin_cfg(out: Path, src: str, tgt: str, method: str, name: str, **adapt: object) -> RunConfig:
+    """Two seeds of 30 steps of an MLP with ``method`` (``adapt``: more adapt settings), written under ``out``."""
+    return mlp_config(out, name, src, tgt, seeds=[0, 1], adapt={"method": method, **adapt}, train={"steps": 30})
 
 
 def _report(out: Path, name: str, seed: int) -> dict:
@@ -43,13 +41,13 @@ def _report(out: Path, name: str, seed: int) -> dict:
 def test_a_guarded_run_reuses_the_source_only_run_as_its_twin(tmp_path: Path, shifted: tuple[str, str]) -> None:
     src, tgt = shifted
     shared, alone = tmp_path / "shared", tmp_path / "alone"
-    fit(_cfg(shared, src, tgt, "none", "plain"), progress=False)
+    fit(_twin_cfg(shared, src, tgt, "none", "plain"), progress=False)
     stored = sorted((shared / FOLDER).glob("*.safetensors"))
     assert len(stored) == 2  # one per seed
     # λ, its schedule and the method's options do not shape the source-only model: the twin is still shared
-    fit(_cfg(shared, src, tgt, "dann", "dann", weight=0.5, options={"hidden": 16}), progress=False)
+    fit(_twin_cfg(shared, src, tgt, "dann", "dann", weight=0.5, options={"hidden": 16}), progress=False)
     assert sorted((shared / FOLDER).glob("*.safetensors")) == stored
-    fit(_cfg(alone, src, tgt, "dann", "dann", weight=0.5, options={"hidden": 16}), progress=False)
+    fit(_twin_cfg(alone, src, tgt, "dann", "dann", weight=0.5, options={"hidden": 16}), progress=False)
     for seed in (0, 1):
         reused, trained = _report(shared, "dann", seed)["guard"], _report(alone, "dann", seed)["guard"]
         assert reused["twin"].startswith("reused") and trained["twin"] == "trained for this run"
@@ -65,12 +63,12 @@ def test_a_guarded_run_reuses_the_source_only_run_as_its_twin(tmp_path: Path, sh
 
 def test_anything_that_shapes_the_model_gives_another_key(tmp_path: Path, shifted: tuple[str, str]) -> None:
     src, tgt = shifted
-    base = _cfg(tmp_path, src, tgt, "dann", "a")
+    base = _twin_cfg(tmp_path, src, tgt, "dann", "a")
     from transferkit.data import load_data
 
     data = [load_data(src, "train"), None, None]
     key = twin_key(base, 0, 30, data)
-    assert key == twin_key(_cfg(tmp_path / "elsewhere", src, tgt, "mcc", "b", weight=3.0), 0, 30, data)
+    assert key == twin_key(_twin_cfg(tmp_path / "elsewhere", src, tgt, "mcc", "b", weight=3.0), 0, 30, data)
     assert key != twin_key(base, 1, 30, data)  # seed
     assert key != twin_key(base, 0, 31, data)  # steps
     assert key != twin_key(base.model_copy(update={"train": base.train.model_copy(update={"lr": 0.5})}), 0, 30, data)
@@ -93,16 +91,17 @@ def test_mcc_s_own_bottleneck_is_another_twin(tmp_path: Path) -> None:
     path = tmp_path / "big.npz"
     np.savez(path, x_train=rng.normal(size=(300, 5)).astype(np.float32), y_train=y)
     data = [load_data(str(path), "train"), None, None]  # 300 items: MCC trains its 256-d bottleneck on an mlp
-    keys = {m: twin_key(_cfg(tmp_path, str(path), str(path), m, "a"), 0, 30, data) for m in ("none", "dann", "mcc")}
+    keys = {m: twin_key(_twin_cfg(tmp_path, str(path), str(path), m, "a"), 0, 30, data)
+            for m in ("none", "dann", "mcc")}
     assert keys["none"] == keys["dann"] != keys["mcc"]
 
 
 def test_a_damaged_cache_entry_is_retrained_not_an_error(tmp_path: Path, shifted: tuple[str, str]) -> None:
     src, tgt = shifted
-    fit(_cfg(tmp_path, src, tgt, "none", "plain"), progress=False)
+    fit(_twin_cfg(tmp_path, src, tgt, "none", "plain"), progress=False)
     for path in (tmp_path / FOLDER).glob("*.safetensors"):
         path.write_bytes(b"not a safetensors file")
-    fit(_cfg(tmp_path, src, tgt, "mcc", "mcc"), progress=False)
+    fit(_twin_cfg(tmp_path, src, tgt, "mcc", "mcc"), progress=False)
     assert _report(tmp_path, "mcc", 0)["guard"]["twin"] == "trained for this run"
     for path in (tmp_path / FOLDER).glob("*.safetensors"):  # rewritten whole
         assert load_file(path)
