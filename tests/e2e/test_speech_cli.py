@@ -9,16 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from typer.testing import CliRunner
 
-from transferkit.cli import app
-
-runner = CliRunner()
-
-
-def invoke(*args: object) -> tuple[int, str]:
-    result = runner.invoke(app, [str(a) for a in args])
-    return result.exit_code, result.output
+from helpers import invoke
 
 
 @pytest.fixture
@@ -44,7 +36,7 @@ def _report(run: Path) -> dict:
 def test_fit_logmel_cnn_from_scratch_on_a_wav_folder(tmp_path: Path, wavs: Path) -> None:
     code, out = invoke(
         "fit", "--source", f"{wavs}?domain=a", "--target", f"{wavs}?domain=b", "--backbone", "logmel-cnn",
-        "--epochs", "2", "--lr", "0.01", "--batch-size", "8", "--name", "scratch", "--output-dir", tmp_path / "runs",
+        "--epochs", "6", "--lr", "0.01", "--batch-size", "8", "--name", "scratch", "--output-dir", tmp_path / "runs",
         "--set", "model.backbone_kwargs={sample_rate: 8000, seconds: 0.5, n_mels: 20, channels: [4, 8]}",
         "--set", "data.val_fraction=0.25", "--set", "train.threads=1", "--no-progress",
     )
@@ -53,8 +45,11 @@ def test_fit_logmel_cnn_from_scratch_on_a_wav_folder(tmp_path: Path, wavs: Path)
     report = _report(run)
     assert report["backbone"] == "logmel-cnn" and report["source"].endswith("?domain=a")
     assert report["classes"] == ["high", "low"]
-    assert "target" in report["evaluations"]
-    assert 0.0 <= report["evaluations"]["target"]["accuracy"] <= 1.0
+    # low against high tones is easy: the CNN, from random weights, learns it far above chance (0.5) on both
+    # microphones (12 of 16 items by chance: p < 0.04; seeds 0-3 score 13-16 of 16)
+    scores = report["evaluations"]
+    assert scores["source"]["accuracy"] >= 0.75 and scores["target"]["accuracy"] >= 0.75, scores
+    assert report["fit"]["best_val_acc"] > 0.5  # the checkpoint was chosen on a validation split it gets right
     assert (run / "model.safetensors").is_file()
     # the saved model reloads and predicts on the folder with the same preprocessing
     code, out = invoke("evaluate", run, "--data", f"{wavs}?domain=b", "--split", "test")

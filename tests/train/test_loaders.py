@@ -55,14 +55,28 @@ def test_unlabelled_items_are_marked() -> None:
 
 
 def test_what_stays_on_the_dataloader_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inputs not preprocessed, items that carry more than inputs and labels (a source index), and inputs larger than
+    an accelerator may hold take the DataLoader; preprocessed inputs within the limit are indexed on the device."""
     raw = DomainDataset(np.zeros((4, 3), np.float32), None, "raw", ["a"], "vector")
     assert resident_loader(raw, 2, shuffle=True, seed=0, device=CPU) is None  # nothing preprocessed
     with pytest.raises(ValueError, match="no preprocessed inputs"):
         ResidentBatches(raw, 2, shuffle=True, seed=0, device=CPU)
-    big = _ds(8)
-    assert resident_loader(big, 2, shuffle=True, seed=0, device=CPU) is not None
+    emitting = DomainDataset(np.zeros((4, 3), np.float32), np.arange(4) % 2, "two-sources", ["a", "b"], "vector",
+                             meta={"source_index": np.array([0, 0, 1, 1])}, emit=("source_index",)).precomputed()
+    assert emitting.cache is not None and resident_loader(emitting, 2, shuffle=True, seed=0, device=CPU) is None
+    with pytest.raises(ValueError, match="no preprocessed inputs"):
+        ResidentBatches(emitting, 2, shuffle=True, seed=0, device=CPU)  # its batches would lose "t"
+    big = _ds(8)  # 8 x 3 float32: 96 bytes
+    assert isinstance(resident_loader(big, 2, shuffle=True, seed=0, device=CPU), ResidentBatches)
     monkeypatch.setattr("transferkit.train.loaders.MAX_RESIDENT_GPU_BYTES", 8)
     assert resident_loader(big, 2, shuffle=True, seed=0, device=torch.device("cuda")) is None  # too large for it
+    # the limit itself, on a device that needs no accelerator ("meta": shapes only): 96 bytes fit, 95 do not
+    meta = torch.device("meta")
+    monkeypatch.setattr("transferkit.train.loaders.MAX_RESIDENT_GPU_BYTES", 96)
+    fits = resident_loader(big, 2, shuffle=True, seed=0, device=meta)
+    assert isinstance(fits, ResidentBatches) and fits.x.device == meta
+    monkeypatch.setattr("transferkit.train.loaders.MAX_RESIDENT_GPU_BYTES", 95)
+    assert resident_loader(big, 2, shuffle=True, seed=0, device=meta) is None
 
 
 def test_training_on_resident_batches_is_bit_identical(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
