@@ -10,12 +10,10 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from typer.testing import CliRunner
 
-from helpers import mlp_config, save_splits, two_blobs
+from helpers import invoke_ok, mlp_config, save_splits, two_blobs
 from transferkit.adapt.losses import coral_loss
 from transferkit.adapt.methods import build_method
-from transferkit.cli import app
 from transferkit.config import RunConfig, parse_config
 from transferkit.errors import ConfigError, DataError
 from transferkit.experiment import build_model, fit, load_run_data, load_sources
@@ -131,11 +129,9 @@ def test_per_source_dann_with_discrepancy_weights_end_to_end(tmp_path: Path) -> 
 def test_cli_takes_several_sources(tmp_path: Path) -> None:
     s0, s1 = (str(_domain(tmp_path / f"s{i}.npz", 0.3 * i, i)) for i in range(2))
     t = str(_domain(tmp_path / "t.npz", 0.0, 9))
-    result = CliRunner().invoke(app, [
-        "fit", "--source", s0, "--source", s1, "--target", t, "--backbone", "mlp", "--method", "dan", "--epochs", "1",
-        "--output-dir", str(tmp_path / "runs"), "--name", "cli", "--set", "adapt.guard=false",
-        "--set", "data.multi_source=pooled", "--no-progress"])
-    assert result.exit_code == 0, result.output
+    invoke_ok("fit", "--source", s0, "--source", s1, "--target", t, "--backbone", "mlp", "--method", "dan",
+              "--epochs", "1", "--output-dir", tmp_path / "runs", "--name", "cli", "--set", "adapt.guard=false",
+              "--set", "data.multi_source=pooled", "--no-progress")
     config = (tmp_path / "runs" / "cli" / "config.yaml").read_text()
     assert "multi_source: pooled" in config and s1 in config
 

@@ -9,10 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from helpers import mlp_config, save_splits, two_blobs
-from transferkit.cli import app
+from helpers import invoke_ok, mlp_config, save_splits, two_blobs
 from transferkit.config import RunConfig, parse_config
 from transferkit.errors import ConfigError, DataError
 from transferkit.experiment import fit, load_run_data
@@ -115,11 +113,9 @@ def test_unlabelled_target_cannot_give_labelled_items(tmp_path: Path) -> None:
 
 def test_cli_target_labels_per_class(tmp_path: Path) -> None:
     src, tgt = _domain(tmp_path / "src.npz", False, 0), _domain(tmp_path / "tgt.npz", True, 1)
-    result = CliRunner().invoke(app, ["fit", "--source", str(src), "--target", str(tgt), "--backbone", "mlp",
-                                      "--epochs", "2", "--target-labels", "3", "--method", "mcc",
-                                      "--name", "cli", "--output-dir", str(tmp_path / "runs"), "--no-progress",
-                                      "--set", "train.device=cpu"])
-    assert result.exit_code == 0, result.output
+    invoke_ok("fit", "--source", src, "--target", tgt, "--backbone", "mlp", "--epochs", "2", "--target-labels", "3",
+              "--method", "mcc", "--name", "cli", "--output-dir", tmp_path / "runs", "--no-progress",
+              "--set", "train.device=cpu")
     assert "target_labels_per_class: 3" in (tmp_path / "runs" / "cli" / "config.yaml").read_text()
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import mlp_config
+from helpers import invoke_ok, mlp_config
 from transferkit.config import HeadConfig, RunConfig, parse_config
 from transferkit.data import load_data
 from transferkit.errors import ConfigError, DataError
@@ -211,25 +211,17 @@ def test_cli_fit_evaluate_predict_with_heads(tmp_path: Path) -> None:
     import csv
 
     import yaml
-    from typer.testing import CliRunner
-
-    from transferkit.cli import app
-
     cfg = _heads_cfg(tmp_path, "cli", [{"name": "v", "kind": "regression", "field": "value"},
                                  {"name": "g", "kind": "classification", "field": "group"}])
     path = tmp_path / "heads.yaml"
     path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
-    runner = CliRunner()
-    result = runner.invoke(app, ["fit", "-c", str(path), "--epochs", "3", "--no-progress"])
-    assert result.exit_code == 0, result.output
-    assert "MAE" in result.output and "R²" in result.output
-    run = str(tmp_path / "runs" / "cli")
-    result = runner.invoke(app, ["evaluate", run, "--data", str(tmp_path / "tgt.npz"), "--split", "test"])
-    assert result.exit_code == 0, result.output
-    assert "head g (classification)" in result.output and "head v (regression)" in result.output
+    output = invoke_ok("fit", "-c", path, "--epochs", "3", "--no-progress")
+    assert "MAE" in output and "R²" in output
+    run = tmp_path / "runs" / "cli"
+    output = invoke_ok("evaluate", run, "--data", tmp_path / "tgt.npz", "--split", "test")
+    assert "head g (classification)" in output and "head v (regression)" in output
     out = tmp_path / "preds.csv"
-    result = runner.invoke(app, ["predict", run, "--data", str(tmp_path / "tgt.npz"), "--out", str(out)])
-    assert result.exit_code == 0, result.output
+    invoke_ok("predict", run, "--data", tmp_path / "tgt.npz", "--out", out)
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == 100 and set(rows[0]) == {"index", "input", "v", "g", "g_confidence"}
     assert rows[0]["g"] in ("p", "q") and float(rows[0]["v"]) == float(rows[0]["v"])

@@ -9,12 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
 from helpers import invoke
 from transferkit.errors import DataError
-
-runner = CliRunner()
 
 
 @pytest.fixture

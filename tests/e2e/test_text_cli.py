@@ -6,21 +6,15 @@ import json
 from pathlib import Path
 
 import numpy as np
-from typer.testing import CliRunner
 
-from transferkit.cli import app
-
-runner = CliRunner()
+from helpers import invoke, invoke_ok
 
 
 def fit(tmp_path: Path, reviews: Path, model: Path, name: str, *extra: str) -> dict:
-    result = runner.invoke(app, [
-        "fit", "--source", f"{reviews}?domain=books", "--target", f"{reviews}?domain=kitchen",
-        "--backbone", f"hf:{model}", "--name", name, "--output-dir", str(tmp_path / "runs"), "--no-progress",
-        "--set", "data.train_split=all", "--set", "data.eval_split=all", "--set", "data.batch_size=8",
-        "--set", "model.backbone_kwargs.max_length=16", *extra,
-    ])
-    assert result.exit_code == 0, result.output
+    invoke_ok("fit", "--source", f"{reviews}?domain=books", "--target", f"{reviews}?domain=kitchen",
+              "--backbone", f"hf:{model}", "--name", name, "--output-dir", tmp_path / "runs", "--no-progress",
+              "--set", "data.train_split=all", "--set", "data.eval_split=all", "--set", "data.batch_size=8",
+              "--set", "model.backbone_kwargs.max_length=16", *extra)
     return json.loads((tmp_path / "runs" / name / "report.json").read_text())
 
 
@@ -47,16 +41,14 @@ def test_lora_end_to_end_then_evaluate_the_saved_model(tmp_path: Path, reviews_j
     report = fit(tmp_path, reviews_jsonl, tiny_text_model, "lora", "--strategy", "lora", "--method", "mcc",
                  "--epochs", "2", "--lr", "0.01", "--set", "adapt.guard=false")
     accuracy = report["evaluations"]["target"]["accuracy"]
-    result = runner.invoke(app, ["evaluate", str(tmp_path / "runs" / "lora"), "--data",
-                                 f"{reviews_jsonl}?domain=kitchen", "--split", "all"])
-    assert result.exit_code == 0, result.output
+    invoke_ok("evaluate", tmp_path / "runs" / "lora", "--data", f"{reviews_jsonl}?domain=kitchen", "--split", "all")
     scored = json.loads(next((tmp_path / "runs" / "lora" / "evaluations").glob("*.json")).read_text())
     assert abs(scored["accuracy"] - accuracy) < 1e-9  # the merged, saved model is the one that was scored
 
 
 def test_text_data_into_an_image_backbone_fails_before_writing(tmp_path: Path, reviews_jsonl: Path) -> None:
-    result = runner.invoke(app, ["fit", "--source", f"{reviews_jsonl}?domain=books", "--backbone", "lenet",
-                                 "--name", "bad", "--output-dir", str(tmp_path / "runs"), "--no-progress"])
-    assert result.exit_code != 0
-    assert "reads image inputs, but 'reviews/books' holds text data" in result.output
+    code, output = invoke("fit", "--source", f"{reviews_jsonl}?domain=books", "--backbone", "lenet",
+                          "--name", "bad", "--output-dir", tmp_path / "runs", "--no-progress")
+    assert code != 0
+    assert "reads image inputs, but 'reviews/books' holds text data" in output
     assert not (tmp_path / "runs" / "bad").exists()
