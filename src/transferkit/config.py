@@ -244,7 +244,7 @@ class HeadConfig(_Strict):
     @field_validator("name")
     @classmethod
     def _safe_head_name(cls, v: str) -> str:
-        from transferkit.tasks import head_name_problem
+        from transferkit.tasks import head_name_problem  # lazy: `import transferkit.config` stays free of torch
 
         problem = head_name_problem(v)
         if problem is not None:

@@ -27,10 +27,15 @@ from typing import Any
 from rich.table import Table
 
 from transferkit.config import parse_config, run_name_problem
+from transferkit.data import load_data
 from transferkit.errors import ConfigError
+from transferkit.evaluate.demo_html import render_demo_html
 from transferkit.evaluate.metrics import format_mean_std, mean_std
 from transferkit.evaluate.plots import plot_bars
 from transferkit.experiment import fit
+from transferkit.features import feature_matrix
+from transferkit.measure.discrepancy import measure_gap
+from transferkit.models.heads import TransferModel
 from transferkit.runs import RunDir, atomic_write_json, atomic_write_text
 from transferkit.ui import console
 
@@ -201,11 +206,6 @@ def _finetune(out: str, pretrained: Path, seeds: tuple[int, ...], shots: int, ep
 def measure_demo_gap(model_path: Path, *, progress: bool = True) -> list[dict[str, Any]]:
     """The gap between the source test digits and the unlabelled target training images on ``model_path``'s
     features: what ``transferkit measure --backbone file:MODEL`` prints."""
-    from transferkit.data import load_data
-    from transferkit.features import feature_matrix
-    from transferkit.measure.discrepancy import measure_gap
-    from transferkit.models.heads import TransferModel
-
     backbone = TransferModel.load(model_path).backbone
     xs = feature_matrix(load_data(SOURCE, "test"), backbone, progress=progress)
     xt = feature_matrix(load_data(TARGET, "train").unlabelled(), backbone, progress=progress)
@@ -249,8 +249,6 @@ def print_table(summary: dict[str, Any]) -> None:
 
 
 def _write(root: RunDir, summary: dict[str, Any]) -> None:
-    from transferkit.evaluate.demo_html import render_demo_html
-
     bars = {k: mean_std(v["accuracy"]["values"]) for k, v in summary["rows"].items()}
     png = plot_bars(bars, root.path / "comparison.png", f"{summary['target']} test accuracy (mean ± std)")
     summary["report"] = str(root.report_md)

@@ -62,8 +62,16 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
+from transferkit.adapt.auto import SOURCE_ONLY, choose, warm_start
+from transferkit.adapt.methods import build_method, list_methods
+from transferkit.config import AdaptConfig, TrainConfig, default_bottleneck, format_validation_error
 from transferkit.data.domain import DomainDataset
 from transferkit.errors import ConfigError, DataError
+from transferkit.evaluate.predict import predict_outputs
+from transferkit.measure.guard import guard_decision
+from transferkit.models.backbones import backbone_for, check_input_kind
+from transferkit.models.heads import TransferModel
+from transferkit.train.engine import Engine, source_cross_entropy
 
 _UNSET = object()
 
@@ -198,9 +206,6 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
             ConfigError: a bad hyper-parameter, or an adaptation method without ``X_target``.
             DataError: NaN/Inf, fewer than 2 samples or classes, inputs of different widths.
         """
-        from transferkit.adapt.methods import build_method
-        from transferkit.train.engine import Engine, source_cross_entropy
-
         cfg = self._train_config()
         self._check_params()
         for attr in ("classes_", "n_features_in_", "feature_names_in_", "model_", "history_", "best_epoch_", "auto_"):
@@ -235,7 +240,6 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
             torch.manual_seed(self.seed)  # the model's initial weights (and the method's modules) follow the seed
             model = self._build_model(source, classes, method, len(train))
             if init is not None:  # auto's warm start: from the trained source-only model
-                from transferkit.adapt.auto import warm_start
 
                 warm_start(model, init)
             terms = build_method(method, model.feature_dim, len(classes), weight=self.lam,
@@ -259,10 +263,8 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         """``method="auto"`` (:mod:`transferkit.adapt.auto`): source-only, then each default candidate started from it
         for half its steps (the CLI's ``adapt.auto_warm_start``), each guarded against source-only, the label-free
         validator's choice kept; ``auto_`` records every candidate's verdict and score."""
-        from transferkit.adapt.auto import SOURCE_ONLY, choose
-        from transferkit.config import AdaptConfig
+        # lazy: the pipeline imports the report's plots (matplotlib), which the estimator never draws
         from transferkit.experiment import candidate_of
-        from transferkit.measure.guard import guard_decision
 
         defaults = AdaptConfig()
         base, base_result = train_one("none")
@@ -315,8 +317,6 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
     # -- internals -----------------------------------------------------------------------------------
     def _outputs(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
         """(features, logits) of ``X`` as float32 arrays, batch by batch in inference mode."""
-        from transferkit.evaluate.predict import predict_outputs
-
         check_is_fitted(self, "model_")
         ds, as_is = self._dataset(X, "X", reset=False)
         with _scoped_torch_state(self.threads):
@@ -326,8 +326,6 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
 
     def _train_config(self) -> Any:
         from pydantic import ValidationError
-
-        from transferkit.config import TrainConfig, format_validation_error
 
         try:
             return TrainConfig(
@@ -340,8 +338,6 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
             raise ConfigError(format_validation_error(exc, type(self).__name__)) from None
 
     def _check_params(self) -> None:
-        from transferkit.adapt.methods import list_methods
-
         if self.method not in ("none", "auto") and self.method not in list_methods():
             raise ConfigError(f"method: unknown method {self.method!r}; known: none, auto, {', '.join(list_methods())}")
         if self.method == "auto" and (self.lam is not None or self.method_options):
@@ -364,17 +360,12 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
     def _bottleneck(self, method: str, source_items: int | None = None) -> int | None:
         """The bottleneck width ``method``'s model trains with: ``bottleneck_dim``, or the method's default for
         ``source_items`` labelled training items."""
-        from transferkit.config import default_bottleneck
-
         if self.bottleneck_dim == "auto":
             return default_bottleneck(method, self.backbone, "full", source_items)
         return None if self.bottleneck_dim is None else int(self.bottleneck_dim)
 
     def _build_model(self, source: DomainDataset, classes: list[str], method: str = "none",
                      source_items: int | None = None) -> Any:
-        from transferkit.models.backbones import backbone_for, check_input_kind
-        from transferkit.models.heads import TransferModel
-
         kwargs = dict(self.backbone_kwargs or {})
         if self.backbone == "mlp":
             kwargs = {"hidden": self.hidden, "depth": self.depth, "dropout": self.dropout, **kwargs}

@@ -31,10 +31,10 @@ import torch
 from transferkit.data.domain import DomainDataset, collate
 from transferkit.data.modality import modality
 from transferkit.errors import ConfigError, DataError, RunDirError
-from transferkit.models.backbones import Backbone
+from transferkit.models.backbones import Backbone, check_input_kind
 from transferkit.models.inference import inference_copy
 from transferkit.runs import atomic_path
-from transferkit.ui import make_progress
+from transferkit.ui import console, make_progress
 
 CACHE_ENV = "TRANSFERKIT_CACHE"
 CPU_BATCH_SIZE = 16
@@ -50,8 +50,6 @@ def pick_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        from transferkit.errors import ConfigError
-
         raise ConfigError("train.device is 'cuda' but no CUDA GPU is available here; use 'auto' or 'cpu'")
     return torch.device(device)
 
@@ -335,8 +333,6 @@ def _warn(message: str) -> None:
     """One yellow line on stderr, once per message and process."""
     from rich.markup import escape
 
-    from transferkit.ui import console
-
     if message not in _warned:
         _warned.add(message)
         console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False)
@@ -372,8 +368,6 @@ def feature_matrix(
     (with its own resizing) is needed otherwise.
     """
     if backbone is not None:
-        from transferkit.models.backbones import check_input_kind
-
         check_input_kind(backbone, dataset)
         return np.asarray(cached_features(backbone, dataset, device=device, progress=progress).inputs, np.float32)
     raw_features = modality(dataset.kind).raw_features

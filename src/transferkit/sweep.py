@@ -29,6 +29,8 @@ import numpy as np
 
 from transferkit.config import RunConfig, parse_config, parse_override, run_name_problem
 from transferkit.errors import ConfigError
+from transferkit.experiment import candidate_outputs, fit
+from transferkit.measure.selection import VALIDATORS, collapse_check
 from transferkit.pipeline.model import check_names
 from transferkit.runs import RunDir, atomic_write_text
 
@@ -116,8 +118,6 @@ def run_sweep(
 ) -> dict[str, Any]:
     """Train every combination (or ``trials`` Optuna suggestions when an axis is a range), score each by
     ``validator``, and choose (see the module docstring)."""
-    from transferkit.measure.selection import VALIDATORS
-
     if validator not in VALIDATORS:
         raise ConfigError(f"unknown validator {validator!r}; choose from {sorted(VALIDATORS)}")
     axes = parse_axes(over)
@@ -172,9 +172,6 @@ def _train_and_score(
     base: RunConfig, root: RunDir, i: int, overrides: dict[str, Any], validator: str, progress: bool
 ) -> SweepRow:
     """Train one candidate as its own run under the sweep folder and score it without target labels."""
-    from transferkit.experiment import candidate_outputs, fit
-    from transferkit.measure.selection import VALIDATORS, collapse_check
-
     raw = base.model_dump(mode="json")
     raw.update(name=candidate_name(i, overrides), output_dir=str(root.path))
     raw["adapt"]["guard"] = False  # the sweep itself is the selection

@@ -39,6 +39,8 @@ from typing import Any
 
 import numpy as np
 
+from transferkit.adapt.methods import list_methods
+from transferkit.measure.guard import subsampled
 from transferkit.measure.selection import VALIDATORS, Candidate, softmax
 
 SOURCE_ONLY = "source-only"
@@ -60,8 +62,6 @@ class AutoChoice:
 def trainable_methods(methods: list[str], *, frozen_features: bool) -> dict[str, str]:
     """``{method: reason}`` for each method of ``methods`` that cannot train with this model: a feature-alignment
     method on frozen features."""
-    from transferkit.adapt.methods import list_methods
-
     return {name: "aligns features, which a linear probe without model.bottleneck_dim keeps frozen"
             for name in methods if list_methods()[name].aligns_features and frozen_features}
 
@@ -93,8 +93,6 @@ def choose(source_only: Candidate, adapted: dict[str, Candidate], rejections: di
     reasons: kept); a tie keeps source-only, the candidate that assumes nothing about the target. ``validator``
     is one of :data:`~transferkit.measure.selection.VALIDATORS` or ``ensv`` (:func:`ensemble_agreement` among
     source-only and the kept candidates)."""
-    from transferkit.measure.guard import subsampled
-
     rejected = {name: reasons for name, reasons in rejections.items() if reasons}
     pool = {SOURCE_ONLY: source_only, **{n: c for n, c in adapted.items() if n not in rejected}}
     if validator == ENSV:

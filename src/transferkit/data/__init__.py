@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from transferkit.data.catalog import is_registered
 from transferkit.data.catalog import list_datasets as list_datasets
 from transferkit.data.catalog import load_dataset as load_dataset
 from transferkit.data.domain import DomainDataset as DomainDataset
 from transferkit.data.domain import PairedLoader as PairedLoader
 from transferkit.data.domain import check_label_sets as check_label_sets
+from transferkit.data.formats import data_formats, format_for
 from transferkit.data.limits import regular_file_problem
 from transferkit.errors import DataError
 
@@ -44,9 +46,6 @@ def load_data(spec: str, split: str = "train", root: str | Path | None = None) -
     Raises:
         DataError: the name is unknown and no such path exists, or the file cannot be read.
     """
-    from transferkit.data.catalog import is_registered
-    from transferkit.data.formats import data_formats, format_for
-
     if is_registered(spec):
         return load_dataset(spec, split, root)
     data_format = format_for(spec, split)

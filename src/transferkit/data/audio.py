@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from transferkit.data.domain import DomainDataset, bad_files_error
+from transferkit.data.images import IMAGE_EXTENSIONS
 from transferkit.data.limits import regular_file_problem
 from transferkit.data.waveform import Waveform as Waveform  # re-exported: audio's public vocabulary
 from transferkit.data.waveform import header_problem, info_problem, soundfile_module
@@ -490,8 +491,6 @@ def load_audio_spec(spec: str, split: str = "train") -> DomainDataset:
 
 
 def _holds_audio(folder: Path) -> bool:
-    from transferkit.data.images import IMAGE_EXTENSIONS
-
     base = len(folder.parts)
     for dirpath, dirnames, filenames in os.walk(folder):
         for f in filenames:

@@ -31,6 +31,7 @@ import scipy.sparse
 from transferkit.data.builtin import DIGIT_CLASSES
 from transferkit.data.domain import DomainDataset
 from transferkit.data.registry import DATA_ROOT_ENV, DatasetLoader, register_dataset
+from transferkit.data.text import load_text_table
 from transferkit.errors import DataError
 
 SHA256SUMS = "SHA256SUMS"
@@ -267,8 +268,6 @@ def _amazon_text_loader(domain: str) -> DatasetLoader:
 
     def load(split: str = "train", root: Path | None = None) -> DomainDataset:
         from dataclasses import replace
-
-        from transferkit.data.text import load_text_table
 
         if split not in (*SPLITS, "all"):
             raise DataError(f"dataset {name!r} has splits train, test, all; got {split!r}")

@@ -40,5 +40,6 @@ def load_dataset(name: str, split: str = "train", root: str | Path | None = None
 
 
 def _ensure_builtins() -> None:
-    # Importing the modules registers their datasets; done lazily so `import transferkit` stays fast.
+    # Importing the modules registers their datasets; done lazily so `import transferkit` stays fast (and loading data
+    # from a file never imports scipy, which two of them need).
     from transferkit.data import benchmarks, builtin, newsgroups  # noqa: F401

@@ -18,6 +18,7 @@ from transferkit.data.modality import modality
 from transferkit.data.pixels import image_as_rgb as image_as_rgb  # re-exported (image loaders, tests)
 from transferkit.data.pixels import to_uint8 as to_uint8
 from transferkit.errors import DataError
+from transferkit.ui import console
 
 Kind = Literal["image", "vector", "text", "audio"]
 UNLABELLED = -1
@@ -163,8 +164,6 @@ class DomainDataset(torch.utils.data.Dataset):
         items: Any = range(1, len(self))
         if progress:
             from rich.progress import track
-
-            from transferkit.ui import console
 
             items = track(items, description=f"preprocess {self.domain}", transient=True, console=console)
         for i in items:

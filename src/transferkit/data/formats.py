@@ -16,6 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from transferkit.data import tabular
+from transferkit.data.audio import is_audio_spec, load_audio_spec
+from transferkit.data.images import load_image_folder
+from transferkit.data.tabular import SVMLIGHT_SUFFIXES, load_arrays
+from transferkit.data.text import is_text_table, load_text_table, parse_spec
 from transferkit.errors import DataError
 
 if TYPE_CHECKING:
@@ -60,14 +65,10 @@ def _path(spec: str, split: str = "") -> Path:
 
 
 def _sniff_audio(spec: str, split: str) -> bool:
-    from transferkit.data.audio import is_audio_spec
-
     return is_audio_spec(spec)
 
 
 def _load_audio(spec: str, split: str) -> DomainDataset:
-    from transferkit.data.audio import load_audio_spec
-
     return load_audio_spec(spec, split)
 
 
@@ -77,8 +78,6 @@ _TABLE_SUFFIXES = (".csv", ".tsv", ".parquet")
 
 
 def _feature_file_kind(path: Path) -> str | None:
-    from transferkit.data.tabular import SVMLIGHT_SUFFIXES
-
     suffix = path.suffix.lower()
     if suffix in SVMLIGHT_SUFFIXES:
         return "svmlight"
@@ -95,15 +94,11 @@ def _sniff_feature_file(spec: str, split: str) -> bool:
     if kind is None:
         return False
     if path.suffix.lower() in (".csv", ".tsv") and path.is_file():
-        from transferkit.data.text import is_text_table
-
         return not is_text_table(path)
     return True
 
 
 def _load_feature_file(spec: str, split: str) -> DomainDataset:
-    from transferkit.data import tabular
-
     file_part, _, query = spec.partition("?")
     path = _path(spec, split)
     if not path.exists():
@@ -157,21 +152,16 @@ def _sniff_text_table(spec: str, split: str) -> bool:
     path = _path(spec)
     if not path.is_file():
         return False
-    from transferkit.data.text import is_text_table
 
     return is_text_table(path)
 
 
 def _load_text_table(spec: str, split: str) -> DomainDataset:
-    from transferkit.data.text import load_text_table, parse_spec
-
     file_part, options = parse_spec(spec)
     return load_text_table(Path(file_part).expanduser(), split, **options)
 
 
 def _load_image_folder(spec: str, split: str) -> DomainDataset:
-    from transferkit.data.images import load_image_folder
-
     return load_image_folder(_path(spec), split)
 
 
@@ -181,8 +171,6 @@ def _sniff_arrays(spec: str, split: str) -> bool:
 
 
 def _load_arrays(spec: str, split: str) -> DomainDataset:
-    from transferkit.data.tabular import load_arrays
-
     return load_arrays(_path(spec), split)
 
 

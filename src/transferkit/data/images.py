@@ -22,7 +22,7 @@ from PIL import Image, ImageFile
 
 from transferkit.data.domain import DomainDataset, bad_files_error, image_as_rgb
 from transferkit.data.pixels import EnsureMode
-from transferkit.errors import DataError
+from transferkit.errors import ConfigError, DataError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 ALL_SPLITS = "all"
@@ -209,8 +209,6 @@ def training_transform(backbone: Any, min_scale: float = 0.08) -> Any:
         ConfigError: the backbone has no image data config (a built-in or non-image backbone).
     """
     from timm.data import create_transform
-
-    from transferkit.errors import ConfigError
 
     cfg = getattr(backbone, "data_config", None)
     if cfg is None:

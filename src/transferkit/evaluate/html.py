@@ -19,9 +19,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from transferkit import __version__
 from transferkit.errors import RunDirError
 from transferkit.evaluate.metrics import format_mean_std
 from transferkit.evaluate.run_files import config_text, read_plot, seed_folder
+from transferkit.tasks import KIND_SCALARS, scalars_of
 
 REPORT_HTML = "report.html"
 # model.head_weighting uncertainty: exp(-s_i) per head, as the selected epoch left them
@@ -32,8 +34,6 @@ SCALARS = (("accuracy", "accuracy (%)"), ("macro_f1", "macro-F1 (%)"), ("ece", "
 def scalar_columns(report: dict[str, Any]) -> tuple[tuple[str, str, float, bool], ...]:
     """The primary head's scalar metrics in ``report``: accuracy / macro-F1 / ECE, MAE / RMSE / R² (regression) or
     micro-F1 / macro-F1 / exact match (multi-label), as ``(key, label, scale, higher is better)``."""
-    from transferkit.tasks import KIND_SCALARS, scalars_of
-
     evals = report.get("evaluations") or {}
     first = next(iter(evals.values()), None)
     if first is None:
@@ -168,8 +168,6 @@ def _aggregate_page(report: dict[str, Any], run_dir: Path) -> str:
 
 # -- page frame ------------------------------------------------------------------------------------
 def page(report: dict[str, Any], sections: list[tuple[str, str, str]], nav_extra: str = "") -> str:
-    from transferkit import __version__
-
     name = report.get("name") or "run"
     source = report.get("source")
     route = f'<span class="src">{e(" + ".join(source) if isinstance(source, list) else source)}</span>'
@@ -274,8 +272,6 @@ def _results_aggregate(report: dict[str, Any]) -> str:
 
 def _heads_table(evals: dict[str, Any]) -> str:
     """Every head's metrics, when the model has several (multi-task)."""
-    from transferkit.tasks import KIND_SCALARS
-
     rows = []
     for role in _ordered(evals):
         for name, h in evals[role].get("heads", {}).items():

@@ -19,6 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from transferkit.runs import atomic_path
+from transferkit.ui import console
 
 F = TypeVar("F", bound=Callable[..., Any])
 # text.parse_math is read when each Text is created, so every label, tick, legend entry and title made inside the
@@ -170,7 +171,6 @@ def plot_feature_map(
     n_points = len(after[0]) + len(after[1])
     method = map_method(n_points)
     embedded = []
-    from transferkit.ui import console
 
     # a transient one-line status in a terminal (a t-SNE takes seconds); nothing in a log
     with console.status(f"feature map: {method} of {n_points} points x {len(panels)}"):

@@ -7,9 +7,11 @@ from typing import Any
 import torch
 
 from transferkit.data.domain import DomainDataset, collate
+from transferkit.errors import DataError
 from transferkit.evaluate.metrics import classification_metrics
 from transferkit.features import pick_device
 from transferkit.models.heads import TransferModel
+from transferkit.tasks import batch_targets, task_metrics
 from transferkit.ui import make_progress
 
 
@@ -75,8 +77,6 @@ def predict_heads(
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Every head's outputs (raw: logits, standardised regression values) and the targets the dataset holds for
     them, by task name, in dataset order."""
-    from transferkit.tasks import batch_targets
-
     dev = pick_device(device)
     ds = dataset if preprocessed or model.transform is None else dataset.with_transform(model.transform)
     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers,
@@ -109,8 +109,6 @@ def score(model: TransferModel, dataset: DomainDataset, **kwargs: Any) -> dict[s
         metrics = classification_metrics(logits, labels, model.classes)
         metrics["domain"] = dataset.domain
         return metrics
-    from transferkit.errors import DataError
-    from transferkit.tasks import task_metrics
 
     outs, targets = predict_heads(model, dataset, **kwargs)
     primary = tasks[0]

@@ -12,6 +12,9 @@ import csv
 from pathlib import Path
 from typing import Any
 
+from transferkit.evaluate.predict import predict_heads, predict_logits
+from transferkit.runs import atomic_path, check_output_file
+
 
 def write_predictions_csv(model: Any, ds: Any, out: str | Path, *, batch_size: int = 256,
                           progress: bool = True, overwrite: bool = True) -> None:
@@ -19,9 +22,6 @@ def write_predictions_csv(model: Any, ds: Any, out: str | Path, *, batch_size: i
 
     ``out`` is checked before predicting: an existing file is replaced only with ``overwrite`` (the CLI's
     ``--overwrite``), and a device, FIFO or folder never (:func:`transferkit.runs.check_output_file`)."""
-    from transferkit.evaluate.predict import predict_logits
-    from transferkit.runs import atomic_path, check_output_file
-
     out = check_output_file(out, overwrite=overwrite)
     if len(model.tasks) > 1 or model.tasks[0].field != "label":
         _heads_csv(model, ds, out, batch_size, progress, overwrite)
@@ -39,9 +39,6 @@ def write_predictions_csv(model: Any, ds: Any, out: str | Path, *, batch_size: i
 
 def _heads_csv(model: Any, ds: Any, out: Path, batch_size: int, progress: bool, overwrite: bool) -> None:
     """One column per head (two for a classifier: its class and confidence): a model with ``model.heads``."""
-    from transferkit.evaluate.predict import predict_heads
-    from transferkit.runs import atomic_path
-
     outs, _ = predict_heads(model, ds.unlabelled(), batch_size=batch_size, progress=progress)
     columns: list[tuple[str, list[str]]] = []
     for t in model.tasks:

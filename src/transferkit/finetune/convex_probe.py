@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from transferkit.config import bottleneck_width
 from transferkit.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -123,8 +124,6 @@ def solver_for(cfg: RunConfig) -> str:
 
 def _not_convex(cfg: RunConfig) -> str | None:
     """Why the probe's loss is more than L2 logistic regression on fixed features (None: it is not)."""
-    from transferkit.config import bottleneck_width
-
     m, d = cfg.model, cfg.data
     reasons = [
         (bottleneck_width(cfg) is not None, "model.bottleneck_dim trains a layer under the head"),

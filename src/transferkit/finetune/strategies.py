@@ -27,6 +27,7 @@ from typing import Any
 
 from transferkit.config import FinetuneConfig
 from transferkit.errors import ConfigError
+from transferkit.finetune.lora import add_lora
 from transferkit.models.heads import TransferModel
 
 
@@ -46,8 +47,6 @@ def apply_strategy(model: TransferModel, cfg: FinetuneConfig, phase: str = "ft")
             )
         backbone.freeze_stages(cfg.freeze_stages)
     elif cfg.strategy == "lora":
-        from transferkit.finetune.lora import add_lora
-
         add_lora(backbone, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout, targets=cfg.lora_targets)
 
 

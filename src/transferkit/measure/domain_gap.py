@@ -12,7 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from transferkit.data import load_data
 from transferkit.errors import ConfigError, DataError
+from transferkit.features import feature_matrix
+from transferkit.measure.discrepancy import measure_gap, per_class_gap
+from transferkit.models.backbones import backbone_for
 
 
 @dataclass
@@ -41,11 +45,6 @@ def measure_domains(
         ConfigError: a sample or permutation count too small to mean anything.
         DataError: raw inputs of different sizes (give a backbone), or a dataset that cannot be loaded.
     """
-    from transferkit.data import load_data
-    from transferkit.features import feature_matrix
-    from transferkit.measure.discrepancy import measure_gap, per_class_gap
-    from transferkit.models.backbones import backbone_for
-
     if max_samples < 10 or permutations < 1:
         raise ConfigError("--max-samples must be >= 10 and --permutations >= 1")
     src, tgt = load_data(source, split), load_data(target, split)

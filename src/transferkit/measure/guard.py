@@ -71,7 +71,15 @@ from typing import Any
 import numpy as np
 
 from transferkit.errors import DataError
-from transferkit.measure.selection import VALIDATORS, Candidate, collapse_check, softmax, source_accuracy
+from transferkit.measure.discrepancy import measure_gap
+from transferkit.measure.selection import (
+    VALIDATORS,
+    Candidate,
+    collapse_check,
+    importance_weights,
+    softmax,
+    source_accuracy,
+)
 
 
 @dataclass
@@ -181,8 +189,6 @@ def feature_gaps(
 ) -> dict[str, dict[str, dict[str, Any]]] | None:
     """MMD² (with its permutation p-value) and proxy A-distance between source-val and target features, on
     each model's own features: the gap before (source-only) and after adaptation. None without features."""
-    from transferkit.measure.discrepancy import measure_gap
-
     if any(c.source_val_features is None or c.target_features is None for c in (source_only, adapted)):
         return None
     smaller = min(len(source_only.source_val_features), len(source_only.target_features))
@@ -266,8 +272,6 @@ def guard_signals(
     subs = (subsampled(source_only, max_items, seed), subsampled(adapted, max_items, seed))
     if (importance and source_only.source_train_features is not None and source_only.source_val_labels is not None
             and source_only.source_val_features is not None and source_only.target_features is not None):
-        from transferkit.measure.selection import importance_weights
-
         w = importance_weights(subs[0])
         labels = np.asarray(source_only.source_val_labels)
         out["weighted_source_accuracy"] = {

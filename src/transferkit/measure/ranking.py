@@ -19,6 +19,11 @@ import numpy as np
 
 from transferkit.data.domain import DomainDataset
 from transferkit.errors import DataError, ModelError
+from transferkit.evaluate.predict import predict_logits
+from transferkit.features import feature_matrix
+from transferkit.measure.transferability import METRICS, score
+from transferkit.models.backbones import backbone_for, read_metadata
+from transferkit.models.heads import META_CLASSES, TransferModel
 
 
 @dataclass
@@ -51,10 +56,6 @@ def rank_backbones(
     cached features are reused and the ranking is reproducible.
     """
     import torch
-
-    from transferkit.features import feature_matrix
-    from transferkit.measure.transferability import METRICS, score
-    from transferkit.models.backbones import backbone_for
 
     if dataset.labels is None:
         raise DataError(f"ranking needs target labels: {dataset.domain!r} has none")
@@ -91,9 +92,6 @@ def _source_probs(spec: str, dataset: DomainDataset, device: str) -> np.ndarray 
     """Softmax outputs of the candidate's own classifier, when it is a transferkit model file."""
     if not spec.startswith("file:"):
         return None
-    from transferkit.evaluate.predict import predict_logits
-    from transferkit.models.backbones import read_metadata
-    from transferkit.models.heads import META_CLASSES, TransferModel
 
     path = spec[len("file:"):]
     if META_CLASSES not in read_metadata(path):

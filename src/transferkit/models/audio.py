@@ -39,8 +39,17 @@ from torch import nn
 
 from transferkit.data.audio import NORMALIZE, AudioTransform, Waveform
 from transferkit.errors import DataError, ModelError
-from transferkit.models.backbones import Backbone, register_backbone, register_backbone_prefix
+from transferkit.models.backbones import (
+    Backbone,
+    _load_into,
+    _read,
+    register_backbone,
+    register_backbone_prefix,
+    skeleton_limit,
+)
+from transferkit.models.hf_folder import from_folder
 from transferkit.models.options import DROPOUT, SAMPLE_RATE, SECONDS, Option
+from transferkit.models.pretrained import remote_code_trusted
 
 SPEECH_EMBEDDING = "speech-embedding"
 SPEECH_EMBEDDING_PACKAGE = "openwakeword"
@@ -608,9 +617,6 @@ def build_hf_audio_backbone(
     from transformers import AutoFeatureExtractor, AutoModel
     from transformers.utils import logging as hf_logging
 
-    from transferkit.models.hf_folder import from_folder
-    from transferkit.models.pretrained import remote_code_trusted
-
     hf_logging.disable_progress_bar()
     try:
         extractor = AutoFeatureExtractor.from_pretrained(path, local_files_only=not online,
@@ -630,11 +636,8 @@ def build_hf_audio_backbone(
     num_samples = _num_samples(spec, int(rate), seconds)
     body = HFAudioEncoder(model, names[0], pooling)
     if weights is not None:
-        from transferkit.models.backbones import _load_into, _read
-
         _load_into(body, None, _read(weights), str(weights))
     out = int(hidden) * (2 if pooling == "mean+std" else 1)
-    from transferkit.models.backbones import skeleton_limit
 
     if pooling == "flatten" and skeleton_limit() is None:  # (a meta-device skeleton does not run)
         body.eval()

@@ -37,7 +37,8 @@ import torch
 from torch import nn
 
 from transferkit.data.pixels import EnsureMode  # a pixel transform: below models, beside the image readers
-from transferkit.errors import ModelError
+from transferkit.errors import ConfigError, ModelError, RunDirError
+from transferkit.models import pretrained as pkg
 from transferkit.models.options import (
     LENET_OPTIONS,
     MLP_OPTIONS,
@@ -46,6 +47,9 @@ from transferkit.models.options import (
     Option,
     check_options,
 )
+from transferkit.models.pretrained import load_state_dict_file
+from transferkit.network import offline
+from transferkit.runs import atomic_save_safetensors
 
 Transform = Callable[[Any], torch.Tensor]
 META_SPEC = "transferkit.backbone"
@@ -239,8 +243,6 @@ def create_backbone(
             architecture (the message lists the mismatched keys); ``pretrained=True`` with no offline source and
             ``online=False``.
     """
-    from transferkit.network import offline
-
     if weights is not None and pretrained:
         raise ModelError("give either weights=PATH or pretrained=True, not both")
     if not isinstance(spec, str) or not spec:
@@ -256,8 +258,6 @@ def backbone_for(spec: str, dataset: Any, **kwargs: Any) -> Backbone:
     Every place that builds a backbone for a dataset (fit, the estimator, extract, measure, rank) goes through here,
     so the one data-shaped argument is set, and refused for data an ``mlp`` cannot read, in one way."""
     if spec == "mlp" and "in_features" not in kwargs:
-        from transferkit.errors import ConfigError
-
         if getattr(dataset, "kind", None) != "vector":
             raise ConfigError(f"backbone 'mlp' reads feature vectors, but {getattr(dataset, 'domain', 'the data')!r} "
                               f"holds {getattr(dataset, 'kind', 'other')} data; pick a backbone for it "
@@ -391,8 +391,6 @@ def _timm_backbone(
     from timm.data import create_transform, resolve_model_data_config
     from timm.models import group_parameters
 
-    from transferkit.models import pretrained as pkg
-
     spec = f"timm:{name}"
     if not timm.is_model(name):
         raise ModelError(f"timm has no model {name!r} (see timm.list_models()); spec {spec!r}")
@@ -433,8 +431,6 @@ def _torchvision_backbone(
 ) -> Backbone:
     import torchvision
     from timm.data import create_transform
-
-    from transferkit.models import pretrained as pkg
 
     spec = f"torchvision:{name}"
     try:
@@ -515,8 +511,6 @@ def _with_mode(tf: Any, mode: str) -> Transform:
 
 
 def _no_offline_weights(spec: str) -> str:
-    from transferkit.models import pretrained as pkg
-
     have = ", ".join(pkg.list_package_weights()) or "none installed"
     return (
         f"no offline pretrained weights for {spec!r}: pass weights=PATH (safetensors or a state dict), "
@@ -526,8 +520,6 @@ def _no_offline_weights(spec: str) -> str:
 
 
 def _resolve_weights(spec: str, weights: Any, pretrained: bool) -> dict[str, torch.Tensor] | None:
-    from transferkit.models import pretrained as pkg
-
     if weights is not None:
         return _read(weights)
     if pretrained:
@@ -536,8 +528,6 @@ def _resolve_weights(spec: str, weights: Any, pretrained: bool) -> dict[str, tor
 
 
 def _read(path: str | Path) -> dict[str, torch.Tensor]:
-    from transferkit.models.pretrained import load_state_dict_file
-
     return load_state_dict_file(path)
 
 
@@ -618,8 +608,6 @@ def files_folder(model_path: str | Path) -> Path:
 def _write_backbone_files(backbone: Backbone, model_path: Path) -> str:
     import shutil
 
-    from transferkit.errors import RunDirError
-
     assert backbone.write_files is not None
     folder = files_folder(model_path)
     tmp, old = folder.with_name(f".{folder.name}.partial"), folder.with_name(f".{folder.name}.old")
@@ -640,8 +628,6 @@ def _write_backbone_files(backbone: Backbone, model_path: Path) -> str:
 
 
 def save_backbone(backbone: Backbone, path: str | Path) -> Path:
-    from transferkit.runs import atomic_save_safetensors
-
     state = {f"body.{k}": v for k, v in backbone.body.state_dict().items()}
     return atomic_save_safetensors(state, Path(path), backbone_metadata(backbone, path))
 

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from transferkit.data.standardize import align_to
 from transferkit.errors import ModelError
 from transferkit.models.backbones import (
     Backbone,
@@ -22,6 +23,9 @@ from transferkit.models.backbones import (
     metadata_json,
     read_metadata,
 )
+from transferkit.models.pretrained import load_state_dict_file
+from transferkit.runs import atomic_save_safetensors
+from transferkit.tasks import Task, default_task
 
 # The tensor types a saved model holds: weights in a float type torch computes with, integer buffers (BatchNorm's
 # counters), masks. Anything else in a model file (float8, complex, ...) is refused by name.
@@ -104,8 +108,6 @@ class TransferModel(nn.Module):
         self, backbone: Backbone, classes: list[str], head_dropout: float = 0.0, bottleneck_dim: int | None = None,
         tasks: list[Any] | None = None,
     ) -> None:
-        from transferkit.tasks import default_task
-
         super().__init__()
         self.backbone = backbone
         self.tasks = list(tasks) if tasks else [default_task(classes)]
@@ -145,7 +147,6 @@ class TransferModel(nn.Module):
         if self.backbone.kwargs.get("standardize") != "per-domain" or getattr(dataset, "kind", None) != "vector" \
                 or not hasattr(first, "mean"):
             return dataset
-        from transferkit.data.standardize import align_to
 
         return align_to(dataset, first.mean.detach().cpu().numpy(), first.std.detach().cpu().numpy())
 
@@ -164,8 +165,6 @@ class TransferModel(nn.Module):
         A backbone built from a local folder or file (``hf:``, ``st:``, ``onnx:PATH``) also gets its files written
         to ``<stem>.backbone/`` beside it: keep the two together.
         """
-        from transferkit.runs import atomic_save_safetensors
-
         path = Path(path)
         return atomic_save_safetensors(self.state_dict(), path, self.metadata(path))
 
@@ -173,9 +172,6 @@ class TransferModel(nn.Module):
     def load(cls, path: str | Path) -> TransferModel:
         """Rebuild a model that :meth:`save` wrote. The file is treated as data: see
         :func:`~transferkit.models.backbones.backbone_from_file` for what its metadata may and may not say."""
-        from transferkit.models.pretrained import load_state_dict_file
-        from transferkit.tasks import Task
-
         meta = read_metadata(path)
         if META_CLASSES not in meta:
             raise ModelError(f"{path} is not a transferkit model file (no class list in its metadata)")

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from transferkit.errors import ModelError
+from transferkit.models.backbones import skeleton_limit
 from transferkit.models.pretrained import remote_code_trusted
 
 # Files that hold a transformers model's weights: a folder without any is built from its config alone, and only when
@@ -25,8 +26,6 @@ def from_folder(auto_class: Any, folder: str, *, online: bool, weights: Any) -> 
     """``auto_class`` built from ``folder``: with its weights, or from its config alone when the folder has none and
     the caller brings ``weights`` (a saved transferkit model). ``trust_remote_code`` only inside
     :func:`~transferkit.models.pretrained.trusting_remote_code`, never from a file."""
-    from transferkit.models.backbones import skeleton_limit
-
     trust = remote_code_trusted()
     limit = skeleton_limit()
     if limit is not None or (weights is not None and Path(folder).is_dir() and not has_weight_files(folder)):

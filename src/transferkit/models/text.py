@@ -29,7 +29,8 @@ import torch
 from torch import nn
 
 from transferkit.errors import ModelError
-from transferkit.models.backbones import Backbone, register_backbone_prefix
+from transferkit.models.audio import build_hf_audio_backbone
+from transferkit.models.backbones import Backbone, _load_into, _read, register_backbone_prefix, skeleton_limit
 from transferkit.models.hf_folder import from_folder
 from transferkit.models.options import MAX_LENGTH, SECONDS, Option
 from transferkit.models.pretrained import remote_code_trusted
@@ -185,7 +186,6 @@ def _quiet_transformers() -> None:
 def _load_weights(body: nn.Module, weights: Any, spec: str) -> None:
     if weights is None:
         return
-    from transferkit.models.backbones import _load_into, _read
 
     _load_into(body, None, _read(weights), str(weights))
 
@@ -214,8 +214,6 @@ def _hf_backbone(
     if local.is_dir() and (local / "preprocessor_config.json").exists() and not any(
         (local / f).exists() for f in _TOKENIZER_FILES
     ):
-        from transferkit.models.audio import build_hf_audio_backbone
-
         if max_length is not None:
             raise ModelError(f"backbone {spec!r} is an audio model: max_length is a text option (use seconds)")
         audio = {k: v for k, v in (("seconds", seconds), ("normalize", normalize)) if v is not None}
@@ -264,7 +262,6 @@ def _st_backbone(
 ) -> Backbone:
     spec = f"st:{name}"
     folder = resolve_model_dir(name, online)
-    from transferkit.models.backbones import skeleton_limit
 
     if skeleton_limit() is not None:
         return _st_skeleton(spec, Path(folder), max_length)

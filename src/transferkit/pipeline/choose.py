@@ -10,11 +10,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from transferkit.adapt.auto import SOURCE_ONLY, choose, ensemble_agreement, trainable_methods
 from transferkit.config import RunConfig, bottleneck_width
 from transferkit.data import DomainDataset, load_data
 from transferkit.errors import ConfigError
 from transferkit.evaluate.predict import predict_outputs, score
 from transferkit.features import cached_features
+from transferkit.measure.guard import IMPORTANCE_WEIGHTED, guard_signals
+from transferkit.measure.guard import guard_decision as decide  # this module's guard_decision wraps it
+from transferkit.measure.selection import Candidate, collapse_check
 from transferkit.models.heads import IdentityBackbone, TransferModel
 from transferkit.pipeline.data import RunData, load_run_data
 from transferkit.pipeline.train import PROBE_KEYS
@@ -24,8 +28,6 @@ from transferkit.runs import RunDir
 def auto_configs(cfg: RunConfig) -> tuple[dict[str, RunConfig], dict[str, str]]:
     """``adapt.method auto``: the config of each candidate method that can train with this model, and the methods
     left out (with why); a ConfigError where auto cannot choose at all."""
-    from transferkit.adapt.auto import trainable_methods
-
     a = cfg.adapt
     if a.weight is not None or a.options:
         raise ConfigError("adapt.method auto trains each candidate at its own default λ and options: drop adapt.weight "
@@ -52,9 +54,6 @@ def choose_auto(
     one in ``source_only``'s place. Returns the model, its training result, the report's ``auto`` section, the
     (source-only, chosen) candidates for the feature map, the target evaluations (reported, never used to decide)
     and the chosen candidate's guard decision (None when source-only is chosen)."""
-    from transferkit.adapt.auto import SOURCE_ONLY, choose, ensemble_agreement
-    from transferkit.measure.selection import collapse_check
-
     shared = preprocessed_for(vdata, view(source_only), cfg.data.cache_mb * 2**20)
     evals: dict[str, Any] = {}
     scored = shared.target_eval is not None
@@ -175,8 +174,6 @@ def candidate_outputs(cfg: RunConfig, seed: int, *, need_train_features: bool = 
 
 def candidate_of(name: str, model: TransferModel, val: DomainDataset, target: DomainDataset,
                train: DomainDataset | None, kw: dict[str, Any]) -> Any:
-    from transferkit.measure.selection import Candidate
-
     fv, lv, yv = predict_outputs(model, val, **kw, preprocessed=is_cached(val))
     ft, lt, _ = predict_outputs(model, target, **kw, preprocessed=is_cached(target))
     cand = Candidate(name, lt.numpy(), lv.numpy(), yv.numpy(), source_val_features=fv.numpy(),
@@ -210,8 +207,6 @@ def guard_decision(
     """The negative-transfer guard's decision (:mod:`transferkit.measure.guard`), from label-free outputs only; the
     domain gap on each model's features, before (source-only) and after adaptation; and the two candidates
     ``(source-only, adapted)``, whose source-validation and target features are the report's feature map."""
-    from transferkit.measure.guard import IMPORTANCE_WEIGHTED, guard_decision, guard_signals
-
     val = data.source_val if data.source_val is not None else data.source_train
     assert data.target_train is not None  # an adaptation method always has one
     # The source-train features only feed the importance-weighted signals' domain classifiers (2,000 items, seconds
@@ -223,8 +218,8 @@ def guard_decision(
     if source_only is None:  # ``source_only``: the baseline's candidate, computed already (auto compares several)
         source_only = candidate_of("source-only", baseline, val, data.target_train, train, kw)
     adapted_c = candidate_of("adapted", adapted, val, data.target_train, train, kw)
-    decision = guard_decision(source_only, adapted_c, max_source_drop=cfg.adapt.guard_max_source_drop,
-                              gap_alpha=cfg.adapt.guard_gap_alpha, absent_weight=cfg.adapt.guard_absent_weight,
-                              flip_check=cfg.adapt.guard_flip_check, validator=cfg.adapt.guard_validator)
+    decision = decide(source_only, adapted_c, max_source_drop=cfg.adapt.guard_max_source_drop,
+                      gap_alpha=cfg.adapt.guard_gap_alpha, absent_weight=cfg.adapt.guard_absent_weight,
+                      flip_check=cfg.adapt.guard_flip_check, validator=cfg.adapt.guard_validator)
     decision.numbers["signals"] = guard_signals(source_only, adapted_c, importance=importance)
     return decision, decision.numbers.pop("gap", {}), (source_only, adapted_c)

@@ -10,8 +10,11 @@ import numpy as np
 
 from transferkit.config import RunConfig, bottleneck_width
 from transferkit.data import DomainDataset, check_label_sets, load_data
+from transferkit.data import standardize as std
 from transferkit.data.tabular import check_feature_widths
 from transferkit.errors import ConfigError, DataError, ModelError
+from transferkit.models.backbones import META_KWARGS, file_shapes, metadata_json, read_metadata
+from transferkit.models.pretrained import load_state_dict_file
 from transferkit.tasks import Task, attach_targets, build_tasks
 from transferkit.ui import console
 
@@ -87,8 +90,6 @@ def _standardized(cfg: RunConfig, data: RunData) -> RunData:
     """Feature vectors into an ``mlp``: the standardisation mode (``model.backbone_kwargs.standardize``, else the
     :func:`~transferkit.data.standardize.auto_mode` rule) and, per domain, every target split mapped onto the
     source statistics by the target's own (its unlabelled training split's; :mod:`transferkit.data.standardize`)."""
-    from transferkit.data import standardize as std
-
     if cfg.model.backbone != "mlp" or data.source_train.kind != "vector":
         return data
     chosen = cfg.model.backbone_kwargs.get("standardize")
@@ -225,8 +226,6 @@ def _optional_split(specs: list[str], split: str, root: str | None) -> DomainDat
 def _standardize_of(path: str) -> tuple[str, str]:
     """A run that starts from given weights keeps their architecture: the standardisation an earlier transferkit
     model was trained with (its metadata), else whether the weights hold a first standardisation layer at all."""
-    from transferkit.models.backbones import META_KWARGS, file_shapes, metadata_json, read_metadata
-
     try:
         if str(path).endswith(".safetensors"):
             kwargs = metadata_json(read_metadata(path), META_KWARGS, path, dict, default={})
@@ -234,8 +233,6 @@ def _standardize_of(path: str) -> tuple[str, str]:
                 return kwargs["standardize"], f"as the model it starts from ({path})"
             has_layer = any(k.endswith(("0.mean", "body.0.mean")) for k in file_shapes(path))
         else:
-            from transferkit.models.pretrained import load_state_dict_file
-
             has_layer = any(k.endswith("0.mean") for k in load_state_dict_file(path))
     except (ConfigError, DataError, ModelError):
         return "none", "the given weights decide"  # their own error comes when they are loaded

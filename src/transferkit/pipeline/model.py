@@ -9,13 +9,18 @@ import torch
 from transferkit.adapt.auto import ENSV
 from transferkit.adapt.methods import build_method, list_methods
 from transferkit.config import RunConfig, bottleneck_width, field_problem
-from transferkit.errors import ConfigError
+from transferkit.data.standardize import statistics
+from transferkit.errors import ConfigError, ModelError
+from transferkit.features import pick_device
 from transferkit.finetune.convex_probe import solver_for
+from transferkit.finetune.regularizers import bss, l2_sp
 from transferkit.measure.selection import VALIDATORS
-from transferkit.models.backbones import Standardize, backbone_for, check_input_kind
-from transferkit.models.heads import TransferModel
+from transferkit.models.backbones import Standardize, backbone_for, check_input_kind, metadata_json, read_metadata
+from transferkit.models.heads import META_CLASSES, META_TASKS, TransferModel
+from transferkit.models.pretrained import load_state_dict_file
 from transferkit.pipeline.data import RunData
-from transferkit.tasks import Task, head_loss_terms, is_default
+from transferkit.tasks import Task, default_task, head_loss_terms, is_default
+from transferkit.train.schedules import constant, dann_ramp
 from transferkit.train.terms import LossTerm, source_cross_entropy, target_cross_entropy
 
 
@@ -27,7 +32,6 @@ def build_model(cfg: RunConfig, data: RunData) -> TransferModel:
                             pretrained=cfg.model.pretrained, online=cfg.online, **kwargs)
     first = next(iter(backbone.body.children()), None)
     if isinstance(first, Standardize):  # the source's statistics, saved with the model
-        from transferkit.data.standardize import statistics
 
         first.set_statistics(*statistics(np.asarray(data.source_train.inputs)))
     check_input_kind(backbone, data.source_train)
@@ -43,11 +47,6 @@ def _init_from(model: TransferModel, path: str) -> None:
     has a head of the same name and kind predicting the same classes (a regression head's weights are rescaled
     from the earlier source's target statistics to this one's); any other head starts fresh."""
     from pathlib import Path
-
-    from transferkit.models.backbones import metadata_json, read_metadata
-    from transferkit.models.heads import META_CLASSES, META_TASKS
-    from transferkit.models.pretrained import load_state_dict_file
-    from transferkit.tasks import default_task
 
     if not Path(path).is_file():
         raise ConfigError(f"model.init_from: {path} is not a file (give an earlier run's model.safetensors)")
@@ -85,8 +84,6 @@ def _init_from(model: TransferModel, path: str) -> None:
 def _check_finite(state: dict[str, torch.Tensor], path: str) -> None:
     """Refuse a starting model with NaN or infinite weights now, naming the file: training from it would stop at the
     first step with advice to lower ``train.lr``, which cannot help."""
-    from transferkit.errors import ModelError
-
     bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
         raise ModelError(f"model.init_from: {path} holds NaN or infinite weights ({', '.join(bad[:3])}"
@@ -118,19 +115,14 @@ def loss_terms(cfg: RunConfig, model: TransferModel) -> list[LossTerm]:
                   head_loss_terms(model.tasks, cfg.model.head_weighting, cfg.train.label_smoothing))
     terms = [*supervised, *transfer]
     if cfg.data.target_labels_per_class is not None:  # L = L_s + λ_t · L_t (+ λ · L_transfer)
-        from transferkit.train.schedules import constant, dann_ramp
 
         lam_t = (dann_ramp if cfg.adapt.target_schedule == "ramp" else constant)(cfg.adapt.target_weight)
         terms.append(target_cross_entropy(lam_t, cfg.train.label_smoothing))
     f = cfg.finetune
     if "l2-sp" in f.regularizers:
-        from transferkit.finetune.regularizers import l2_sp
-
         heads = torch.nn.ModuleList([m for name, m in model.named_children() if name != "backbone"])
         terms.append(l2_sp(model.backbone, heads, alpha=f.l2_sp_alpha, beta=f.l2_sp_beta))
     if "bss" in f.regularizers:
-        from transferkit.finetune.regularizers import bss
-
         terms.append(bss(f.bss_weight, f.bss_k))
     return terms
 
@@ -160,8 +152,6 @@ def check_names(cfg: RunConfig, source: str = "config") -> None:
 
 def check_combination(cfg: RunConfig) -> None:
     """Settings that are each valid but cannot work together."""
-    from transferkit.features import pick_device
-
     pick_device(cfg.train.device)
     solver_for(cfg)  # finetune.probe_solver lbfgs on a probe that is more than logistic regression
     method = list_methods().get(cfg.adapt.method)

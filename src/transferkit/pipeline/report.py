@@ -14,6 +14,7 @@ from transferkit.finetune.convex_probe import solver_for
 from transferkit.models.heads import TransferModel
 from transferkit.pipeline.data import RunData
 from transferkit.runs import RunDir, atomic_path
+from transferkit.tasks import scalars_of
 
 FEATURE_MAP_ITEMS = 500  # per domain: enough for a readable t-SNE, small on disk (and quick to embed)
 
@@ -119,8 +120,6 @@ def report_header(cfg: RunConfig, data: RunData) -> dict[str, Any]:
 
 
 def single_summary(report: dict[str, Any]) -> dict[str, Any]:
-    from transferkit.tasks import scalars_of
-
     return {
         role: {m: {"mean": v[m], "std": 0.0, "values": [v[m]]} for m, *_ in scalars_of(v)}
         for role, v in report["evaluations"].items()

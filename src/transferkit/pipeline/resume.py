@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from transferkit.config import RESUME_MAY_CHANGE, RunConfig
+from transferkit.config import RESUME_MAY_CHANGE, RunConfig, load_yaml_mapping
 from transferkit.content_digest import dataset_digest
 from transferkit.errors import ConfigError, RunDirError
 from transferkit.runs import RunDir, atomic_write_json, read_json
@@ -43,7 +43,6 @@ def check_resume(run: RunDir, cfg: RunConfig, resume: bool, digests: dict[str, s
     """Refuse a resume whose configuration changed (beyond :data:`RESUME_MAY_CHANGE`) or whose data's content did."""
     if not resume or not run.config.exists():
         return
-    from transferkit.config import load_yaml_mapping
 
     try:
         old = load_yaml_mapping(run.config, "its config file")

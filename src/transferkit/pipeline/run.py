@@ -13,7 +13,9 @@ from typing import Any
 
 import torch
 
+from transferkit.adapt.auto import warm_start
 from transferkit.config import RunConfig
+from transferkit.data.images import training_transform
 from transferkit.errors import RunDirError
 from transferkit.evaluate.predict import score
 from transferkit.evaluate.report import write_aggregate_report, write_report
@@ -21,6 +23,8 @@ from transferkit.finetune import apply_strategy
 from transferkit.finetune.convex_probe import solver_for
 from transferkit.finetune.lora import merge_lora
 from transferkit.models.heads import TransferModel
+from transferkit.models.pretrained import trusting_pickle
+from transferkit.network import offline
 from transferkit.pipeline.choose import (
     auto_configs,
     choose_auto,
@@ -34,9 +38,9 @@ from transferkit.pipeline.model import build_model, check_combination, check_nam
 from transferkit.pipeline.report import report_header, save_feature_map, single_summary
 from transferkit.pipeline.resume import check_resume, data_digests, record_data
 from transferkit.pipeline.train import discrepancy_weights, train_model
-from transferkit.runs import RunDir, atomic_write_text
+from transferkit.runs import RunDir, atomic_write_text, read_json
 from transferkit.train.processes import process_accelerator
-from transferkit.train.tracking import check_tracking
+from transferkit.train.tracking import check_tracking, open_trackers
 from transferkit.train.twin_cache import describe as describe_twin
 from transferkit.train.twin_cache import load_twin, store_twin, twin_key
 from transferkit.ui import console
@@ -44,9 +48,6 @@ from transferkit.ui import console
 
 def fit(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False, progress: bool = True) -> dict[str, Any]:
     """Run every seed of ``cfg`` and return the report aggregated over seeds (also written to disk)."""
-    from transferkit.models.pretrained import trusting_pickle
-    from transferkit.network import offline
-
     with trusting_pickle(cfg.model.trust_pickle), offline(not cfg.online):
         return _fit(cfg, overwrite=overwrite, resume=resume, progress=progress)
 
@@ -60,8 +61,6 @@ def _fit(cfg: RunConfig, *, overwrite: bool, resume: bool, progress: bool) -> di
     for checked in (auto_configs(cfg)[0].values() if cfg.adapt.method == "auto" else [cfg]):
         loss_terms(checked, probe_model)  # unknown method or option -> ConfigError now, not after the run dir exists
     if cfg.data.augment:
-        from transferkit.data.images import training_transform
-
         training_transform(probe_model.backbone)  # a backbone with no image config -> ConfigError now
     check_combination(cfg)
     check_sizes(cfg, first)
@@ -101,8 +100,6 @@ def _fit(cfg: RunConfig, *, overwrite: bool, resume: bool, progress: bool) -> di
 
 
 def _open_trackers(cfg: RunConfig, run: RunDir, seed: int) -> Any:
-    from transferkit.train.tracking import open_trackers
-
     t = cfg.tracking
     if not t.log_to:
         return None
@@ -192,7 +189,6 @@ def _finished_report(run: RunDir) -> dict[str, Any] | None:
     """The report of a seed that finished before a resume (None: it did not)."""
     if not (run.report_json.exists() and run.model.exists()):
         return None
-    from transferkit.runs import read_json
 
     report = read_json(run.report_json, "report")
     if not isinstance(report, dict) or not isinstance(report.get("evaluations"), dict):
@@ -205,8 +201,6 @@ def _train_candidates(s: _Seed, auto: dict[str, RunConfig], steps: int | None,
                       warm: TransferModel | None = None) -> dict[str, Any]:
     """``--method auto``: every candidate method from the same seed, for the source-only run's number of steps; or,
     from ``warm`` (the trained source-only model, ``adapt.auto_warm_start``), for half of them."""
-    from transferkit.adapt.auto import warm_start
-
     trained = {}
     for name, cfg_m in auto.items():
         torch.manual_seed(s.seed)

@@ -13,10 +13,12 @@ import torch
 from transferkit.adapt.methods import list_methods
 from transferkit.config import RunConfig, TrainConfig
 from transferkit.data import DomainDataset
+from transferkit.data.images import training_transform
 from transferkit.errors import ConfigError
 from transferkit.features import cached_features
 from transferkit.finetune import apply_strategy, param_groups
-from transferkit.finetune.convex_probe import solver_for
+from transferkit.finetune.convex_probe import fit_convex_probe, solver_for
+from transferkit.measure.discrepancy import mmd2
 from transferkit.models.heads import IdentityBackbone, TransferModel
 from transferkit.pipeline.data import RunData
 from transferkit.pipeline.model import loss_terms
@@ -29,8 +31,6 @@ from transferkit.ui import console
 def discrepancy_weights(cfg: RunConfig, model: TransferModel, data: RunData, progress: bool) -> list[float]:
     """``w_k ∝ exp(-MMD²_k / mean_j MMD²_j)``, mean 1: each source's closeness to the target, measured before training
     (on raw feature vectors, else on the initial backbone's features), on up to 1,000 items of each domain."""
-    from transferkit.measure.discrepancy import mmd2
-
     if len(data.source_names) < 2 or data.target_train is None:
         raise ConfigError("data.source_weighting discrepancy needs several sources (data.source: a list) and an "
                           "adaptation method with a target (it weighs the sources against the target)")
@@ -89,7 +89,6 @@ def train_model(
     engine = Engine(model, cfg.train, param_groups=groups, loss_terms=loss_terms(cfg, model), phase=phase, **common)
     train, target, few = data.source_train, data.target_train, data.target_labelled
     if cfg.data.augment:  # random views each epoch for both training domains; validation stays deterministic
-        from transferkit.data.images import training_transform
 
         tf = training_transform(model.backbone, cfg.data.augment_min_scale)
         train = train.with_transform(tf)
@@ -130,8 +129,6 @@ def _convex_probe(model: TransferModel, data: RunData, seed: int, *, cfg: RunCon
     """The head as L2 logistic regression on the cached features of the source's training split (the validation
     split stays held out: the guard and the validators score on it)."""
     from contextlib import nullcontext
-
-    from transferkit.finetune.convex_probe import fit_convex_probe
 
     apply_strategy(model, cfg.finetune, phase="lp")
     feats = cached_features(model.backbone, data.source_train, batch_size=None, num_workers=cfg.data.num_workers,

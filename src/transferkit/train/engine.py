@@ -41,6 +41,7 @@ from transferkit.runs import (
     atomic_write_text,
     read_jsonl,
 )
+from transferkit.tasks import batch_targets, is_default, multilabel_metrics, task_loss
 from transferkit.train.budget import MAX_EPOCHS, Budget, plan_budget
 from transferkit.train.callbacks import EarlyStopping
 from transferkit.train.checkpoints import (
@@ -200,7 +201,6 @@ class Engine:
         self.primary_kind = getattr(model, "primary_kind", "classification")
         # the primary head predicts the dataset's own labels (item["y"]), not another per-item field
         self.primary_reads_labels = not self.tasks or self.tasks[0].field == "label"
-        from transferkit.tasks import is_default
 
         # only models with several heads or another kind of head need every head's outputs and targets each step
         self.needs_heads = bool(self.tasks) and not is_default(self.tasks)
@@ -609,8 +609,6 @@ class Engine:
         m = n + (tgt["x"].shape[0] if tgt is not None else 0)
         out = StepOutputs(f[:n], logits[:n], src["y"], None, None, progress)
         if self.needs_heads:
-            from transferkit.tasks import batch_targets
-
             with self.accelerator.autocast():  # the extra heads run outside the wrapped forward: same precision
                 out.source_heads = self.model.head_outputs(f[:n], logits[:n])  # the module inside any wrapper
             out.source_targets = batch_targets(src, self.tasks)
@@ -681,8 +679,6 @@ class Engine:
         return tuple(self.accelerator.gather_for_metrics(tensors))
 
     def _validate_task(self, model: nn.Module, loader: Any) -> tuple[float, float]:
-        from transferkit.tasks import batch_targets, multilabel_metrics, task_loss
-
         task = self.tasks[0]
         outs, ys = [], []
         for batch in loader:

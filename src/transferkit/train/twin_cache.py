@@ -41,8 +41,11 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from transferkit import __version__, runs
+from transferkit.config import RESUME_MAY_CHANGE, bottleneck_width
 from transferkit.content_digest import DigestError, dataset_digest, path_digest
 from transferkit.errors import TransferkitError
+from transferkit.models.backbones import META_SPEC, read_metadata
 from transferkit.ui import console
 
 if TYPE_CHECKING:
@@ -63,8 +66,6 @@ def twin_key(
 ) -> str | None:
     """The cache key of the source-only model ``cfg`` trains for ``seed`` in ``steps`` steps, or None when it
     cannot be shared (see the module's docstring)."""
-    from transferkit import __version__
-
     if steps is None or cfg.train.grad_accum_steps != 1:
         return None
     try:
@@ -85,8 +86,6 @@ def twin_key(
 
 def _shaping_config(cfg: RunConfig, source: DomainDataset | None) -> dict[str, Any]:
     """The config less what names, schedules, judges or carries out the run (see the module's docstring)."""
-    from transferkit.config import RESUME_MAY_CHANGE, bottleneck_width
-
     dumped = cfg.model_dump(mode="json")
     # the width the twin is built with: `auto` resolves per method and data (MCC's own bottleneck), so the same
     # `auto` is two different models for MCC and for any other method
@@ -121,8 +120,6 @@ def model_files(cfg: RunConfig) -> dict[str, str]:
 
 def _named_beside(path: Path) -> dict[str, str]:
     """A ``file:`` model's metadata may name backbone files beside it (``<stem>.backbone/``): their content too."""
-    from transferkit.models.backbones import META_SPEC, read_metadata
-
     spec = read_metadata(path).get(META_SPEC) or ""
     _, _, inner = spec.partition(":")
     beside = path.resolve().parent / inner
@@ -233,12 +230,10 @@ def store_twin(cfg: RunConfig, key: str | None, model: torch.nn.Module) -> None:
     if path.is_symlink() or (path.exists() and not path.is_file()):
         _warn(f"the twin cache entry {path} is {_what(path.lstat().st_mode)}; the twin is not cached (remove it)")
         return
-    from transferkit.runs import atomic_save_safetensors
-
     state = model.state_dict()
     try:
         meta = {"what": "transferkit source-only model (twin cache)", META_DIGEST: state_digest(state)}
-        atomic_save_safetensors(state, path, meta)
+        runs.atomic_save_safetensors(state, path, meta)  # looked up at call time (a full disk is tested so)
     except Exception as exc:  # a cache that cannot be written never costs the run
         _warn(f"the source-only twin is not cached: {type(exc).__name__}: {exc}" if not isinstance(
             exc, TransferkitError) else f"the source-only twin is not cached: {exc}")
