@@ -128,6 +128,24 @@ def test_json_number_labels_follow_the_numeric_rule(tmp_path: Path) -> None:
     assert load_text_table(_jsonl(tmp_path / "names.jsonl", strings)).classes == ["0.5", "1"]
 
 
+@pytest.mark.parametrize("odd", ["01", "+1", "1_0", "\u0663", "-0"])
+def test_integers_spelled_another_way_are_class_names_in_every_loader(tmp_path: Path, odd: str) -> None:
+    """Only the canonical spelling of an integer is a class id: "01" beside "0" is a second name, in text tables
+    (it crashed with a KeyError: the classes were made by int() and the rows looked up by their text) and in
+    feature CSVs (which merged it with "1") alike."""
+    rows = [{"text": f"review {i}", "label": ["0", odd][i % 2]} for i in range(6)]
+    text = load_text_table(_jsonl(tmp_path / "t.jsonl", rows))
+    assert text.classes == sorted(["0", odd]) and text.labels.tolist() == [text.classes.index(r["label"]) for r in rows]
+    csv = tmp_path / "f.csv"
+    csv.write_text("f0,label\n" + "".join(f"{i},{['0', odd, '1'][i % 3]}\n" for i in range(6)), encoding="utf-8")
+    assert load_data(str(csv)).classes == sorted(["0", "1", odd])
+
+
+def test_a_canonical_integer_label_is_still_a_class_id(tmp_path: Path) -> None:
+    rows = [{"text": f"review {i}", "label": ["0", "2"][i % 2]} for i in range(4)]
+    assert load_text_table(_jsonl(tmp_path / "t.jsonl", rows)).classes == ["0", "2"]
+
+
 def test_npz_names_are_text(tmp_path: Path) -> None:
     x = np.zeros((2, 3), np.float32)
     with pytest.raises(DataError, match=r"b\.npz: labels holds b'\\xff', which is not UTF-8 text"):

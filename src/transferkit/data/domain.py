@@ -7,6 +7,7 @@ backbone's transform every item is a tensor, so the engine and all methods stay 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -339,6 +340,16 @@ def label_range_error(where: str, value: float) -> DataError:
         f"{where}: label {shown} is too large to be a class id (integer labels must lie in 0..2**63-1, and a float "
         "is an exact whole number only up to 2**53); fix the label, or write the labels as names (strings)"
     )
+
+
+_CANONICAL_INT = re.compile(r"(?:0|-?[1-9][0-9]*)")
+
+
+def canonical_int(text: str) -> int | None:
+    """The integer a text label spells in its one canonical form (ASCII digits, no sign but ``-``, no leading zero,
+    no ``_``), else None. Python's ``int()`` also reads ``"01"``, ``"+1"``, ``"1_0"`` and ``"٣"``: two spellings
+    of one number would be one class in one loader and two in another, and a lookup by the raw text would miss."""
+    return int(text) if _CANONICAL_INT.fullmatch(text) else None
 
 
 def integer_classes(labels: Sequence[int] | np.ndarray, where: str) -> list[str]:

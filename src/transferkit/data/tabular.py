@@ -31,6 +31,7 @@ from transferkit.data.domain import (
     MAX_EXACT_FLOAT,
     DomainDataset,
     Kind,
+    canonical_int,
     integer_classes,
     integer_positions,
     label_range_error,
@@ -653,9 +654,9 @@ def _class_indices(
     empty = [i + first_row for i, v in enumerate(values) if v == ""]
     if empty:
         raise DataError(f"{path}: label column {label_column!r} is empty in rows {empty[:5]}; label every row")
-    try:
-        ints = [int(v) for v in values]
-    except ValueError:
+    parsed = [canonical_int(v) for v in values]  # "01" and "1" are two names, as in every other loader
+    ints = [v for v in parsed if v is not None]
+    if len(ints) < len(values):
         classes = sorted(set(values))
         index = {c: i for i, c in enumerate(classes)}
         return np.asarray([index[values[i]] for i in keep], dtype=np.int64), classes

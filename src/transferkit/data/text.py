@@ -33,7 +33,13 @@ from typing import IO, Any
 
 import numpy as np
 
-from transferkit.data.domain import MAX_EXACT_FLOAT, DomainDataset, integer_classes, label_range_error
+from transferkit.data.domain import (
+    MAX_EXACT_FLOAT,
+    DomainDataset,
+    canonical_int,
+    integer_classes,
+    label_range_error,
+)
 from transferkit.data.limits import check_allocation, data_budget, regular_file_problem
 from transferkit.errors import DataError
 
@@ -302,10 +308,10 @@ def _classes(values: list[Any], path: Path, label: str | None) -> list[str]:
     if empty:
         raise DataError(f"{path}: label {label!r} is empty in rows {empty[:5]}; label every row or drop the column")
     distinct = set(keys)
-    try:
-        ints = sorted(int(k) for k in distinct)
-    except ValueError:
+    parsed = [canonical_int(k) for k in distinct]  # "01", "+1": names, so the rows' lookup by text finds them
+    if any(v is None for v in parsed):
         return sorted(distinct)
+    ints = sorted(v for v in parsed if v is not None)
     if ints[0] < 0:
         raise DataError(f"{path}: integer labels in {label!r} must be >= 0, found {ints[0]}")
     return integer_classes([int(k) for k in keys], f"{path} (label {label!r})")
