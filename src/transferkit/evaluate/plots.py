@@ -44,11 +44,15 @@ def plot_learning_curves(records: Sequence[dict[str, Any]], path: str | Path, ti
     if not records:
         return None
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8))
-    keys = sorted({(r.get("phase", "train"), r.get("seed", 0)) for r in records})
+    groups: dict[tuple[Any, Any], list[dict[str, Any]]] = {}
+    for r in records:  # one pass: a foreign metrics.jsonl of 20,000 seeds was rescanned once per curve
+        groups.setdefault((r.get("phase", "train"), r.get("seed", 0)), []).append(r)
+    every = sorted(groups, key=lambda k: (str(k[0]), k[1] if isinstance(k[1], int) else 0, str(k[1])))
+    keys = every[:MAX_CURVES]
     val = next((k for k in ("val_acc", "val_mae", "val_micro_f1") if any(k in r for r in records)), "val_acc")
     mae = val == "val_mae"
     for phase, seed in keys:
-        rs = [r for r in records if r.get("phase", "train") == phase and r.get("seed", 0) == seed]
+        rs = groups[(phase, seed)]
         epochs = [r["epoch"] + 1 for r in rs]
         label = phase if len({k[1] for k in keys}) == 1 else f"{phase} s{seed}"
         ax_loss.plot(epochs, [r["train_loss"] for r in rs], marker=".", label=f"{label} train")
@@ -68,30 +72,48 @@ def plot_learning_curves(records: Sequence[dict[str, Any]], path: str | Path, ti
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:  # records without accuracy leave the right panel empty
             ax.legend(fontsize=7)
+    if len(every) > MAX_CURVES:
+        title = f"{title} (the first {MAX_CURVES} of {len(every)} phase/seed curves)".strip()
     if title:
         fig.suptitle(title)
     fig.tight_layout()
     return _save(fig, path)
 
 
+# A plot is drawn from a run folder that may come from elsewhere: its size follows the data, within bounds. Tick
+# labels past a few dozen classes are unreadable (and cost seconds per hundred); a matrix past a thousand classes is
+# an unreadable million-cell image, and a report naming 20,000 classes drew for minutes and gigabytes.
+MAX_LABELLED_CLASSES = 60
+MAX_CONFUSION_CLASSES = 1000
+MAX_CURVES = 24
+
+
 @_plain_text
 def plot_confusion_matrix(
     matrix: Sequence[Sequence[int]], classes: Sequence[str], path: str | Path, title: str = ""
-) -> Path:
-    """Row-normalised confusion matrix with counts in the cells (rows: true class, columns: predicted)."""
+) -> Path | None:
+    """Row-normalised confusion matrix with counts in the cells (rows: true class, columns: predicted); class names
+    on the axes up to :data:`MAX_LABELLED_CLASSES`; None (nothing drawn) past :data:`MAX_CONFUSION_CLASSES` or for
+    a matrix that is not classes x classes."""
     import numpy as np
 
+    n = len(classes)
+    if n > MAX_CONFUSION_CLASSES or not _square(matrix, n):
+        return None
     cm = np.asarray(matrix, dtype=float)
     norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
-    n = len(classes)
     size = min(12.0, 2.5 + 0.45 * n)
     fig, ax = plt.subplots(figsize=(size, size * 0.85))
     im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
     fig.colorbar(im, ax=ax, fraction=0.046, label="share of the true class")
-    names = [short_label(c) for c in classes]
-    ax.set_xticks(range(n), names, rotation=45 if n > 6 else 0, ha="right" if n > 6 else "center")
-    ax.set_yticks(range(n), names)
-    ax.set(xlabel="predicted", ylabel="true", title=title or "confusion matrix")
+    if n <= MAX_LABELLED_CLASSES:
+        names = [short_label(c) for c in classes]
+        ax.set_xticks(range(n), names, rotation=45 if n > 6 else 0, ha="right" if n > 6 else "center")
+        ax.set_yticks(range(n), names)
+        ax.set(xlabel="predicted", ylabel="true")
+    else:
+        ax.set(xlabel="predicted (class index)", ylabel="true (class index)")
+    ax.set(title=title or "confusion matrix")
     if n <= 20:
         for i in range(n):
             for j in range(n):
@@ -100,6 +122,13 @@ def plot_confusion_matrix(
                             color="white" if norm[i, j] > 0.5 else "black")
     fig.tight_layout()
     return _save(fig, path)
+
+
+def _square(matrix: Sequence[Sequence[int]], n: int) -> bool:
+    try:
+        return len(matrix) == n and all(len(row) == n for row in matrix)
+    except TypeError:  # a row that is a number
+        return False
 
 
 @_plain_text

@@ -73,7 +73,8 @@ def _draw_plots(run: RunDir, report: dict[str, Any]) -> dict[str, str]:
             metrics["confusion_matrix"], report["classes"], run.path / f"confusion_{role}.png",
             f"{role}: {metrics.get('domain', '')} (acc {metrics['accuracy']:.3f})",
         )
-        plots[f"confusion matrix ({role})"] = png.name
+        if png is not None:  # too many classes to draw (the per-class table has them)
+            plots[f"confusion matrix ({role})"] = png.name
     fmap = _plot_feature_map(run, report)
     if fmap is not None:
         plots["feature map"] = fmap.name
