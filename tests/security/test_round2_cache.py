@@ -292,6 +292,31 @@ def test_resume_refuses_data_whose_content_changed(tmp_path: Path) -> None:
     assert "--overwrite" in line and "Traceback" not in text
 
 
+@pytest.mark.parametrize("planted", ['{"scheme": 99, "data.source": "x"}', "[]", None])
+def test_a_data_digest_that_cannot_be_read_never_switches_the_check_off_silently(tmp_path: Path,
+                                                                                  planted: str | None) -> None:
+    """A data-digest.json of an unknown scheme (or not a mapping) is refused; a missing one is resumed with a
+    warning that says the data could not be checked (it used to switch the check off without a word)."""
+    src, tgt = _domains(tmp_path)
+    out = tmp_path / "runs"
+    args = ("--source", src, "--target", tgt)
+    assert _fit(out, "r", *args)[0] == 0
+    (out / "r" / "report.json").unlink()  # as if killed before the end
+    digest = out / "r" / "data-digest.json"
+    if planted is None:
+        digest.unlink()
+    else:
+        digest.write_text(planted, encoding="utf-8")
+    code, text = _fit(out, "r", *args, "--resume")
+    if planted is None:
+        assert code == 0, text
+        assert _has(text, "warning:") and _has(text, "data-digest.json is missing"), text
+        assert digest.is_file()  # recorded now: the next resume is checked
+    else:
+        assert code == 2, text
+        assert _has(text, "is not a data digest this transferkit writes") and "Traceback" not in text, text
+
+
 # -- NaN weights in the starting model are named at load time ----------------------------------------------------
 def test_init_from_a_model_with_nan_weights_names_the_file(tmp_path: Path) -> None:
     src, _ = _domains(tmp_path)

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from rich.markup import escape
+
 from transferkit.config import RESUME_MAY_CHANGE, RunConfig, load_yaml_mapping
 from transferkit.content_digest import dataset_digest
 from transferkit.errors import ConfigError, RunDirError
 from transferkit.runs import RunDir, atomic_write_json, read_json
+from transferkit.ui import console
 
 if TYPE_CHECKING:
     from transferkit.pipeline.data import RunData
@@ -73,11 +76,15 @@ def _check_data(run: RunDir, cfg: RunConfig, digests: dict[str, str]) -> None:
     """The run's data must hold what it held when the run started: resumed weights trained on other data, scored on
     it, would be a model of neither."""
     path = run.path / DATA_DIGEST
-    if not path.exists():
-        return  # a run begun before transferkit recorded it: nothing to compare
+    if not path.exists():  # a run begun before transferkit recorded it (or a folder that lost it): said, not silent
+        console.print(f"[yellow]warning:[/] {escape(str(path))} is missing: the data cannot be checked against what "
+                      "the run started on (resuming as is)", highlight=False)
+        return
     stored = read_json(path, "the run's data digest")
     if not isinstance(stored, dict) or stored.get("scheme") != _SCHEME:
-        return
+        # a file of a scheme this transferkit does not write would switch the check off: refused, not skipped
+        raise RunDirError(f"cannot resume {run.path}: {path} is not a data digest this transferkit writes, so the data "
+                          "cannot be checked against what the run started on; start again with --overwrite")
     for setting, digest in digests.items():
         if stored.get(setting) != digest:
             spec = cfg.data.source if setting == "data.source" else cfg.data.target
