@@ -141,6 +141,14 @@ def test_integers_spelled_another_way_are_class_names_in_every_loader(tmp_path: 
     assert load_data(str(csv)).classes == sorted(["0", "1", odd])
 
 
+def test_a_csv_header_with_a_nameless_column_is_refused(tmp_path: Path) -> None:
+    """f0,f1, over rows of two features and a label loaded as an unlabelled table of three features."""
+    path = tmp_path / "trailing.csv"
+    path.write_text("f0,f1,\n" + "".join(f"{i},{i + 1},{i % 2}\n" for i in range(6)), encoding="utf-8")
+    with pytest.raises(DataError, match=r"column 3 of the header has no name"):
+        load_data(str(path))
+
+
 def test_a_canonical_integer_label_is_still_a_class_id(tmp_path: Path) -> None:
     rows = [{"text": f"review {i}", "label": ["0", "2"][i % 2]} for i in range(4)]
     assert load_text_table(_jsonl(tmp_path / "t.jsonl", rows)).classes == ["0", "2"]

@@ -514,6 +514,10 @@ def load_csv(
     if not body:
         raise DataError(f"{path} has a header but no data rows")
     _check_unique_columns(header, path)
+    unnamed = [i + 1 for i, h in enumerate(header) if not h]
+    if unnamed:  # "f0,f1," read the label column of every row as a nameless feature, and the file as unlabelled
+        raise DataError(f"{path}: column {unnamed[0]} of the header has no name (a trailing or doubled delimiter, or "
+                        "pandas' index: to_csv(index=False)); name every column, e.g. 'label' for the labels")
     for i, row in enumerate(body, start=2):
         if len(row) != len(header):
             raise DataError(f"{path}, row {i}: {len(row)} cells but the header has {len(header)} columns")
