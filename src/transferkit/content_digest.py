@@ -30,13 +30,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DigestError", "dataset_digest", "file_digest", "path_digest"]
+__all__ = ["DigestError", "backbone_source_digest", "dataset_digest", "file_digest", "path_digest"]
 
 MAX_FOLDER_ENTRIES = 200_000  # a model folder holds dozens of files; a walk beyond this is not a model folder
 _RECENT_NS = 2_000_000_000  # a file written this recently may change again within its mtime's clock tick
 _MAX_REMEMBERED = 1_000_000  # digests kept per process (about 150 MB at the cap); cleared, not evicted, past it
 
-_remembered: dict[tuple[int, int, int, int], str] = {}
+_remembered: dict[tuple[int, int, int, int, int], str] = {}
 _lock = threading.Lock()
 
 
@@ -127,6 +127,26 @@ def _hash_tree(h: hashlib._Hash, root: Path, most: int) -> None:
                 h.update(f"{child_rel}\0{_kind(mode)}\0".encode("utf-8", "surrogateescape"))
 
 
+def backbone_source_digest(spec: str) -> str | None:
+    """The content of the files a backbone spec names (``hf:``/``st:``/``onnx:``/``file:`` PATH, ``~`` expanded as
+    the loaders expand it; a ``file:`` model's ``<stem>.backbone/`` folder of tokenizer and config files beside it),
+    or None for a spec that names no existing path (a built-in, a packaged or hub model). Weights alone do not make
+    a backbone: a folder's tokenizer and config change its features with the same weights.
+
+    Raises :class:`DigestError` for a path that exists but cannot be read."""
+    prefix, _, name = spec.partition(":")
+    if not name:
+        return None
+    path = Path(name).expanduser()
+    if not path.exists():
+        return None
+    parts = [path_digest(path)]
+    beside = path.parent / f"{path.stem}.backbone"
+    if prefix == "file" and path.is_file() and beside.exists():
+        parts.append(path_digest(beside))
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()
+
+
 def dataset_digest(dataset: Any) -> str:
     """The content of a :class:`~transferkit.data.domain.DomainDataset` as a result trained on it sees it: its
     ``fingerprint()`` (inputs, files by content, labels), its class names and the per-item fields its items carry
@@ -142,8 +162,10 @@ def dataset_digest(dataset: Any) -> str:
     return h.hexdigest()
 
 
-def _identity(info: os.stat_result) -> tuple[int, int, int, int]:
-    return info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns
+def _identity(info: os.stat_result) -> tuple[int, int, int, int, int]:
+    # ctime too: a rewrite to the same size with its mtime put back (os.utime, cp -p, rsync -t) keeps the first four,
+    # but any write or utime moves the ctime, which no user-space call can set back
+    return info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns
 
 
 def _kind(mode: int) -> str:

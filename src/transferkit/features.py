@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from transferkit.content_digest import backbone_source_digest
 from transferkit.data.domain import DomainDataset, collate
 from transferkit.data.modality import modality
 from transferkit.errors import ConfigError, DataError, RunDirError
@@ -342,11 +343,18 @@ def cache_key(backbone: Backbone, dataset: DomainDataset) -> str:
     h = hashlib.sha256()
     h.update(json.dumps({"spec": backbone.spec, "kwargs": backbone.kwargs}, sort_keys=True, default=str).encode())
     h.update(repr(backbone.transform).encode())
+    # a folder's tokenizer and config shape the features beside its weights: their bytes enter the key
+    h.update(str(backbone_source_digest(backbone.spec)).encode())
     for k, v in sorted(backbone.state_dict().items()):
         h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+        h.update(_bytes_of(v.detach().cpu().contiguous()))
     h.update(dataset.fingerprint().encode())
     return h.hexdigest()[:24]
+
+
+def _bytes_of(t: torch.Tensor) -> memoryview:
+    """A tensor's bytes without a copy (``.tobytes()`` copied every weight of the backbone each time)."""
+    return memoryview(t.reshape(-1).view(torch.uint8).numpy()) if t.numel() else memoryview(b"")
 
 
 def _chain_first(first: tuple[np.ndarray, np.ndarray], rest: Iterator[tuple[np.ndarray, np.ndarray]]):

@@ -364,3 +364,77 @@ def test_every_file_the_model_starts_from_enters_the_twin_key_by_content(tmp_pat
     after = keys()
     assert all(a != b for a, b in zip(before, after, strict=True))
     assert keys() == after  # and stable while nothing changes
+
+
+# -- the fresh attacker's pass: ~ in a backbone path, a folder's tokenizer, resume on rewritten model files ----------
+def test_a_backbone_path_with_a_tilde_enters_the_twin_key_by_content(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """hf:~/mini reaches transferkit literally (no shell expands it there) and the loaders expand it: the key did
+    not, so the folder's content never entered it and a twin of the old weights was reused."""
+    from transferkit.config import parse_config
+    from transferkit.data.domain import DomainDataset
+    from transferkit.train.twin_cache import twin_key
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    folder = tmp_path / "mini"
+    folder.mkdir()
+    save_file({"w": torch.zeros(2)}, str(folder / "model.safetensors"))
+    data = [DomainDataset(np.zeros((4, 3), np.float32), np.array([0, 1, 0, 1]), "d", ["a", "b"], "vector")]
+    cfg = parse_config({"output_dir": str(tmp_path), "model": {"backbone": "hf:~/mini"}})
+    before = twin_key(cfg, 0, 10, data)
+    save_file({"w": torch.ones(2)}, str(folder / "model.safetensors"))
+    assert before is not None and twin_key(cfg, 0, 10, data) != before
+
+
+@pytest.mark.parametrize("spec", ["hf", "file"])
+def test_a_folder_s_tokenizer_and_config_enter_the_feature_cache_key(tmp_path: Path, spec: str) -> None:
+    """The feature cache hashed a text backbone's weights and repr only: a tokenizer.json or config.json rewritten
+    in place served the old features."""
+    from types import SimpleNamespace
+
+    from transferkit.data.domain import DomainDataset
+    from transferkit.features import cache_key
+
+    folder = tmp_path / ("mini" if spec == "hf" else "m.backbone")
+    folder.mkdir()
+    (folder / "tokenizer.json").write_text('{"great": 1, "terrible": 2}', encoding="utf-8")
+    (folder / "config.json").write_text('{"hidden_act": "gelu"}', encoding="utf-8")
+    model_file = tmp_path / "m.safetensors"
+    save_file({"w": torch.zeros(2)}, str(model_file))
+    name = f"hf:{folder}" if spec == "hf" else f"file:{model_file}"
+    backbone = SimpleNamespace(spec=name, kwargs={}, transform=None, state_dict=lambda: {"w": torch.zeros(2)})
+    data = DomainDataset(["a review"], np.array([0]), "d", ["a"], "text")
+    keys = [cache_key(backbone, data)]
+    (folder / "tokenizer.json").write_text('{"great": 2, "terrible": 1}', encoding="utf-8")
+    keys.append(cache_key(backbone, data))
+    (folder / "config.json").write_text('{"hidden_act": "relu"}', encoding="utf-8")
+    keys.append(cache_key(backbone, data))
+    assert len(set(keys)) == 3 and cache_key(backbone, data) == keys[-1]
+
+
+def test_resume_refuses_a_starting_model_whose_content_changed(tmp_path: Path) -> None:
+    src, tgt = _domains(tmp_path)
+    out = tmp_path / "runs"
+    start = out / "A" / "model.safetensors"
+    assert _fit(out, "A", "--source", src)[0] == 0
+    args = ("--source", src, "--target", tgt, "--init-from", start)
+    assert _fit(out, "B", *args)[0] == 0
+    (out / "B" / "report.json").unlink()  # as if killed before the end
+    assert _fit(out, "A", "--source", src, "--lr", "0.05", "--overwrite")[0] == 0  # the same path, other weights
+    code, text = _fit(out, "B", *args, "--resume")
+    assert code == 2, text
+    assert _has(text, "the files of model.init_from") and _has(text, "changed since the run started"), text
+
+
+def test_a_file_rewritten_with_its_mtime_put_back_gets_a_new_digest(tmp_path: Path) -> None:
+    """The digest memo is keyed by the file's identity; a same-size rewrite with its mtime restored (cp -p,
+    rsync -t, os.utime) kept (device, inode, size, mtime) and was served the old digest in the same process."""
+    path = tmp_path / "w.bin"
+    path.write_bytes(b"a" * 64)
+    old = path.stat().st_mtime_ns - 10 * 10**9  # older than the memo's two-second window: remembered
+    os.utime(path, ns=(old, old))
+    first = file_digest(path)
+    assert file_digest(path) == first  # served from the memo
+    path.write_bytes(b"b" * 64)
+    os.utime(path, ns=(old, old))
+    assert file_digest(path) != first

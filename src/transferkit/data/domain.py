@@ -262,11 +262,11 @@ class DomainDataset(torch.utils.data.Dataset):
         h.update(self.kind.encode())
         if isinstance(self.inputs, np.ndarray):
             h.update(str(self.inputs.shape).encode() + str(self.inputs.dtype).encode())
-            h.update(np.ascontiguousarray(self.inputs).tobytes())
+            h.update(np.ascontiguousarray(self.inputs).data)  # the buffer, not a copy (.tobytes() doubled memory)
         else:  # a list: strings (text) or file paths, each modality hashes its own
             modality(self.kind).hash_items(h, self.inputs)
         if self.labels is not None:
-            h.update(self.labels.tobytes())
+            h.update(np.ascontiguousarray(self.labels).data)
         return h.hexdigest()[:16]
 
 

@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING, Any
 from rich.markup import escape
 
 from transferkit.config import RESUME_MAY_CHANGE, RunConfig, load_yaml_mapping
-from transferkit.content_digest import dataset_digest
-from transferkit.errors import ConfigError, RunDirError
+from transferkit.content_digest import DigestError, dataset_digest
+from transferkit.errors import ConfigError, RunDirError, TransferkitError
 from transferkit.runs import RunDir, atomic_write_json, read_json
+from transferkit.train.twin_cache import model_files
 from transferkit.ui import console
 
 if TYPE_CHECKING:
@@ -33,6 +34,16 @@ def data_digests(data: RunData) -> dict[str, str]:
             joined = "|".join("-" if p is None else dataset_digest(p) for p in parts)
             out[setting] = hashlib.sha256(joined.encode()).hexdigest()
     return out
+
+
+def model_digests(cfg: RunConfig) -> dict[str, str]:
+    """Content digests of the files the model is built from (``model.weights``, ``model.init_from``, a backbone
+    folder with its tokenizer and config): a resume on a rewritten tokenizer would train half a model on each. A
+    file that cannot be read enters nothing here (building the model names it)."""
+    try:
+        return model_files(cfg)
+    except (DigestError, TransferkitError):
+        return {}
 
 
 def record_data(run: RunDir, digests: dict[str, str], resume: bool) -> None:
@@ -87,8 +98,10 @@ def _check_data(run: RunDir, cfg: RunConfig, digests: dict[str, str]) -> None:
                           "cannot be checked against what the run started on; start again with --overwrite")
     for setting, digest in digests.items():
         if stored.get(setting) != digest:
-            spec = cfg.data.source if setting == "data.source" else cfg.data.target
+            section, _, key = setting.partition(".")
+            spec = getattr(getattr(cfg, section), key.split()[0], setting)  # "model.backbone files": the backbone's
+            what = "data" if section == "data" else "files"
             raise RunDirError(
-                f"cannot resume {run.path}: the data of {setting} {spec!r} changed since the run started (its "
-                "content differs); resume it with the data it started on, or start again with --overwrite"
+                f"cannot resume {run.path}: the {what} of {setting} {spec!r} changed since the run started (its "
+                f"content differs); resume it with the {what} it started on, or start again with --overwrite"
             )

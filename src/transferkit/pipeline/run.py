@@ -36,7 +36,7 @@ from transferkit.pipeline.choose import (
 from transferkit.pipeline.data import RunData, check_sizes, load_run_data, trained_on
 from transferkit.pipeline.model import build_model, check_combination, check_names, loss_terms, source_only_config
 from transferkit.pipeline.report import report_header, save_feature_map, single_summary
-from transferkit.pipeline.resume import check_resume, data_digests, record_data
+from transferkit.pipeline.resume import check_resume, data_digests, model_digests, record_data
 from transferkit.pipeline.train import discrepancy_weights, train_model
 from transferkit.runs import RunDir, atomic_write_text, read_json
 from transferkit.train.processes import process_accelerator
@@ -66,7 +66,7 @@ def _fit(cfg: RunConfig, *, overwrite: bool, resume: bool, progress: bool) -> di
     check_sizes(cfg, first)
     check_tracking(cfg.tracking.log_to, cfg.tracking.mlflow_uri)  # a missing package, a store that is a file
     run = RunDir(cfg.run_path)
-    digests = data_digests(first)  # the data's content: a resume must find it unchanged
+    digests = {**data_digests(first), **model_digests(cfg)}  # the content a resume must find unchanged
     check_resume(run, cfg, resume, digests)
     # Under `accelerate launch` every process runs this; only the main one writes the run directory (a failure
     # there ends the launch, and with it the other processes).

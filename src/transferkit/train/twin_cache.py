@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,7 +42,7 @@ import torch
 
 from transferkit import __version__, runs
 from transferkit.config import RESUME_MAY_CHANGE, bottleneck_width
-from transferkit.content_digest import DigestError, dataset_digest, path_digest
+from transferkit.content_digest import DigestError, backbone_source_digest, dataset_digest, path_digest
 from transferkit.errors import TransferkitError
 from transferkit.models.backbones import META_SPEC, read_metadata
 from transferkit.ui import console
@@ -110,11 +109,13 @@ def model_files(cfg: RunConfig) -> dict[str, str]:
     for field, value in (("model.weights", m.weights), ("model.init_from", m.init_from)):
         if value is not None:
             out[field] = path_digest(value)
-    prefix, _, name = m.backbone.partition(":")
-    if name and os.path.exists(name):  # file:, hf:, st:, onnx: paths (a packaged or hub name is no path)
-        out["model.backbone"] = path_digest(name)
-        if prefix == "file" and os.path.isfile(name):
-            out.update(_named_beside(Path(name)))
+    source = backbone_source_digest(m.backbone)  # file:, hf:, st:, onnx: paths, ~ expanded as the loaders do
+    if source is not None:
+        out["model.backbone"] = source
+        prefix, _, name = m.backbone.partition(":")
+        path = Path(name).expanduser()
+        if prefix == "file" and path.is_file():
+            out.update(_named_beside(path))
     return out
 
 
