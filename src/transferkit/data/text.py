@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import io
 import json
 import sys
 import zlib
@@ -171,9 +172,29 @@ def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
 
 def _open(path: Path) -> IO[str]:
     """The file as UTF-8 text (a byte-order mark dropped), through gzip for ``.gz``; the caller closes it."""
-    if path.name.lower().endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8-sig", newline="")
-    return path.open(encoding="utf-8-sig", newline="")
+    return io.TextIOWrapper(_open_binary(path), encoding="utf-8-sig", newline="")
+
+
+class _Capped(io.RawIOBase):
+    """A decompressing stream that stops at the data budget: a few MB of ``.gz`` can inflate to any size, and a
+    reader (a CSV row, a JSON line without a newline) would hold all of it before any check saw it."""
+
+    def __init__(self, raw: IO[bytes], path: Path) -> None:
+        self._raw, self._path, self._budget, self._read = raw, path, data_budget(), 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = self._raw.readinto(buffer)  # type: ignore[attr-defined]
+        self._read += n or 0
+        if self._read > self._budget:
+            check_allocation(self._read, f"{self._path} (decompressed)", "split the file")
+        return n
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
 
 
 def _read_rows(path: Path) -> list[dict[str, Any]]:
@@ -198,10 +219,12 @@ def _json_rows(path: Path) -> list[dict[str, Any]]:
     rows = []
     budget, read = data_budget(), 0
     with _open_binary(path) as f:
-        for n, raw in enumerate(f, start=1):
+        n = 0
+        while raw := f.readline(budget - read + 1):  # never more than the budget, even a line without a newline
+            n += 1
             read += len(raw)
-            if read > budget:  # a few MB of .gz can inflate to any size; every row is kept in memory
-                check_allocation(read, f"{path} (decompressed, up to line {n})", "split the file")
+            if read > budget:  # every row is kept in memory: the text read so far is its floor
+                check_allocation(read, f"{path} (up to line {n})", "split the file")
             try:
                 line = raw.decode("utf-8-sig" if n == 1 else "utf-8")
             except UnicodeDecodeError as exc:
@@ -261,7 +284,7 @@ def first_undecodable_line(path: Path) -> int | None:
 
 def _open_binary(path: Path) -> IO[bytes]:
     if path.name.lower().endswith(".gz"):
-        return gzip.open(path, "rb")
+        return io.BufferedReader(_Capped(gzip.open(path, "rb"), path))
     return path.open("rb")
 
 
