@@ -216,6 +216,25 @@ def test_a_feature_map_declaring_terabytes_is_not_loaded(tmp_path: Path) -> None
     assert "No feature map" in (run / "report.html").read_text(encoding="utf-8")
 
 
+@pytest.mark.parametrize("shapes", [((3 * 10**9,), (-3 * 10**9,)), ((2**10, 2**10), (1,))])
+def test_a_feature_map_header_cannot_declare_around_the_size_check(tmp_path: Path, shapes: tuple) -> None:
+    """A negative size summed in cancelled a huge one (the check saw 0 bytes, the load asked for 11 GiB); a header
+    may not declare more than its member holds either."""
+    import io
+    import zipfile
+
+    from transferkit.evaluate.run_files import _declared_bytes
+
+    path = tmp_path / "feature_map.npz"
+    with zipfile.ZipFile(path, "w") as zf:
+        for key, shape in zip(("after_source", "after_target"), shapes, strict=True):
+            buf = io.BytesIO()
+            np.lib.format.write_array_header_1_0(buf, {"descr": "<f4", "fortran_order": False, "shape": shape})
+            zf.writestr(f"{key}.npy", buf.getvalue() + b"\0" * 4)
+    with pytest.raises(RunDirError, match=r"negative size|declares"):
+        _declared_bytes(path)
+
+
 # -- item 8: labels are plain text in every plot ---------------------------------------------------------------
 NAMES = [MATH, r"$x^$", "a$b$c$", "\\$", "%${}_^", "$\\frac{1}{0}$", "x" * 500, "line\nbreak"]
 

@@ -174,7 +174,7 @@ def load_feature_map(path: Path) -> dict[str, Any] | None:
             return None
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files if k in FEATURE_MAP_KEYS}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, RunDirError):
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, RunDirError, MemoryError):
         return None
     return arrays if _map_shapes_ok(arrays) else None
 
@@ -202,7 +202,12 @@ def _declared_bytes(path: Path) -> int:
                     raise RunDirError(f"{path}: array format {version} is not one a feature map is written in")
             if dtype.hasobject:
                 raise RunDirError(f"{path} holds Python objects")
-            total += int(np.prod(shape, dtype=object)) * dtype.itemsize
+            if any(int(n) < 0 for n in shape):  # summed in, (3e9,) and (-3e9,) declared nothing at all
+                raise RunDirError(f"{path}: an array declares a negative size {shape}")
+            nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+            if nbytes > member.file_size:  # a header cannot declare more than its member holds
+                raise RunDirError(f"{path}: an array declares {nbytes:,} bytes in a member of {member.file_size:,}")
+            total += nbytes
     return total
 
 
