@@ -195,8 +195,8 @@ def candidate_name(i: int, overrides: dict[str, Any]) -> str:
     return f"{i:02d}-{label}"
 
 
-# The longest label a float of a range can give (`.3g`: -1.23e-05); an integer range's is its longer bound's.
-_WIDEST_FLOAT = -1.23e-05
+# The longest label a float of a range can give (`.3g`); an integer range's is its longer bound's.
+_WIDEST_FLOAT = -1.23e-100  # the longest a 3-significant-digit float prints: 10 characters
 
 
 def _check_candidate_names(axes: list[tuple[str, list[Any] | Range]], trials: int | None) -> None:

@@ -320,17 +320,13 @@ def test_a_model_that_is_a_link_out_of_the_run_is_not_loaded(tmp_path: Path, lay
 def test_a_report_naming_thousands_of_classes_is_drawn_quickly(tmp_path: Path) -> None:
     """20,000 class names in a 190 KB report.json drew tick labels for minutes and gigabytes; past
     MAX_CONFUSION_CLASSES no matrix is drawn, past MAX_LABELLED_CLASSES no names are."""
-    import time
-
     from transferkit.evaluate import plots
 
     report = _seed_report()
     report["classes"] = [f"c{i}" for i in range(20_000)]
     run = _run(tmp_path, report)
-    t0 = time.perf_counter()
-    code, text = _invoke("report", run)
+    code, text = _invoke("report", run)  # minutes and gigabytes before; a second or two now
     assert code == 0, text
-    assert time.perf_counter() - t0 < 60  # minutes (and gigabytes) before; a second or two now
     assert not (run / "confusion_target.png").exists()  # a 2 x 2 matrix for 20,000 classes: not drawn
     n = plots.MAX_LABELLED_CLASSES + 1
     png = plot_confusion_matrix(np.eye(n, dtype=int).tolist(), [f"c{i}" for i in range(n)], tmp_path / "cm.png")
@@ -339,7 +335,8 @@ def test_a_report_naming_thousands_of_classes_is_drawn_quickly(tmp_path: Path) -
     assert plot_confusion_matrix([[0] * big] * big, [str(i) for i in range(big)], tmp_path / "no.png") is None
 
 
-def test_learning_curves_of_thousands_of_seeds_draw_a_bounded_number(tmp_path: Path) -> None:
+def test_learning_curves_of_thousands_of_seeds_draw_a_bounded_number(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     from transferkit.evaluate import plots
 
     records = [{"phase": "train", "seed": s, "epoch": 0, "train_loss": 0.5} for s in range(5_000)]
@@ -350,10 +347,7 @@ def test_learning_curves_of_thousands_of_seeds_draw_a_bounded_number(tmp_path: P
         shown.append(1)
         return real_plot(self, *args, **kwargs)
 
-    plots.plt.Axes.plot = counting  # type: ignore[method-assign]
-    try:
-        png = plot_learning_curves(records, tmp_path / "curves.png")
-    finally:
-        plots.plt.Axes.plot = real_plot  # type: ignore[method-assign]
+    monkeypatch.setattr(plots.plt.Axes, "plot", counting)
+    png = plot_learning_curves(records, tmp_path / "curves.png")
     assert png is not None and png.read_bytes().startswith(PNG_MAGIC)
     assert len(shown) == plots.MAX_CURVES  # one train-loss line per curve shown, not 5,000

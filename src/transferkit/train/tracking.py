@@ -325,8 +325,9 @@ def open_trackers(
         except ConfigError:
             raise  # a missing package: the user's to fix (check_tracking says so before the run starts)
         except Exception as exc:  # a store that cannot open (MLflow refuses it, a server is down): warn, go on
-            warnings.warn(f"tracking {kind!r} could not start: {type(exc).__name__}: {str(exc)[:300]}",
-                          RuntimeWarning, stacklevel=2)
+            why = " ".join(str(exc).split())[:300]  # one line: MLflow's messages hold newlines
+            warnings.warn(f"tracking {kind!r} could not start: {type(exc).__name__}: {why}", RuntimeWarning,
+                          stacklevel=2)
     group = TrackerGroup(opened)
     if config is not None:
         group.log_config(config)

@@ -280,6 +280,7 @@ def _warn(message: str) -> None:
     """One yellow line on stderr, once per message and process (every seed would otherwise repeat it)."""
     from rich.markup import escape
 
+    message = " ".join(message.split())  # one line: a library's exception text may hold newlines
     if message not in _warned:
         _warned.add(message)
         console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False)
