@@ -35,7 +35,7 @@ from transferkit.errors import ConfigError, DataError, RunDirError
 from transferkit.models.backbones import Backbone, check_input_kind
 from transferkit.models.inference import inference_copy
 from transferkit.runs import atomic_path
-from transferkit.ui import console, make_progress
+from transferkit.ui import make_progress, warn_once
 
 CACHE_ENV = "TRANSFERKIT_CACHE"
 CPU_BATCH_SIZE = 16
@@ -264,10 +264,10 @@ def _cached_entry(file: Path, n: int) -> DomainDataset | None:
     except FileNotFoundError:
         return None
     except OSError as exc:
-        _warn(f"cannot read the feature cache entry {file} ({exc.strerror or exc}); extracting again")
+        warn_once(f"cannot read the feature cache entry {file} ({exc.strerror or exc}); extracting again")
         return None
     if not stat.S_ISREG(info.st_mode):
-        _warn(f"the feature cache entry {file} is not a regular file (a link, folder or device); it is not used "
+        warn_once(f"the feature cache entry {file} is not a regular file (a link, folder or device); it is not used "
               "(remove it)")
         return None
     try:
@@ -279,7 +279,7 @@ def _cached_entry(file: Path, n: int) -> DomainDataset | None:
             done = "deleted it"
         except OSError as err:
             done = f"could not delete it ({err.strerror or err})"
-        _warn(f"the feature cache entry {file} {why}; {done} and extracting the features again")
+        warn_once(f"the feature cache entry {file} {why}; {done} and extracting the features again")
         return None
 
 
@@ -319,7 +319,7 @@ def _extract_into_cache(backbone: Backbone, dataset: DomainDataset, file: Path, 
             extract_to_npz(backbone, dataset, file, **kw)
             return load_features(file)
         except RunDirError as exc:
-            _warn(f"the features are not cached: {exc}")
+            warn_once(f"the features are not cached: {exc}")
     batches = list(iter_features(backbone, dataset, **kw))
     feats = np.concatenate([b[0] for b in batches]).astype(np.float32, copy=False)
     if not np.isfinite(feats).all():
@@ -327,17 +327,6 @@ def _extract_into_cache(backbone: Backbone, dataset: DomainDataset, file: Path, 
     return DomainDataset(feats, None, dataset.domain, list(dataset.classes), "vector")
 
 
-_warned: set[str] = set()
-
-
-def _warn(message: str) -> None:
-    """One yellow line on stderr, once per message and process."""
-    from rich.markup import escape
-
-    message = " ".join(message.split())  # one line: a library's exception text may hold newlines
-    if message not in _warned:
-        _warned.add(message)
-        console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False)
 
 
 def cache_key(backbone: Backbone, dataset: DomainDataset) -> str:

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from rich.markup import escape
-
 from transferkit.config import RESUME_MAY_CHANGE, RunConfig, load_yaml_mapping
 from transferkit.content_digest import DigestError, dataset_digest
 from transferkit.errors import ConfigError, RunDirError, TransferkitError
 from transferkit.runs import RunDir, atomic_write_json, read_json
 from transferkit.train.twin_cache import model_files
-from transferkit.ui import console
+from transferkit.ui import warn_once
 
 if TYPE_CHECKING:
     from transferkit.pipeline.data import RunData
@@ -88,8 +86,7 @@ def _check_data(run: RunDir, cfg: RunConfig, digests: dict[str, str]) -> None:
     it, would be a model of neither."""
     path = run.path / DATA_DIGEST
     if not path.exists():  # a run begun before transferkit recorded it (or a folder that lost it): said, not silent
-        console.print(f"[yellow]warning:[/] {escape(str(path))} is missing: the data cannot be checked against what "
-                      "the run started on (resuming as is)", highlight=False)
+        warn_once(f"{path} is missing: the data cannot be checked against what the run started on (resuming as is)")
         return
     stored = read_json(path, "the run's data digest")
     if not isinstance(stored, dict) or stored.get("scheme") != _SCHEME:

@@ -45,7 +45,7 @@ from transferkit.config import RESUME_MAY_CHANGE, bottleneck_width
 from transferkit.content_digest import DigestError, backbone_source_digest, dataset_digest, path_digest
 from transferkit.errors import TransferkitError
 from transferkit.models.backbones import META_SPEC, read_metadata
-from transferkit.ui import console
+from transferkit.ui import warn_once
 
 if TYPE_CHECKING:
     from transferkit.config import RunConfig
@@ -70,7 +70,7 @@ def twin_key(
     try:
         contents = {"data": [None if d is None else dataset_digest(d) for d in trained_on], "files": model_files(cfg)}
     except (DigestError, TransferkitError) as exc:
-        _warn(f"the source-only twin is not cached: {exc}")
+        warn_once(f"the source-only twin is not cached: {exc}")
         return None
     what = {
         "config": _shaping_config(cfg, trained_on[0] if trained_on else None),
@@ -144,10 +144,10 @@ def load_twin(cfg: RunConfig, key: str | None, model: torch.nn.Module) -> bool:
     except FileNotFoundError:
         return False
     except OSError as exc:
-        _warn(f"cannot read the twin cache entry {path} ({exc.strerror or exc}); the twin is trained again")
+        warn_once(f"cannot read the twin cache entry {path} ({exc.strerror or exc}); the twin is trained again")
         return False
     if not stat.S_ISREG(info.st_mode):
-        _warn(f"the twin cache entry {path} is {_what(info.st_mode)}, not a file transferkit wrote; it is not used "
+        warn_once(f"the twin cache entry {path} is {_what(info.st_mode)}, not a file transferkit wrote; it is not used "
               "(remove it)")
         return False
     try:
@@ -216,7 +216,7 @@ def _drop(path: Path, why: str) -> None:
         done = "deleted it"
     except OSError as exc:
         done = f"could not delete it ({exc.strerror or exc})"
-    _warn(f"the twin cache entry {path} {why}; {done} and training the twin again")
+    warn_once(f"the twin cache entry {path} {why}; {done} and training the twin again")
 
 
 def store_twin(cfg: RunConfig, key: str | None, model: torch.nn.Module) -> None:
@@ -229,14 +229,14 @@ def store_twin(cfg: RunConfig, key: str | None, model: torch.nn.Module) -> None:
         return
     path = cache_path(cfg, key)
     if path.is_symlink() or (path.exists() and not path.is_file()):
-        _warn(f"the twin cache entry {path} is {_what(path.lstat().st_mode)}; the twin is not cached (remove it)")
+        warn_once(f"the twin cache entry {path} is {_what(path.lstat().st_mode)}; the twin is not cached (remove it)")
         return
     state = model.state_dict()
     try:
         meta = {"what": "transferkit source-only model (twin cache)", META_DIGEST: state_digest(state)}
         runs.atomic_save_safetensors(state, path, meta)  # looked up at call time (a full disk is tested so)
     except Exception as exc:  # a cache that cannot be written never costs the run
-        _warn(f"the source-only twin is not cached: {type(exc).__name__}: {exc}" if not isinstance(
+        warn_once(f"the source-only twin is not cached: {type(exc).__name__}: {exc}" if not isinstance(
             exc, TransferkitError) else f"the source-only twin is not cached: {exc}")
 
 
@@ -253,13 +253,13 @@ def _folder(cfg: RunConfig, *, create: bool) -> Path | None:
             folder.mkdir(parents=True, exist_ok=True)
             info = folder.lstat()
         except OSError as exc:
-            _warn(f"cannot create the twin cache {folder} ({exc.strerror or exc}); the twin is not cached")
+            warn_once(f"cannot create the twin cache {folder} ({exc.strerror or exc}); the twin is not cached")
             return None
     except OSError as exc:
-        _warn(f"cannot read the twin cache {folder} ({exc.strerror or exc}); it is not used")
+        warn_once(f"cannot read the twin cache {folder} ({exc.strerror or exc}); it is not used")
         return None
     if not stat.S_ISDIR(info.st_mode):
-        _warn(f"the twin cache {folder} is {_what(info.st_mode)}, not a folder; transferkit does not write through "
+        warn_once(f"the twin cache {folder} is {_what(info.st_mode)}, not a folder; transferkit does not write through "
               "links or over files: it is not used (remove it)")
         return None
     return folder
@@ -273,17 +273,6 @@ def _what(mode: int) -> str:
     return "a file" if stat.S_ISREG(mode) else "not a regular file"
 
 
-_warned: set[str] = set()
-
-
-def _warn(message: str) -> None:
-    """One yellow line on stderr, once per message and process (every seed would otherwise repeat it)."""
-    from rich.markup import escape
-
-    message = " ".join(message.split())  # one line: a library's exception text may hold newlines
-    if message not in _warned:
-        _warned.add(message)
-        console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False)
 
 
 def _several_processes() -> bool:
